@@ -1,0 +1,22 @@
+//! SeaORM migrations: the event store, the normalized write tables, the read views and
+//! their checkpoints. One file per step, named by date and order; never edit a step that
+//! has shipped, add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_event_store;
+mod m20261123_000002_write_tables;
+mod m20261123_000003_read_views;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_event_store::Migration),
+            Box::new(m20261123_000002_write_tables::Migration),
+            Box::new(m20261123_000003_read_views::Migration),
+        ]
+    }
+}

@@ -1,0 +1,224 @@
+//! Bearer tokens: HS256 JWTs whose `sub` is the user id and `role` is customer or admin.
+//! Verification checks signature and expiry; a missing token is an anonymous caller.
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::domain::values::UserId;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Admin,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    role: Role,
+    exp: i64,
+    iat: i64,
+}
+
+/// A verified caller.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub role: Role,
+    /// Expiry of the token, unix seconds.
+    pub expires_at: i64,
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+}
+
+/// Who is calling, as far as the transport could tell.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    Anonymous,
+    User(Caller),
+    /// A token was sent but is not acceptable; the reason is safe to show.
+    Invalid(String),
+}
+
+/// Signs a token for `sub` with `role`, valid for `ttl`.
+pub fn mint_token(secret: &str, sub: &str, role: Role, ttl: Duration) -> anyhow::Result<String> {
+    UserId::parse(sub).context("invalid subject")?;
+    let now = chrono::Utc::now().timestamp();
+    let claims = Claims {
+        sub: sub.to_owned(),
+        role,
+        iat: now,
+        exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
+    };
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .context("signing the token")
+}
+
+/// Verifies bearer tokens with the configured secret.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl TokenVerifier {
+    pub fn new(secret: &SecretString) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Self {
+            key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+            validation,
+        }
+    }
+
+    /// Reads an `Authorization` header value (`Bearer <jwt>`); `None` is anonymous.
+    pub fn authenticate(&self, header: Option<&str>) -> Auth {
+        let Some(header) = header.map(str::trim).filter(|h| !h.is_empty()) else {
+            return Auth::Anonymous;
+        };
+        let Some(token) = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+        else {
+            return Auth::Invalid("the Authorization header must be 'Bearer <token>'".into());
+        };
+        match jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation) {
+            Ok(data) => match UserId::parse(&data.claims.sub) {
+                Ok(user_id) => Auth::User(Caller {
+                    user_id,
+                    role: data.claims.role,
+                    expires_at: data.claims.exp,
+                }),
+                Err(_) => Auth::Invalid("the token's subject is not a valid user id".into()),
+            },
+            Err(e) => match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
+                    Auth::Invalid("the token has expired".into())
+                }
+                _ => Auth::Invalid("the token is not valid".into()),
+            },
+        }
+    }
+}
+
+/// The configured secret, or the development secret kept in `<data_dir>/jwt-secret`
+/// (created on first use with mode 0600). The second value says it is a development one.
+pub fn resolve_secret(
+    configured: Option<&SecretString>,
+    data_dir: &Path,
+) -> anyhow::Result<(SecretString, bool)> {
+    if let Some(secret) = configured {
+        anyhow::ensure!(
+            secret.expose_secret().len() >= 16,
+            "ORDERGRAPH_JWT_SECRET must be at least 16 characters"
+        );
+        return Ok((secret.clone(), false));
+    }
+    let path = data_dir.join("jwt-secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        let existing = existing.trim().to_owned();
+        if !existing.is_empty() {
+            return Ok((SecretString::from(existing), true));
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let secret = hex::encode(rand::random::<[u8; 32]>());
+    write_private(&path, &secret)
+        .with_context(|| format!("writing development secret {}", path.display()))?;
+    Ok((SecretString::from(secret), true))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verifier() -> TokenVerifier {
+        TokenVerifier::new(&SecretString::from("0123456789abcdef0123".to_owned()))
+    }
+
+    #[test]
+    fn a_minted_token_verifies() {
+        let token = mint_token(
+            "0123456789abcdef0123",
+            "alice",
+            Role::Admin,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        match verifier().authenticate(Some(&format!("Bearer {token}"))) {
+            Auth::User(c) => assert!(c.is_admin() && c.user_id.as_str() == "alice"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_token_signed_with_another_secret_is_invalid() {
+        let token = mint_token(
+            "another-secret-entirely",
+            "alice",
+            Role::Admin,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier().authenticate(Some(&format!("Bearer {token}"))),
+            Auth::Invalid(_)
+        ));
+        assert!(matches!(
+            verifier().authenticate(Some("Basic abc")),
+            Auth::Invalid(_)
+        ));
+        assert!(matches!(verifier().authenticate(None), Auth::Anonymous));
+    }
+
+    #[test]
+    fn the_development_secret_is_private_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, dev) = resolve_secret(None, dir.path()).unwrap();
+        let (b, _) = resolve_secret(None, dir.path()).unwrap();
+        assert!(dev);
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("jwt-secret"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! One typed configuration, built once at start-up from flags and environment variables.
+//!
+//! Every default gives the embedded run: SQLite under `./data`, a development JWT secret
+//! generated on first start, `127.0.0.1:8080`. README.md lists every variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+/// Runtime settings of the service. Built by clap from flags and `env`, or by tests directly.
+#[derive(clap::Args, Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on. Port 0 picks a free port (tests use it).
+    #[arg(long, env = "ORDERGRAPH_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// Database URL: `postgres://…` for PostgreSQL or `sqlite://…?mode=rwc`.
+    /// Unset: an embedded SQLite file `ordergraph.db` in the data directory.
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+
+    /// Directory for the embedded database and the generated development JWT secret.
+    #[arg(long, env = "ORDERGRAPH_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// HS256 secret used to verify bearer tokens. Unset: a random development secret is
+    /// generated once and kept in `<data dir>/jwt-secret` (mode 0600).
+    #[arg(long, env = "ORDERGRAPH_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+
+    /// How long a mutation waits for its projection to reach the written position
+    /// (read-your-writes) before answering CONSISTENCY_TIMEOUT.
+    #[arg(long, env = "ORDERGRAPH_CONSISTENCY_WAIT_MS", default_value_t = 5_000)]
+    pub consistency_wait_ms: u64,
+
+    /// Upper bound on the time one HTTP request may take.
+    #[arg(long, env = "ORDERGRAPH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "ORDERGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Size of the database connection pool.
+    #[arg(long, env = "ORDERGRAPH_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+
+    /// How often the relay polls the event log when nothing woke it (writes from other
+    /// processes). Writes of this process wake it at once.
+    #[arg(long, env = "ORDERGRAPH_RELAY_POLL_MS", default_value_t = 250)]
+    pub relay_poll_ms: u64,
+}
+
+impl Default for Settings {
+    /// The embedded defaults, without reading flags or the environment (tests start here).
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            database_url: None,
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            consistency_wait_ms: 5_000,
+            request_timeout_secs: 30,
+            max_body_bytes: 1024 * 1024,
+            db_max_connections: 16,
+            relay_poll_ms: 250,
+        }
+    }
+}
+
+impl Settings {
+    /// The database URL in effect: the configured one, or the embedded SQLite file.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}?mode=rwc",
+                self.data_dir.join("ordergraph.db").display()
+            ),
+        }
+    }
+
+    pub fn consistency_wait(&self) -> Duration {
+        Duration::from_millis(self.consistency_wait_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    pub fn relay_poll(&self) -> Duration {
+        Duration::from_millis(self.relay_poll_ms)
+    }
+}

@@ -1,0 +1,487 @@
+//! The product aggregate: one stream per product. Owns price, stock on hand (never below
+//! zero), status and reviews (one per user; a second replaces the first).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::values::{
+    Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel, UserId,
+};
+use super::{Aggregate, DomainEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProductStatus {
+    #[default]
+    Active,
+    Discontinued,
+}
+
+impl ProductStatus {
+    /// Persisted spelling in tables and views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProductStatus::Active => "ACTIVE",
+            ProductStatus::Discontinued => "DISCONTINUED",
+        }
+    }
+
+    pub fn from_db(s: &str) -> Self {
+        if s == "DISCONTINUED" {
+            ProductStatus::Discontinued
+        } else {
+            ProductStatus::Active
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ProductCommand {
+    Create {
+        sku: Sku,
+        name: ProductName,
+        description: Description,
+        price: Money,
+        initial_stock: StockLevel,
+    },
+    Update {
+        name: Option<ProductName>,
+        description: Option<Description>,
+        price: Option<Money>,
+    },
+    AdjustStock {
+        delta: StockDelta,
+        reason: Option<Reason>,
+    },
+    Discontinue,
+    Review {
+        user_id: UserId,
+        rating: Rating,
+        comment: Comment,
+    },
+}
+
+/// The product's events. The `type` tags are persisted identifiers: never rename them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum ProductEvent {
+    #[serde(rename = "ProductCreated")]
+    Created {
+        sku: Sku,
+        name: ProductName,
+        description: Description,
+        price: Money,
+        stock: i64,
+    },
+    /// Only the fields that changed are present.
+    #[serde(rename = "ProductUpdated")]
+    Updated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<ProductName>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        description: Option<Description>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        price: Option<Money>,
+    },
+    /// Carries the resulting `stock` so views never recompute it.
+    #[serde(rename = "ProductStockUpdated")]
+    StockUpdated {
+        delta: i64,
+        stock: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    #[serde(rename = "ProductDiscontinued")]
+    Discontinued {},
+    /// Carries the resulting totals so views never recompute them.
+    #[serde(rename = "ProductReviewed")]
+    Reviewed {
+        user_id: UserId,
+        rating: Rating,
+        comment: Comment,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced_rating: Option<Rating>,
+        review_count: i64,
+        rating_total: i64,
+    },
+}
+
+impl DomainEvent for ProductEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            ProductEvent::Created { .. } => "ProductCreated",
+            ProductEvent::Updated { .. } => "ProductUpdated",
+            ProductEvent::StockUpdated { .. } => "ProductStockUpdated",
+            ProductEvent::Discontinued {} => "ProductDiscontinued",
+            ProductEvent::Reviewed { .. } => "ProductReviewed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProductError {
+    /// NOT_FOUND
+    #[error("product not found")]
+    NotFound,
+    /// CONFLICT
+    #[error("product already exists")]
+    AlreadyExists,
+    /// CONFLICT
+    #[error("product is discontinued")]
+    Discontinued,
+    /// INSUFFICIENT_STOCK
+    #[error("insufficient stock: {available} on hand, cannot remove {requested}")]
+    InsufficientStock { available: i64, requested: i64 },
+    /// BAD_USER_INPUT
+    #[error("stock would exceed the maximum of {max}")]
+    StockOverflow { max: i64 },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Product {
+    pub exists: bool,
+    pub sku: Option<Sku>,
+    pub name: Option<ProductName>,
+    pub description: Option<Description>,
+    pub price: Money,
+    pub stock: i64,
+    pub status: ProductStatus,
+    pub reviews: BTreeMap<UserId, Rating>,
+    pub version: i64,
+}
+
+impl Product {
+    fn ensure_active(&self) -> Result<(), ProductError> {
+        if !self.exists {
+            return Err(ProductError::NotFound);
+        }
+        if self.status == ProductStatus::Discontinued {
+            return Err(ProductError::Discontinued);
+        }
+        Ok(())
+    }
+}
+
+impl Aggregate for Product {
+    const STREAM_TYPE: &'static str = "product";
+    type Command = ProductCommand;
+    type Event = ProductEvent;
+    type Error = ProductError;
+
+    fn apply(mut self, event: &ProductEvent) -> Self {
+        self.version += 1;
+        match event {
+            ProductEvent::Created {
+                sku,
+                name,
+                description,
+                price,
+                stock,
+            } => {
+                self.exists = true;
+                self.sku = Some(sku.clone());
+                self.name = Some(name.clone());
+                self.description = Some(description.clone());
+                self.price = *price;
+                self.stock = *stock;
+            }
+            ProductEvent::Updated {
+                name,
+                description,
+                price,
+            } => {
+                if let Some(n) = name {
+                    self.name = Some(n.clone());
+                }
+                if let Some(d) = description {
+                    self.description = Some(d.clone());
+                }
+                if let Some(p) = price {
+                    self.price = *p;
+                }
+            }
+            ProductEvent::StockUpdated { stock, .. } => self.stock = *stock,
+            ProductEvent::Discontinued {} => self.status = ProductStatus::Discontinued,
+            ProductEvent::Reviewed {
+                user_id, rating, ..
+            } => {
+                self.reviews.insert(user_id.clone(), *rating);
+            }
+        }
+        self
+    }
+
+    fn decide(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
+        match command {
+            ProductCommand::Create {
+                sku,
+                name,
+                description,
+                price,
+                initial_stock,
+            } => {
+                if self.exists {
+                    return Err(ProductError::AlreadyExists);
+                }
+                Ok(vec![ProductEvent::Created {
+                    sku,
+                    name,
+                    description,
+                    price,
+                    stock: initial_stock.get(),
+                }])
+            }
+            ProductCommand::Update {
+                name,
+                description,
+                price,
+            } => {
+                self.ensure_active()?;
+                // Only what actually changes is recorded; an update that changes nothing
+                // emits nothing (and so is naturally idempotent).
+                let name = name.filter(|n| Some(n) != self.name.as_ref());
+                let description = description.filter(|d| Some(d) != self.description.as_ref());
+                let price = price.filter(|p| *p != self.price);
+                if name.is_none() && description.is_none() && price.is_none() {
+                    return Ok(vec![]);
+                }
+                Ok(vec![ProductEvent::Updated {
+                    name,
+                    description,
+                    price,
+                }])
+            }
+            ProductCommand::AdjustStock { delta, reason } => {
+                if !self.exists {
+                    return Err(ProductError::NotFound);
+                }
+                let stock = self.stock + delta.get();
+                if stock < 0 {
+                    return Err(ProductError::InsufficientStock {
+                        available: self.stock,
+                        requested: -delta.get(),
+                    });
+                }
+                if stock > super::values::MAX_STOCK {
+                    return Err(ProductError::StockOverflow {
+                        max: super::values::MAX_STOCK,
+                    });
+                }
+                Ok(vec![ProductEvent::StockUpdated {
+                    delta: delta.get(),
+                    stock,
+                    reason,
+                }])
+            }
+            ProductCommand::Discontinue => {
+                self.ensure_active()?;
+                Ok(vec![ProductEvent::Discontinued {}])
+            }
+            ProductCommand::Review {
+                user_id,
+                rating,
+                comment,
+            } => {
+                self.ensure_active()?;
+                let replaced_rating = self.reviews.get(&user_id).copied();
+                let total: i64 = self.reviews.values().map(|r| i64::from(r.get())).sum();
+                let (review_count, rating_total) = match replaced_rating {
+                    Some(old) => (
+                        self.reviews.len() as i64,
+                        total - i64::from(old.get()) + i64::from(rating.get()),
+                    ),
+                    None => (
+                        self.reviews.len() as i64 + 1,
+                        total + i64::from(rating.get()),
+                    ),
+                };
+                Ok(vec![ProductEvent::Reviewed {
+                    user_id,
+                    rating,
+                    comment,
+                    replaced_rating,
+                    review_count,
+                    rating_total,
+                }])
+            }
+        }
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::given;
+
+    fn created(stock: i64) -> ProductEvent {
+        ProductEvent::Created {
+            sku: Sku::parse("TEE-1").unwrap(),
+            name: ProductName::parse("Tee").unwrap(),
+            description: Description::parse("").unwrap(),
+            price: Money::parse_str("p", "10.00").unwrap(),
+            stock,
+        }
+    }
+
+    fn review(user: &str, rating: i64) -> ProductCommand {
+        ProductCommand::Review {
+            user_id: UserId::parse(user).unwrap(),
+            rating: Rating::parse(rating).unwrap(),
+            comment: Comment::parse("").unwrap(),
+        }
+    }
+
+    #[test]
+    fn creating_a_new_product_records_its_initial_stock() {
+        let events = given::<Product>(&[])
+            .when(ProductCommand::Create {
+                sku: Sku::parse("TEE-1").unwrap(),
+                name: ProductName::parse("Tee").unwrap(),
+                description: Description::parse("").unwrap(),
+                price: Money::parse_str("p", "10").unwrap(),
+                initial_stock: StockLevel::parse(3).unwrap(),
+            })
+            .unwrap();
+        assert_eq!(events, vec![created(3)]);
+    }
+
+    #[test]
+    fn creating_an_existing_product_is_refused() {
+        let cmd = ProductCommand::Create {
+            sku: Sku::parse("TEE-1").unwrap(),
+            name: ProductName::parse("Tee").unwrap(),
+            description: Description::parse("").unwrap(),
+            price: Money::parse_str("p", "10").unwrap(),
+            initial_stock: StockLevel::parse(3).unwrap(),
+        };
+        assert_eq!(
+            given::<Product>(&[created(0)]).when(cmd),
+            Err(ProductError::AlreadyExists)
+        );
+    }
+
+    #[test]
+    fn stock_never_goes_below_zero() {
+        let result = given::<Product>(&[created(2)]).when(ProductCommand::AdjustStock {
+            delta: StockDelta::parse(-3).unwrap(),
+            reason: None,
+        });
+        assert_eq!(
+            result,
+            Err(ProductError::InsufficientStock {
+                available: 2,
+                requested: 3
+            })
+        );
+    }
+
+    #[test]
+    fn adjusting_stock_carries_the_resulting_level() {
+        let events = given::<Product>(&[created(2)])
+            .when(ProductCommand::AdjustStock {
+                delta: StockDelta::parse(-2).unwrap(),
+                reason: None,
+            })
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![ProductEvent::StockUpdated {
+                delta: -2,
+                stock: 0,
+                reason: None
+            }]
+        );
+    }
+
+    #[test]
+    fn adjusting_stock_of_an_unknown_product_is_not_found() {
+        let result = given::<Product>(&[]).when(ProductCommand::AdjustStock {
+            delta: StockDelta::parse(1).unwrap(),
+            reason: None,
+        });
+        assert_eq!(result, Err(ProductError::NotFound));
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_emits_nothing() {
+        let events = given::<Product>(&[created(0)])
+            .when(ProductCommand::Update {
+                name: Some(ProductName::parse("Tee").unwrap()),
+                description: None,
+                price: Some(Money::parse_str("p", "10.00").unwrap()),
+            })
+            .unwrap();
+        assert!(events.is_empty());
+    }
+
+    #[test]
+    fn an_update_records_only_changed_fields() {
+        let events = given::<Product>(&[created(0)])
+            .when(ProductCommand::Update {
+                name: Some(ProductName::parse("Tee").unwrap()),
+                description: None,
+                price: Some(Money::parse_str("p", "12.50").unwrap()),
+            })
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![ProductEvent::Updated {
+                name: None,
+                description: None,
+                price: Some(Money::parse_str("p", "12.50").unwrap())
+            }]
+        );
+    }
+
+    #[test]
+    fn a_discontinued_product_cannot_be_discontinued_again_or_reviewed() {
+        let g = || given::<Product>(&[created(0), ProductEvent::Discontinued {}]);
+        assert_eq!(
+            g().when(ProductCommand::Discontinue),
+            Err(ProductError::Discontinued)
+        );
+        assert_eq!(
+            g().when(review("alice", 5)),
+            Err(ProductError::Discontinued)
+        );
+    }
+
+    #[test]
+    fn a_second_review_by_the_same_user_replaces_the_first() {
+        let mut product = given::<Product>(&[created(0)]);
+        let mut history = vec![created(0)];
+        for (user, rating) in [("alice", 5), ("bob", 2)] {
+            let events = product.when(review(user, rating)).unwrap();
+            history.extend(events);
+            product = given::<Product>(&history);
+        }
+        let events = product.when(review("alice", 1)).unwrap();
+        match &events[..] {
+            [
+                ProductEvent::Reviewed {
+                    replaced_rating,
+                    review_count,
+                    rating_total,
+                    ..
+                },
+            ] => {
+                assert_eq!(*replaced_rating, Some(Rating::parse(5).unwrap()));
+                assert_eq!((*review_count, *rating_total), (2, 3));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn event_type_tags_are_the_persisted_names() {
+        let value = serde_json::to_value(ProductEvent::Discontinued {}).unwrap();
+        assert_eq!(value["type"], "ProductDiscontinued");
+        let value = serde_json::to_value(created(1)).unwrap();
+        assert_eq!(value["type"], created(1).event_type());
+    }
+}

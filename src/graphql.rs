@@ -1,0 +1,136 @@
+//! The GraphQL API: one function builds the schema (with its limits) for the server, for
+//! `ordergraph schema` and for tests. Roots are merged per area; the transport lives in
+//! `http.rs`, not here.
+
+pub mod cart;
+pub mod catalog;
+pub mod error;
+pub mod scalars;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use sea_orm::DatabaseConnection;
+use uuid::Uuid;
+
+use crate::auth::{Auth, Caller};
+use crate::domain::values::IdempotencyKey;
+use crate::error::{AppError, AppResult};
+use crate::read::checkpoints::Checkpoints;
+use crate::write::{CommandContext, Writer};
+
+/// Largest `first` accepted by any connection field.
+pub const MAX_PAGE_SIZE: i32 = 100;
+/// Deepest selection accepted.
+pub const MAX_DEPTH: usize = 12;
+/// Largest query complexity accepted (one point per field, lists times `first`).
+pub const MAX_COMPLEXITY: usize = 2_000;
+
+#[derive(MergedObject, Default)]
+pub struct QueryRoot(catalog::CatalogQuery, cart::CartQuery);
+
+#[derive(MergedObject, Default)]
+pub struct MutationRoot(catalog::CatalogMutation, cart::CartMutation);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+/// What resolvers need, injected once into the schema.
+#[derive(Clone)]
+pub struct Services {
+    pub db: DatabaseConnection,
+    pub writer: Writer,
+    pub checkpoints: Arc<Checkpoints>,
+    pub consistency_wait: Duration,
+}
+
+impl Services {
+    /// Read-your-writes: waits until `projection` has folded `position`.
+    pub async fn await_view(&self, projection: &str, position: i64) -> AppResult<()> {
+        if self
+            .checkpoints
+            .wait_for(projection, position, self.consistency_wait)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(AppError::ConsistencyTimeout { position })
+        }
+    }
+}
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+    .limit_recursive_depth(32)
+    .limit_directives(8)
+}
+
+/// The schema served by the application.
+pub fn build_schema(services: Services) -> AppSchema {
+    builder().data(services).finish()
+}
+
+/// The SDL of the schema, as checked in to `schema.graphql`.
+pub fn schema_sdl() -> String {
+    builder().finish().sdl()
+}
+
+pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
+    ctx.data::<Services>()
+        .map_err(|_| anyhow::anyhow!("schema built without services").into())
+}
+
+/// The signed-in caller, or UNAUTHENTICATED.
+pub(crate) fn signed_in<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+    match ctx.data_opt::<Auth>() {
+        Some(Auth::User(caller)) => Ok(caller),
+        Some(Auth::Invalid(reason)) => Err(AppError::Unauthenticated(reason.clone())),
+        _ => Err(AppError::Unauthenticated(
+            "sign in: send 'Authorization: Bearer <token>'".into(),
+        )),
+    }
+}
+
+/// The signed-in admin, or UNAUTHENTICATED / FORBIDDEN.
+pub(crate) fn admin<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
+    let caller = signed_in(ctx)?;
+    if caller.is_admin() {
+        Ok(caller)
+    } else {
+        Err(AppError::Forbidden(
+            "this operation requires the admin role".into(),
+        ))
+    }
+}
+
+/// The command context of a signed-in caller with an optional idempotency key.
+pub(crate) fn command_context(caller: &Caller, key: Option<&str>) -> AppResult<CommandContext> {
+    Ok(CommandContext {
+        user_id: caller.user_id.clone(),
+        idempotency_key: key.map(IdempotencyKey::parse).transpose()?,
+        correlation_id: Uuid::new_v4(),
+    })
+}
+
+/// Checks a Relay `first` argument.
+pub(crate) fn page_size(first: i32) -> AppResult<u64> {
+    if !(0..=MAX_PAGE_SIZE).contains(&first) {
+        return Err(AppError::BadUserInput(format!(
+            "first must be between 0 and {MAX_PAGE_SIZE}"
+        )));
+    }
+    Ok(first as u64)
+}
+
+/// Relay `PageInfo`.
+#[derive(async_graphql::SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub end_cursor: Option<String>,
+}

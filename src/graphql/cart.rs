@@ -1,0 +1,210 @@
+//! The cart area: the caller's own cart (read from the cart view, priced from the catalog
+//! view) and the cart mutations. Every operation here needs a signed-in user.
+
+use async_graphql::{Context, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::catalog::Product;
+use super::error::IntoGraphql;
+use super::scalars::{Decimal, Position};
+use super::{command_context, services, signed_in};
+use crate::domain::values::{Money, Quantity};
+use crate::error::{AppError, AppResult};
+use crate::read::cart::{self as view, CartLine, CartRead};
+use crate::write::Outcome;
+
+/// A user's cart.
+pub struct Cart(CartRead);
+
+#[Object]
+impl Cart {
+    async fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+    /// Lines in the order they were first added.
+    async fn items(&self) -> Vec<CartItem<'_>> {
+        self.0.lines.iter().map(CartItem).collect()
+    }
+    /// Total number of units over all lines.
+    async fn item_count(&self) -> i64 {
+        self.0.lines.iter().map(|l| i64::from(l.quantity)).sum()
+    }
+    /// Sum of the line totals at current catalog prices.
+    async fn total(&self) -> Decimal {
+        Decimal(Money::from_cents(
+            self.0.lines.iter().map(|l| line_total(l).cents()).sum(),
+        ))
+    }
+    /// When the cart last changed; null for a cart never used.
+    async fn updated_at(&self) -> Option<DateTime<Utc>> {
+        self.0.updated_at
+    }
+    /// Position of the last cart event folded into this view ("0" for a cart never used).
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+}
+
+fn unit_price(line: &CartLine) -> Money {
+    Money::from_cents(line.product.as_ref().map_or(0, |p| p.price_cents))
+}
+
+fn line_total(line: &CartLine) -> Money {
+    unit_price(line).times(i64::from(line.quantity))
+}
+
+/// One line of a cart, priced from the catalog.
+pub struct CartItem<'a>(&'a CartLine);
+
+#[Object]
+impl CartItem<'_> {
+    /// The product as the catalog shows it now.
+    async fn product(&self) -> Option<Product> {
+        self.0.product.clone().map(Product)
+    }
+    async fn product_id(&self) -> Uuid {
+        self.0.product_id
+    }
+    async fn name(&self) -> &str {
+        self.0.product.as_ref().map_or("", |p| p.name.as_str())
+    }
+    /// Current catalog price of one unit.
+    async fn unit_price(&self) -> Decimal {
+        Decimal(unit_price(self.0))
+    }
+    async fn quantity(&self) -> i32 {
+        self.0.quantity
+    }
+    /// unitPrice × quantity.
+    async fn line_total(&self) -> Decimal {
+        Decimal(line_total(self.0))
+    }
+}
+
+/// Every mutation returns the log position of its last event and the affected read model,
+/// read once the projection has reached that position (read-your-writes).
+#[derive(SimpleObject)]
+pub struct CartPayload {
+    pub position: Position,
+    pub cart: Cart,
+}
+
+#[derive(InputObject)]
+pub struct CartItemInput {
+    pub product_id: Uuid,
+    pub quantity: i64,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Default)]
+pub struct CartQuery;
+
+#[Object]
+impl CartQuery {
+    /// The caller's own cart (empty cart when none yet). Requires a signed-in user.
+    async fn cart(&self, ctx: &Context<'_>) -> async_graphql::Result<Cart> {
+        async {
+            let caller = signed_in(ctx)?;
+            let s = services(ctx)?;
+            Ok(Cart(view::find(&s.db, caller.user_id.as_str()).await?))
+        }
+        .await
+        .gql()
+    }
+}
+
+async fn cart_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<CartPayload> {
+    let s = services(ctx)?;
+    let caller = signed_in(ctx)?;
+    s.await_view(view::NAME, outcome.position).await?;
+    Ok(CartPayload {
+        position: Position(outcome.position),
+        cart: Cart(view::find(&s.db, caller.user_id.as_str()).await?),
+    })
+}
+
+#[derive(Default)]
+pub struct CartMutation;
+
+#[Object]
+impl CartMutation {
+    /// Adds units of a product to the caller's cart (1 to 99 per line, no more than on hand).
+    async fn add_to_cart(
+        &self,
+        ctx: &Context<'_>,
+        input: CartItemInput,
+    ) -> async_graphql::Result<CartPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let quantity = Quantity::parse(input.quantity)?;
+            let outcome = services(ctx)?
+                .writer
+                .add_to_cart(&command, input.product_id, quantity)
+                .await?;
+            cart_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Sets the quantity of a line; 0 removes it.
+    async fn set_cart_item_quantity(
+        &self,
+        ctx: &Context<'_>,
+        input: CartItemInput,
+    ) -> async_graphql::Result<CartPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let quantity = match input.quantity {
+                0 => None,
+                n if n < 0 => {
+                    return Err(AppError::BadUserInput(
+                        "quantity: must be between 0 and 99".into(),
+                    ));
+                }
+                n => Some(Quantity::parse(n)?),
+            };
+            let outcome = services(ctx)?
+                .writer
+                .set_cart_item_quantity(&command, input.product_id, quantity)
+                .await?;
+            cart_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
+    async fn remove_from_cart(
+        &self,
+        ctx: &Context<'_>,
+        product_id: Uuid,
+    ) -> async_graphql::Result<CartPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, None)?;
+            let outcome = services(ctx)?
+                .writer
+                .remove_from_cart(&command, product_id)
+                .await?;
+            cart_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Empties the caller's cart.
+    async fn clear_cart(&self, ctx: &Context<'_>) -> async_graphql::Result<CartPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, None)?;
+            let outcome = services(ctx)?.writer.clear_cart(&command).await?;
+            cart_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+}

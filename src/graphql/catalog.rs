@@ -1,0 +1,371 @@
+//! The catalog area: products (read from the catalog view), reviews, and the admin's
+//! catalog mutations.
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::error::IntoGraphql;
+use super::scalars::{Decimal, Position};
+use super::{PageInfo, admin, command_context, page_size, services, signed_in};
+use crate::domain::product;
+use crate::domain::values::{
+    Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel,
+};
+use crate::entity::catalog_view;
+use crate::error::{AppError, AppResult};
+use crate::read::catalog::{self as view, CatalogFilter};
+use crate::write::Outcome;
+use crate::write::catalog::{NewProduct, ProductChanges, Review, StockAdjustment};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ProductStatus {
+    Active,
+    Discontinued,
+}
+
+/// A product as the catalog view shows it.
+pub struct Product(pub catalog_view::Model);
+
+#[Object]
+impl Product {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    /// Stock keeping unit, unique in the catalog.
+    async fn sku(&self) -> &str {
+        &self.0.sku
+    }
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+    async fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// Current unit price.
+    async fn price(&self) -> Decimal {
+        Decimal(Money::from_cents(self.0.price_cents))
+    }
+    /// Units on hand.
+    async fn stock(&self) -> i64 {
+        self.0.stock
+    }
+    /// Whether at least one unit is on hand.
+    async fn in_stock(&self) -> bool {
+        self.0.stock > 0
+    }
+    async fn status(&self) -> ProductStatus {
+        match product::ProductStatus::from_db(&self.0.status) {
+            product::ProductStatus::Active => ProductStatus::Active,
+            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
+        }
+    }
+    /// Mean of the users' ratings (1 to 5); null without reviews.
+    async fn average_rating(&self) -> Option<f64> {
+        (self.0.review_count > 0).then(|| self.0.rating_total as f64 / self.0.review_count as f64)
+    }
+    /// Number of users who reviewed the product (one review per user).
+    async fn review_count(&self) -> i64 {
+        self.0.review_count
+    }
+    /// Version of the product's event stream (number of events).
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Position of the last event folded into this view.
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ProductEdge {
+    pub node: Product,
+    pub cursor: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ProductConnection {
+    pub edges: Vec<ProductEdge>,
+    pub page_info: PageInfo,
+    /// Number of products matching the filters, on all pages.
+    pub total_count: i64,
+}
+
+/// Every mutation returns the log position of its last event and the affected read model,
+/// read once the projection has reached that position (read-your-writes).
+#[derive(SimpleObject)]
+pub struct ProductPayload {
+    pub position: Position,
+    pub product: Product,
+}
+
+fn encode_cursor(sku: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("sku:{sku}"))
+}
+
+fn decode_cursor(cursor: &str) -> AppResult<String> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|s| s.strip_prefix("sku:").map(str::to_owned))
+        .ok_or_else(|| AppError::BadUserInput("after: not a cursor returned by this API".into()))
+}
+
+#[derive(Default)]
+pub struct CatalogQuery;
+
+#[Object]
+impl CatalogQuery {
+    /// One product from the catalog view; null when unknown. Public.
+    async fn product(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Product>> {
+        let s = services(ctx).gql()?;
+        Ok(view::find(&s.db, id)
+            .await
+            .map_err(AppError::from)
+            .gql()?
+            .map(Product))
+    }
+
+    /// Catalog view in SKU order, Relay cursor pagination (`first` at most 100). Public.
+    /// Discontinued products are hidden unless includeDiscontinued. `search` matches
+    /// name, SKU or description, case-insensitively.
+    #[graphql(complexity = "5 + first.clamp(0, 100) as usize * child_complexity")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+        after: Option<String>,
+        search: Option<String>,
+        #[graphql(default = false)] in_stock_only: bool,
+        #[graphql(default = false)] include_discontinued: bool,
+    ) -> async_graphql::Result<ProductConnection> {
+        async {
+            let s = services(ctx)?;
+            let first = page_size(first)?;
+            let after = after.as_deref().map(decode_cursor).transpose()?;
+            if search.as_ref().is_some_and(|q| q.chars().count() > 200) {
+                return Err(AppError::BadUserInput(
+                    "search: at most 200 characters".into(),
+                ));
+            }
+            let filter = CatalogFilter {
+                search,
+                in_stock_only,
+                include_discontinued,
+            };
+            let page = view::page(&s.db, &filter, first, after.as_deref()).await?;
+            let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
+            Ok(ProductConnection {
+                edges: page
+                    .items
+                    .into_iter()
+                    .map(|p| ProductEdge {
+                        cursor: encode_cursor(&p.sku),
+                        node: Product(p),
+                    })
+                    .collect(),
+                page_info: PageInfo {
+                    has_next_page: page.has_next_page,
+                    end_cursor,
+                },
+                total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
+            })
+        }
+        .await
+        .gql()
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateProductInput {
+    pub sku: String,
+    pub name: String,
+    #[graphql(default = "")]
+    pub description: String,
+    pub price: Decimal,
+    #[graphql(default = 0)]
+    pub initial_stock: i64,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct UpdateProductInput {
+    pub id: Uuid,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub price: Option<Decimal>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct AdjustStockInput {
+    pub product_id: Uuid,
+    /// Units to add (positive) or remove (negative); never zero.
+    pub delta: i64,
+    pub reason: Option<String>,
+    /// Refuse with CONFLICT unless the product's stream is at this version.
+    pub expected_version: Option<i64>,
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(InputObject)]
+pub struct ReviewProductInput {
+    pub product_id: Uuid,
+    /// 1 to 5.
+    pub rating: i64,
+    #[graphql(default = "")]
+    pub comment: String,
+    pub idempotency_key: Option<String>,
+}
+
+/// Reads the product view once it has caught up with a command's outcome.
+async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<ProductPayload> {
+    let s = services(ctx)?;
+    s.await_view(view::NAME, outcome.position).await?;
+    let product = view::find(&s.db, outcome.stream_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("product {} not found", outcome.stream_id)))?;
+    Ok(ProductPayload {
+        position: Position(outcome.position),
+        product: Product(product),
+    })
+}
+
+#[derive(Default)]
+pub struct CatalogMutation;
+
+#[Object]
+impl CatalogMutation {
+    /// Admin: adds a product to the catalog. The SKU must be unique.
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> async_graphql::Result<ProductPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let parsed = NewProduct {
+                sku: Sku::parse(&input.sku)?,
+                name: ProductName::parse(&input.name)?,
+                description: Description::parse(&input.description)?,
+                price: input.price.0,
+                initial_stock: StockLevel::parse(input.initial_stock)?,
+            };
+            let outcome = services(ctx)?
+                .writer
+                .create_product(&command, parsed)
+                .await?;
+            product_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: changes name, description or price; omitted fields stay as they are.
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        input: UpdateProductInput,
+    ) -> async_graphql::Result<ProductPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let parsed = ProductChanges {
+                id: input.id,
+                name: input.name.as_deref().map(ProductName::parse).transpose()?,
+                description: input
+                    .description
+                    .as_deref()
+                    .map(Description::parse)
+                    .transpose()?,
+                price: input.price.map(|p| p.0),
+            };
+            let outcome = services(ctx)?
+                .writer
+                .update_product(&command, parsed)
+                .await?;
+            product_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
+    async fn adjust_stock(
+        &self,
+        ctx: &Context<'_>,
+        input: AdjustStockInput,
+    ) -> async_graphql::Result<ProductPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            if input.expected_version.is_some_and(|v| v < 0) {
+                return Err(AppError::BadUserInput(
+                    "expectedVersion must not be negative".into(),
+                ));
+            }
+            let parsed = StockAdjustment {
+                product_id: input.product_id,
+                delta: StockDelta::parse(input.delta)?,
+                reason: input.reason.as_deref().map(Reason::parse).transpose()?,
+                expected_version: input.expected_version,
+            };
+            let outcome = services(ctx)?.writer.adjust_stock(&command, parsed).await?;
+            product_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
+    async fn discontinue_product(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<ProductPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, None)?;
+            let outcome = services(ctx)?
+                .writer
+                .discontinue_product(&command, id)
+                .await?;
+            product_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Signed-in user: rates a product 1 to 5. One review per user and product; a second
+    /// one replaces the first.
+    async fn review_product(
+        &self,
+        ctx: &Context<'_>,
+        input: ReviewProductInput,
+    ) -> async_graphql::Result<ProductPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let parsed = Review {
+                product_id: input.product_id,
+                rating: Rating::parse(input.rating)?,
+                comment: Comment::parse(&input.comment)?,
+            };
+            let outcome = services(ctx)?
+                .writer
+                .review_product(&command, parsed)
+                .await?;
+            product_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+}

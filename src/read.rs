@@ -1,0 +1,40 @@
+//! The read side: the relay that tails the event log, one module per projection (its
+//! view's update and its queries), the checkpoints that say how far each view is, and the
+//! change bus that announces each committed change.
+
+pub mod bus;
+pub mod cart;
+pub mod catalog;
+pub mod checkpoints;
+pub mod relay;
+
+use sea_orm::{DatabaseTransaction, DbErr};
+
+use crate::entity::events;
+use bus::Change;
+
+/// A projection folds events into its view inside the relay's transaction, which also
+/// advances its checkpoint: a view and its checkpoint never disagree.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync {
+    /// Persisted name of the projection (its checkpoint row): never change it.
+    fn name(&self) -> &'static str;
+
+    /// Folds `events` (in position order, all above the checkpoint) into the view and
+    /// returns what changed.
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr>;
+}
+
+/// Rebuilds a domain event from a row, or says why it cannot.
+pub(crate) fn decode_row<E: crate::domain::DomainEvent>(row: &events::Model) -> Result<E, DbErr> {
+    crate::write::event_store::decode(&row.event_type, &row.data).map_err(|e| {
+        DbErr::Custom(format!(
+            "event {} ({}) at position {} does not decode: {e}",
+            row.event_type, row.stream_type, row.position
+        ))
+    })
+}

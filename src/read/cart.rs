@@ -1,0 +1,160 @@
+//! The cart view: per user, a table of the items added to their own cart
+//! (`cart_view_items`) and a header row (`cart_view`: version, position). Lines are priced
+//! from the catalog view when read, so a price change shows in every cart.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder,
+};
+use uuid::Uuid;
+
+use super::bus::Change;
+use super::{Projection, catalog, decode_row};
+use crate::domain::Aggregate;
+use crate::domain::cart::{Cart, CartEvent};
+use crate::entity::{cart_view, cart_view_items, catalog_view, events};
+
+pub const NAME: &str = "cart";
+
+pub struct CartProjection;
+
+#[async_trait::async_trait]
+impl Projection for CartProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut changes = Vec::new();
+        for row in events.iter().filter(|e| e.stream_type == Cart::STREAM_TYPE) {
+            let event: CartEvent = decode_row(row)?;
+            let user_id = match &event {
+                CartEvent::ItemAdded { user_id, .. }
+                | CartEvent::QuantityChanged { user_id, .. }
+                | CartEvent::ItemRemoved { user_id, .. }
+                | CartEvent::Cleared { user_id } => user_id.as_str().to_owned(),
+            };
+            match &event {
+                CartEvent::ItemAdded {
+                    product_id,
+                    quantity,
+                    ..
+                }
+                | CartEvent::QuantityChanged {
+                    product_id,
+                    quantity,
+                    ..
+                } => {
+                    cart_view_items::Entity::insert(cart_view_items::ActiveModel {
+                        user_id: Set(user_id.clone()),
+                        product_id: Set(*product_id),
+                        quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
+                        added_position: Set(row.position),
+                    })
+                    .on_conflict(
+                        OnConflict::columns([
+                            cart_view_items::Column::UserId,
+                            cart_view_items::Column::ProductId,
+                        ])
+                        .update_column(cart_view_items::Column::Quantity)
+                        .to_owned(),
+                    )
+                    .exec(txn)
+                    .await?;
+                }
+                CartEvent::ItemRemoved { product_id, .. } => {
+                    cart_view_items::Entity::delete_many()
+                        .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
+                        .filter(cart_view_items::Column::ProductId.eq(*product_id))
+                        .exec(txn)
+                        .await?;
+                }
+                CartEvent::Cleared { .. } => {
+                    cart_view_items::Entity::delete_many()
+                        .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
+                        .exec(txn)
+                        .await?;
+                }
+            }
+            cart_view::Entity::insert(cart_view::ActiveModel {
+                user_id: Set(user_id.clone()),
+                version: Set(row.version),
+                updated_at: Set(row.recorded_at),
+                position: Set(row.position),
+            })
+            .on_conflict(
+                OnConflict::column(cart_view::Column::UserId)
+                    .update_columns([
+                        cart_view::Column::Version,
+                        cart_view::Column::UpdatedAt,
+                        cart_view::Column::Position,
+                    ])
+                    .to_owned(),
+            )
+            .exec(txn)
+            .await?;
+            changes.push(Change {
+                projection: NAME,
+                key: user_id,
+                position: row.position,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+/// One line of a cart as read: the view's quantity, priced from the catalog view.
+#[derive(Debug, Clone)]
+pub struct CartLine {
+    pub product_id: Uuid,
+    pub quantity: i32,
+    /// The catalog row; `None` only if the catalog view lacks the product.
+    pub product: Option<catalog_view::Model>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CartRead {
+    pub user_id: String,
+    pub lines: Vec<CartLine>,
+    pub updated_at: Option<DateTime<Utc>>,
+    pub position: i64,
+}
+
+/// A user's cart in two queries (lines, then their products), whatever its size.
+pub async fn find<C: ConnectionTrait>(db: &C, user_id: &str) -> Result<CartRead, DbErr> {
+    let header = cart_view::Entity::find_by_id(user_id.to_owned())
+        .one(db)
+        .await?;
+    let items = cart_view_items::Entity::find()
+        .filter(cart_view_items::Column::UserId.eq(user_id))
+        .order_by_asc(cart_view_items::Column::AddedPosition)
+        .all(db)
+        .await?;
+    let ids: Vec<Uuid> = items.iter().map(|i| i.product_id).collect();
+    let mut products: HashMap<Uuid, catalog_view::Model> = catalog::find_many(db, &ids)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p))
+        .collect();
+    Ok(CartRead {
+        user_id: user_id.to_owned(),
+        lines: items
+            .into_iter()
+            .map(|i| CartLine {
+                product_id: i.product_id,
+                quantity: i.quantity,
+                product: products.remove(&i.product_id),
+            })
+            .collect(),
+        updated_at: header.as_ref().map(|h| h.updated_at),
+        position: header.map_or(0, |h| h.position),
+    })
+}

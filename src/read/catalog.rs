@@ -1,0 +1,206 @@
+//! The catalog view: one denormalized row per product (price, stock, status, review
+//! totals, version, position), maintained from the product streams; and its queries.
+
+use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::bus::Change;
+use super::{Projection, decode_row};
+use crate::domain::Aggregate;
+use crate::domain::product::{Product, ProductEvent, ProductStatus};
+use crate::entity::{catalog_view, events};
+
+pub const NAME: &str = "catalog";
+
+pub struct CatalogProjection;
+
+#[async_trait::async_trait]
+impl Projection for CatalogProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut changes = Vec::new();
+        for row in events
+            .iter()
+            .filter(|e| e.stream_type == Product::STREAM_TYPE)
+        {
+            let event: ProductEvent = decode_row(row)?;
+            let mut view = catalog_view::ActiveModel {
+                id: Set(row.stream_id),
+                version: Set(row.version),
+                updated_at: Set(row.recorded_at),
+                position: Set(row.position),
+                ..Default::default()
+            };
+            match event {
+                ProductEvent::Created {
+                    sku,
+                    name,
+                    description,
+                    price,
+                    stock,
+                } => {
+                    view.sku = Set(sku.as_str().to_owned());
+                    view.name = Set(name.as_str().to_owned());
+                    view.description = Set(description.as_str().to_owned());
+                    view.price_cents = Set(price.cents());
+                    view.stock = Set(stock);
+                    view.status = Set(ProductStatus::Active.as_str().to_owned());
+                    view.review_count = Set(0);
+                    view.rating_total = Set(0);
+                    catalog_view::Entity::insert(view).exec(txn).await?;
+                }
+                other => {
+                    match other {
+                        ProductEvent::Updated {
+                            name,
+                            description,
+                            price,
+                        } => {
+                            if let Some(n) = name {
+                                view.name = Set(n.as_str().to_owned());
+                            }
+                            if let Some(d) = description {
+                                view.description = Set(d.as_str().to_owned());
+                            }
+                            if let Some(p) = price {
+                                view.price_cents = Set(p.cents());
+                            }
+                        }
+                        ProductEvent::StockUpdated { stock, .. } => view.stock = Set(stock),
+                        ProductEvent::Discontinued {} => {
+                            view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
+                        }
+                        ProductEvent::Reviewed {
+                            review_count,
+                            rating_total,
+                            ..
+                        } => {
+                            view.review_count = Set(review_count);
+                            view.rating_total = Set(rating_total);
+                        }
+                        ProductEvent::Created { .. } => {}
+                    }
+                    catalog_view::Entity::update(view).exec(txn).await?;
+                }
+            }
+            changes.push(Change {
+                projection: NAME,
+                key: row.stream_id.to_string(),
+                position: row.position,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+/// Filters of a catalog page.
+#[derive(Debug, Clone, Default)]
+pub struct CatalogFilter {
+    pub search: Option<String>,
+    pub in_stock_only: bool,
+    pub include_discontinued: bool,
+}
+
+pub struct CatalogPage {
+    pub items: Vec<catalog_view::Model>,
+    pub has_next_page: bool,
+    pub total_count: u64,
+}
+
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Option<catalog_view::Model>, DbErr> {
+    catalog_view::Entity::find_by_id(id).one(db).await
+}
+
+pub async fn find_many<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<Vec<catalog_view::Model>, DbErr> {
+    if ids.is_empty() {
+        return Ok(vec![]);
+    }
+    catalog_view::Entity::find()
+        .filter(catalog_view::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
+}
+
+fn escape_like(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('%');
+    for c in s.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('%');
+    out
+}
+
+/// One page of the catalog in SKU order, after the SKU `after` (the Relay cursor).
+pub async fn page<C: ConnectionTrait>(
+    db: &C,
+    filter: &CatalogFilter,
+    first: u64,
+    after: Option<&str>,
+) -> Result<CatalogPage, DbErr> {
+    let mut cond = Condition::all();
+    if !filter.include_discontinued {
+        cond = cond.add(catalog_view::Column::Status.eq(ProductStatus::Active.as_str()));
+    }
+    if filter.in_stock_only {
+        cond = cond.add(catalog_view::Column::Stock.gt(0));
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let pattern = escape_like(search);
+        let like = |col: catalog_view::Column| {
+            Expr::expr(Func::lower(Expr::col(col)))
+                .like(LikeExpr::new(pattern.clone()).escape('\\'))
+        };
+        cond = cond.add(
+            Condition::any()
+                .add(like(catalog_view::Column::Name))
+                .add(like(catalog_view::Column::Sku))
+                .add(like(catalog_view::Column::Description)),
+        );
+    }
+    let total_count = catalog_view::Entity::find()
+        .filter(cond.clone())
+        .count(db)
+        .await?;
+    let mut query = catalog_view::Entity::find().filter(cond);
+    if let Some(after) = after {
+        query = query.filter(catalog_view::Column::Sku.gt(after));
+    }
+    let mut items = query
+        .order_by_asc(catalog_view::Column::Sku)
+        .limit(first + 1)
+        .all(db)
+        .await?;
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(CatalogPage {
+        items,
+        has_next_page,
+        total_count,
+    })
+}

@@ -1,0 +1,92 @@
+//! How far each projection has folded the log, in memory for waiters (read-your-writes
+//! waits on these, never on a sleep) and in `projection_checkpoints` for restarts.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::sea_query::OnConflict;
+use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
+use tokio::sync::watch;
+
+use crate::entity::projection_checkpoints;
+
+pub struct Checkpoints {
+    by_name: HashMap<&'static str, watch::Sender<i64>>,
+}
+
+impl Checkpoints {
+    /// Loads the persisted checkpoint of each named projection (0 when new).
+    pub async fn load<C: ConnectionTrait>(db: &C, names: &[&'static str]) -> Result<Self, DbErr> {
+        let rows = projection_checkpoints::Entity::find().all(db).await?;
+        let by_name = names
+            .iter()
+            .map(|name| {
+                let position = rows
+                    .iter()
+                    .find(|r| r.name == *name)
+                    .map_or(0, |r| r.position);
+                (*name, watch::Sender::new(position))
+            })
+            .collect();
+        Ok(Self { by_name })
+    }
+
+    pub fn get(&self, name: &str) -> i64 {
+        self.by_name.get(name).map_or(0, |tx| *tx.borrow())
+    }
+
+    pub fn all(&self) -> Vec<(&'static str, i64)> {
+        let mut all: Vec<_> = self
+            .by_name
+            .iter()
+            .map(|(n, tx)| (*n, *tx.borrow()))
+            .collect();
+        all.sort();
+        all
+    }
+
+    /// Announces a committed checkpoint to waiters.
+    pub fn advance(&self, name: &str, position: i64) {
+        if let Some(tx) = self.by_name.get(name) {
+            tx.send_if_modified(|p| {
+                let moved = position > *p;
+                if moved {
+                    *p = position;
+                }
+                moved
+            });
+        }
+    }
+
+    /// Waits until projection `name` has reached `position`; `false` on timeout.
+    pub async fn wait_for(&self, name: &str, position: i64, timeout: Duration) -> bool {
+        let Some(tx) = self.by_name.get(name) else {
+            return false;
+        };
+        let mut rx = tx.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|p| *p >= position))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+/// Persists a checkpoint inside the projection's transaction.
+pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
+    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+        name: Set(name.to_owned()),
+        position: Set(position),
+        updated_at: Set(Utc::now()),
+    })
+    .on_conflict(
+        OnConflict::column(projection_checkpoints::Column::Name)
+            .update_columns([
+                projection_checkpoints::Column::Position,
+                projection_checkpoints::Column::UpdatedAt,
+            ])
+            .to_owned(),
+    )
+    .exec(txn)
+    .await?;
+    Ok(())
+}

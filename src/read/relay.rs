@@ -1,0 +1,223 @@
+//! The event relay: tails `events` by position and feeds every projection, advancing each
+//! checkpoint in the same transaction as its view, then announces the changes.
+//!
+//! It never skips an event. On PostgreSQL a transaction can commit a lower position after
+//! another committed a higher one; the relay only reads up to a *safe horizon* below which
+//! every position is final (ADR 0001, docs/adr/0001-relay-never-skips-a-late-commit.md).
+//! On SQLite one writer at a time commits in position order, so the horizon is the maximum.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement,
+};
+use tokio::sync::Notify;
+
+use super::Projection;
+use super::bus::ChangeBus;
+use super::checkpoints::{self, Checkpoints};
+use crate::entity::events;
+use crate::write::{WriteGate, begin_write};
+
+/// Events read and folded per projection transaction.
+const BATCH: u64 = 512;
+
+/// Liveness of the relay, for `/readyz`.
+#[derive(Default)]
+pub struct RelayHealth {
+    /// Unix millis of the last completed tick.
+    last_tick_ms: AtomicI64,
+    /// Consecutive failed ticks.
+    failures: AtomicI64,
+}
+
+impl RelayHealth {
+    /// Alive when a tick completed recently and the last ticks did not keep failing.
+    pub fn is_healthy(&self, within: Duration) -> bool {
+        let last = self.last_tick_ms.load(Ordering::Relaxed);
+        let age = chrono::Utc::now().timestamp_millis() - last;
+        last > 0 && age <= within.as_millis() as i64 && self.failures.load(Ordering::Relaxed) < 3
+    }
+}
+
+pub struct Relay {
+    pub db: DatabaseConnection,
+    pub gate: WriteGate,
+    pub projections: Vec<Arc<dyn Projection>>,
+    pub checkpoints: Arc<Checkpoints>,
+    pub bus: Arc<dyn ChangeBus>,
+    pub wakeup: Arc<Notify>,
+    pub poll: Duration,
+    pub health: Arc<RelayHealth>,
+}
+
+impl Relay {
+    /// Runs until `shutdown` resolves. Errors are logged and retried with backoff: a
+    /// transient database failure must not stop the views for good (readyz reports it).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.tick().await {
+                Ok(()) => {
+                    backoff = Duration::from_millis(50);
+                    self.health.failures.store(0, Ordering::Relaxed);
+                    self.health
+                        .last_tick_ms
+                        .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = self.wakeup.notified() => {}
+                        _ = tokio::time::sleep(self.poll) => {}
+                    }
+                }
+                Err(e) => {
+                    self.health.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = ?e, "relay tick failed; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Brings every projection up to the current safe horizon.
+    pub async fn tick(&self) -> Result<(), DbErr> {
+        let lowest = self
+            .projections
+            .iter()
+            .map(|p| self.checkpoints.get(p.name()))
+            .min()
+            .unwrap_or(0);
+        let horizon = safe_horizon(&self.db, lowest).await?;
+        loop {
+            let from = self
+                .projections
+                .iter()
+                .map(|p| self.checkpoints.get(p.name()))
+                .min()
+                .unwrap_or(horizon);
+            if from >= horizon {
+                return Ok(());
+            }
+            let batch = events::Entity::find()
+                .filter(events::Column::Position.gt(from))
+                .filter(events::Column::Position.lte(horizon))
+                .order_by_asc(events::Column::Position)
+                .limit(BATCH)
+                .all(&self.db)
+                .await?;
+            // Everything up to `upto` has been read: the batch's last event, or the whole
+            // range when the batch is short (what is missing below the horizon was rolled
+            // back and can never appear).
+            let upto = if (batch.len() as u64) < BATCH {
+                horizon
+            } else {
+                batch.last().map_or(horizon, |e| e.position)
+            };
+            for projection in &self.projections {
+                let checkpoint = self.checkpoints.get(projection.name());
+                if checkpoint >= upto {
+                    continue;
+                }
+                let start = batch.partition_point(|e| e.position <= checkpoint);
+                let events = &batch[start..];
+                let changes = {
+                    let _gate = self.gate.enter().await;
+                    let txn = begin_write(&self.db).await?;
+                    let changes = projection.apply(&txn, events).await?;
+                    checkpoints::store(&txn, projection.name(), upto).await?;
+                    txn.commit().await?;
+                    changes
+                };
+                self.checkpoints.advance(projection.name(), upto);
+                if !changes.is_empty() {
+                    self.bus.publish(changes);
+                }
+            }
+        }
+    }
+}
+
+/// The highest position below which every event is final: committed (visible) or rolled
+/// back (never visible).
+///
+/// `known` is a horizon already established (the lowest checkpoint): when nothing was
+/// appended beyond it, no further work is needed.
+pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres_horizon(db, known).await,
+        _ => {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    db.get_database_backend(),
+                    "SELECT COALESCE(MAX(position), 0) AS horizon FROM events",
+                ))
+                .await?;
+            Ok(row
+                .map(|r| r.try_get::<i64>("", "horizon"))
+                .transpose()?
+                .unwrap_or(0))
+        }
+    }
+}
+
+/// PostgreSQL: (1) read the last position handed out, L; (2) *then*, in its own
+/// autocommitted statement, draw a fresh xid X with `pg_current_xact_id()`: every xid
+/// handed out before is below X, and every transaction holding a position ≤ L took its
+/// xid before L was read (the writer calls `pg_current_xact_id()` before drawing a
+/// position); (3) wait until the oldest running xid is ≥ X. From then on every position
+/// ≤ L belongs to a finished transaction. (`pg_snapshot_xmax` would not do for X: it is
+/// the last *completed* xid + 1, and a running transaction may hold a larger one.)
+/// The wait is for the transactions in flight at that moment only, never gives up on
+/// one, and is usually a single round trip. An idle tick stops after step 1.
+async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
+    let backend = DbBackend::Postgres;
+    let last = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('events', 'position')), 0) AS last",
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "last"))
+        .transpose()?
+        .unwrap_or(0);
+    if last <= known {
+        return Ok(known);
+    }
+    let xid = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT pg_current_xact_id()::text AS xid",
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no xid row".into()))?;
+    let fence = parse_xid(&xid.try_get::<String>("", "xid")?)?;
+    let xmin_stmt = Statement::from_string(
+        backend,
+        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin",
+    );
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let row = db
+            .query_one_raw(xmin_stmt.clone())
+            .await?
+            .ok_or_else(|| DbErr::Custom("no snapshot row".into()))?;
+        if parse_xid(&row.try_get::<String>("", "xmin")?)? >= fence {
+            return Ok(last);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+fn parse_xid(s: &str) -> Result<u64, DbErr> {
+    s.parse()
+        .map_err(|_| DbErr::Custom(format!("unexpected xid8 value {s:?}")))
+}
