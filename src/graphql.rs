@@ -22,8 +22,9 @@ use crate::write::{CommandContext, Writer};
 
 /// Largest `first` accepted by any connection field.
 pub const MAX_PAGE_SIZE: i32 = 100;
-/// Deepest selection accepted.
-pub const MAX_DEPTH: usize = 12;
+/// Deepest selection accepted: deep enough for the standard introspection query (13
+/// levels, used by GraphiQL and code generators); the schema itself has no cycles.
+pub const MAX_DEPTH: usize = 15;
 /// Largest query complexity accepted (one point per field, lists times `first`).
 pub const MAX_COMPLEXITY: usize = 2_000;
 

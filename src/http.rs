@@ -29,6 +29,7 @@ pub struct HttpState {
     pub verifier: TokenVerifier,
     pub db: sea_orm::DatabaseConnection,
     pub relay_health: Arc<RelayHealth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The application's routes and middleware.
@@ -38,6 +39,7 @@ pub fn router(state: HttpState, max_body_bytes: usize, request_timeout: Duration
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
@@ -145,6 +147,18 @@ fn is_mutation(request: &async_graphql::Request) -> bool {
             None => ops.values().any(|op| is_mut(op.node.ty)),
         },
     }
+}
+
+/// Prometheus text exposition.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 /// Ready when the database answers and the relay is ticking.

@@ -9,6 +9,7 @@ pub mod entity;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod metrics;
 pub mod read;
 pub mod telemetry;
 pub mod write;
@@ -71,7 +72,8 @@ impl Application {
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
         let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
         let health = Arc::new(RelayHealth::default());
-        let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone());
+        let metrics = Arc::new(metrics::Metrics::default());
+        let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone());
 
         let schema = graphql::build_schema(graphql::Services {
             db: db.clone(),
@@ -85,6 +87,7 @@ impl Application {
                 verifier: TokenVerifier::new(&secret),
                 db: db.clone(),
                 relay_health: health.clone(),
+                metrics: metrics.clone(),
             },
             settings.max_body_bytes,
             settings.request_timeout(),
@@ -98,6 +101,7 @@ impl Application {
             wakeup,
             poll: settings.relay_poll(),
             health,
+            metrics,
         };
 
         let listener = TcpListener::bind(settings.bind)

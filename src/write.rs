@@ -114,6 +114,7 @@ pub struct Writer {
     db: DatabaseConnection,
     gate: WriteGate,
     relay_wakeup: Arc<Notify>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 enum AttemptError {
@@ -131,11 +132,17 @@ impl<E: Into<AppError>> From<E> for AttemptError {
 }
 
 impl Writer {
-    pub fn new(db: DatabaseConnection, gate: WriteGate, relay_wakeup: Arc<Notify>) -> Self {
+    pub fn new(
+        db: DatabaseConnection,
+        gate: WriteGate,
+        relay_wakeup: Arc<Notify>,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
             db,
             gate,
             relay_wakeup,
+            metrics,
         }
     }
 
@@ -147,6 +154,28 @@ impl Writer {
     /// transaction; retried on a concurrency conflict unless `expected_version` was given.
     #[tracing::instrument(skip_all, fields(operation = envelope.operation, stream_id = %envelope.stream_id, user = %ctx.user_id))]
     pub async fn execute<A>(
+        &self,
+        ctx: &CommandContext,
+        envelope: Envelope<A>,
+    ) -> AppResult<Outcome>
+    where
+        A: WriteModel,
+        A::Command: Clone,
+        AppError: From<A::Error>,
+    {
+        let started = std::time::Instant::now();
+        let operation = envelope.operation;
+        let result = self.execute_inner::<A>(ctx, envelope).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.code(),
+        };
+        self.metrics
+            .command(operation, outcome, started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn execute_inner<A>(
         &self,
         ctx: &CommandContext,
         envelope: Envelope<A>,

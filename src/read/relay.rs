@@ -52,6 +52,7 @@ pub struct Relay {
     pub wakeup: Arc<Notify>,
     pub poll: Duration,
     pub health: Arc<RelayHealth>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Relay {
@@ -96,6 +97,7 @@ impl Relay {
             .min()
             .unwrap_or(0);
         let horizon = safe_horizon(&self.db, lowest).await?;
+        self.metrics.head_at(horizon);
         loop {
             let from = self
                 .projections
@@ -137,6 +139,7 @@ impl Relay {
                     changes
                 };
                 self.checkpoints.advance(projection.name(), upto);
+                self.metrics.projection_at(projection.name(), upto);
                 if !changes.is_empty() {
                     self.bus.publish(changes);
                 }
