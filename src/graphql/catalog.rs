@@ -136,19 +136,20 @@ impl CatalogQuery {
     /// Catalog view in SKU order, Relay cursor pagination (`first` at most 100). Public.
     /// Discontinued products are hidden unless includeDiscontinued. `search` matches
     /// name, SKU or description, case-insensitively.
-    #[graphql(complexity = "5 + first.clamp(0, 100) as usize * child_complexity")]
+    #[graphql(complexity = "5 + first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
     async fn products(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 20)] first: i32,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
         after: Option<String>,
         search: Option<String>,
-        #[graphql(default = false)] in_stock_only: bool,
-        #[graphql(default = false)] include_discontinued: bool,
+        #[graphql(default_with = "Some(false)")] in_stock_only: Option<bool>,
+        #[graphql(default_with = "Some(false)")] include_discontinued: Option<bool>,
     ) -> async_graphql::Result<ProductConnection> {
         async {
             let s = services(ctx)?;
-            let first = page_size(first)?;
+            // Explicit nulls mean the defaults.
+            let first = page_size(first.unwrap_or(20))?;
             let after = after.as_deref().map(decode_cursor).transpose()?;
             if search.as_ref().is_some_and(|q| q.chars().count() > 200) {
                 return Err(AppError::BadUserInput(
@@ -157,8 +158,8 @@ impl CatalogQuery {
             }
             let filter = CatalogFilter {
                 search,
-                in_stock_only,
-                include_discontinued,
+                in_stock_only: in_stock_only.unwrap_or(false),
+                include_discontinued: include_discontinued.unwrap_or(false),
             };
             let page = view::page(&s.db, &filter, first, after.as_deref()).await?;
             let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
@@ -187,8 +188,8 @@ impl CatalogQuery {
 pub struct CreateProductInput {
     pub sku: String,
     pub name: String,
-    #[graphql(default = "")]
-    pub description: String,
+    #[graphql(default_with = "Some(String::new())")]
+    pub description: Option<String>,
     pub price: Decimal,
     #[graphql(default = 0)]
     pub initial_stock: i64,
@@ -220,8 +221,8 @@ pub struct ReviewProductInput {
     pub product_id: Uuid,
     /// 1 to 5.
     pub rating: i64,
-    #[graphql(default = "")]
-    pub comment: String,
+    #[graphql(default_with = "Some(String::new())")]
+    pub comment: Option<String>,
     pub idempotency_key: Option<String>,
 }
 
@@ -255,7 +256,7 @@ impl CatalogMutation {
             let parsed = NewProduct {
                 sku: Sku::parse(&input.sku)?,
                 name: ProductName::parse(&input.name)?,
-                description: Description::parse(&input.description)?,
+                description: Description::parse(input.description.as_deref().unwrap_or(""))?,
                 price: input.price.0,
                 initial_stock: StockLevel::parse(input.initial_stock)?,
             };
@@ -357,7 +358,7 @@ impl CatalogMutation {
             let parsed = Review {
                 product_id: input.product_id,
                 rating: Rating::parse(input.rating)?,
-                comment: Comment::parse(&input.comment)?,
+                comment: Comment::parse(input.comment.as_deref().unwrap_or(""))?,
             };
             let outcome = services(ctx)?
                 .writer

@@ -1,0 +1,85 @@
+//! The endpoints around the API: GraphiQL (and the introspection query it sends) and the
+//! Prometheus metrics.
+
+use serde_json::json;
+
+use crate::helpers::{data, spawn_app};
+
+/// The introspection query of graphql-js `getIntrospectionQuery()`, as GraphiQL sends it.
+const INTROSPECTION: &str = r#"query IntrospectionQuery { __schema { queryType { name } mutationType { name } subscriptionType { name } types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason } inputFields { ...InputValue } interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason } possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } }"#;
+
+#[tokio::test]
+async fn the_standard_introspection_query_is_answered() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let resp = app.gql(INTROSPECTION, json!({})).await;
+
+    // Assert
+    let types = data(&resp)["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "Product"));
+    assert_eq!(data(&resp)["__schema"]["mutationType"]["name"], "Mutation");
+}
+
+#[tokio::test]
+async fn the_root_page_serves_graphiql_pointed_at_the_api() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let resp = app.http.get(app.url("/")).send().await.unwrap();
+
+    // Assert
+    assert!(resp.status().is_success());
+    let html = resp.text().await.unwrap();
+    assert!(html.contains("graphiql") || html.contains("GraphiQL"));
+    assert!(html.contains("/graphql"));
+}
+
+#[tokio::test]
+async fn metrics_count_commands_by_outcome_and_show_each_projection_position() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let create = r#"mutation { createProduct(input: {sku: "MET-1", name: "Metered", price: "1.00"}) { position } }"#;
+    let created = admin.gql(create, json!({})).await;
+    let position = crate::helpers::position(&data(&created)["createProduct"]["position"]);
+    let refused = admin.gql(create, json!({})).await;
+    assert_eq!(
+        crate::helpers::error_code(&refused).as_deref(),
+        Some("CONFLICT")
+    );
+
+    // Act
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+
+    // Assert
+    assert!(
+        text.contains(r#"ordergraph_commands_total{operation="createProduct",outcome="ok"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"ordergraph_commands_total{operation="createProduct",outcome="conflict"} 1"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            r#"ordergraph_projection_position{{projection="catalog"}} {position}"#
+        )),
+        "{text}"
+    );
+}

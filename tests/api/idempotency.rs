@@ -1,0 +1,251 @@
+//! Idempotency keys: a retry with the same key, caller and input returns the first attempt's
+//! payload and writes nothing new, also across a restart; the same key with another input is
+//! IDEMPOTENCY_KEY_REUSED; keys are scoped per caller.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn create_with_key(sku: &str, key: &str) -> Value {
+    json!({ "input": {
+        "sku": sku, "name": "Mug", "description": "", "price": "4.50", "initialStock": 10,
+        "idempotencyKey": key,
+    }})
+}
+
+fn adjust_with_key(product_id: &Value, delta: i64, key: &str) -> Value {
+    json!({ "input": {
+        "productId": product_id, "delta": delta, "reason": "restock", "idempotencyKey": key,
+    }})
+}
+
+fn add_with_key(product_id: &Value, quantity: i64, key: &str) -> Value {
+    json!({ "input": { "productId": product_id, "quantity": quantity, "idempotencyKey": key } })
+}
+
+#[tokio::test]
+async fn retrying_create_product_with_the_same_key_returns_the_first_payload() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let first = admin
+        .gql(CREATE_PRODUCT, create_with_key("MUG-001", "create-1"))
+        .await;
+
+    // Act
+    let retry = admin
+        .gql(CREATE_PRODUCT, create_with_key("MUG-001", "create-1"))
+        .await;
+
+    // Assert
+    assert_eq!(data(&retry), data(&first));
+    let listing = app.anonymous().products(json!({})).await;
+    assert_eq!(listing["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn retrying_adjust_stock_with_the_same_key_applies_it_once() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("MUG-001", "4.50", 10).await;
+    let first = admin
+        .gql(ADJUST_STOCK, adjust_with_key(&product["id"], 5, "adjust-1"))
+        .await;
+
+    // Act
+    let retry = admin
+        .gql(ADJUST_STOCK, adjust_with_key(&product["id"], 5, "adjust-1"))
+        .await;
+
+    // Assert
+    assert_eq!(
+        data(&retry)["adjustStock"]["position"],
+        data(&first)["adjustStock"]["position"]
+    );
+    let read = admin.product(str_of(&product["id"])).await;
+    assert_eq!(read["stock"], 15);
+    assert_eq!(read["version"], 2);
+}
+
+#[tokio::test]
+async fn retrying_add_to_cart_with_the_same_key_adds_once() {
+    // Arrange
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("MUG-001", "4.50", 10).await;
+    let alice = app.as_user("alice");
+    let first = alice
+        .gql(ADD_TO_CART, add_with_key(&product["id"], 2, "add-1"))
+        .await;
+
+    // Act
+    let retry = alice
+        .gql(ADD_TO_CART, add_with_key(&product["id"], 2, "add-1"))
+        .await;
+
+    // Assert
+    assert_eq!(data(&retry), data(&first));
+    let cart = alice.cart().await;
+    assert_eq!(cart["itemCount"], 2);
+    assert_eq!(cart["total"], "9.00");
+}
+
+#[tokio::test]
+async fn a_retry_after_a_restart_returns_the_first_payload_and_writes_nothing() {
+    // Arrange
+    let mut app = spawn_app().await;
+    let (created, adjusted) = {
+        let admin = app.as_admin();
+        let created = admin
+            .gql(CREATE_PRODUCT, create_with_key("MUG-001", "create-1"))
+            .await;
+        let id = data(&created)["createProduct"]["product"]["id"].clone();
+        let adjusted = admin
+            .gql(ADJUST_STOCK, adjust_with_key(&id, -3, "adjust-1"))
+            .await;
+        (data(&created).clone(), data(&adjusted).clone())
+    };
+    let id = created["createProduct"]["product"]["id"].clone();
+
+    // Act
+    app.restart().await;
+    let admin = app.as_admin();
+    let created_again = admin
+        .gql(CREATE_PRODUCT, create_with_key("MUG-001", "create-1"))
+        .await;
+    let adjusted_again = admin
+        .gql(ADJUST_STOCK, adjust_with_key(&id, -3, "adjust-1"))
+        .await;
+
+    // Assert
+    let created_again = &data(&created_again)["createProduct"];
+    assert_eq!(
+        created_again["position"],
+        created["createProduct"]["position"]
+    );
+    assert_eq!(created_again["product"]["id"], id);
+    assert_eq!(
+        data(&adjusted_again)["adjustStock"]["position"],
+        adjusted["adjustStock"]["position"]
+    );
+    let read = admin.product(str_of(&id)).await;
+    assert_eq!(read["stock"], 7);
+    assert_eq!(read["version"], 2);
+    let listing = app.anonymous().products(json!({})).await;
+    assert_eq!(listing["totalCount"], 1);
+}
+
+#[tokio::test]
+async fn state_written_before_a_restart_is_served_after_it() {
+    // Arrange
+    let mut app = spawn_app().await;
+    let (product, cart) = {
+        let product = app.as_admin().create_product("MUG-001", "4.50", 10).await;
+        let alice = app.as_user("alice");
+        data(&alice.add_to_cart(str_of(&product["id"]), 2).await);
+        (product, alice.cart().await)
+    };
+
+    // Act
+    app.restart().await;
+
+    // Assert
+    assert_eq!(
+        app.anonymous().product(str_of(&product["id"])).await,
+        product
+    );
+    assert_eq!(app.as_user("alice").cart().await, cart);
+}
+
+#[tokio::test]
+async fn the_same_key_with_a_different_input_is_rejected_and_changes_nothing() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("MUG-001", "4.50", 10).await;
+    data(
+        &admin
+            .gql(ADJUST_STOCK, adjust_with_key(&product["id"], 5, "adjust-1"))
+            .await,
+    );
+
+    // Act
+    let resp = admin
+        .gql(ADJUST_STOCK, adjust_with_key(&product["id"], 6, "adjust-1"))
+        .await;
+
+    // Assert
+    assert_error(&resp, "IDEMPOTENCY_KEY_REUSED");
+    let read = admin.product(str_of(&product["id"])).await;
+    assert_eq!(read["stock"], 15);
+    assert_eq!(read["version"], 2);
+}
+
+#[tokio::test]
+async fn reusing_a_create_key_for_another_product_is_rejected() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    data(
+        &admin
+            .gql(CREATE_PRODUCT, create_with_key("MUG-001", "create-1"))
+            .await,
+    );
+
+    // Act
+    let resp = admin
+        .gql(CREATE_PRODUCT, create_with_key("TEE-001", "create-1"))
+        .await;
+
+    // Assert
+    assert_error(&resp, "IDEMPOTENCY_KEY_REUSED");
+    let listing = app.anonymous().products(json!({})).await;
+    assert_eq!(skus(&listing), ["MUG-001"]);
+}
+
+#[tokio::test]
+async fn the_same_key_used_by_another_user_is_independent() {
+    // Arrange
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("MUG-001", "4.50", 10).await;
+    let alice = app.as_user("alice");
+    let bob = app.as_user("bob");
+    let alices = alice
+        .gql(ADD_TO_CART, add_with_key(&product["id"], 1, "same-key"))
+        .await;
+
+    // Act
+    let bobs = bob
+        .gql(ADD_TO_CART, add_with_key(&product["id"], 1, "same-key"))
+        .await;
+
+    // Assert
+    let alices = &data(&alices)["addToCart"];
+    let bobs = &data(&bobs)["addToCart"];
+    assert_ne!(bobs["position"], alices["position"]);
+    assert_eq!(bobs["cart"]["userId"], "bob");
+    assert_eq!(bobs["cart"]["itemCount"], 1);
+    assert_eq!(bob.cart().await["itemCount"], 1);
+    assert_eq!(alice.cart().await["itemCount"], 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_input_from_another_user_is_not_a_reuse() {
+    // Arrange
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("MUG-001", "4.50", 10).await;
+    data(
+        &app.as_user("alice")
+            .gql(ADD_TO_CART, add_with_key(&product["id"], 1, "same-key"))
+            .await,
+    );
+
+    // Act
+    let resp = app
+        .as_user("bob")
+        .gql(ADD_TO_CART, add_with_key(&product["id"], 3, "same-key"))
+        .await;
+
+    // Assert
+    assert_eq!(data(&resp)["addToCart"]["cart"]["itemCount"], 3);
+}

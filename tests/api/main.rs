@@ -1,0 +1,19 @@
+//! Black-box tests of the service: each test starts the real `Application` on port 0 over a
+//! fresh database (SQLite, or PostgreSQL when `TEST_DATABASE_URL` is set) and talks to it
+//! over HTTP like any client.
+
+mod helpers;
+
+mod auth;
+mod cart;
+mod cart_model;
+mod catalog;
+mod concurrency;
+mod endpoints;
+mod errors;
+mod http;
+mod idempotency;
+mod listing;
+mod relay;
+mod reviews;
+mod schema;
