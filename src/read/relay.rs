@@ -131,7 +131,7 @@ impl Relay {
                 let start = batch.partition_point(|e| e.position <= checkpoint);
                 let events = &batch[start..];
                 let changes = {
-                    let _gate = self.gate.enter().await;
+                    let _gate = self.gate.enter_views().await;
                     let txn = begin_write(&self.db).await?;
                     let changes = projection.apply(&txn, events).await?;
                     checkpoints::store(&txn, projection.name(), upto).await?;

@@ -186,7 +186,59 @@ async fn run(commands: Vec<Command>) -> Result<(), TestCaseError> {
         }
     }
 
-    check_cart(&alice.cart().await, &model, &ids)
+    let view = alice.cart().await;
+    check_cart(&view, &model, &ids)?;
+    check_view_is_fold_of_events(&app, &view).await
+}
+
+/// The cart view equals the fold of the cart stream's stored events through the
+/// aggregate's own `apply`: the projection adds nothing and loses nothing.
+async fn check_view_is_fold_of_events(app: &TestApp, view: &Value) -> Result<(), TestCaseError> {
+    use ordergraph::domain::Aggregate;
+    use ordergraph::domain::cart::{Cart, CartEvent};
+    use ordergraph::domain::values::UserId;
+    use ordergraph::write::event_store;
+
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let alice = UserId::parse("alice").map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let rows = event_store::load_stream(&db, ordergraph::write::cart::cart_stream_id(&alice))
+        .await
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let mut folded = Cart::default();
+    for row in &rows {
+        let event: CartEvent = event_store::decode(&row.event_type, &row.data)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        folded = folded.apply(&event);
+    }
+    let from_events: BTreeMap<String, i64> = folded
+        .lines
+        .iter()
+        .map(|(id, q)| (id.to_string(), i64::from(*q)))
+        .collect();
+    let from_view: BTreeMap<String, i64> = view["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            (
+                str_of(&l["productId"]).to_string(),
+                l["quantity"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    prop_assert_eq!(
+        from_view,
+        from_events,
+        "the cart view is the fold of its events"
+    );
+    prop_assert_eq!(
+        str_of(&view["position"]),
+        rows.last()
+            .map_or("0".to_string(), |r| r.position.to_string())
+    );
+    Ok(())
 }
 
 proptest! {

@@ -3,6 +3,7 @@
 //! racing each other.
 
 use futures_util::future::join_all;
+use sea_orm::EntityTrait as _;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -73,6 +74,16 @@ async fn thirty_two_concurrent_decrements_of_a_stock_of_twenty_leave_exactly_zer
     assert_eq!(read["stock"], 0);
     assert_eq!(read["inStock"], false);
     assert_eq!(read["version"], 21);
+    // The normalized write table agrees with the view.
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .unwrap();
+    let row = ordergraph::entity::products::Entity::find_by_id(id.parse::<uuid::Uuid>().unwrap())
+        .one(&db)
+        .await
+        .unwrap()
+        .expect("the product has a write-table row");
+    assert_eq!((row.stock, row.version), (0, 21));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
