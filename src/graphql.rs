@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
-use uuid::Uuid;
 
 use crate::auth::{Auth, Caller};
 use crate::domain::values::IdempotencyKey;
@@ -114,11 +113,10 @@ pub(crate) fn admin<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
 
 /// The command context of a signed-in caller with an optional idempotency key.
 pub(crate) fn command_context(caller: &Caller, key: Option<&str>) -> AppResult<CommandContext> {
-    Ok(CommandContext {
-        user_id: caller.user_id.clone(),
-        idempotency_key: key.map(IdempotencyKey::parse).transpose()?,
-        correlation_id: Uuid::new_v4(),
-    })
+    Ok(CommandContext::client(
+        caller.user_id.clone(),
+        key.map(IdempotencyKey::parse).transpose()?,
+    ))
 }
 
 /// Checks a Relay `first` argument.

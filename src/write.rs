@@ -58,8 +58,24 @@ impl WriteGate {
 
     /// Waits for the right to write `stream_id` (on SQLite: to write at all).
     pub async fn enter(&self, stream_id: Uuid) -> MutexGuard<'_, ()> {
-        let stripe = (stream_id.as_u128() % self.0.len() as u128) as usize;
-        self.0[stripe].lock().await
+        self.0[self.stripe(stream_id)].lock().await
+    }
+
+    /// Waits for the right to write all of `streams`, taking their stripes in ascending
+    /// order so that two multi-stream writers cannot deadlock.
+    pub async fn enter_all(&self, streams: &[Uuid]) -> Vec<MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = streams.iter().map(|s| self.stripe(*s)).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for stripe in stripes {
+            guards.push(self.0[stripe].lock().await);
+        }
+        guards
+    }
+
+    fn stripe(&self, stream_id: Uuid) -> usize {
+        (stream_id.as_u128() % self.0.len() as u128) as usize
     }
 
     /// Waits for the right to write the read views. On SQLite this is the one write
@@ -92,7 +108,24 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 pub struct CommandContext {
     pub user_id: UserId,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// The business process this command belongs to (a checkout and all it causes).
     pub correlation_id: Uuid,
+    /// What caused this command: `command:<uuid>` for a client's request,
+    /// `event:<position>` for a process manager reacting to an event.
+    pub causation_id: String,
+}
+
+impl CommandContext {
+    /// A client's command, starting a new correlation.
+    pub fn client(user_id: UserId, idempotency_key: Option<IdempotencyKey>) -> Self {
+        let id = Uuid::new_v4();
+        Self {
+            user_id,
+            idempotency_key,
+            correlation_id: id,
+            causation_id: format!("command:{id}"),
+        }
+    }
 }
 
 /// The result of a command, as returned to the caller and replayed for its idempotency key.
@@ -106,17 +139,6 @@ pub struct Outcome {
     pub version: i64,
 }
 
-/// A command aimed at one stream, with what identifies its input for idempotency.
-pub struct Envelope<A: Aggregate> {
-    /// Name of the operation, part of the idempotency fingerprint.
-    pub operation: &'static str,
-    /// Hash of the canonical input (without the idempotency key).
-    pub request_hash: String,
-    pub stream_id: Uuid,
-    pub expected_version: Option<i64>,
-    pub command: A::Command,
-}
-
 /// An aggregate whose events also update normalized write tables in the same transaction.
 pub trait WriteModel: Aggregate {
     fn update_write_tables(
@@ -128,6 +150,194 @@ pub trait WriteModel: Aggregate {
     ) -> impl Future<Output = AppResult<()>> + Send;
 }
 
+/// Why one attempt at a command's transaction ended without commit.
+pub enum TxError {
+    /// Lost the race on a stream's next version.
+    Conflict(Uuid),
+    /// Another request recorded the same idempotency key first.
+    KeyTaken,
+    App(AppError),
+}
+
+impl<E: Into<AppError>> From<E> for TxError {
+    fn from(e: E) -> Self {
+        TxError::App(e.into())
+    }
+}
+
+/// A command: one transaction over one or more streams.
+pub trait Command: Send + Sync {
+    /// Name of the operation, part of the idempotency fingerprint.
+    fn operation(&self) -> &'static str;
+    /// Hash of the canonical input (without the idempotency key).
+    fn request_hash(&self) -> String;
+    /// Streams the command may write: writers of the same stream queue in-process.
+    fn streams(&self) -> Vec<Uuid>;
+    /// Whether a lost race is decided again (true) or reported as CONFLICT (an explicit
+    /// `expectedVersion` was given).
+    fn retry_on_conflict(&self) -> bool {
+        true
+    }
+    /// Loads, decides and appends within `uow`; the executor commits.
+    fn run<'a>(
+        &'a self,
+        uow: &'a mut UnitOfWork,
+    ) -> impl Future<Output = Result<Outcome, TxError>> + Send + 'a;
+}
+
+/// A stream's state as loaded (and as appended to) within a unit of work.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    pub stream_id: Uuid,
+    pub state: A,
+    /// Position of the stream's last event (0 for a new stream).
+    pub position: i64,
+}
+
+impl<A: Aggregate> Loaded<A> {
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            position: self.position,
+            stream_id: self.stream_id,
+            version: self.state.version(),
+        }
+    }
+}
+
+/// One database transaction in which a command loads streams and appends to them.
+pub struct UnitOfWork {
+    txn: DatabaseTransaction,
+    metadata: EventMetadata,
+    now: DateTime<Utc>,
+}
+
+impl UnitOfWork {
+    pub fn txn(&self) -> &DatabaseTransaction {
+        &self.txn
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.now
+    }
+
+    /// Loads a stream and folds it.
+    pub async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<Loaded<A>, TxError> {
+        let rows = event_store::load_stream(&self.txn, stream_id).await?;
+        let mut state = A::default();
+        for row in &rows {
+            let event: A::Event = event_store::decode(&row.event_type, &row.data).map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "event at position {} of stream {stream_id} does not decode",
+                    row.position
+                ))
+            })?;
+            state = state.apply(&event);
+        }
+        Ok(Loaded {
+            stream_id,
+            state,
+            position: rows.last().map_or(0, |r| r.position),
+        })
+    }
+
+    /// Appends events after the loaded version (optimistic concurrency) and updates the
+    /// write tables; returns the new state.
+    pub async fn append<A: WriteModel>(
+        &mut self,
+        loaded: Loaded<A>,
+        events: &[A::Event],
+    ) -> Result<Loaded<A>, TxError> {
+        if events.is_empty() {
+            return Ok(loaded);
+        }
+        let positions = event_store::append(
+            &self.txn,
+            loaded.stream_id,
+            A::STREAM_TYPE,
+            loaded.state.version(),
+            events,
+            &self.metadata,
+            self.now,
+        )
+        .await
+        .map_err(|e| match e {
+            AppendError::Conflict { stream_id } => TxError::Conflict(stream_id),
+            AppendError::Db(e) => TxError::App(e.into()),
+        })?;
+        let state = events.iter().fold(loaded.state, |s, e| s.apply(e));
+        A::update_write_tables(&self.txn, loaded.stream_id, &state, events, self.now).await?;
+        Ok(Loaded {
+            stream_id: loaded.stream_id,
+            state,
+            position: positions.last().copied().unwrap_or(loaded.position),
+        })
+    }
+
+    /// Load, decide, append: the whole life of a single-stream command.
+    pub async fn handle<A>(
+        &mut self,
+        stream_id: Uuid,
+        command: A::Command,
+        expected_version: Option<i64>,
+    ) -> Result<Loaded<A>, TxError>
+    where
+        A: WriteModel,
+        AppError: From<A::Error>,
+    {
+        let loaded = self.load::<A>(stream_id).await?;
+        if let Some(expected) = expected_version
+            && expected != loaded.state.version()
+        {
+            return Err(AppError::Conflict(format!(
+                "expected version {expected}, but the stream is at version {}",
+                loaded.state.version()
+            ))
+            .into());
+        }
+        let events = loaded.state.decide(command).map_err(AppError::from)?;
+        self.append(loaded, &events).await
+    }
+}
+
+/// A command aimed at one stream.
+pub struct Envelope<A: Aggregate> {
+    pub operation: &'static str,
+    pub request_hash: String,
+    pub stream_id: Uuid,
+    pub expected_version: Option<i64>,
+    pub command: A::Command,
+}
+
+impl<A> Command for Envelope<A>
+where
+    A: WriteModel,
+    A::Command: Clone + Sync,
+    AppError: From<A::Error>,
+{
+    fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    fn request_hash(&self) -> String {
+        self.request_hash.clone()
+    }
+
+    fn streams(&self) -> Vec<Uuid> {
+        vec![self.stream_id]
+    }
+
+    fn retry_on_conflict(&self) -> bool {
+        self.expected_version.is_none()
+    }
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Outcome, TxError> {
+        let loaded = uow
+            .handle::<A>(self.stream_id, self.command.clone(), self.expected_version)
+            .await?;
+        Ok(loaded.outcome())
+    }
+}
+
 /// Executes commands. Cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
@@ -135,20 +345,6 @@ pub struct Writer {
     gate: WriteGate,
     relay_wakeup: Arc<Notify>,
     metrics: Arc<crate::metrics::Metrics>,
-}
-
-enum AttemptError {
-    /// Lost the race on the stream's next version.
-    Conflict(Uuid),
-    /// Another request recorded the same idempotency key first.
-    KeyTaken,
-    App(AppError),
-}
-
-impl<E: Into<AppError>> From<E> for AttemptError {
-    fn from(e: E) -> Self {
-        AttemptError::App(e.into())
-    }
 }
 
 impl Writer {
@@ -170,71 +366,64 @@ impl Writer {
         &self.db
     }
 
-    /// Runs one command: load, decide, append + write tables + idempotency record in one
-    /// transaction; retried on a concurrency conflict unless `expected_version` was given.
-    #[tracing::instrument(skip_all, fields(operation = envelope.operation, stream_id = %envelope.stream_id, user = %ctx.user_id))]
-    pub async fn execute<A>(
+    /// Runs a command in one transaction (events + write tables + idempotency record),
+    /// decided again after a lost concurrency race when the command allows it.
+    #[tracing::instrument(skip_all, fields(operation = command.operation(), user = %ctx.user_id))]
+    pub async fn execute<C: Command>(
         &self,
         ctx: &CommandContext,
-        envelope: Envelope<A>,
-    ) -> AppResult<Outcome>
-    where
-        A: WriteModel,
-        A::Command: Clone,
-        AppError: From<A::Error>,
-    {
+        command: C,
+    ) -> AppResult<Outcome> {
         let started = std::time::Instant::now();
-        let operation = envelope.operation;
-        let result = self.execute_inner::<A>(ctx, envelope).await;
+        let result = self.execute_inner(ctx, &command).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => e.code(),
         };
-        self.metrics
-            .command(operation, outcome, started.elapsed().as_secs_f64());
+        self.metrics.command(
+            command.operation(),
+            outcome,
+            started.elapsed().as_secs_f64(),
+        );
         result
     }
 
-    async fn execute_inner<A>(
+    async fn execute_inner<C: Command>(
         &self,
         ctx: &CommandContext,
-        envelope: Envelope<A>,
-    ) -> AppResult<Outcome>
-    where
-        A: WriteModel,
-        A::Command: Clone,
-        AppError: From<A::Error>,
-    {
+        command: &C,
+    ) -> AppResult<Outcome> {
+        let request_hash = command.request_hash();
         if let Some(key) = &ctx.idempotency_key
             && let Some(outcome) = idempotency::replay(
                 &self.db,
                 &ctx.user_id,
                 key,
-                envelope.operation,
-                &envelope.request_hash,
+                command.operation(),
+                &request_hash,
             )
             .await?
         {
             tracing::debug!("idempotent replay");
             return Ok(outcome);
         }
-
+        let streams = command.streams();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = {
-                let _gate = self.gate.enter(envelope.stream_id).await;
-                self.attempt::<A>(ctx, &envelope).await
+                let _gate = self.gate.enter_all(&streams).await;
+                self.attempt(ctx, command, &request_hash).await
             };
             match result {
                 Ok(outcome) => {
                     self.relay_wakeup.notify_one();
                     return Ok(outcome);
                 }
-                Err(AttemptError::Conflict(stream_id)) => {
-                    if let Some(expected) = envelope.expected_version {
+                Err(TxError::Conflict(stream_id)) => {
+                    if !command.retry_on_conflict() {
                         return Err(AppError::Conflict(format!(
-                            "stream {stream_id} is no longer at version {expected}: it was changed concurrently"
+                            "stream {stream_id} was changed concurrently"
                         )));
                     }
                     if attempt >= MAX_ATTEMPTS {
@@ -246,7 +435,7 @@ impl Writer {
                     let jitter = rand::random_range(0..(2u64 << attempt.min(6)));
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(AttemptError::KeyTaken) => {
+                Err(TxError::KeyTaken) => {
                     // A concurrent request with the same key won: answer as it did.
                     let key = ctx
                         .idempotency_key
@@ -256,103 +445,50 @@ impl Writer {
                         &self.db,
                         &ctx.user_id,
                         key,
-                        envelope.operation,
-                        &envelope.request_hash,
+                        command.operation(),
+                        &request_hash,
                     )
                     .await?
                     .ok_or_else(|| anyhow::anyhow!("idempotency record vanished").into());
                 }
-                Err(AttemptError::App(e)) => return Err(e),
+                Err(TxError::App(e)) => return Err(e),
             }
         }
     }
 
-    async fn attempt<A>(
+    async fn attempt<C: Command>(
         &self,
         ctx: &CommandContext,
-        envelope: &Envelope<A>,
-    ) -> Result<Outcome, AttemptError>
-    where
-        A: WriteModel,
-        A::Command: Clone,
-        AppError: From<A::Error>,
-    {
-        let stream_id = envelope.stream_id;
+        command: &C,
+        request_hash: &str,
+    ) -> Result<Outcome, TxError> {
         let txn = begin_write(&self.db).await?;
-        let rows = event_store::load_stream(&txn, stream_id).await?;
-        let mut state = A::default();
-        for row in &rows {
-            let event: A::Event = event_store::decode(&row.event_type, &row.data).map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "event at position {} of stream {stream_id} does not decode",
-                    row.position
-                ))
-            })?;
-            state = state.apply(&event);
-        }
-        if let Some(expected) = envelope.expected_version
-            && expected != state.version()
-        {
-            return Err(AppError::Conflict(format!(
-                "expected version {expected}, but the stream is at version {}",
-                state.version()
-            ))
-            .into());
-        }
-        let events = state
-            .decide(envelope.command.clone())
-            .map_err(AppError::from)?;
-        let outcome = if events.is_empty() {
-            Outcome {
-                position: rows.last().map_or(0, |r| r.position),
-                stream_id,
-                version: state.version(),
-            }
-        } else {
-            let now = Utc::now();
-            let metadata = EventMetadata {
+        let mut uow = UnitOfWork {
+            txn,
+            metadata: EventMetadata {
                 user_id: Some(ctx.user_id.to_string()),
                 correlation_id: ctx.correlation_id,
-                causation_id: ctx.correlation_id,
+                causation_id: ctx.causation_id.clone(),
                 idempotency_key: ctx.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
-            };
-            let positions = event_store::append(
-                &txn,
-                stream_id,
-                A::STREAM_TYPE,
-                state.version(),
-                &events,
-                &metadata,
-                now,
-            )
-            .await
-            .map_err(|e| match e {
-                AppendError::Conflict { stream_id } => AttemptError::Conflict(stream_id),
-                AppendError::Db(e) => AttemptError::App(e.into()),
-            })?;
-            let state = events.iter().fold(state, |s, e| s.apply(e));
-            A::update_write_tables(&txn, stream_id, &state, &events, now).await?;
-            Outcome {
-                position: positions.last().copied().unwrap_or(0),
-                stream_id,
-                version: state.version(),
-            }
+            },
+            now: Utc::now(),
         };
+        let outcome = command.run(&mut uow).await?;
         if let Some(key) = &ctx.idempotency_key {
             let recorded = idempotency::record(
-                &txn,
+                &uow.txn,
                 &ctx.user_id,
                 key,
-                envelope.operation,
-                &envelope.request_hash,
+                command.operation(),
+                request_hash,
                 &outcome,
             )
             .await?;
             if !recorded {
-                return Err(AttemptError::KeyTaken);
+                return Err(TxError::KeyTaken);
             }
         }
-        txn.commit().await?;
+        uow.txn.commit().await?;
         Ok(outcome)
     }
 }

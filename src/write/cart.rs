@@ -102,9 +102,9 @@ impl Writer {
         quantity: Quantity,
     ) -> AppResult<Outcome> {
         let product = product_facts(self.db(), product_id).await?;
-        self.execute::<Cart>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Cart> {
                 operation: "addToCart",
                 request_hash: request_hash(&CartLineInput {
                     product_id,
@@ -133,9 +133,9 @@ impl Writer {
             Some(_) => product_facts(self.db(), product_id).await?,
             None => ProductFacts::Unknown,
         };
-        self.execute::<Cart>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Cart> {
                 operation: "setCartItemQuantity",
                 request_hash: request_hash(&CartLineInput {
                     product_id,
@@ -159,9 +159,9 @@ impl Writer {
         ctx: &CommandContext,
         product_id: Uuid,
     ) -> AppResult<Outcome> {
-        self.execute::<Cart>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Cart> {
                 operation: "removeFromCart",
                 request_hash: request_hash(&product_id),
                 stream_id: cart_stream_id(&ctx.user_id),
@@ -176,9 +176,9 @@ impl Writer {
     }
 
     pub async fn clear_cart(&self, ctx: &CommandContext) -> AppResult<Outcome> {
-        self.execute::<Cart>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Cart> {
                 operation: "clearCart",
                 request_hash: request_hash(&()),
                 stream_id: cart_stream_id(&ctx.user_id),

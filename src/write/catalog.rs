@@ -156,9 +156,9 @@ impl Writer {
             ),
             None => Uuid::now_v7(),
         };
-        self.execute::<Product>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Product> {
                 operation: "createProduct",
                 request_hash,
                 stream_id,
@@ -180,9 +180,9 @@ impl Writer {
         ctx: &CommandContext,
         input: ProductChanges,
     ) -> AppResult<Outcome> {
-        self.execute::<Product>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Product> {
                 operation: "updateProduct",
                 request_hash: request_hash(&input),
                 stream_id: input.id,
@@ -202,9 +202,9 @@ impl Writer {
         ctx: &CommandContext,
         input: StockAdjustment,
     ) -> AppResult<Outcome> {
-        self.execute::<Product>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Product> {
                 operation: "adjustStock",
                 request_hash: request_hash(&input),
                 stream_id: input.product_id,
@@ -219,9 +219,9 @@ impl Writer {
     }
 
     pub async fn discontinue_product(&self, ctx: &CommandContext, id: Uuid) -> AppResult<Outcome> {
-        self.execute::<Product>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Product> {
                 operation: "discontinueProduct",
                 request_hash: request_hash(&id),
                 stream_id: id,
@@ -233,9 +233,9 @@ impl Writer {
     }
 
     pub async fn review_product(&self, ctx: &CommandContext, input: Review) -> AppResult<Outcome> {
-        self.execute::<Product>(
+        self.execute(
             ctx,
-            Envelope {
+            Envelope::<Product> {
                 operation: "reviewProduct",
                 request_hash: request_hash(&input),
                 stream_id: input.product_id,

@@ -21,7 +21,7 @@ pub struct EventMetadata {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     pub correlation_id: Uuid,
-    pub causation_id: Uuid,
+    pub causation_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
 }
