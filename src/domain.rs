@@ -1,4 +1,5 @@
-//! The pure domain: one module per aggregate (product, cart) with its commands, events,
+//! The pure domain: one module per aggregate (product with its inventory, cart, order,
+//! payment) with its commands, events,
 //! state, `decide` and `apply`, and the validated value types every input is parsed into.
 //!
 //! Nothing here does IO, reads a clock or draws a random number: whatever a decision needs
@@ -6,6 +7,8 @@
 //! handler first and carried in the command.
 
 pub mod cart;
+pub mod order;
+pub mod payment;
 pub mod product;
 pub mod values;
 

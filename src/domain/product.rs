@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel, UserId,
@@ -60,6 +61,15 @@ pub enum ProductCommand {
         rating: Rating,
         comment: Comment,
     },
+    /// Inventory: hold `quantity` units for an order. Idempotent per order.
+    Reserve {
+        order_id: Uuid,
+        quantity: i64,
+    },
+    /// Inventory: give back what an order holds. Idempotent per order.
+    Release {
+        order_id: Uuid,
+    },
 }
 
 /// The product's events. The `type` tags are persisted identifiers: never rename them.
@@ -105,6 +115,20 @@ pub enum ProductEvent {
         review_count: i64,
         rating_total: i64,
     },
+    /// Inventory: units held for an order; `stock` is what remains on hand.
+    #[serde(rename = "ProductStockReserved")]
+    StockReserved {
+        order_id: Uuid,
+        quantity: i64,
+        stock: i64,
+    },
+    /// Inventory: an order's units returned; `stock` is what is on hand after.
+    #[serde(rename = "ProductStockReleased")]
+    StockReleased {
+        order_id: Uuid,
+        quantity: i64,
+        stock: i64,
+    },
 }
 
 impl DomainEvent for ProductEvent {
@@ -115,6 +139,8 @@ impl DomainEvent for ProductEvent {
             ProductEvent::StockUpdated { .. } => "ProductStockUpdated",
             ProductEvent::Discontinued {} => "ProductDiscontinued",
             ProductEvent::Reviewed { .. } => "ProductReviewed",
+            ProductEvent::StockReserved { .. } => "ProductStockReserved",
+            ProductEvent::StockReleased { .. } => "ProductStockReleased",
         }
     }
 }
@@ -148,6 +174,10 @@ pub struct Product {
     pub stock: i64,
     pub status: ProductStatus,
     pub reviews: BTreeMap<UserId, Rating>,
+    /// Units held per order (inventory reservations not yet released).
+    pub reservations: BTreeMap<Uuid, i64>,
+    /// Orders whose reservation was released (a release is final).
+    pub released: std::collections::BTreeSet<Uuid>,
     pub version: i64,
 }
 
@@ -207,6 +237,21 @@ impl Aggregate for Product {
                 user_id, rating, ..
             } => {
                 self.reviews.insert(user_id.clone(), *rating);
+            }
+            ProductEvent::StockReserved {
+                order_id,
+                quantity,
+                stock,
+            } => {
+                self.reservations.insert(*order_id, *quantity);
+                self.stock = *stock;
+            }
+            ProductEvent::StockReleased {
+                order_id, stock, ..
+            } => {
+                self.reservations.remove(order_id);
+                self.released.insert(*order_id);
+                self.stock = *stock;
             }
         }
         self
@@ -278,6 +323,9 @@ impl Aggregate for Product {
                 self.ensure_active()?;
                 Ok(vec![ProductEvent::Discontinued {}])
             }
+            command @ (ProductCommand::Reserve { .. } | ProductCommand::Release { .. }) => {
+                self.decide_inventory(command)
+            }
             ProductCommand::Review {
                 user_id,
                 rating,
@@ -310,6 +358,47 @@ impl Aggregate for Product {
 
     fn version(&self) -> i64 {
         self.version
+    }
+}
+
+impl Product {
+    /// Inventory decisions, kept apart from the catalog ones above for legibility.
+    fn decide_inventory(&self, command: ProductCommand) -> Result<Vec<ProductEvent>, ProductError> {
+        match command {
+            ProductCommand::Reserve { order_id, quantity } => {
+                if !self.exists {
+                    return Err(ProductError::NotFound);
+                }
+                // Idempotent: a retried step finds its reservation already made (or
+                // already released, which it must not undo).
+                if self.reservations.contains_key(&order_id) || self.released.contains(&order_id) {
+                    return Ok(vec![]);
+                }
+                if self.status == ProductStatus::Discontinued {
+                    return Err(ProductError::Discontinued);
+                }
+                if quantity > self.stock {
+                    return Err(ProductError::InsufficientStock {
+                        available: self.stock,
+                        requested: quantity,
+                    });
+                }
+                Ok(vec![ProductEvent::StockReserved {
+                    order_id,
+                    quantity,
+                    stock: self.stock - quantity,
+                }])
+            }
+            ProductCommand::Release { order_id } => match self.reservations.get(&order_id) {
+                Some(&quantity) => Ok(vec![ProductEvent::StockReleased {
+                    order_id,
+                    quantity,
+                    stock: self.stock + quantity,
+                }]),
+                None => Ok(vec![]),
+            },
+            _ => Ok(vec![]),
+        }
     }
 }
 
@@ -475,6 +564,58 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_reservation_holds_stock_once_per_order_and_a_release_returns_it_once() {
+        let order = Uuid::from_u128(1);
+        let reserve = || ProductCommand::Reserve {
+            order_id: order,
+            quantity: 3,
+        };
+        let events = given::<Product>(&[created(5)]).when(reserve()).unwrap();
+        let reserved = ProductEvent::StockReserved {
+            order_id: order,
+            quantity: 3,
+            stock: 2,
+        };
+        assert_eq!(events, vec![reserved.clone()]);
+        // Again for the same order: nothing more is held.
+        assert_eq!(
+            given::<Product>(&[created(5), reserved.clone()]).when(reserve()),
+            Ok(vec![])
+        );
+        let released = given::<Product>(&[created(5), reserved.clone()])
+            .when(ProductCommand::Release { order_id: order })
+            .unwrap();
+        let release_event = ProductEvent::StockReleased {
+            order_id: order,
+            quantity: 3,
+            stock: 5,
+        };
+        assert_eq!(released, vec![release_event.clone()]);
+        let after = [created(5), reserved, release_event];
+        assert_eq!(
+            given::<Product>(&after).when(ProductCommand::Release { order_id: order }),
+            Ok(vec![])
+        );
+        // A late retry of the reservation must not hold the stock again.
+        assert_eq!(given::<Product>(&after).when(reserve()), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_reservation_beyond_the_stock_on_hand_is_refused() {
+        let result = given::<Product>(&[created(2)]).when(ProductCommand::Reserve {
+            order_id: Uuid::from_u128(1),
+            quantity: 3,
+        });
+        assert_eq!(
+            result,
+            Err(ProductError::InsufficientStock {
+                available: 2,
+                requested: 3
+            })
+        );
     }
 
     #[test]

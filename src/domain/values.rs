@@ -92,8 +92,16 @@ text_newtype!(
     Comment, "comment", 0, 2000
 );
 text_newtype!(
-    /// Why stock was adjusted: up to 500 characters (may be empty).
+    /// Why stock was adjusted or an order cancelled: up to 500 characters (may be empty).
     Reason, "reason", 0, 500
+);
+text_newtype!(
+    /// Where an order ships to: 1 to 500 characters, not blank.
+    ShippingAddress, "shippingAddress", 1, 500
+);
+text_newtype!(
+    /// A payment method token from the payment provider (e.g. `tok_visa`).
+    PaymentToken, "paymentToken", 1, 128
 );
 
 /// Stock keeping unit: 1 to 64 characters of `A-Z a-z 0-9 - _ .`, unique in the catalog.

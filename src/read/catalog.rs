@@ -77,7 +77,9 @@ impl Projection for CatalogProjection {
                                 view.price_cents = Set(p.cents());
                             }
                         }
-                        ProductEvent::StockUpdated { stock, .. } => view.stock = Set(stock),
+                        ProductEvent::StockUpdated { stock, .. }
+                        | ProductEvent::StockReserved { stock, .. }
+                        | ProductEvent::StockReleased { stock, .. } => view.stock = Set(stock),
                         ProductEvent::Discontinued {} => {
                             view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
                         }

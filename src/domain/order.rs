@@ -1,0 +1,468 @@
+//! The order aggregate: one stream per order. Owns the order's lines and total (priced at
+//! checkout), its status, and what it knows of its reservation. Inventory (product
+//! streams) and payment (payment stream) are separate aggregates; the order saga moves an
+//! order through them and records each outcome here.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::values::{Money, PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
+use super::{Aggregate, DomainEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    #[default]
+    Pending,
+    Reserved,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Rejected,
+}
+
+impl OrderStatus {
+    /// Persisted spelling in views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Pending => "PENDING",
+            OrderStatus::Reserved => "RESERVED",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::Shipped => "SHIPPED",
+            OrderStatus::Delivered => "DELIVERED",
+            OrderStatus::Cancelled => "CANCELLED",
+            OrderStatus::Rejected => "REJECTED",
+        }
+    }
+
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::Reserved,
+        OrderStatus::Confirmed,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Rejected,
+    ];
+
+    pub fn from_db(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+
+    /// Cancelled or rejected: the order will never ship.
+    pub fn is_failed(self) -> bool {
+        matches!(self, OrderStatus::Cancelled | OrderStatus::Rejected)
+    }
+}
+
+/// What the order knows of its inventory reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Reservation {
+    #[default]
+    NotStarted,
+    Reserved,
+    Failed,
+    Released,
+}
+
+/// One line of an order, priced when the order was placed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub product_id: Uuid,
+    pub sku: Sku,
+    pub name: ProductName,
+    pub unit_price: Money,
+    pub quantity: u32,
+}
+
+impl OrderLine {
+    pub fn total(&self) -> Money {
+        self.unit_price.times(i64::from(self.quantity))
+    }
+}
+
+/// Which step refused the order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum RejectedAt {
+    Stock,
+    Payment,
+}
+
+#[derive(Debug, Clone)]
+pub enum OrderCommand {
+    Place {
+        user_id: UserId,
+        lines: Vec<OrderLine>,
+        shipping_address: ShippingAddress,
+        payment_token: PaymentToken,
+    },
+    /// Saga: inventory holds every line.
+    MarkReserved,
+    /// Saga: a step refused the order (not enough stock, payment declined).
+    Reject {
+        at: RejectedAt,
+        reason: String,
+    },
+    /// Saga: the payment succeeded.
+    Confirm,
+    /// Saga: the reservation was given back.
+    MarkReleased,
+    /// Customer (own order) or admin, before the order ships.
+    Cancel {
+        by: UserId,
+        reason: Option<Reason>,
+    },
+    Ship,
+    Deliver,
+}
+
+/// The order's events. The `type` tags are persisted identifiers: never rename them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data")]
+pub enum OrderEvent {
+    #[serde(rename = "OrderPlaced")]
+    Placed {
+        user_id: UserId,
+        lines: Vec<OrderLine>,
+        total: Money,
+        shipping_address: ShippingAddress,
+        payment_token: PaymentToken,
+    },
+    #[serde(rename = "OrderReserved")]
+    Reserved {},
+    #[serde(rename = "OrderRejected")]
+    Rejected { at: RejectedAt, reason: String },
+    #[serde(rename = "OrderConfirmed")]
+    Confirmed {},
+    #[serde(rename = "OrderStockReleased")]
+    StockReleased {},
+    #[serde(rename = "OrderCancelled")]
+    Cancelled {
+        by: UserId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<Reason>,
+    },
+    #[serde(rename = "OrderShipped")]
+    Shipped {},
+    #[serde(rename = "OrderDelivered")]
+    Delivered {},
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> &'static str {
+        match self {
+            OrderEvent::Placed { .. } => "OrderPlaced",
+            OrderEvent::Reserved {} => "OrderReserved",
+            OrderEvent::Rejected { .. } => "OrderRejected",
+            OrderEvent::Confirmed {} => "OrderConfirmed",
+            OrderEvent::StockReleased {} => "OrderStockReleased",
+            OrderEvent::Cancelled { .. } => "OrderCancelled",
+            OrderEvent::Shipped {} => "OrderShipped",
+            OrderEvent::Delivered {} => "OrderDelivered",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    /// NOT_FOUND
+    #[error("order not found")]
+    NotFound,
+    /// BAD_USER_INPUT
+    #[error("the cart is empty")]
+    EmptyCart,
+    /// CONFLICT: names the current status.
+    #[error("cannot {action} an order that is {status}")]
+    InvalidTransition {
+        action: &'static str,
+        status: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Order {
+    pub exists: bool,
+    pub user_id: Option<UserId>,
+    pub lines: Vec<OrderLine>,
+    pub total: Money,
+    pub payment_token: Option<PaymentToken>,
+    pub status: OrderStatus,
+    pub reservation: Reservation,
+    pub version: i64,
+}
+
+impl Order {
+    fn transition(
+        &self,
+        action: &'static str,
+        allowed: &[OrderStatus],
+        event: OrderEvent,
+    ) -> Result<Vec<OrderEvent>, OrderError> {
+        if !self.exists {
+            return Err(OrderError::NotFound);
+        }
+        if allowed.contains(&self.status) {
+            Ok(vec![event])
+        } else {
+            Err(OrderError::InvalidTransition {
+                action,
+                status: self.status.as_str(),
+            })
+        }
+    }
+}
+
+impl Aggregate for Order {
+    const STREAM_TYPE: &'static str = "order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+
+    fn apply(mut self, event: &OrderEvent) -> Self {
+        self.version += 1;
+        match event {
+            OrderEvent::Placed {
+                user_id,
+                lines,
+                total,
+                payment_token,
+                ..
+            } => {
+                self.exists = true;
+                self.user_id = Some(user_id.clone());
+                self.lines = lines.clone();
+                self.total = *total;
+                self.payment_token = Some(payment_token.clone());
+            }
+            OrderEvent::Reserved {} => {
+                self.status = OrderStatus::Reserved;
+                self.reservation = Reservation::Reserved;
+            }
+            OrderEvent::Rejected { at, .. } => {
+                self.status = OrderStatus::Rejected;
+                if *at == RejectedAt::Stock {
+                    self.reservation = Reservation::Failed;
+                }
+            }
+            OrderEvent::Confirmed {} => self.status = OrderStatus::Confirmed,
+            OrderEvent::StockReleased {} => self.reservation = Reservation::Released,
+            OrderEvent::Cancelled { .. } => self.status = OrderStatus::Cancelled,
+            OrderEvent::Shipped {} => self.status = OrderStatus::Shipped,
+            OrderEvent::Delivered {} => self.status = OrderStatus::Delivered,
+        }
+        self
+    }
+
+    fn decide(&self, command: OrderCommand) -> Result<Vec<OrderEvent>, OrderError> {
+        use OrderStatus::*;
+        match command {
+            OrderCommand::Place {
+                user_id,
+                lines,
+                shipping_address,
+                payment_token,
+            } => {
+                if self.exists {
+                    // A retried placement (same order id) is already done.
+                    return Ok(vec![]);
+                }
+                if lines.is_empty() {
+                    return Err(OrderError::EmptyCart);
+                }
+                let total = Money::from_cents(lines.iter().map(|l| l.total().cents()).sum());
+                Ok(vec![OrderEvent::Placed {
+                    user_id,
+                    lines,
+                    total,
+                    shipping_address,
+                    payment_token,
+                }])
+            }
+            // The saga's steps are idempotent: a step that already happened, or that no
+            // longer applies (the order was cancelled meanwhile), records nothing.
+            OrderCommand::MarkReserved => Ok(match self.status {
+                Pending if self.exists => vec![OrderEvent::Reserved {}],
+                _ => vec![],
+            }),
+            OrderCommand::Reject { at, reason } => Ok(match self.status {
+                Pending | Reserved if self.exists => vec![OrderEvent::Rejected { at, reason }],
+                _ => vec![],
+            }),
+            OrderCommand::Confirm => Ok(match self.status {
+                Reserved => vec![OrderEvent::Confirmed {}],
+                _ => vec![],
+            }),
+            OrderCommand::MarkReleased => Ok(match self.reservation {
+                Reservation::Reserved => vec![OrderEvent::StockReleased {}],
+                _ => vec![],
+            }),
+            OrderCommand::Cancel { by, reason } => self.transition(
+                "cancel",
+                &[Pending, Reserved, Confirmed],
+                OrderEvent::Cancelled { by, reason },
+            ),
+            OrderCommand::Ship => self.transition("ship", &[Confirmed], OrderEvent::Shipped {}),
+            OrderCommand::Deliver => {
+                self.transition("deliver", &[Shipped], OrderEvent::Delivered {})
+            }
+        }
+    }
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::testing::given;
+
+    fn line(quantity: u32, cents: i64) -> OrderLine {
+        OrderLine {
+            product_id: Uuid::from_u128(9),
+            sku: Sku::parse("TEE-1").unwrap(),
+            name: ProductName::parse("Tee").unwrap(),
+            unit_price: Money::from_cents(cents),
+            quantity,
+        }
+    }
+
+    fn placed() -> OrderEvent {
+        OrderEvent::Placed {
+            user_id: UserId::parse("alice").unwrap(),
+            lines: vec![line(2, 1050), line(1, 99)],
+            total: Money::from_cents(2199),
+            shipping_address: ShippingAddress::parse("1 Main St").unwrap(),
+            payment_token: PaymentToken::parse("tok_visa").unwrap(),
+        }
+    }
+
+    fn place(lines: Vec<OrderLine>) -> OrderCommand {
+        OrderCommand::Place {
+            user_id: UserId::parse("alice").unwrap(),
+            lines,
+            shipping_address: ShippingAddress::parse("1 Main St").unwrap(),
+            payment_token: PaymentToken::parse("tok_visa").unwrap(),
+        }
+    }
+
+    #[test]
+    fn placing_an_order_totals_its_lines_exactly() {
+        let events = given::<Order>(&[])
+            .when(place(vec![line(2, 1050), line(1, 99)]))
+            .unwrap();
+        assert_eq!(events, vec![placed()]);
+    }
+
+    #[test]
+    fn an_order_without_lines_is_refused() {
+        assert_eq!(
+            given::<Order>(&[]).when(place(vec![])),
+            Err(OrderError::EmptyCart)
+        );
+    }
+
+    #[test]
+    fn the_happy_path_goes_pending_reserved_confirmed_shipped_delivered() {
+        let mut history = vec![placed()];
+        for (command, event) in [
+            (OrderCommand::MarkReserved, OrderEvent::Reserved {}),
+            (OrderCommand::Confirm, OrderEvent::Confirmed {}),
+            (OrderCommand::Ship, OrderEvent::Shipped {}),
+            (OrderCommand::Deliver, OrderEvent::Delivered {}),
+        ] {
+            assert_eq!(
+                given::<Order>(&history).when(command).unwrap(),
+                vec![event.clone()]
+            );
+            history.push(event);
+        }
+    }
+
+    #[test]
+    fn shipping_an_order_that_is_not_confirmed_names_its_status() {
+        let result = given::<Order>(&[placed()]).when(OrderCommand::Ship);
+        assert_eq!(
+            result,
+            Err(OrderError::InvalidTransition {
+                action: "ship",
+                status: "PENDING"
+            })
+        );
+        assert_eq!(
+            result.unwrap_err().to_string(),
+            "cannot ship an order that is PENDING"
+        );
+    }
+
+    #[test]
+    fn a_shipped_order_cannot_be_cancelled() {
+        let history = [
+            placed(),
+            OrderEvent::Reserved {},
+            OrderEvent::Confirmed {},
+            OrderEvent::Shipped {},
+        ];
+        let result = given::<Order>(&history).when(OrderCommand::Cancel {
+            by: UserId::parse("alice").unwrap(),
+            reason: None,
+        });
+        assert!(matches!(
+            result,
+            Err(OrderError::InvalidTransition {
+                status: "SHIPPED",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn saga_steps_that_no_longer_apply_record_nothing() {
+        let cancelled = OrderEvent::Cancelled {
+            by: UserId::parse("alice").unwrap(),
+            reason: None,
+        };
+        let history = [placed(), cancelled];
+        assert_eq!(
+            given::<Order>(&history).when(OrderCommand::MarkReserved),
+            Ok(vec![])
+        );
+        assert_eq!(
+            given::<Order>(&history).when(OrderCommand::Confirm),
+            Ok(vec![])
+        );
+        assert_eq!(
+            given::<Order>(&history).when(OrderCommand::Reject {
+                at: RejectedAt::Stock,
+                reason: "x".into()
+            }),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn a_release_is_recorded_once_and_only_after_a_reservation() {
+        assert_eq!(
+            given::<Order>(&[placed()]).when(OrderCommand::MarkReleased),
+            Ok(vec![])
+        );
+        let reserved = [placed(), OrderEvent::Reserved {}];
+        assert_eq!(
+            given::<Order>(&reserved).when(OrderCommand::MarkReleased),
+            Ok(vec![OrderEvent::StockReleased {}])
+        );
+        let released = [
+            placed(),
+            OrderEvent::Reserved {},
+            OrderEvent::StockReleased {},
+        ];
+        assert_eq!(
+            given::<Order>(&released).when(OrderCommand::MarkReleased),
+            Ok(vec![])
+        );
+    }
+}
