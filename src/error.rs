@@ -3,6 +3,8 @@
 //! these into GraphQL errors with an `extensions.code`.
 
 use crate::domain::cart::CartError;
+use crate::domain::order::OrderError;
+use crate::domain::payment::PaymentError;
 use crate::domain::product::ProductError;
 use crate::domain::values::ValidationError;
 
@@ -29,6 +31,9 @@ pub enum AppError {
     /// Code depends on the variant (NOT_FOUND, CONFLICT, INSUFFICIENT_STOCK, BAD_USER_INPUT).
     #[error(transparent)]
     Cart(#[from] CartError),
+    /// Code depends on the variant (NOT_FOUND, BAD_USER_INPUT, CONFLICT).
+    #[error(transparent)]
+    Order(#[from] OrderError),
     /// CONFLICT: a concurrent write, a stale `expectedVersion`, a duplicate unique value.
     #[error("{0}")]
     Conflict(String),
@@ -49,6 +54,12 @@ pub enum AppError {
 impl From<sea_orm::DbErr> for AppError {
     fn from(e: sea_orm::DbErr) -> Self {
         AppError::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+impl From<PaymentError> for AppError {
+    fn from(e: PaymentError) -> Self {
+        match e {}
     }
 }
 

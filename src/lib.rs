@@ -10,6 +10,7 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod metrics;
+pub mod process;
 pub mod read;
 pub mod telemetry;
 pub mod write;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
@@ -63,7 +64,7 @@ impl Application {
         }
 
         let gate = WriteGate::for_backend(db.get_database_backend());
-        let wakeup = Arc::new(Notify::new());
+        let wakeup = write::Wakeup::default();
         let bus: Arc<dyn ChangeBus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(read::catalog::CatalogProjection),
@@ -98,7 +99,7 @@ impl Application {
             projections,
             checkpoints,
             bus,
-            wakeup,
+            wakeup: wakeup.subscribe(),
             poll: settings.relay_poll(),
             health,
             metrics,

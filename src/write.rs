@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod constraint;
 pub mod event_store;
 pub mod idempotency;
+pub mod orders;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::{Mutex, MutexGuard, Notify};
+use tokio::sync::{Mutex, MutexGuard, watch};
 use uuid::Uuid;
 
 use crate::domain::Aggregate;
@@ -100,6 +101,27 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
         .await
     } else {
         db.begin().await
+    }
+}
+
+/// Tells the relay and the process managers that new events were committed, so they
+/// look at once instead of at their next poll. Every subscriber sees every signal.
+#[derive(Clone)]
+pub struct Wakeup(Arc<watch::Sender<u64>>);
+
+impl Default for Wakeup {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl Wakeup {
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.0.subscribe()
     }
 }
 
@@ -343,7 +365,7 @@ where
 pub struct Writer {
     db: DatabaseConnection,
     gate: WriteGate,
-    relay_wakeup: Arc<Notify>,
+    relay_wakeup: Wakeup,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -351,7 +373,7 @@ impl Writer {
     pub fn new(
         db: DatabaseConnection,
         gate: WriteGate,
-        relay_wakeup: Arc<Notify>,
+        relay_wakeup: Wakeup,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Self {
         Self {
@@ -417,7 +439,7 @@ impl Writer {
             };
             match result {
                 Ok(outcome) => {
-                    self.relay_wakeup.notify_one();
+                    self.relay_wakeup.notify();
                     return Ok(outcome);
                 }
                 Err(TxError::Conflict(stream_id)) => {

@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_event_store;
 mod m20261123_000002_write_tables;
 mod m20261123_000003_read_views;
+mod m20261123_000004_orders;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_event_store::Migration),
             Box::new(m20261123_000002_write_tables::Migration),
             Box::new(m20261123_000003_read_views::Migration),
+            Box::new(m20261123_000004_orders::Migration),
         ]
     }
 }

@@ -113,6 +113,7 @@ pub enum OrderCommand {
     /// Customer (own order) or admin, before the order ships.
     Cancel {
         by: UserId,
+        as_admin: bool,
         reason: Option<Reason>,
     },
     Ship,
@@ -299,11 +300,21 @@ impl Aggregate for Order {
                 Reservation::Reserved => vec![OrderEvent::StockReleased {}],
                 _ => vec![],
             }),
-            OrderCommand::Cancel { by, reason } => self.transition(
-                "cancel",
-                &[Pending, Reserved, Confirmed],
-                OrderEvent::Cancelled { by, reason },
-            ),
+            OrderCommand::Cancel {
+                by,
+                as_admin,
+                reason,
+            } => {
+                // Someone else's order does not exist, as far as a customer can tell.
+                if !as_admin && self.user_id.as_ref() != Some(&by) {
+                    return Err(OrderError::NotFound);
+                }
+                self.transition(
+                    "cancel",
+                    &[Pending, Reserved, Confirmed],
+                    OrderEvent::Cancelled { by, reason },
+                )
+            }
             OrderCommand::Ship => self.transition("ship", &[Confirmed], OrderEvent::Shipped {}),
             OrderCommand::Deliver => {
                 self.transition("deliver", &[Shipped], OrderEvent::Delivered {})
@@ -409,6 +420,7 @@ mod tests {
         ];
         let result = given::<Order>(&history).when(OrderCommand::Cancel {
             by: UserId::parse("alice").unwrap(),
+            as_admin: false,
             reason: None,
         });
         assert!(matches!(
@@ -463,6 +475,29 @@ mod tests {
         assert_eq!(
             given::<Order>(&released).when(OrderCommand::MarkReleased),
             Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn a_customer_cannot_cancel_another_customers_order_but_an_admin_can() {
+        let cancel = |by: &str, as_admin| OrderCommand::Cancel {
+            by: UserId::parse(by).unwrap(),
+            as_admin,
+            reason: None,
+        };
+        assert_eq!(
+            given::<Order>(&[placed()]).when(cancel("bob", false)),
+            Err(OrderError::NotFound)
+        );
+        assert!(
+            given::<Order>(&[placed()])
+                .when(cancel("root", true))
+                .is_ok()
+        );
+        assert!(
+            given::<Order>(&[placed()])
+                .when(cancel("alice", false))
+                .is_ok()
         );
     }
 }

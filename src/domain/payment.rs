@@ -90,6 +90,8 @@ pub struct Payment {
     pub status: PaymentStatus,
     pub amount: Money,
     pub charge_id: Option<String>,
+    /// Why the gateway declined, when it did.
+    pub decline_reason: Option<String>,
     pub version: i64,
 }
 
@@ -113,10 +115,13 @@ impl Aggregate for Payment {
                 self.status = PaymentStatus::Succeeded;
             }
             PaymentEvent::Declined {
-                order_id, amount, ..
+                order_id,
+                amount,
+                reason,
             } => {
                 self.order_id = Some(*order_id);
                 self.amount = *amount;
+                self.decline_reason = Some(reason.clone());
                 self.status = PaymentStatus::Declined;
             }
             PaymentEvent::Refunded { .. } => self.status = PaymentStatus::Refunded,

@@ -5,6 +5,7 @@
 use async_graphql::{ErrorExtensions, ServerError};
 
 use crate::domain::cart::CartError;
+use crate::domain::order::OrderError;
 use crate::domain::product::ProductError;
 use crate::error::AppError;
 
@@ -27,6 +28,11 @@ impl AppError {
                 CartError::Discontinued(_) => "CONFLICT",
                 CartError::InsufficientStock { .. } => "INSUFFICIENT_STOCK",
                 CartError::LineLimit { .. } => "BAD_USER_INPUT",
+            },
+            AppError::Order(e) => match e {
+                OrderError::NotFound => "NOT_FOUND",
+                OrderError::EmptyCart => "BAD_USER_INPUT",
+                OrderError::InvalidTransition { .. } => "CONFLICT",
             },
             AppError::Conflict(_) => "CONFLICT",
             AppError::InsufficientStock(_) => "INSUFFICIENT_STOCK",

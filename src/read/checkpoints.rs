@@ -71,6 +71,14 @@ impl Checkpoints {
     }
 }
 
+/// The persisted checkpoint of one consumer (0 when new).
+pub async fn load_one<C: ConnectionTrait>(db: &C, name: &str) -> Result<i64, DbErr> {
+    Ok(projection_checkpoints::Entity::find_by_id(name.to_owned())
+        .one(db)
+        .await?
+        .map_or(0, |r| r.position))
+}
+
 /// Persists a checkpoint inside the projection's transaction.
 pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {

@@ -14,7 +14,7 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
-use tokio::sync::Notify;
+use tokio::sync::watch;
 
 use super::Projection;
 use super::bus::ChangeBus;
@@ -49,7 +49,7 @@ pub struct Relay {
     pub projections: Vec<Arc<dyn Projection>>,
     pub checkpoints: Arc<Checkpoints>,
     pub bus: Arc<dyn ChangeBus>,
-    pub wakeup: Arc<Notify>,
+    pub wakeup: watch::Receiver<u64>,
     pub poll: Duration,
     pub health: Arc<RelayHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -58,7 +58,7 @@ pub struct Relay {
 impl Relay {
     /// Runs until `shutdown` resolves. Errors are logged and retried with backoff: a
     /// transient database failure must not stop the views for good (readyz reports it).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -71,7 +71,7 @@ impl Relay {
                         .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        _ = self.wakeup.notified() => {}
+                        Ok(()) = self.wakeup.changed() => {}
                         _ = tokio::time::sleep(self.poll) => {}
                     }
                 }
