@@ -51,6 +51,11 @@ pub struct Settings {
     /// processes). Writes of this process wake it at once.
     #[arg(long, env = "ORDERGRAPH_RELAY_POLL_MS", default_value_t = 250)]
     pub relay_poll_ms: u64,
+
+    /// Test hook: stop the order saga at a step boundary, as if the process died there.
+    #[cfg(feature = "test-hooks")]
+    #[arg(skip)]
+    pub saga_fault: Option<crate::process::order_saga::SagaFault>,
 }
 
 impl Default for Settings {
@@ -66,6 +71,8 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             db_max_connections: 16,
             relay_poll_ms: 250,
+            #[cfg(feature = "test-hooks")]
+            saga_fault: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod cart;
 pub mod catalog;
 pub mod error;
+pub mod orders;
 pub mod scalars;
 
 use std::sync::Arc;
@@ -29,11 +30,15 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(catalog::CatalogQuery, cart::CartQuery);
+pub struct QueryRoot(catalog::CatalogQuery, cart::CartQuery, orders::OrdersQuery);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
-pub struct MutationRoot(catalog::CatalogMutation, cart::CartMutation);
+pub struct MutationRoot(
+    catalog::CatalogMutation,
+    cart::CartMutation,
+    orders::OrdersMutation,
+);
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
 

@@ -38,6 +38,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     relay: Relay,
+    saga: process::order_saga::OrderSaga,
     local_addr: SocketAddr,
 }
 
@@ -69,6 +70,8 @@ impl Application {
         let projections: Vec<Arc<dyn Projection>> = vec![
             Arc::new(read::catalog::CatalogProjection),
             Arc::new(read::cart::CartProjection),
+            Arc::new(read::orders::OrderProjection),
+            Arc::new(read::dashboard::DashboardProjection),
         ];
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
         let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
@@ -76,6 +79,7 @@ impl Application {
         let metrics = Arc::new(metrics::Metrics::default());
         let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone());
 
+        let writer_for_saga = writer.clone();
         let schema = graphql::build_schema(graphql::Services {
             db: db.clone(),
             writer,
@@ -93,6 +97,18 @@ impl Application {
             settings.max_body_bytes,
             settings.request_timeout(),
         );
+        #[cfg(feature = "test-hooks")]
+        let fault = settings.saga_fault.clone();
+        #[cfg(not(feature = "test-hooks"))]
+        let fault = None;
+        let saga = process::order_saga::OrderSaga {
+            db: db.clone(),
+            writer: writer_for_saga,
+            gateway: Arc::new(process::gateway::SimulatedGateway::new(db.clone())),
+            wakeup: wakeup.subscribe(),
+            poll: settings.relay_poll(),
+            fault,
+        };
         let relay = Relay {
             db,
             gate,
@@ -113,6 +129,7 @@ impl Application {
             listener,
             router,
             relay,
+            saga,
             local_addr,
         })
     }
@@ -139,6 +156,7 @@ impl Application {
             }
         };
         let mut relay = tokio::spawn(self.relay.run(relay_stop));
+        let mut saga = tokio::spawn(self.saga.run(stop_rx.clone()));
         tracing::info!(address = %self.local_addr, "serving GraphQL on http://{}/graphql", self.local_addr);
 
         let server_stop = {
@@ -159,6 +177,9 @@ impl Application {
             r = &mut relay => {
                 Err(anyhow::anyhow!("the event relay stopped unexpectedly: {r:?}"))
             }
+            r = &mut saga => {
+                Err(anyhow::anyhow!("the order saga stopped unexpectedly: {r:?}"))
+            }
             r = &mut server => {
                 r.context("server task failed")?.context("server failed")?;
                 Ok(())
@@ -170,6 +191,9 @@ impl Application {
         }
         if !relay.is_finished() {
             let _ = relay.await;
+        }
+        if !saga.is_finished() {
+            let _ = saga.await;
         }
         result
     }

@@ -6,6 +6,8 @@ pub mod bus;
 pub mod cart;
 pub mod catalog;
 pub mod checkpoints;
+pub mod dashboard;
+pub mod orders;
 pub mod relay;
 
 use sea_orm::{DatabaseTransaction, DbErr};

@@ -1,0 +1,457 @@
+//! The orders area: checkout, the order details view (order + inventory + payment in one
+//! row), cancellation, fulfilment, and the admin dashboard.
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+use super::catalog::Product;
+use super::error::IntoGraphql;
+use super::scalars::{Decimal, Position};
+use super::{PageInfo, admin, command_context, page_size, services, signed_in};
+use crate::auth::Caller;
+use crate::domain::order::{self, OrderLine as DomainLine};
+use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
+use crate::entity::order_view;
+use crate::error::{AppError, AppResult};
+use crate::read::dashboard as dashboard_view;
+use crate::read::orders as view;
+use crate::write::Outcome;
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum OrderStatus {
+    Pending,
+    Reserved,
+    Confirmed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Rejected,
+}
+
+impl OrderStatus {
+    fn to_domain(self) -> order::OrderStatus {
+        match self {
+            OrderStatus::Pending => order::OrderStatus::Pending,
+            OrderStatus::Reserved => order::OrderStatus::Reserved,
+            OrderStatus::Confirmed => order::OrderStatus::Confirmed,
+            OrderStatus::Shipped => order::OrderStatus::Shipped,
+            OrderStatus::Delivered => order::OrderStatus::Delivered,
+            OrderStatus::Cancelled => order::OrderStatus::Cancelled,
+            OrderStatus::Rejected => order::OrderStatus::Rejected,
+        }
+    }
+
+    fn from_domain(s: order::OrderStatus) -> Self {
+        match s {
+            order::OrderStatus::Pending => OrderStatus::Pending,
+            order::OrderStatus::Reserved => OrderStatus::Reserved,
+            order::OrderStatus::Confirmed => OrderStatus::Confirmed,
+            order::OrderStatus::Shipped => OrderStatus::Shipped,
+            order::OrderStatus::Delivered => OrderStatus::Delivered,
+            order::OrderStatus::Cancelled => OrderStatus::Cancelled,
+            order::OrderStatus::Rejected => OrderStatus::Rejected,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum PaymentStatus {
+    NotStarted,
+    Succeeded,
+    Declined,
+    Refunded,
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ReservationStatus {
+    NotStarted,
+    Reserved,
+    Failed,
+    Released,
+}
+
+/// The order details view: order, inventory reservation and payment, joined in one denormalized row.
+pub struct Order(order_view::Model);
+
+#[Object]
+impl Order {
+    async fn id(&self) -> Uuid {
+        self.0.id
+    }
+    async fn user_id(&self) -> &str {
+        &self.0.user_id
+    }
+    async fn status(&self) -> OrderStatus {
+        order::OrderStatus::from_db(&self.0.status)
+            .map_or(OrderStatus::Pending, OrderStatus::from_domain)
+    }
+    /// The lines as priced at checkout.
+    async fn lines(&self) -> Vec<OrderLine> {
+        serde_json::from_value::<Vec<DomainLine>>(self.0.lines.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(OrderLine)
+            .collect()
+    }
+    /// Sum of the line totals at checkout.
+    async fn total(&self) -> Decimal {
+        Decimal(Money::from_cents(self.0.total_cents))
+    }
+    async fn shipping_address(&self) -> &str {
+        &self.0.shipping_address
+    }
+    /// The inventory reservation of the order's lines.
+    async fn reservation(&self) -> ReservationStatus {
+        match self.0.reservation.as_str() {
+            "RESERVED" => ReservationStatus::Reserved,
+            "FAILED" => ReservationStatus::Failed,
+            "RELEASED" => ReservationStatus::Released,
+            _ => ReservationStatus::NotStarted,
+        }
+    }
+    async fn payment(&self) -> PaymentStatus {
+        match self.0.payment.as_str() {
+            "SUCCEEDED" => PaymentStatus::Succeeded,
+            "DECLINED" => PaymentStatus::Declined,
+            "REFUNDED" => PaymentStatus::Refunded,
+            _ => PaymentStatus::NotStarted,
+        }
+    }
+    /// Why the order was cancelled or rejected.
+    async fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    async fn placed_at(&self) -> DateTime<Utc> {
+        self.0.placed_at
+    }
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+    /// Version of the order's event stream (number of events).
+    async fn version(&self) -> i64 {
+        self.0.version
+    }
+    /// Position of the last event (order, inventory or payment) folded into this view.
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+}
+
+/// One line of an order, priced at checkout.
+pub struct OrderLine(DomainLine);
+
+#[Object]
+impl OrderLine {
+    async fn product_id(&self) -> Uuid {
+        self.0.product_id
+    }
+    async fn sku(&self) -> &str {
+        self.0.sku.as_str()
+    }
+    async fn name(&self) -> &str {
+        self.0.name.as_str()
+    }
+    async fn unit_price(&self) -> Decimal {
+        Decimal(self.0.unit_price)
+    }
+    async fn quantity(&self) -> i64 {
+        i64::from(self.0.quantity)
+    }
+    async fn line_total(&self) -> Decimal {
+        Decimal(self.0.total())
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct OrderEdge {
+    pub node: Order,
+    pub cursor: String,
+}
+
+#[derive(SimpleObject)]
+pub struct OrderConnection {
+    pub edges: Vec<OrderEdge>,
+    pub page_info: PageInfo,
+    /// Number of orders matching the filters, on all pages.
+    pub total_count: i64,
+}
+
+/// Every mutation returns the log position of its last event and the affected read model,
+/// read once the projection has reached that position (read-your-writes).
+#[derive(SimpleObject)]
+pub struct OrderPayload {
+    pub position: Position,
+    pub order: Order,
+}
+
+#[derive(InputObject)]
+pub struct CheckoutInput {
+    /// A token from the payment provider. The built-in simulator: `tok_visa` succeeds,
+    /// `tok_decline` is declined, `tok_flaky` fails transiently twice, then succeeds.
+    pub payment_token: String,
+    pub shipping_address: String,
+    pub idempotency_key: Option<String>,
+}
+
+fn encode_cursor(placed_position: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("order:{placed_position}"))
+}
+
+fn decode_cursor(cursor: &str) -> AppResult<i64> {
+    URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .and_then(|s| s.strip_prefix("order:").and_then(|p| p.parse().ok()))
+        .ok_or_else(|| AppError::BadUserInput("after: not a cursor returned by this API".into()))
+}
+
+fn visible(caller: &Caller, order: &order_view::Model) -> bool {
+    caller.is_admin() || order.user_id == caller.user_id.as_str()
+}
+
+#[derive(Default)]
+pub struct OrdersQuery;
+
+#[Object]
+impl OrdersQuery {
+    /// One order: the caller's own, or any for an admin; null when unknown or not visible to the caller.
+    async fn order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Order>> {
+        async {
+            let caller = signed_in(ctx)?;
+            let s = services(ctx)?;
+            Ok(view::find(&s.db, id)
+                .await?
+                .filter(|o| visible(caller, o))
+                .map(Order))
+        }
+        .await
+        .gql()
+    }
+
+    /// The caller's orders, newest first; admins see every user's orders (optionally
+    /// filtered by userId). `first` is at most 100.
+    #[graphql(complexity = "5 + first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
+        after: Option<String>,
+        status: Option<OrderStatus>,
+        user_id: Option<String>,
+    ) -> async_graphql::Result<OrderConnection> {
+        async {
+            let caller = signed_in(ctx)?;
+            let s = services(ctx)?;
+            let first = page_size(first.unwrap_or(20))?;
+            let after = after.as_deref().map(decode_cursor).transpose()?;
+            let owner = if caller.is_admin() {
+                user_id
+            } else {
+                match user_id {
+                    Some(other) if other != caller.user_id.as_str() => {
+                        return Err(AppError::Forbidden(
+                            "customers may list only their own orders".into(),
+                        ));
+                    }
+                    _ => Some(caller.user_id.as_str().to_owned()),
+                }
+            };
+            let page = view::page(
+                &s.db,
+                owner.as_deref(),
+                status.map(OrderStatus::to_domain),
+                first,
+                after,
+            )
+            .await?;
+            let end_cursor = page.items.last().map(|o| encode_cursor(o.placed_position));
+            Ok(OrderConnection {
+                edges: page
+                    .items
+                    .into_iter()
+                    .map(|o| OrderEdge {
+                        cursor: encode_cursor(o.placed_position),
+                        node: Order(o),
+                    })
+                    .collect(),
+                page_info: PageInfo {
+                    has_next_page: page.has_next_page,
+                    end_cursor,
+                },
+                total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
+            })
+        }
+        .await
+        .gql()
+    }
+
+    /// Live sales and stock figures. Admin only.
+    async fn dashboard(&self, ctx: &Context<'_>) -> async_graphql::Result<Dashboard> {
+        async {
+            admin(ctx)?;
+            let s = services(ctx)?;
+            let figures = dashboard_view::read(&s.db, Utc::now()).await?;
+            Ok(Dashboard {
+                figures,
+                position: s.checkpoints.get(dashboard_view::NAME),
+            })
+        }
+        .await
+        .gql()
+    }
+}
+
+/// Live sales and stock figures.
+pub struct Dashboard {
+    figures: dashboard_view::DashboardRead,
+    position: i64,
+}
+
+#[derive(SimpleObject)]
+pub struct StatusCount {
+    pub status: OrderStatus,
+    pub count: i64,
+}
+
+#[Object]
+impl Dashboard {
+    /// Number of orders in each status (every status listed, zero included).
+    async fn orders_by_status(&self) -> Vec<StatusCount> {
+        self.figures
+            .by_status
+            .iter()
+            .map(|(status, count)| StatusCount {
+                status: OrderStatus::from_domain(*status),
+                count: *count,
+            })
+            .collect()
+    }
+    /// Confirmed sales minus refunds.
+    async fn revenue(&self) -> Decimal {
+        Decimal(Money::from_cents(self.figures.revenue_cents))
+    }
+    /// Orders placed today (UTC).
+    async fn orders_today(&self) -> i64 {
+        self.figures.orders_today
+    }
+    /// Active products with at most `threshold` units on hand, fewest first (at most 100).
+    async fn low_stock(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(5)")] threshold: Option<i32>,
+    ) -> async_graphql::Result<Vec<Product>> {
+        async {
+            let threshold = threshold.unwrap_or(5);
+            if threshold < 0 {
+                return Err(AppError::BadUserInput(
+                    "threshold must not be negative".into(),
+                ));
+            }
+            let s = services(ctx)?;
+            Ok(dashboard_view::low_stock(&s.db, i64::from(threshold), 100)
+                .await?
+                .into_iter()
+                .map(Product)
+                .collect())
+        }
+        .await
+        .gql()
+    }
+    /// Position of the last event folded into these figures.
+    async fn position(&self) -> Position {
+        Position(self.position)
+    }
+}
+
+async fn order_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<OrderPayload> {
+    let s = services(ctx)?;
+    s.await_view(view::NAME, outcome.position).await?;
+    let order = view::find(&s.db, outcome.stream_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("order {} not found", outcome.stream_id)))?;
+    Ok(OrderPayload {
+        position: Position(outcome.position),
+        order: Order(order),
+    })
+}
+
+#[derive(Default)]
+pub struct OrdersMutation;
+
+#[Object]
+impl OrdersMutation {
+    /// Turns the caller's cart into an order (status PENDING) and empties the cart. Inventory reservation and payment then run asynchronously: watch orderUpdated.
+    async fn checkout(
+        &self,
+        ctx: &Context<'_>,
+        input: CheckoutInput,
+    ) -> async_graphql::Result<OrderPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, input.idempotency_key.as_deref())?;
+            let address = ShippingAddress::parse(&input.shipping_address)?;
+            let token = PaymentToken::parse(&input.payment_token)?;
+            let outcome = services(ctx)?
+                .writer
+                .checkout(&command, address, token)
+                .await?;
+            order_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
+    /// succeeded payment, asynchronously (watch `reservation` and `payment`).
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        reason: Option<String>,
+    ) -> async_graphql::Result<OrderPayload> {
+        async {
+            let caller = signed_in(ctx)?;
+            let command = command_context(caller, None)?;
+            let reason = reason.as_deref().map(Reason::parse).transpose()?;
+            let outcome = services(ctx)?
+                .writer
+                .cancel_order(&command, id, caller.is_admin(), reason)
+                .await?;
+            order_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: CONFIRMED -> SHIPPED -> DELIVERED.
+    async fn ship_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, None)?;
+            let outcome = services(ctx)?.writer.ship_order(&command, id).await?;
+            order_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: SHIPPED -> DELIVERED.
+    async fn deliver_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+    ) -> async_graphql::Result<OrderPayload> {
+        async {
+            let caller = admin(ctx)?;
+            let command = command_context(caller, None)?;
+            let outcome = services(ctx)?.writer.deliver_order(&command, id).await?;
+            order_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+}

@@ -1,0 +1,222 @@
+//! The dashboard view: orders per status, revenue (confirmed minus refunded, in cents),
+//! and orders placed per UTC day — counters moved by each event, never recomputed by
+//! scanning orders. The projection remembers each order's status and total in its own
+//! table so a transition moves exactly one count.
+
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect,
+};
+
+use super::bus::Change;
+use super::{Projection, decode_row};
+use crate::domain::Aggregate;
+use crate::domain::order::{Order, OrderEvent, OrderStatus};
+use crate::domain::payment::{Payment, PaymentEvent};
+use crate::domain::product::ProductStatus;
+use crate::entity::{catalog_view, dashboard_counters, dashboard_daily, dashboard_orders, events};
+
+pub const NAME: &str = "dashboard";
+
+/// The one key of the dashboard view on the change bus.
+pub const KEY: &str = "dashboard";
+
+const REVENUE: &str = "revenue_cents";
+
+fn status_counter(status: OrderStatus) -> String {
+    format!("status:{}", status.as_str())
+}
+
+pub struct DashboardProjection;
+
+async fn bump(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), DbErr> {
+    dashboard_counters::Entity::insert(dashboard_counters::ActiveModel {
+        name: Set(name.to_owned()),
+        value: Set(delta),
+    })
+    .on_conflict(
+        OnConflict::column(dashboard_counters::Column::Name)
+            .value(
+                dashboard_counters::Column::Value,
+                Expr::col((
+                    dashboard_counters::Entity,
+                    dashboard_counters::Column::Value,
+                ))
+                .add(delta),
+            )
+            .to_owned(),
+    )
+    .exec(txn)
+    .await?;
+    Ok(())
+}
+
+fn day_of(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d").to_string()
+}
+
+impl DashboardProjection {
+    /// Moves the order from its remembered status to `status`.
+    async fn transition(
+        txn: &DatabaseTransaction,
+        order_id: uuid::Uuid,
+        status: OrderStatus,
+    ) -> Result<Option<i64>, DbErr> {
+        let Some(known) = dashboard_orders::Entity::find_by_id(order_id)
+            .one(txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if known.status != status.as_str() {
+            bump(txn, &format!("status:{}", known.status), -1).await?;
+            bump(txn, &status_counter(status), 1).await?;
+            dashboard_orders::Entity::update(dashboard_orders::ActiveModel {
+                order_id: Set(order_id),
+                status: Set(status.as_str().to_owned()),
+                ..Default::default()
+            })
+            .exec(txn)
+            .await?;
+        }
+        Ok(Some(known.total_cents))
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for DashboardProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut last = None;
+        for row in events {
+            let touched = if row.stream_type == Order::STREAM_TYPE {
+                let status = match decode_row::<OrderEvent>(row)? {
+                    OrderEvent::Placed { total, .. } => {
+                        dashboard_orders::Entity::insert(dashboard_orders::ActiveModel {
+                            order_id: Set(row.stream_id),
+                            status: Set(OrderStatus::Pending.as_str().to_owned()),
+                            total_cents: Set(total.cents()),
+                        })
+                        .exec(txn)
+                        .await?;
+                        bump(txn, &status_counter(OrderStatus::Pending), 1).await?;
+                        dashboard_daily::Entity::insert(dashboard_daily::ActiveModel {
+                            day: Set(day_of(row.recorded_at)),
+                            orders: Set(1),
+                        })
+                        .on_conflict(
+                            OnConflict::column(dashboard_daily::Column::Day)
+                                .value(
+                                    dashboard_daily::Column::Orders,
+                                    Expr::col((
+                                        dashboard_daily::Entity,
+                                        dashboard_daily::Column::Orders,
+                                    ))
+                                    .add(1),
+                                )
+                                .to_owned(),
+                        )
+                        .exec(txn)
+                        .await?;
+                        None
+                    }
+                    OrderEvent::Reserved {} => Some(OrderStatus::Reserved),
+                    OrderEvent::Rejected { .. } => Some(OrderStatus::Rejected),
+                    OrderEvent::Confirmed {} => Some(OrderStatus::Confirmed),
+                    OrderEvent::Cancelled { .. } => Some(OrderStatus::Cancelled),
+                    OrderEvent::Shipped {} => Some(OrderStatus::Shipped),
+                    OrderEvent::Delivered {} => Some(OrderStatus::Delivered),
+                    OrderEvent::StockReleased {} => None,
+                };
+                if let Some(status) = status {
+                    let total = Self::transition(txn, row.stream_id, status).await?;
+                    // Revenue counts an order once it is confirmed (paid).
+                    if status == OrderStatus::Confirmed
+                        && let Some(total) = total
+                    {
+                        bump(txn, REVENUE, total).await?;
+                    }
+                }
+                true
+            } else if row.stream_type == Payment::STREAM_TYPE {
+                match decode_row::<PaymentEvent>(row)? {
+                    // A refund takes back what the confirmation counted.
+                    PaymentEvent::Refunded { amount, .. } => {
+                        bump(txn, REVENUE, -amount.cents()).await?;
+                        true
+                    }
+                    _ => false,
+                }
+            } else {
+                // Stock changes move `lowStock`.
+                row.stream_type == crate::domain::product::Product::STREAM_TYPE
+            };
+            if touched {
+                last = Some(row.position);
+            }
+        }
+        Ok(last
+            .map(|position| Change {
+                projection: NAME,
+                key: KEY.to_owned(),
+                position,
+            })
+            .into_iter()
+            .collect())
+    }
+}
+
+/// The dashboard's figures as stored.
+pub struct DashboardRead {
+    pub by_status: Vec<(OrderStatus, i64)>,
+    pub revenue_cents: i64,
+    pub orders_today: i64,
+}
+
+pub async fn read<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<DashboardRead, DbErr> {
+    let counters = dashboard_counters::Entity::find().all(db).await?;
+    let value = |name: &str| {
+        counters
+            .iter()
+            .find(|c| c.name == name)
+            .map_or(0, |c| c.value)
+    };
+    let by_status = OrderStatus::ALL
+        .into_iter()
+        .map(|s| (s, value(&status_counter(s))))
+        .collect();
+    let orders_today = dashboard_daily::Entity::find_by_id(day_of(now))
+        .one(db)
+        .await?
+        .map_or(0, |d| d.orders);
+    Ok(DashboardRead {
+        by_status,
+        revenue_cents: value(REVENUE),
+        orders_today,
+    })
+}
+
+/// Active products with at most `threshold` units on hand, fewest first.
+pub async fn low_stock<C: ConnectionTrait>(
+    db: &C,
+    threshold: i64,
+    limit: u64,
+) -> Result<Vec<catalog_view::Model>, DbErr> {
+    catalog_view::Entity::find()
+        .filter(catalog_view::Column::Status.eq(ProductStatus::Active.as_str()))
+        .filter(catalog_view::Column::Stock.lte(threshold))
+        .order_by_asc(catalog_view::Column::Stock)
+        .order_by_asc(catalog_view::Column::Sku)
+        .limit(limit)
+        .all(db)
+        .await
+}

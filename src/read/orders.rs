@@ -1,0 +1,205 @@
+//! The order details view: one denormalized row per order, joining the three concerns of
+//! the order process — the order (lines, total, status, reason), the inventory (the
+//! reservation, from the product streams) and the payment — maintained by one projection
+//! from the events of all three aggregates; and its queries.
+
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use uuid::Uuid;
+
+use super::bus::Change;
+use super::{Projection, decode_row};
+use crate::domain::Aggregate;
+use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
+use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
+use crate::domain::product::{Product, ProductEvent};
+use crate::entity::{events, order_view};
+
+pub const NAME: &str = "orders";
+
+pub struct OrderProjection;
+
+fn reservation_str(r: Reservation) -> &'static str {
+    match r {
+        Reservation::NotStarted => "NOT_STARTED",
+        Reservation::Reserved => "RESERVED",
+        Reservation::Failed => "FAILED",
+        Reservation::Released => "RELEASED",
+    }
+}
+
+#[async_trait::async_trait]
+impl Projection for OrderProjection {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    async fn apply(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut changes = Vec::new();
+        for row in events {
+            let Some(order_id) = self.fold(txn, row).await? else {
+                continue;
+            };
+            changes.push(Change {
+                projection: NAME,
+                key: order_id.to_string(),
+                position: row.position,
+            });
+        }
+        Ok(changes)
+    }
+}
+
+impl OrderProjection {
+    /// Folds one event into its order's row; the order's id when it touched one.
+    async fn fold(
+        &self,
+        txn: &DatabaseTransaction,
+        row: &events::Model,
+    ) -> Result<Option<Uuid>, DbErr> {
+        let mut view = order_view::ActiveModel {
+            updated_at: Set(row.recorded_at),
+            position: Set(row.position),
+            ..Default::default()
+        };
+        let order_id = match row.stream_type.as_str() {
+            t if t == Order::STREAM_TYPE => {
+                let order_id = row.stream_id;
+                view.version = Set(row.version);
+                match decode_row::<OrderEvent>(row)? {
+                    OrderEvent::Placed {
+                        user_id,
+                        lines,
+                        total,
+                        shipping_address,
+                        ..
+                    } => {
+                        view.id = Set(order_id);
+                        view.user_id = Set(user_id.as_str().to_owned());
+                        view.status = Set(OrderStatus::Pending.as_str().to_owned());
+                        view.lines = Set(serde_json::to_value(&lines)
+                            .map_err(|e| DbErr::Custom(e.to_string()))?);
+                        view.total_cents = Set(total.cents());
+                        view.shipping_address = Set(shipping_address.as_str().to_owned());
+                        view.reservation = Set(reservation_str(Reservation::NotStarted).to_owned());
+                        view.payment = Set(PaymentStatus::NotStarted.as_str().to_owned());
+                        view.reason = Set(None);
+                        view.placed_at = Set(row.recorded_at);
+                        view.placed_position = Set(row.position);
+                        order_view::Entity::insert(view).exec(txn).await?;
+                        return Ok(Some(order_id));
+                    }
+                    OrderEvent::Reserved {} => {
+                        view.status = Set(OrderStatus::Reserved.as_str().to_owned());
+                    }
+                    OrderEvent::Rejected { at, reason } => {
+                        view.status = Set(OrderStatus::Rejected.as_str().to_owned());
+                        view.reason = Set(Some(reason));
+                        if at == RejectedAt::Stock {
+                            view.reservation = Set(reservation_str(Reservation::Failed).to_owned());
+                        }
+                    }
+                    OrderEvent::Confirmed {} => {
+                        view.status = Set(OrderStatus::Confirmed.as_str().to_owned());
+                    }
+                    OrderEvent::StockReleased {} => {}
+                    OrderEvent::Cancelled { reason, .. } => {
+                        view.status = Set(OrderStatus::Cancelled.as_str().to_owned());
+                        view.reason = Set(Some(
+                            reason
+                                .map_or_else(|| "cancelled".to_owned(), |r| r.as_str().to_owned()),
+                        ));
+                    }
+                    OrderEvent::Shipped {} => {
+                        view.status = Set(OrderStatus::Shipped.as_str().to_owned());
+                    }
+                    OrderEvent::Delivered {} => {
+                        view.status = Set(OrderStatus::Delivered.as_str().to_owned());
+                    }
+                }
+                order_id
+            }
+            // Inventory: the reservation as the product streams record it.
+            t if t == Product::STREAM_TYPE => match decode_row::<ProductEvent>(row)? {
+                ProductEvent::StockReserved { order_id, .. } => {
+                    view.reservation = Set(reservation_str(Reservation::Reserved).to_owned());
+                    order_id
+                }
+                ProductEvent::StockReleased { order_id, .. } => {
+                    view.reservation = Set(reservation_str(Reservation::Released).to_owned());
+                    order_id
+                }
+                _ => return Ok(None),
+            },
+            t if t == Payment::STREAM_TYPE => {
+                let (order_id, status) = match decode_row::<PaymentEvent>(row)? {
+                    PaymentEvent::Charged { order_id, .. } => (order_id, PaymentStatus::Succeeded),
+                    PaymentEvent::Declined { order_id, .. } => (order_id, PaymentStatus::Declined),
+                    PaymentEvent::Refunded { order_id, .. } => (order_id, PaymentStatus::Refunded),
+                };
+                view.payment = Set(status.as_str().to_owned());
+                order_id
+            }
+            _ => return Ok(None),
+        };
+        view.id = Set(order_id);
+        order_view::Entity::update(view).exec(txn).await?;
+        Ok(Some(order_id))
+    }
+}
+
+pub async fn find<C: ConnectionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Option<order_view::Model>, DbErr> {
+    order_view::Entity::find_by_id(id).one(db).await
+}
+
+pub struct OrderPage {
+    pub items: Vec<order_view::Model>,
+    pub has_next_page: bool,
+    pub total_count: u64,
+}
+
+/// Orders newest first (by the position they were placed at), after the cursor `before`.
+pub async fn page<C: ConnectionTrait>(
+    db: &C,
+    user_id: Option<&str>,
+    status: Option<OrderStatus>,
+    first: u64,
+    after_placed_position: Option<i64>,
+) -> Result<OrderPage, DbErr> {
+    let mut cond = Condition::all();
+    if let Some(user) = user_id {
+        cond = cond.add(order_view::Column::UserId.eq(user));
+    }
+    if let Some(status) = status {
+        cond = cond.add(order_view::Column::Status.eq(status.as_str()));
+    }
+    let total_count = order_view::Entity::find()
+        .filter(cond.clone())
+        .count(db)
+        .await?;
+    let mut query = order_view::Entity::find().filter(cond);
+    if let Some(after) = after_placed_position {
+        query = query.filter(order_view::Column::PlacedPosition.lt(after));
+    }
+    let mut items = query
+        .order_by_desc(order_view::Column::PlacedPosition)
+        .limit(first + 1)
+        .all(db)
+        .await?;
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(first as usize);
+    Ok(OrderPage {
+        items,
+        has_next_page,
+        total_count,
+    })
+}
