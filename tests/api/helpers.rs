@@ -164,6 +164,37 @@ impl TestApp {
         self.start().await;
     }
 
+    /// Waits until the server stops on its own (say, a fault injected into the saga) and
+    /// returns how it ended. Panics if it is still running at the deadline.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        let handle = self.handle.take().expect("the server is running");
+        // Keep the shutdown sender alive while waiting: dropping it would stop the server.
+        let ended = tokio::time::timeout(WAIT_DEADLINE, handle)
+            .await
+            .expect("the server stopped before the deadline")
+            .expect("the server task does not panic");
+        self.shutdown = None;
+        ended
+    }
+
+    /// Starts the server again on the same database with changed settings (after it
+    /// stopped, or stopping it first).
+    pub async fn restart_with(&mut self, change: impl FnOnce(&mut Settings)) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+        change(&mut self.settings);
+        self.start().await;
+    }
+
+    /// Whether the server task is still running (it stops on its own after a fault).
+    pub fn is_running(&self) -> bool {
+        self.handle.as_ref().is_some_and(|h| !h.is_finished())
+    }
+
     /// The URL of this test's own database.
     pub fn database_url(&self) -> &str {
         self.settings
@@ -577,4 +608,207 @@ pub fn skus(connection: &Value) -> Vec<String> {
         .iter()
         .map(|edge| str_of(&edge["node"]["sku"]).to_string())
         .collect()
+}
+
+// Orders, the order saga and the dashboard.
+
+pub const CHECKOUT: &str = "mutation Checkout($input: CheckoutInput!) {
+  checkout(input: $input) { position order { id userId status lines { productId sku name unitPrice quantity lineTotal } total shippingAddress reservation payment reason placedAt updatedAt version position } }
+}";
+
+pub const CANCEL_ORDER: &str = "mutation CancelOrder($id: UUID!, $reason: String) {
+  cancelOrder(id: $id, reason: $reason) { position order { id userId status lines { productId sku name unitPrice quantity lineTotal } total shippingAddress reservation payment reason placedAt updatedAt version position } }
+}";
+
+pub const SHIP_ORDER: &str = "mutation ShipOrder($id: UUID!) {
+  shipOrder(id: $id) { position order { id userId status lines { productId sku name unitPrice quantity lineTotal } total shippingAddress reservation payment reason placedAt updatedAt version position } }
+}";
+
+pub const DELIVER_ORDER: &str = "mutation DeliverOrder($id: UUID!) {
+  deliverOrder(id: $id) { position order { id userId status lines { productId sku name unitPrice quantity lineTotal } total shippingAddress reservation payment reason placedAt updatedAt version position } }
+}";
+
+pub const ORDER: &str = "query Order($id: UUID!) {
+  order(id: $id) { id userId status lines { productId sku name unitPrice quantity lineTotal } total shippingAddress reservation payment reason placedAt updatedAt version position }
+}";
+
+pub const ORDERS: &str =
+    "query Orders($first: Int, $after: String, $status: OrderStatus, $userId: String) {
+  orders(first: $first, after: $after, status: $status, userId: $userId) {
+    edges { cursor node { id userId status total reservation payment placedAt position } }
+    pageInfo { hasNextPage endCursor }
+    totalCount
+  }
+}";
+
+pub const DASHBOARD: &str = "query Dashboard {
+  dashboard { ordersByStatus { status count } revenue ordersToday lowStock { sku stock } position }
+}";
+
+pub const DASHBOARD_LOW_STOCK: &str = "query LowStock($threshold: Int!) {
+  dashboard { lowStock(threshold: $threshold) { sku stock status } }
+}";
+
+/// The shipping address the order tests use unless they test the address itself.
+pub const ADDRESS: &str = "1 Main Street, Springfield";
+
+/// Every `OrderStatus`, in the schema's order.
+pub const ORDER_STATUSES: [&str; 7] = [
+    "PENDING",
+    "RESERVED",
+    "CONFIRMED",
+    "SHIPPED",
+    "DELIVERED",
+    "CANCELLED",
+    "REJECTED",
+];
+
+impl Caller<'_> {
+    /// `checkout` with the given input fields; returns the whole response.
+    pub async fn checkout_with(&self, token: &str, address: &str, key: Option<&str>) -> Value {
+        let mut input = json!({ "paymentToken": token, "shippingAddress": address });
+        if let Some(key) = key {
+            input["idempotencyKey"] = json!(key);
+        }
+        self.gql(CHECKOUT, json!({ "input": input })).await
+    }
+
+    /// Checks the caller's cart out; panics unless it succeeds; returns the new order's id.
+    pub async fn checkout(&self, token: &str, address: &str) -> String {
+        let resp = self.checkout_with(token, address, None).await;
+        str_of(&data(&resp)["checkout"]["order"]["id"]).to_string()
+    }
+
+    /// Puts `quantity` of one product in the caller's cart and checks out; returns the
+    /// order's id.
+    pub async fn order_one(&self, product_id: &str, quantity: i64, token: &str) -> String {
+        data(&self.add_to_cart(product_id, quantity).await);
+        self.checkout(token, ADDRESS).await
+    }
+
+    /// The order view as the caller sees it (`null` when not visible); panics on errors.
+    pub async fn order(&self, id: &str) -> Value {
+        let resp = self.gql(ORDER, json!({ "id": id })).await;
+        data(&resp)["order"].clone()
+    }
+
+    /// `orders(...)` with the given arguments; returns the connection, panics on errors.
+    pub async fn orders(&self, args: Value) -> Value {
+        let resp = self.gql(ORDERS, args).await;
+        data(&resp)["orders"].clone()
+    }
+
+    pub async fn cancel_order(&self, id: &str, reason: &str) -> Value {
+        self.gql(CANCEL_ORDER, json!({ "id": id, "reason": reason }))
+            .await
+    }
+
+    pub async fn ship_order(&self, id: &str) -> Value {
+        self.gql(SHIP_ORDER, json!({ "id": id })).await
+    }
+
+    pub async fn deliver_order(&self, id: &str) -> Value {
+        self.gql(DELIVER_ORDER, json!({ "id": id })).await
+    }
+
+    /// The dashboard with the default `lowStock` threshold; panics on errors.
+    pub async fn dashboard(&self) -> Value {
+        let resp = self.gql(DASHBOARD, json!({})).await;
+        data(&resp)["dashboard"].clone()
+    }
+}
+
+/// Polls `fetch` until `done` holds for what it returns, like `wait_until`. Prints each
+/// distinct value seen, so a test that gives up shows where the view got stuck.
+pub async fn wait_for_value<F, Fut>(what: &str, fetch: F, done: impl Fn(&Value) -> bool) -> Value
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Value>,
+{
+    let last = std::sync::Mutex::new(Value::Null);
+    let (fetch, done, last) = (&fetch, &done, &last);
+    wait_until(what, || async move {
+        let value = fetch().await;
+        let mut seen = last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *seen != value {
+            eprintln!("waiting until {what}, now: {value}");
+            seen.clone_from(&value);
+        }
+        done(&value).then_some(value)
+    })
+    .await
+}
+
+/// Waits until the order, as `caller` sees it, satisfies `done`; returns it.
+pub async fn wait_for_order(
+    caller: &Caller<'_>,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for_value(&format!("order {id} {what}"), || caller.order(id), done).await
+}
+
+/// Waits until the order, as `caller` sees it, has one of `statuses`; returns it.
+pub async fn wait_for_order_status(caller: &Caller<'_>, id: &str, statuses: &[&str]) -> Value {
+    wait_for_order(caller, id, &format!("is one of {statuses:?}"), |order| {
+        order["status"]
+            .as_str()
+            .is_some_and(|status| statuses.contains(&status))
+    })
+    .await
+}
+
+/// Waits until the product view shows `stock` units on hand.
+pub async fn wait_for_stock(caller: &Caller<'_>, product_id: &str, stock: i64) {
+    wait_for_value(
+        &format!("product {product_id} has {stock} units"),
+        || caller.product(product_id),
+        |product| product["stock"] == stock,
+    )
+    .await;
+}
+
+/// Waits until the dashboard, as the admin `caller` sees it, satisfies `done`; returns it.
+pub async fn wait_for_dashboard(
+    caller: &Caller<'_>,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    wait_for_value(
+        &format!("the dashboard {what}"),
+        || caller.dashboard(),
+        done,
+    )
+    .await
+}
+
+/// The count of `status` in a dashboard's `ordersByStatus`.
+#[track_caller]
+pub fn status_count(dashboard: &Value, status: &str) -> i64 {
+    dashboard["ordersByStatus"]
+        .as_array()
+        .unwrap_or_else(|| panic!("ordersByStatus is a list: {dashboard:#}"))
+        .iter()
+        .find(|entry| entry["status"] == status)
+        .unwrap_or_else(|| panic!("ordersByStatus lists {status}: {dashboard:#}"))["count"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("a count is an Int: {dashboard:#}"))
+}
+
+/// The order ids of an `orders` connection's page, in order.
+pub fn order_ids(connection: &Value) -> Vec<String> {
+    connection["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("edges is a list: {connection:#}"))
+        .iter()
+        .map(|edge| str_of(&edge["node"]["id"]).to_string())
+        .collect()
+}
+
+/// The first error's message, or "" when there is none.
+pub fn error_message(resp: &Value) -> &str {
+    resp["errors"][0]["message"].as_str().unwrap_or("")
 }

@@ -16,4 +16,5 @@ mod idempotency;
 mod listing;
 mod relay;
 mod reviews;
+mod saga_recovery;
 mod schema;

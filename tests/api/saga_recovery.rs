@@ -1,0 +1,344 @@
+//! The order saga survives a crash at every step boundary: the service is stopped right
+//! there (a fault-injection hook compiled only for tests), restarted on the same
+//! database, and every order still reaches exactly one final state with its stock
+//! reserved and its payment charged (or refunded) exactly once. Plus the oversell race:
+//! many checkouts for the last units never sell more than there is.
+
+use futures_util::future::join_all;
+use ordergraph::entity::{events, gateway_ledger, products};
+use ordergraph::process::order_saga::{Boundary, SagaFault};
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::*;
+
+const CHECKOUT: &str = "mutation($token: String!, $key: String!) { checkout(input: {paymentToken: $token, shippingAddress: \"1 Main St\", idempotencyKey: $key}) { position order { id } } }";
+const ORDER: &str =
+    "query($id: UUID!) { order(id: $id) { id status reservation payment reason total } }";
+const CANCEL: &str = "mutation($id: UUID!) { cancelOrder(id: $id, reason: \"changed my mind\") { order { status } } }";
+
+/// What the event log and the gateway's ledger hold for one order.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Ledger {
+    reserved: usize,
+    released: usize,
+    charged: usize,
+    declined: usize,
+    refunded: usize,
+    gateway_charges: usize,
+    gateway_refunds: usize,
+}
+
+async fn ledger(app: &TestApp, order_id: &str) -> Ledger {
+    let db = Database::connect(app.database_url()).await.unwrap();
+    let rows = events::Entity::find().all(&db).await.unwrap();
+    let mentions = |row: &events::Model| {
+        row.stream_id.to_string() == order_id || row.data["order_id"] == order_id
+    };
+    let count = |event_type: &str| {
+        rows.iter()
+            .filter(|r| r.event_type == event_type && mentions(r))
+            .count()
+    };
+    let gateway = gateway_ledger::Entity::find()
+        .filter(gateway_ledger::Column::Outcome.eq("SUCCEEDED"))
+        .all(&db)
+        .await
+        .unwrap();
+    Ledger {
+        reserved: count("ProductStockReserved"),
+        released: count("ProductStockReleased"),
+        charged: count("PaymentCharged"),
+        declined: count("PaymentDeclined"),
+        refunded: count("PaymentRefunded"),
+        gateway_charges: gateway
+            .iter()
+            .filter(|g| g.idempotency_key == format!("charge:{order_id}"))
+            .count(),
+        gateway_refunds: gateway
+            .iter()
+            .filter(|g| g.idempotency_key == format!("refund:{order_id}"))
+            .count(),
+    }
+}
+
+/// Stock as the catalog view shows it and as the write table holds it.
+async fn stock_both_ways(app: &TestApp, product_id: &str) -> (i64, i64) {
+    let view = app.anonymous().product(product_id).await["stock"]
+        .as_i64()
+        .expect("stock is an Int");
+    let db = Database::connect(app.database_url()).await.unwrap();
+    let row = products::Entity::find_by_id(product_id.parse::<Uuid>().unwrap())
+        .one(&db)
+        .await
+        .unwrap()
+        .expect("the product has a write-table row");
+    (view, row.stock)
+}
+
+async fn order_in(app: &TestApp, id: &str, statuses: &[&str]) -> Value {
+    let admin = app.as_admin();
+    wait_until(
+        &format!("order {id} reaches one of {statuses:?}"),
+        || async {
+            let resp = admin.gql(ORDER, json!({ "id": id })).await;
+            let order = resp["data"]["order"].clone();
+            statuses
+                .contains(&order["status"].as_str().unwrap_or_default())
+                .then_some(order)
+        },
+    )
+    .await
+}
+
+async fn order_where(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let admin = app.as_admin();
+    wait_until(&format!("order {id}: {what}"), || async {
+        let resp = admin.gql(ORDER, json!({ "id": id })).await;
+        let order = resp["data"]["order"].clone();
+        check(&order).then_some(order)
+    })
+    .await
+}
+
+/// Checks out alice's cart with an idempotency key; when the crash cut the answer short,
+/// the same request after the restart returns the same order.
+async fn checkout_surviving_a_crash(app: &mut TestApp, token: &str) -> String {
+    let vars = json!({ "token": token, "key": "checkout-1" });
+    let resp = app.as_user("alice").gql(CHECKOUT, vars.clone()).await;
+    if let Some(id) = resp["data"]["checkout"]["order"]["id"].as_str() {
+        return id.to_owned();
+    }
+    let _ = app.stopped().await;
+    app.restart_with(|s| s.saga_fault = None).await;
+    let resp = app.as_user("alice").gql(CHECKOUT, vars).await;
+    str_of(&data(&resp)["checkout"]["order"]["id"]).to_owned()
+}
+
+/// A product with 10 units, 2 of them in alice's cart.
+async fn arrange(app: &TestApp) -> String {
+    let product = app.as_admin().create_product("CRASH-1", "5.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    data(&app.as_user("alice").add_to_cart(&id, 2).await);
+    id
+}
+
+async fn crashing_app(at: Boundary) -> TestApp {
+    spawn_app_with(|s| {
+        s.saga_fault = Some(SagaFault { at });
+        // The crash stops the relay too: do not wait long for views that cannot move.
+        s.consistency_wait_ms = 2_000;
+    })
+    .await
+}
+
+async fn crash_and_restart(app: &mut TestApp) {
+    let ended = app.stopped().await;
+    assert!(ended.is_err(), "the injected fault stops the service");
+    app.restart_with(|s| s.saga_fault = None).await;
+}
+
+async fn a_paid_order_survives_a_crash_at(at: Boundary) {
+    // Arrange
+    let mut app = crashing_app(at).await;
+    let product = arrange(&app).await;
+
+    // Act: check out; the saga dies at the boundary; restart.
+    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    if app.is_running() {
+        crash_and_restart(&mut app).await;
+    }
+
+    // Assert: confirmed once, stock and money counted once.
+    let confirmed = order_in(&app, &order, &["CONFIRMED"]).await;
+    assert_eq!(
+        (
+            confirmed["reservation"].as_str(),
+            confirmed["payment"].as_str()
+        ),
+        (Some("RESERVED"), Some("SUCCEEDED"))
+    );
+    assert_eq!(stock_both_ways(&app, &product).await, (8, 8));
+    let expected = Ledger {
+        reserved: 1,
+        charged: 1,
+        gateway_charges: 1,
+        ..Ledger::default()
+    };
+    assert_eq!(ledger(&app, &order).await, expected);
+    let dashboard = app
+        .as_admin()
+        .gql("{ dashboard { revenue } }", json!({}))
+        .await;
+    assert_eq!(data(&dashboard)["dashboard"]["revenue"], "10.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_reservation_neither_loses_nor_doubles_the_order() {
+    a_paid_order_survives_a_crash_at(Boundary::AfterReserve).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_gateway_charged_but_before_it_was_recorded_charges_once() {
+    a_paid_order_survives_a_crash_at(Boundary::AfterGatewayCharge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_payment_charged_and_order_confirmed_confirms_once() {
+    a_paid_order_survives_a_crash_at(Boundary::AfterRecordCharge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_confirmation_changes_nothing_more() {
+    a_paid_order_survives_a_crash_at(Boundary::AfterConfirm).await;
+}
+
+async fn a_declined_order_survives_a_crash_at(at: Boundary) {
+    // Arrange
+    let mut app = crashing_app(at).await;
+    let product = arrange(&app).await;
+
+    // Act
+    let order = checkout_surviving_a_crash(&mut app, "tok_decline").await;
+    if app.is_running() {
+        crash_and_restart(&mut app).await;
+    }
+
+    // Assert: rejected once, the stock given back once, nothing charged.
+    let rejected = order_where(&app, &order, "rejected with its stock released", |o| {
+        o["status"] == "REJECTED" && o["reservation"] == "RELEASED"
+    })
+    .await;
+    assert_eq!(rejected["payment"], "DECLINED");
+    assert!(
+        str_of(&rejected["reason"]).contains("declined"),
+        "{rejected:#}"
+    );
+    assert_eq!(stock_both_ways(&app, &product).await, (10, 10));
+    let expected = Ledger {
+        reserved: 1,
+        released: 1,
+        declined: 1,
+        ..Ledger::default()
+    };
+    assert_eq!(ledger(&app, &order).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_a_decline_was_recorded_still_releases_the_stock_once() {
+    a_declined_order_survives_a_crash_at(Boundary::AfterRecordCharge).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_release_of_a_declined_order_releases_nothing_twice() {
+    a_declined_order_survives_a_crash_at(Boundary::AfterRelease).await;
+}
+
+async fn a_cancelled_paid_order_survives_a_crash_at(at: Boundary) {
+    // Arrange: a confirmed order (the fault only lies on the compensation path).
+    let mut app = crashing_app(at).await;
+    let product = arrange(&app).await;
+    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    order_in(&app, &order, &["CONFIRMED"]).await;
+
+    // Act: cancel; the saga dies while compensating; restart.
+    let cancelled = app
+        .as_user("alice")
+        .gql(CANCEL, json!({ "id": order }))
+        .await;
+    assert!(
+        error_code(&cancelled).is_none()
+            || error_code(&cancelled).as_deref() == Some("CONSISTENCY_TIMEOUT"),
+        "{cancelled:#}"
+    );
+    crash_and_restart(&mut app).await;
+
+    // Assert: cancelled, stock back once, refunded once.
+    let done = order_where(&app, &order, "released and refunded", |o| {
+        o["reservation"] == "RELEASED" && o["payment"] == "REFUNDED"
+    })
+    .await;
+    assert_eq!(done["status"], "CANCELLED");
+    assert_eq!(stock_both_ways(&app, &product).await, (10, 10));
+    let expected = Ledger {
+        reserved: 1,
+        released: 1,
+        charged: 1,
+        refunded: 1,
+        gateway_charges: 1,
+        gateway_refunds: 1,
+        ..Ledger::default()
+    };
+    assert_eq!(ledger(&app, &order).await, expected);
+    let dashboard = app
+        .as_admin()
+        .gql("{ dashboard { revenue } }", json!({}))
+        .await;
+    assert_eq!(data(&dashboard)["dashboard"]["revenue"], "0.00");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_releasing_a_cancelled_order_still_refunds_once() {
+    a_cancelled_paid_order_survives_a_crash_at(Boundary::AfterRelease).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_gateway_refunded_but_before_it_was_recorded_refunds_once() {
+    a_cancelled_paid_order_survives_a_crash_at(Boundary::AfterGatewayRefund).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_after_the_refund_was_recorded_changes_nothing_more() {
+    a_cancelled_paid_order_survives_a_crash_at(Boundary::AfterRecordRefund).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_checkouts_racing_for_the_last_ten_units_sell_exactly_ten() {
+    // Arrange: 10 units; 50 customers with one unit each in their cart.
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("LAST-10", "3.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    let customers: Vec<String> = (0..50).map(|i| format!("racer-{i}")).collect();
+    for c in &customers {
+        data(&app.as_user(c).add_to_cart(&id, 1).await);
+    }
+
+    // Act: all check out at once.
+    let responses = join_all(customers.iter().map(|c| {
+        let caller = app.as_user(c);
+        async move {
+            caller
+                .gql(
+                    CHECKOUT,
+                    json!({ "token": "tok_visa", "key": format!("race-{c}") }),
+                )
+                .await
+        }
+    }))
+    .await;
+    let orders: Vec<String> = responses
+        .iter()
+        .map(|r| str_of(&data(r)["checkout"]["order"]["id"]).to_owned())
+        .collect();
+
+    // Assert: every order settles; exactly ten got a unit, the rest were refused for stock.
+    let mut confirmed = 0;
+    let mut rejected = 0;
+    for order in &orders {
+        let settled = order_in(&app, order, &["CONFIRMED", "REJECTED"]).await;
+        if settled["status"] == "CONFIRMED" {
+            confirmed += 1;
+            assert_eq!(settled["reservation"], "RESERVED");
+        } else {
+            rejected += 1;
+            assert_eq!(settled["reservation"], "FAILED");
+            assert!(
+                str_of(&settled["reason"]).contains("insufficient stock"),
+                "{settled:#}"
+            );
+        }
+    }
+    assert_eq!((confirmed, rejected), (10, 40));
+    assert_eq!(stock_both_ways(&app, &id).await, (0, 0));
+}
