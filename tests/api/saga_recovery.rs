@@ -342,3 +342,58 @@ async fn fifty_checkouts_racing_for_the_last_ten_units_sell_exactly_ten() {
     assert_eq!((confirmed, rejected), (10, 40));
     assert_eq!(stock_both_ways(&app, &id).await, (0, 0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_event_of_an_order_keeps_the_checkouts_correlation_and_names_its_cause() {
+    // Arrange
+    let mut app = spawn_app().await;
+    let product = arrange(&app).await;
+
+    // Act
+    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    order_in(&app, &order, &["CONFIRMED"]).await;
+
+    // Assert
+    let db = Database::connect(app.database_url()).await.unwrap();
+    let rows = events::Entity::find().all(&db).await.unwrap();
+    let placed = rows
+        .iter()
+        .find(|r| r.event_type == "OrderPlaced")
+        .expect("the order was placed");
+    let correlation = placed.metadata["correlationId"].clone();
+    assert_eq!(placed.metadata["userId"], "alice");
+    assert_eq!(placed.metadata["idempotencyKey"], "checkout-1");
+    assert!(str_of(&placed.metadata["causationId"]).starts_with("command:"));
+    let cleared = rows
+        .iter()
+        .find(|r| r.event_type == "CartCleared")
+        .expect("checkout emptied the cart");
+    assert_eq!(
+        cleared.metadata["correlationId"], correlation,
+        "one command, one correlation"
+    );
+    for event_type in [
+        "ProductStockReserved",
+        "OrderReserved",
+        "PaymentCharged",
+        "OrderConfirmed",
+    ] {
+        let row = rows
+            .iter()
+            .find(|r| r.event_type == event_type)
+            .unwrap_or_else(|| panic!("{event_type} was recorded"));
+        assert_eq!(row.metadata["correlationId"], correlation, "{event_type}");
+        assert_eq!(row.metadata["userId"], "alice", "{event_type}");
+        let cause = str_of(&row.metadata["causationId"]);
+        let cause_position: i64 = cause
+            .strip_prefix("event:")
+            .unwrap_or_else(|| panic!("{event_type} names the event that caused it: {cause}"))
+            .parse()
+            .unwrap();
+        assert!(
+            cause_position < row.position,
+            "{event_type} is caused by an earlier event"
+        );
+    }
+    let _ = product;
+}
