@@ -22,6 +22,10 @@ pub trait Projection: Send + Sync {
     /// Persisted name of the projection (its checkpoint row): never change it.
     fn name(&self) -> &'static str;
 
+    /// The stream types whose events this projection folds. Events of other streams
+    /// never change its view, so the relay skips it for them (no transaction at all).
+    fn stream_types(&self) -> &'static [&'static str];
+
     /// Folds `events` (in position order, all above the checkpoint) into the view and
     /// returns what changed.
     async fn apply(

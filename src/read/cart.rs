@@ -28,6 +28,10 @@ impl Projection for CartProjection {
         NAME
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Cart::STREAM_TYPE]
+    }
+
     async fn apply(
         &self,
         txn: &DatabaseTransaction,

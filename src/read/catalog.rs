@@ -24,6 +24,10 @@ impl Projection for CatalogProjection {
         NAME
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[Product::STREAM_TYPE]
+    }
+
     async fn apply(
         &self,
         txn: &DatabaseTransaction,

@@ -91,6 +91,15 @@ impl Projection for DashboardProjection {
         NAME
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        // Product events move `lowStock`, read from the catalog view.
+        &[
+            Order::STREAM_TYPE,
+            Payment::STREAM_TYPE,
+            crate::domain::product::Product::STREAM_TYPE,
+        ]
+    }
+
     async fn apply(
         &self,
         txn: &DatabaseTransaction,

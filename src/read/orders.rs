@@ -36,6 +36,14 @@ impl Projection for OrderProjection {
         NAME
     }
 
+    fn stream_types(&self) -> &'static [&'static str] {
+        &[
+            Order::STREAM_TYPE,
+            Product::STREAM_TYPE,
+            Payment::STREAM_TYPE,
+        ]
+    }
+
     async fn apply(
         &self,
         txn: &DatabaseTransaction,
