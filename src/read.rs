@@ -35,6 +35,24 @@ pub trait Projection: Send + Sync {
     ) -> Result<Vec<Change>, DbErr>;
 }
 
+/// Begins a read-only transaction whose statements all see one snapshot, so a view read
+/// in several statements (a header and its lines, counters and their checkpoint) is
+/// never a mix of two commits. SQLite's read transactions are snapshots already (WAL).
+pub async fn begin_snapshot(
+    db: &sea_orm::DatabaseConnection,
+) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+    use sea_orm::{AccessMode, IsolationLevel, TransactionTrait};
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.begin_with_config(
+            Some(IsolationLevel::RepeatableRead),
+            Some(AccessMode::ReadOnly),
+        )
+        .await
+    } else {
+        db.begin().await
+    }
+}
+
 /// Rebuilds a domain event from a row, or says why it cannot.
 pub(crate) fn decode_row<E: crate::domain::DomainEvent>(row: &events::Model) -> Result<E, DbErr> {
     crate::write::event_store::decode(&row.event_type, &row.data).map_err(|e| {

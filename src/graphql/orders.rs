@@ -294,11 +294,9 @@ impl OrdersQuery {
         async {
             admin(ctx)?;
             let s = services(ctx)?;
-            let figures = dashboard_view::read(&s.db, Utc::now()).await?;
-            Ok(Dashboard {
-                figures,
-                position: s.checkpoints.get(dashboard_view::NAME),
-            })
+            let known = s.checkpoints.get(dashboard_view::NAME);
+            let figures = dashboard_view::read(&s.db, Utc::now(), known).await?;
+            Ok(Dashboard { figures })
         }
         .await
         .gql()
@@ -308,7 +306,6 @@ impl OrdersQuery {
 /// Live sales and stock figures.
 pub struct Dashboard {
     figures: dashboard_view::DashboardRead,
-    position: i64,
 }
 
 #[derive(SimpleObject)]
@@ -363,7 +360,7 @@ impl Dashboard {
     }
     /// Position of the last event folded into these figures.
     async fn position(&self) -> Position {
-        Position(self.position)
+        Position(self.figures.position)
     }
 }
 

@@ -132,8 +132,16 @@ pub struct CartRead {
     pub position: i64,
 }
 
-/// A user's cart in two queries (lines, then their products), whatever its size.
-pub async fn find<C: ConnectionTrait>(db: &C, user_id: &str) -> Result<CartRead, DbErr> {
+/// A user's cart, read in one snapshot: header, lines and their products (three queries,
+/// whatever its size).
+pub async fn find(db: &sea_orm::DatabaseConnection, user_id: &str) -> Result<CartRead, DbErr> {
+    let txn = super::begin_snapshot(db).await?;
+    let cart = find_in(&txn, user_id).await;
+    txn.commit().await?;
+    cart
+}
+
+async fn find_in<C: ConnectionTrait>(db: &C, user_id: &str) -> Result<CartRead, DbErr> {
     let header = cart_view::Entity::find_by_id(user_id.to_owned())
         .one(db)
         .await?;

@@ -184,14 +184,36 @@ impl Projection for DashboardProjection {
     }
 }
 
-/// The dashboard's figures as stored.
+/// The dashboard's figures as stored, and the position they reflect.
 pub struct DashboardRead {
     pub by_status: Vec<(OrderStatus, i64)>,
     pub revenue_cents: i64,
     pub orders_today: i64,
+    pub position: i64,
 }
 
-pub async fn read<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<DashboardRead, DbErr> {
+/// Reads the figures in one snapshot. `known` is the projection's checkpoint as seen
+/// *before* the snapshot began: every event up to it is visible in the snapshot. The
+/// stored checkpoint is written with every change of the figures, so the larger of the
+/// two is exactly the position the figures reflect.
+pub async fn read(
+    db: &sea_orm::DatabaseConnection,
+    now: DateTime<Utc>,
+    known: i64,
+) -> Result<DashboardRead, DbErr> {
+    let txn = super::begin_snapshot(db).await?;
+    let figures = read_figures(&txn, now).await;
+    let stored = super::checkpoints::load_one(&txn, NAME).await;
+    txn.commit().await?;
+    let mut figures = figures?;
+    figures.position = std::cmp::max(known, stored?);
+    Ok(figures)
+}
+
+async fn read_figures<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+) -> Result<DashboardRead, DbErr> {
     let counters = dashboard_counters::Entity::find().all(db).await?;
     let value = |name: &str| {
         counters
@@ -211,6 +233,7 @@ pub async fn read<C: ConnectionTrait>(db: &C, now: DateTime<Utc>) -> Result<Dash
         by_status,
         revenue_cents: value(REVENUE),
         orders_today,
+        position: 0,
     })
 }
 

@@ -31,8 +31,13 @@ struct Ledger {
 }
 
 async fn ledger(app: &TestApp, order_id: &str) -> Ledger {
-    let db = Database::connect(app.database_url()).await.unwrap();
-    let rows = events::Entity::find().all(&db).await.unwrap();
+    let db = Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let rows = events::Entity::find()
+        .all(&db)
+        .await
+        .expect("the log is readable");
     let mentions = |row: &events::Model| {
         row.stream_id.to_string() == order_id || row.data["order_id"] == order_id
     };
@@ -45,7 +50,7 @@ async fn ledger(app: &TestApp, order_id: &str) -> Ledger {
         .filter(gateway_ledger::Column::Outcome.eq("SUCCEEDED"))
         .all(&db)
         .await
-        .unwrap();
+        .expect("the gateway ledger is readable");
     Ledger {
         reserved: count("ProductStockReserved"),
         released: count("ProductStockReleased"),
@@ -68,11 +73,14 @@ async fn stock_both_ways(app: &TestApp, product_id: &str) -> (i64, i64) {
     let view = app.anonymous().product(product_id).await["stock"]
         .as_i64()
         .expect("stock is an Int");
-    let db = Database::connect(app.database_url()).await.unwrap();
-    let row = products::Entity::find_by_id(product_id.parse::<Uuid>().unwrap())
+    let db = Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let id = product_id.parse::<Uuid>().expect("a product id is a UUID");
+    let row = products::Entity::find_by_id(id)
         .one(&db)
         .await
-        .unwrap()
+        .expect("the write table is readable")
         .expect("the product has a write-table row");
     (view, row.stock)
 }
