@@ -134,6 +134,34 @@ pub(crate) fn page_size(first: i32) -> AppResult<u64> {
     Ok(first as u64)
 }
 
+/// An opaque Relay cursor: base64url of `<kind>:<value>`. The kind keeps a cursor of one
+/// connection from being accepted by another.
+pub(crate) struct Cursor;
+
+impl Cursor {
+    pub(crate) fn encode(kind: &str, value: impl std::fmt::Display) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{kind}:{value}"))
+    }
+
+    /// The value of a cursor of `kind`, or BAD_USER_INPUT.
+    pub(crate) fn decode<T: std::str::FromStr>(kind: &str, cursor: &str) -> AppResult<T> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(cursor)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|s| {
+                s.strip_prefix(kind)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .and_then(|v| v.parse().ok())
+            })
+            .ok_or_else(|| {
+                AppError::BadUserInput("after: not a cursor returned by this API".into())
+            })
+    }
+}
+
 /// Relay `PageInfo`.
 #[derive(async_graphql::SimpleObject)]
 pub struct PageInfo {

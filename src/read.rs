@@ -53,6 +53,13 @@ pub async fn begin_snapshot(
     }
 }
 
+/// Splits a page read with `first + 1` rows into the page and whether more follow.
+pub(crate) fn split_page<T>(mut items: Vec<T>, first: u64) -> (Vec<T>, bool) {
+    let has_next_page = items.len() as u64 > first;
+    items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
+    (items, has_next_page)
+}
+
 /// Rebuilds a domain event from a row, or says why it cannot.
 pub(crate) fn decode_row<E: crate::domain::DomainEvent>(row: &events::Model) -> Result<E, DbErr> {
     crate::write::event_store::decode(&row.event_type, &row.data).map_err(|e| {

@@ -2,14 +2,12 @@
 //! catalog mutations.
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{PageInfo, admin, command_context, page_size, services, signed_in};
+use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
 use crate::domain::product;
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel,
@@ -106,16 +104,11 @@ pub struct ProductPayload {
 }
 
 fn encode_cursor(sku: &str) -> String {
-    URL_SAFE_NO_PAD.encode(format!("sku:{sku}"))
+    Cursor::encode("sku", sku)
 }
 
 fn decode_cursor(cursor: &str) -> AppResult<String> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|s| s.strip_prefix("sku:").map(str::to_owned))
-        .ok_or_else(|| AppError::BadUserInput("after: not a cursor returned by this API".into()))
+    Cursor::decode("sku", cursor)
 }
 
 #[derive(Default)]

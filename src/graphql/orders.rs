@@ -2,15 +2,13 @@
 //! row), cancellation, fulfilment, and the admin dashboard.
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{PageInfo, admin, command_context, page_size, services, signed_in};
+use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
 use crate::auth::Caller;
 use crate::domain::order::{self, OrderLine as DomainLine};
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
@@ -197,16 +195,11 @@ pub struct CheckoutInput {
 }
 
 fn encode_cursor(placed_position: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("order:{placed_position}"))
+    Cursor::encode("order", placed_position)
 }
 
 fn decode_cursor(cursor: &str) -> AppResult<i64> {
-    URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|s| s.strip_prefix("order:").and_then(|p| p.parse().ok()))
-        .ok_or_else(|| AppError::BadUserInput("after: not a cursor returned by this API".into()))
+    Cursor::decode("order", cursor)
 }
 
 fn visible(caller: &Caller, order: &order_view::Model) -> bool {

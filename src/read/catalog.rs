@@ -197,13 +197,12 @@ pub async fn page<C: ConnectionTrait>(
     if let Some(after) = after {
         query = query.filter(catalog_view::Column::Sku.gt(after));
     }
-    let mut items = query
+    let items = query
         .order_by_asc(catalog_view::Column::Sku)
         .limit(first + 1)
         .all(db)
         .await?;
-    let has_next_page = items.len() as u64 > first;
-    items.truncate(first as usize);
+    let (items, has_next_page) = super::split_page(items, first);
     Ok(CatalogPage {
         items,
         has_next_page,

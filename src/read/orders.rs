@@ -198,13 +198,12 @@ pub async fn page<C: ConnectionTrait>(
     if let Some(after) = after_placed_position {
         query = query.filter(order_view::Column::PlacedPosition.lt(after));
     }
-    let mut items = query
+    let items = query
         .order_by_desc(order_view::Column::PlacedPosition)
         .limit(first + 1)
         .all(db)
         .await?;
-    let has_next_page = items.len() as u64 > first;
-    items.truncate(first as usize);
+    let (items, has_next_page) = super::split_page(items, first);
     Ok(OrderPage {
         items,
         has_next_page,
