@@ -1,0 +1,379 @@
+//! Checkout benchmark: orders per second end to end (the `checkout` mutation until the
+//! order is seen CONFIRMED in the order details view: reservation, payment and
+//! confirmation by the saga included) and p50/p99 time-to-confirmed, on SQLite and on
+//! PostgreSQL, beside the single-mutation baseline (`adjustStock`) measured in the same
+//! run at the same concurrency.
+//!
+//! `cargo bench --bench checkout` (env: BENCH_CLIENTS=1,8,32, BENCH_SECS=5,
+//! BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test). Results go to stdout and
+//! `target/bench-checkout.md`.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use ordergraph::auth::{Role, mint_token};
+use ordergraph::config::Settings;
+use sea_orm::ConnectionTrait;
+use secrecy::SecretString;
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+const ADJUST: &str =
+    "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
+const ADD: &str =
+    "mutation($id: UUID!) { addToCart(input: {productId: $id, quantity: 1}) { position } }";
+const CHECKOUT: &str = "mutation { checkout(input: {paymentToken: \"tok_visa\", shippingAddress: \"1 Bench Road\"}) { position order { id status } } }";
+const ORDER: &str = "query($id: UUID!) { order(id: $id) { status } }";
+const CREATE: &str = "mutation($sku: String!) { createProduct(input: {sku: $sku, name: \"Bench\", price: \"4.20\", initialStock: 1000000}) { product { id } } }";
+const SECRET: &str = "checkout-bench-secret-not-for-production";
+const PRODUCTS: usize = 64;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+struct Service {
+    url: String,
+    shutdown: oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+async fn start(database_url: &str, data_dir: &Path) -> anyhow::Result<Service> {
+    let settings = Settings {
+        bind: "127.0.0.1:0".parse()?,
+        database_url: Some(database_url.to_owned()),
+        data_dir: data_dir.to_path_buf(),
+        jwt_secret: Some(SecretString::from(SECRET.to_owned())),
+        ..Settings::default()
+    };
+    let app = ordergraph::Application::build(settings).await?;
+    let url = format!("http://{}/graphql", app.local_addr());
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run_until_stopped(async move {
+        let _ = stopped.await;
+    }));
+    Ok(Service {
+        url,
+        shutdown,
+        handle,
+    })
+}
+
+async fn gql(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+    query: &str,
+    vars: Value,
+) -> anyhow::Result<Value> {
+    let resp: Value = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": vars }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    if let Some(errors) = resp.get("errors") {
+        anyhow::bail!("GraphQL error: {errors}");
+    }
+    Ok(resp["data"].clone())
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).unwrap()
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+struct Row {
+    clients: usize,
+    adjust_ops: f64,
+    adjust_p50: f64,
+    adjust_p99: f64,
+    orders: f64,
+    checkout_p50: f64,
+    checkout_p99: f64,
+    confirmed_p50: f64,
+    confirmed_p99: f64,
+    errors: u64,
+}
+
+async fn adjust_phase(
+    service: &Service,
+    products: &[String],
+    clients: usize,
+    secs: u64,
+) -> (f64, Histogram<u64>) {
+    let admin = mint_token(
+        SECRET,
+        "bench-admin",
+        Role::Admin,
+        Duration::from_secs(3600),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, admin, products) = (service.url.clone(), admin.clone(), products.to_vec());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut h = histogram();
+                let mut i = c;
+                while Instant::now() < deadline {
+                    let t = Instant::now();
+                    gql(
+                        &http,
+                        &url,
+                        &admin,
+                        ADJUST,
+                        json!({ "id": products[i % products.len()] }),
+                    )
+                    .await
+                    .unwrap();
+                    h.record(t.elapsed().as_micros() as u64).unwrap();
+                    i += clients;
+                }
+                h
+            })
+        })
+        .collect();
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await.unwrap()).unwrap();
+    }
+    (all.len() as f64 / started.elapsed().as_secs_f64(), all)
+}
+
+/// Each client is its own customer: add one unit to the cart, check out, and poll the
+/// order until it is CONFIRMED (backing off 1 ms → 8 ms, so the poll costs little and
+/// resolves time-to-confirmed to a few milliseconds).
+async fn checkout_phase(
+    service: &Service,
+    products: &[String],
+    clients: usize,
+    secs: u64,
+    round: usize,
+) -> (f64, Histogram<u64>, Histogram<u64>, u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, products) = (service.url.clone(), products.to_vec());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let me = mint_token(
+                    SECRET,
+                    &format!("shopper-{round}-{c}"),
+                    Role::Customer,
+                    Duration::from_secs(3600),
+                )
+                .unwrap();
+                let (mut checkout_h, mut confirmed_h, mut errors) =
+                    (histogram(), histogram(), 0u64);
+                let mut i = c;
+                while Instant::now() < deadline {
+                    gql(
+                        &http,
+                        &url,
+                        &me,
+                        ADD,
+                        json!({ "id": products[i % products.len()] }),
+                    )
+                    .await
+                    .unwrap();
+                    i += clients;
+                    let t = Instant::now();
+                    let placed = match gql(&http, &url, &me, CHECKOUT, json!({})).await {
+                        Ok(p) => p,
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    };
+                    checkout_h.record(t.elapsed().as_micros() as u64).unwrap();
+                    let id = placed["checkout"]["order"]["id"]
+                        .as_str()
+                        .unwrap()
+                        .to_owned();
+                    let mut pause = Duration::from_millis(1);
+                    loop {
+                        let o = gql(&http, &url, &me, ORDER, json!({ "id": id }))
+                            .await
+                            .unwrap();
+                        match o["order"]["status"].as_str() {
+                            Some("CONFIRMED") => break,
+                            Some("REJECTED") | Some("CANCELLED") => {
+                                errors += 1;
+                                break;
+                            }
+                            _ => {}
+                        }
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(8));
+                    }
+                    confirmed_h.record(t.elapsed().as_micros() as u64).unwrap();
+                }
+                (checkout_h, confirmed_h, errors)
+            })
+        })
+        .collect();
+    let (mut checkout_all, mut confirmed_all, mut errors) = (histogram(), histogram(), 0);
+    for t in tasks {
+        let (a, b, e) = t.await.unwrap();
+        checkout_all.add(a).unwrap();
+        confirmed_all.add(b).unwrap();
+        errors += e;
+    }
+    let rate = confirmed_all.len() as f64 / started.elapsed().as_secs_f64();
+    (rate, checkout_all, confirmed_all, errors)
+}
+
+async fn bench(
+    label: &str,
+    database_url: &str,
+    data_dir: &Path,
+    clients: &[usize],
+    secs: u64,
+) -> anyhow::Result<(Vec<Row>, u64)> {
+    let service = start(database_url, data_dir).await?;
+    let http = reqwest::Client::new();
+    let admin = mint_token(
+        SECRET,
+        "bench-admin",
+        Role::Admin,
+        Duration::from_secs(3600),
+    )?;
+    let mut products = Vec::with_capacity(PRODUCTS);
+    for i in 0..PRODUCTS {
+        let d = gql(
+            &http,
+            &service.url,
+            &admin,
+            CREATE,
+            json!({ "sku": format!("BENCH-{i}") }),
+        )
+        .await?;
+        products.push(
+            d["createProduct"]["product"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let mut rows = Vec::new();
+    for (round, &n) in clients.iter().enumerate() {
+        let (adjust_ops, adjust) = adjust_phase(&service, &products, n, secs).await;
+        let (orders, checkout, confirmed, errors) =
+            checkout_phase(&service, &products, n, secs, round).await;
+        let row = Row {
+            clients: n,
+            adjust_ops,
+            adjust_p50: ms(adjust.value_at_quantile(0.5)),
+            adjust_p99: ms(adjust.value_at_quantile(0.99)),
+            orders,
+            checkout_p50: ms(checkout.value_at_quantile(0.5)),
+            checkout_p99: ms(checkout.value_at_quantile(0.99)),
+            confirmed_p50: ms(confirmed.value_at_quantile(0.5)),
+            confirmed_p99: ms(confirmed.value_at_quantile(0.99)),
+            errors,
+        };
+        eprintln!(
+            "{label} clients={n}: adjustStock {:.0}/s p50 {:.2} p99 {:.2} | checkouts {:.1}/s, checkout p50 {:.2} p99 {:.2}, to CONFIRMED p50 {:.2} p99 {:.2} ms, errors {}",
+            row.adjust_ops,
+            row.adjust_p50,
+            row.adjust_p99,
+            row.orders,
+            row.checkout_p50,
+            row.checkout_p99,
+            row.confirmed_p50,
+            row.confirmed_p99,
+            row.errors
+        );
+        rows.push(row);
+    }
+    let _ = service.shutdown.send(());
+    service.handle.await??;
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    Ok((rows, rss))
+}
+
+fn table(label: &str, rows: &[Row], rss_kib: u64) -> String {
+    let mut out = format!(
+        "## {label}\n\nPeak RSS of the bench process: {} MiB.\n\n| clients | adjustStock ops/s (baseline) | adjustStock p50 / p99 ms | checkouts confirmed/s | ratio to baseline | checkout mutation p50 / p99 ms | time to CONFIRMED p50 / p99 ms | errors |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        rss_kib / 1024
+    );
+    for r in rows {
+        out.push_str(&format!(
+            "| {} | {:.0} | {:.2} / {:.2} | {:.1} | {:.2}× | {:.2} / {:.2} | {:.2} / {:.2} | {} |\n",
+            r.clients, r.adjust_ops, r.adjust_p50, r.adjust_p99, r.orders, r.orders / r.adjust_ops, r.checkout_p50, r.checkout_p99, r.confirmed_p50, r.confirmed_p99, r.errors
+        ));
+    }
+    out.push('\n');
+    out
+}
+
+async fn run() -> anyhow::Result<()> {
+    let clients: Vec<usize> = std::env::var("BENCH_CLIENTS")
+        .unwrap_or_else(|_| "1,8,32".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let secs: u64 = std::env::var("BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let mut report = format!(
+        "# ordergraph checkout benchmark\n\n- date: {}\n- command: `cargo bench --bench checkout` (clients {clients:?}, {secs} s per phase)\n- a checkout = addToCart(1 unit) then `checkout` (tok_visa), then polling `order` until CONFIRMED; the baseline is `adjustStock` (one single-stream mutation with read-your-writes) at the same concurrency, measured just before in the same run\n\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let dir = tempfile::tempdir()?;
+    let sqlite = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.db").display()
+    );
+    let (rows, rss) = bench("SQLite", &sqlite, dir.path(), &clients, secs).await?;
+    report.push_str(&table("SQLite", &rows, rss));
+
+    let admin_url = std::env::var("BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    match sea_orm::Database::connect(&admin_url).await {
+        Ok(admin) => {
+            let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await?;
+            let mut url = reqwest::Url::parse(&admin_url)?;
+            url.set_path(&format!("/{name}"));
+            let pg_dir = tempfile::tempdir()?;
+            let result = bench("PostgreSQL", url.as_str(), pg_dir.path(), &clients, secs).await;
+            admin
+                .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                .await?;
+            let (rows, rss) = result?;
+            report.push_str(&table("PostgreSQL", &rows, rss));
+        }
+        Err(e) => report.push_str(&format!("## PostgreSQL\n\nskipped: {e}\n")),
+    }
+    println!("{report}");
+    let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::write(target.join("bench-checkout.md"), report)?;
+    Ok(())
+}
