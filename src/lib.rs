@@ -103,6 +103,7 @@ impl Application {
         let fault = None;
         let saga = process::order_saga::OrderSaga {
             db: db.clone(),
+            gate: gate.clone(),
             writer: writer_for_saga,
             gateway: Arc::new(process::gateway::SimulatedGateway::new(db.clone())),
             wakeup: wakeup.subscribe(),

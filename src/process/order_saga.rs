@@ -29,7 +29,7 @@ use crate::read::checkpoints;
 use crate::read::relay::safe_horizon;
 use crate::write::event_store::{self, EventMetadata};
 use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
-use crate::write::{CommandContext, Writer};
+use crate::write::{CommandContext, WriteGate, Writer};
 
 /// Persisted name of the saga's checkpoint.
 pub const NAME: &str = "order-saga";
@@ -118,6 +118,8 @@ pub enum SagaError {
 
 pub struct OrderSaga {
     pub db: DatabaseConnection,
+    /// Its checkpoint writes queue with every other writer (one at a time on SQLite).
+    pub gate: WriteGate,
     pub writer: Writer,
     pub gateway: Arc<dyn PaymentGateway>,
     pub wakeup: watch::Receiver<u64>,
@@ -185,13 +187,15 @@ impl OrderSaga {
                     return Err(SagaError::Stopping);
                 }
                 self.handle(event, shutdown).await?;
-                checkpoints::store(&self.db, NAME, event.position).await?;
+                {
+                    let _gate = self.gate.enter_views().await;
+                    checkpoints::store(&self.db, NAME, event.position).await?;
+                }
                 *checkpoint = event.position;
             }
-            if upto > *checkpoint {
-                checkpoints::store(&self.db, NAME, upto).await?;
-                *checkpoint = upto;
-            }
+            // Past the last order or payment event nothing needs the saga: advance in
+            // memory only (after a restart those events are filtered out again).
+            *checkpoint = (*checkpoint).max(upto);
         }
         Ok(())
     }
