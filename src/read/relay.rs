@@ -183,15 +183,17 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
     }
 }
 
-/// PostgreSQL: (1) read the last position handed out, L; (2) *then*, in its own
-/// autocommitted statement, draw a fresh xid X with `pg_current_xact_id()`: every xid
-/// handed out before is below X, and every transaction holding a position ≤ L took its
-/// xid before L was read (the writer calls `pg_current_xact_id()` before drawing a
-/// position); (3) wait until the oldest running xid is ≥ X. From then on every position
-/// ≤ L belongs to a finished transaction. (`pg_snapshot_xmax` would not do for X: it is
-/// the last *completed* xid + 1, and a running transaction may hold a larger one.)
-/// The wait is for the transactions in flight at that moment only, never gives up on
-/// one, and is usually a single round trip. An idle tick stops after step 1.
+/// PostgreSQL: (1) read the last position handed out, L; (2) *then* list the xids of
+/// the transactions running in this database. Every transaction that holds a position
+/// ≤ L took its xid before it drew that position (the writer calls `pg_current_xact_id()`
+/// first), so before L was read: if it is still running it is on that list. (3) Wait
+/// until none of the listed transactions is running any more. From then on every position
+/// ≤ L belongs to a finished transaction, committed (visible) or rolled back (a gap
+/// forever). Transactions that start later are not waited for, so a steady stream of
+/// writers cannot starve the relay, and transactions of other databases on the same
+/// server are never waited for. The wait never gives up on a slow transaction. An idle
+/// tick stops after step 1; otherwise it costs two round trips, and one per poll while
+/// a listed writer is still in flight. (ADR 0001.)
 async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
     let backend = DbBackend::Postgres;
     let last = db
@@ -206,33 +208,39 @@ async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
     if last <= known {
         return Ok(known);
     }
-    let xid = db
-        .query_one_raw(Statement::from_string(
+    // backend_xid is NULL for a session without a writing transaction.
+    let running = db
+        .query_all_raw(Statement::from_string(
             backend,
-            "SELECT pg_current_xact_id()::text AS xid",
+            "SELECT backend_xid::text AS xid FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xid IS NOT NULL \
+             AND pid <> pg_backend_pid()",
         ))
         .await?
-        .ok_or_else(|| DbErr::Custom("no xid row".into()))?;
-    let fence = parse_xid(&xid.try_get::<String>("", "xid")?)?;
-    let xmin_stmt = Statement::from_string(
+        .into_iter()
+        .map(|r| r.try_get::<String>("", "xid"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if running.is_empty() {
+        return Ok(last);
+    }
+    let still_running = Statement::from_sql_and_values(
         backend,
-        "SELECT pg_snapshot_xmin(pg_current_snapshot())::text AS xmin",
+        "SELECT COUNT(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_xid::text = ANY($1)",
+        [sea_orm::Value::from(running)],
     );
     let mut pause = Duration::from_micros(200);
     loop {
-        let row = db
-            .query_one_raw(xmin_stmt.clone())
+        let n = db
+            .query_one_raw(still_running.clone())
             .await?
-            .ok_or_else(|| DbErr::Custom("no snapshot row".into()))?;
-        if parse_xid(&row.try_get::<String>("", "xmin")?)? >= fence {
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if n == 0 {
             return Ok(last);
         }
         tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_millis(20));
+        pause = (pause * 2).min(Duration::from_millis(5));
     }
-}
-
-fn parse_xid(s: &str) -> Result<u64, DbErr> {
-    s.parse()
-        .map_err(|_| DbErr::Custom(format!("unexpected xid8 value {s:?}")))
 }

@@ -237,3 +237,40 @@ async fn a_view_that_cannot_catch_up_in_time_is_a_consistency_timeout_not_a_lost
         .await;
     assert_eq!(listed["totalCount"], 1);
 }
+
+/// The horizon waits only for writers of this service's own database: a long writing
+/// transaction in another database of the same PostgreSQL server (another application,
+/// another test) must not hold back this service's views.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_writing_transaction_in_another_database_does_not_hold_the_relay() {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        eprintln!("skipped: needs TEST_DATABASE_URL (PostgreSQL)");
+        return;
+    };
+    if server.trim().is_empty() {
+        return;
+    }
+    // Arrange: a transaction holding an xid open in the server's other database.
+    let app = crate::helpers::spawn_app_with(|s| s.consistency_wait_ms = 3_000).await;
+    let elsewhere = Database::connect(&server).await.unwrap();
+    let open = elsewhere.begin().await.unwrap();
+    open.execute_raw(Statement::from_string(
+        DbBackend::Postgres,
+        "SELECT pg_current_xact_id()",
+    ))
+    .await
+    .unwrap();
+
+    // Act
+    let created = app
+        .as_admin()
+        .gql(
+            "mutation { createProduct(input: {sku: \"FREE-1\", name: \"Free\", price: \"1.00\"}) { position product { sku } } }",
+            json!({}),
+        )
+        .await;
+
+    // Assert: answered with its own write, not CONSISTENCY_TIMEOUT.
+    assert_eq!(data(&created)["createProduct"]["product"]["sku"], "FREE-1");
+    open.rollback().await.unwrap();
+}
