@@ -194,7 +194,10 @@ async fn checkout_phase(
                     let t = Instant::now();
                     let placed = match gql(&http, &url, &me, CHECKOUT, json!({})).await {
                         Ok(p) => p,
-                        Err(_) => {
+                        Err(e) => {
+                            if errors == 0 {
+                                eprintln!("checkout failed: {e}");
+                            }
                             errors += 1;
                             continue;
                         }
