@@ -190,11 +190,6 @@ impl TestApp {
         self.start().await;
     }
 
-    /// Whether the server task is still running (it stops on its own after a fault).
-    pub fn is_running(&self) -> bool {
-        self.handle.as_ref().is_some_and(|h| !h.is_finished())
-    }
-
     /// The URL of this test's own database.
     pub fn database_url(&self) -> &str {
         self.settings

@@ -111,17 +111,20 @@ async fn order_where(app: &TestApp, id: &str, what: &str, check: impl Fn(&Value)
 }
 
 /// Checks out alice's cart with an idempotency key; when the crash cut the answer short,
-/// the same request after the restart returns the same order.
-async fn checkout_surviving_a_crash(app: &mut TestApp, token: &str) -> String {
+/// the same request after the restart returns the same order. Says whether it restarted.
+async fn checkout_surviving_a_crash(app: &mut TestApp, token: &str) -> (String, bool) {
     let vars = json!({ "token": token, "key": "checkout-1" });
     let resp = app.as_user("alice").gql(CHECKOUT, vars.clone()).await;
     if let Some(id) = resp["data"]["checkout"]["order"]["id"].as_str() {
-        return id.to_owned();
+        return (id.to_owned(), false);
     }
     let _ = app.stopped().await;
     app.restart_with(|s| s.saga_fault = None).await;
     let resp = app.as_user("alice").gql(CHECKOUT, vars).await;
-    str_of(&data(&resp)["checkout"]["order"]["id"]).to_owned()
+    (
+        str_of(&data(&resp)["checkout"]["order"]["id"]).to_owned(),
+        true,
+    )
 }
 
 /// A product with 10 units, 2 of them in alice's cart.
@@ -153,8 +156,9 @@ async fn a_paid_order_survives_a_crash_at(at: Boundary) {
     let product = arrange(&app).await;
 
     // Act: check out; the saga dies at the boundary; restart.
-    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
-    if app.is_running() {
+    let (order, restarted) = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    if !restarted {
+        // Whether or not the fault has fired yet: wait for it, then restart.
         crash_and_restart(&mut app).await;
     }
 
@@ -208,8 +212,8 @@ async fn a_declined_order_survives_a_crash_at(at: Boundary) {
     let product = arrange(&app).await;
 
     // Act
-    let order = checkout_surviving_a_crash(&mut app, "tok_decline").await;
-    if app.is_running() {
+    let (order, restarted) = checkout_surviving_a_crash(&mut app, "tok_decline").await;
+    if !restarted {
         crash_and_restart(&mut app).await;
     }
 
@@ -247,7 +251,7 @@ async fn a_cancelled_paid_order_survives_a_crash_at(at: Boundary) {
     // Arrange: a confirmed order (the fault only lies on the compensation path).
     let mut app = crashing_app(at).await;
     let product = arrange(&app).await;
-    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    let (order, _) = checkout_surviving_a_crash(&mut app, "tok_visa").await;
     order_in(&app, &order, &["CONFIRMED"]).await;
 
     // Act: cancel; the saga dies while compensating; restart.
@@ -358,7 +362,7 @@ async fn every_event_of_an_order_keeps_the_checkouts_correlation_and_names_its_c
     let product = arrange(&app).await;
 
     // Act
-    let order = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    let (order, _) = checkout_surviving_a_crash(&mut app, "tok_visa").await;
     order_in(&app, &order, &["CONFIRMED"]).await;
 
     // Assert
