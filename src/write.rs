@@ -238,10 +238,6 @@ impl UnitOfWork {
         &self.txn
     }
 
-    pub fn now(&self) -> DateTime<Utc> {
-        self.now
-    }
-
     /// Loads a stream and folds it.
     pub async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<Loaded<A>, TxError> {
         let rows = event_store::load_stream(&self.txn, stream_id).await?;

@@ -196,10 +196,6 @@ impl Money {
         i64::try_from(d.mantissa()).unwrap_or(i64::MAX)
     }
 
-    pub fn amount(&self) -> Decimal {
-        self.0
-    }
-
     /// `self × n`, exact.
     pub fn times(&self, n: i64) -> Money {
         Money::from_cents(self.cents().saturating_mul(n))

@@ -36,16 +36,6 @@ impl Checkpoints {
         self.by_name.get(name).map_or(0, |tx| *tx.borrow())
     }
 
-    pub fn all(&self) -> Vec<(&'static str, i64)> {
-        let mut all: Vec<_> = self
-            .by_name
-            .iter()
-            .map(|(n, tx)| (*n, *tx.borrow()))
-            .collect();
-        all.sort();
-        all
-    }
-
     /// Announces a committed checkpoint to waiters.
     pub fn advance(&self, name: &str, position: i64) {
         if let Some(tx) = self.by_name.get(name) {
