@@ -44,9 +44,9 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use ordergraph::auth::{Role, mint_token};
 use ordergraph::config::Settings;
+use ordergraph::domain::Aggregate;
 use ordergraph::domain::product::{Product, ProductCommand, ProductEvent};
 use ordergraph::domain::values::StockDelta;
-use ordergraph::domain::{Aggregate, DomainEvent};
 use ordergraph::write::WriteGate;
 use ordergraph::write::event_store;
 use rand::rngs::StdRng;
@@ -957,11 +957,11 @@ macro_rules! fold_stream {
             let _stream_type: String = row.try_get("stream_type")?;
             let _version: i64 = row.try_get("version")?;
             let event_type: String = row.try_get("event_type")?;
-            let _event_version: i32 = row.try_get("event_version")?;
+            let event_version: i32 = row.try_get("event_version")?;
             let data: Value = row.try_get("data")?;
             let _metadata: Value = row.try_get("metadata")?;
             let _recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
-            let event: ProductEvent = event_store::decode(&event_type, &data)
+            let event: ProductEvent = event_store::decode(&event_type, event_version, &data)
                 .map_err(|e| RawError::Other(format!("event does not decode: {e}")))?;
             state = state.apply(&event);
         }
@@ -1002,10 +1002,11 @@ fn decide(state: Product) -> Result<Decided, RawError> {
         "correlationId": id,
         "causationId": format!("command:{id}"),
     });
+    let event_version = ordergraph::write::upcast::current_version(&event_type);
     Ok(Decided {
         version: state.version() + 1,
         event_type,
-        event_version: event.event_version(),
+        event_version,
         data,
         metadata,
         now: Utc::now(),

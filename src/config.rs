@@ -52,6 +52,46 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_RELAY_POLL_MS", default_value_t = 250)]
     pub relay_poll_ms: u64,
 
+    /// How long a WebSocket client has to send `connection_init` before the socket is
+    /// closed with 4408.
+    #[arg(long, env = "ORDERGRAPH_WS_INIT_TIMEOUT_MS", default_value_t = 3_000)]
+    pub ws_init_timeout_ms: u64,
+
+    /// How often the server pings an idle WebSocket client (keep-alive).
+    #[arg(long, env = "ORDERGRAPH_WS_KEEPALIVE_SECS", default_value_t = 15)]
+    pub ws_keepalive_secs: u64,
+
+    /// Most subscriptions open at once on one WebSocket connection.
+    #[arg(
+        long,
+        env = "ORDERGRAPH_MAX_SUBSCRIPTIONS_PER_CONNECTION",
+        default_value_t = 100
+    )]
+    pub max_subscriptions_per_connection: usize,
+
+    /// Most WebSocket connections one signed-in user may hold open at once.
+    #[arg(
+        long,
+        env = "ORDERGRAPH_MAX_CONNECTIONS_PER_USER",
+        default_value_t = 16
+    )]
+    pub max_connections_per_user: usize,
+
+    /// Changes (or events) a subscriber may fall behind in memory before a view
+    /// subscription is conflated (re-reads the latest state of its keys) or the `events`
+    /// feed serves it from the table until it catches up.
+    #[arg(long, env = "ORDERGRAPH_SUBSCRIPTION_BUFFER", default_value_t = 1024)]
+    pub subscription_buffer: usize,
+
+    /// On shutdown, how long subscribers get to receive SERVER_DRAINING and disconnect.
+    #[arg(long, env = "ORDERGRAPH_DRAIN_TIMEOUT_MS", default_value_t = 5_000)]
+    pub drain_timeout_ms: u64,
+
+    /// Snapshot each aggregate's state every this many events of its stream, so loading a
+    /// long stream reads the snapshot and the tail (0: never snapshot).
+    #[arg(long, env = "ORDERGRAPH_SNAPSHOT_EVERY", default_value_t = 100)]
+    pub snapshot_every: i64,
+
     /// Test hook: stop the order saga at a step boundary, as if the process died there.
     #[cfg(feature = "test-hooks")]
     #[arg(skip)]
@@ -71,6 +111,13 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             db_max_connections: 16,
             relay_poll_ms: 250,
+            ws_init_timeout_ms: 3_000,
+            ws_keepalive_secs: 15,
+            max_subscriptions_per_connection: 100,
+            max_connections_per_user: 16,
+            subscription_buffer: 1024,
+            snapshot_every: 100,
+            drain_timeout_ms: 5_000,
             #[cfg(feature = "test-hooks")]
             saga_fault: None,
         }
@@ -99,5 +146,19 @@ impl Settings {
 
     pub fn relay_poll(&self) -> Duration {
         Duration::from_millis(self.relay_poll_ms)
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// The WebSocket transport's limits and timers.
+    pub fn websocket(&self) -> crate::http::ws::WsSettings {
+        crate::http::ws::WsSettings {
+            init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
+            keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
+            max_subscriptions: self.max_subscriptions_per_connection,
+            max_connections_per_user: self.max_connections_per_user,
+        }
     }
 }

@@ -16,9 +16,14 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// An event-sourced aggregate: state folded from its events, and a pure decision function.
-pub trait Aggregate: Default + Clone + Send + Sync + 'static {
+pub trait Aggregate:
+    Default + Clone + Serialize + DeserializeOwned + Send + Sync + 'static
+{
     /// Stream type, a persisted identifier: never derive it from a Rust type name.
     const STREAM_TYPE: &'static str;
+    /// Format of the serialized state in snapshots: bump it when the state's shape
+    /// changes, and older snapshots are ignored (loading folds from the first event).
+    const STATE_VERSION: i32 = 1;
     type Command: Send;
     type Event: DomainEvent;
     type Error: std::error::Error + Send + Sync + 'static;
@@ -33,13 +38,11 @@ pub trait Aggregate: Default + Clone + Send + Sync + 'static {
     fn version(&self) -> i64;
 }
 
-/// An event as persisted: `event_type()` and `event_version()` are stored identifiers that
-/// must never change once written (rename the Rust variant freely, never the string).
+/// An event as persisted: `event_type()` is a stored identifier that must never change
+/// once written (rename the Rust variant freely, never the string). Its version and the
+/// upcasters from older versions live with the event store (`write::upcast`).
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn event_type(&self) -> &'static str;
-    fn event_version(&self) -> i32 {
-        1
-    }
 }
 
 /// Given/when/then harness for aggregate tests (cqrs-es style), with no IO.

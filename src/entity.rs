@@ -17,3 +17,4 @@ pub mod payments;
 pub mod product_reviews;
 pub mod products;
 pub mod projection_checkpoints;
+pub mod snapshots;

@@ -46,6 +46,12 @@ pub enum AppError {
     /// CONSISTENCY_TIMEOUT: the write is committed, but the view did not catch up in time.
     #[error("the write was committed at position {position} but the view did not reach it in time")]
     ConsistencyTimeout { position: i64 },
+    /// RATE_LIMITED: a per-caller or per-connection limit was reached.
+    #[error("{0}")]
+    RateLimited(String),
+    /// SERVER_DRAINING: the server is shutting down; resume from `position` elsewhere.
+    #[error("the server is shutting down: resubscribe with after: \"{position}\"")]
+    ServerDraining { position: i64 },
     /// INTERNAL: logged with its cause chain, never shown to clients.
     #[error(transparent)]
     Internal(#[from] anyhow::Error),

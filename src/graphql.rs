@@ -2,22 +2,29 @@
 //! `ordergraph schema` and for tests. Roots are merged per area; the transport lives in
 //! `http.rs`, not here.
 
+pub mod audit;
 pub mod cart;
 pub mod catalog;
 pub mod error;
+pub mod events;
+pub mod live;
 pub mod orders;
 pub mod scalars;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, EmptySubscription, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
+use tokio::sync::watch;
 
 use crate::auth::{Auth, Caller};
 use crate::domain::values::IdempotencyKey;
 use crate::error::{AppError, AppResult};
 use crate::read::checkpoints::Checkpoints;
+use crate::read::feed::EventFeed;
+use crate::read::live::LiveViews;
+use crate::read::status::Statuses;
 use crate::write::{CommandContext, Writer};
 
 /// Largest `first` accepted by any connection field.
@@ -30,7 +37,12 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
-pub struct QueryRoot(catalog::CatalogQuery, cart::CartQuery, orders::OrdersQuery);
+pub struct QueryRoot(
+    catalog::CatalogQuery,
+    cart::CartQuery,
+    orders::OrdersQuery,
+    audit::AuditQuery,
+);
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Mutation")]
@@ -40,7 +52,7 @@ pub struct MutationRoot(
     orders::OrdersMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
 
 /// What resolvers need, injected once into the schema.
 #[derive(Clone)]
@@ -49,6 +61,14 @@ pub struct Services {
     pub writer: Writer,
     pub checkpoints: Arc<Checkpoints>,
     pub consistency_wait: Duration,
+    /// Live views for subscriptions.
+    pub live: Arc<LiveViews>,
+    /// The raw event feed.
+    pub feed: Arc<EventFeed>,
+    /// True once the server drains: subscriptions end with SERVER_DRAINING.
+    pub drain: watch::Receiver<bool>,
+    /// Each projection's status.
+    pub projections: Arc<Statuses>,
 }
 
 impl Services {
@@ -66,11 +86,11 @@ impl Services {
     }
 }
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
     Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        EmptySubscription,
+        live::SubscriptionRoot,
     )
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)

@@ -39,6 +39,15 @@ pub struct Application {
     router: axum::Router,
     relay: Relay,
     saga: process::order_saga::OrderSaga,
+    live: Arc<read::live::LiveViews>,
+    live_changes: tokio::sync::broadcast::Receiver<read::bus::Change>,
+    feed: Arc<read::feed::EventFeed>,
+    horizon: watch::Receiver<i64>,
+    db: sea_orm::DatabaseConnection,
+    drain: watch::Sender<bool>,
+    connections: Arc<http::ws::Connections>,
+    drain_timeout: std::time::Duration,
+    bus: Arc<dyn ChangeBus>,
     local_addr: SocketAddr,
 }
 
@@ -67,24 +76,32 @@ impl Application {
         let gate = WriteGate::for_backend(db.get_database_backend());
         let wakeup = write::Wakeup::default();
         let bus: Arc<dyn ChangeBus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
-        let projections: Vec<Arc<dyn Projection>> = vec![
-            Arc::new(read::catalog::CatalogProjection),
-            Arc::new(read::cart::CartProjection),
-            Arc::new(read::orders::OrderProjection),
-            Arc::new(read::dashboard::DashboardProjection),
-        ];
+        let projections: Vec<Arc<dyn Projection>> = read::all_projections();
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
         let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
         let health = Arc::new(RelayHealth::default());
+        let statuses = Arc::new(read::status::Statuses::new(&names, checkpoints.clone()));
         let metrics = Arc::new(metrics::Metrics::default());
-        let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone());
+        let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone())
+            .snapshot_every(settings.snapshot_every);
 
         let writer_for_saga = writer.clone();
+        let live = read::live::LiveViews::new(settings.subscription_buffer.max(1), metrics.clone());
+        // Listening before the relay runs: the hub misses no change.
+        let live_changes = bus.subscribe();
+        let feed = read::feed::EventFeed::new(settings.subscription_buffer.max(1), metrics.clone());
+        let (horizon_tx, horizon) = watch::channel(0);
+        let (drain, drain_rx) = watch::channel(false);
+        let connections = Arc::new(http::ws::Connections::default());
         let schema = graphql::build_schema(graphql::Services {
             db: db.clone(),
             writer,
             checkpoints: checkpoints.clone(),
             consistency_wait: settings.consistency_wait(),
+            live: live.clone(),
+            feed: feed.clone(),
+            drain: drain_rx.clone(),
+            projections: statuses.clone(),
         });
         let router = http::router(
             http::HttpState {
@@ -93,8 +110,12 @@ impl Application {
                 db: db.clone(),
                 relay_health: health.clone(),
                 metrics: metrics.clone(),
+                connections: connections.clone(),
+                ws: settings.websocket(),
+                drain: drain_rx,
+                max_message_bytes: settings.max_body_bytes,
+                projections: statuses.clone(),
             },
-            settings.max_body_bytes,
             settings.request_timeout(),
         );
         #[cfg(feature = "test-hooks")]
@@ -111,15 +132,17 @@ impl Application {
             fault,
         };
         let relay = Relay {
-            db,
+            db: db.clone(),
             gate,
             projections,
             checkpoints,
-            bus,
+            bus: bus.clone(),
             wakeup: wakeup.subscribe(),
             poll: settings.relay_poll(),
             health,
             metrics,
+            horizon: horizon_tx,
+            statuses,
         };
 
         let listener = TcpListener::bind(settings.bind)
@@ -131,6 +154,15 @@ impl Application {
             router,
             relay,
             saga,
+            live,
+            live_changes,
+            feed,
+            horizon,
+            db,
+            drain,
+            connections,
+            drain_timeout: settings.drain_timeout(),
+            bus,
             local_addr,
         })
     }
@@ -143,8 +175,16 @@ impl Application {
         self.local_addr
     }
 
-    /// Serves until `shutdown` resolves, then drains requests and stops the relay.
-    /// If the relay stops on its own, the service stops too rather than serve stale views.
+    /// The change bus the relay publishes on (to embed the service, or to compare
+    /// subscriptions against a bare fan-out of the bus in a benchmark).
+    pub fn change_bus(&self) -> Arc<dyn ChangeBus> {
+        self.bus.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains: every subscription ends with
+    /// SERVER_DRAINING and its resume position, WebSockets close (at most the drain
+    /// timeout), requests in flight finish, and the relay stops. If the relay stops on
+    /// its own, the service stops too rather than serve stale views.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -158,6 +198,22 @@ impl Application {
         };
         let mut relay = tokio::spawn(self.relay.run(relay_stop));
         let mut saga = tokio::spawn(self.saga.run(stop_rx.clone()));
+        let stopped = |rx: &watch::Receiver<bool>| {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        };
+        let live = tokio::spawn(self.live.clone().run(
+            self.live_changes,
+            self.db.clone(),
+            stopped(&stop_rx),
+        ));
+        let feed = tokio::spawn(self.feed.clone().run(
+            self.db.clone(),
+            self.horizon,
+            stopped(&stop_rx),
+        ));
         tracing::info!(address = %self.local_addr, "serving GraphQL on http://{}/graphql", self.local_addr);
 
         let server_stop = {
@@ -186,7 +242,14 @@ impl Application {
                 Ok(())
             }
         };
+        // Subscribers first: they get SERVER_DRAINING while the views still run.
+        let _ = self.drain.send(true);
+        if !self.connections.wait_closed(self.drain_timeout).await {
+            tracing::warn!("some WebSocket clients did not disconnect in time");
+        }
         let _ = stop_tx.send(true);
+        let _ = live.await;
+        let _ = feed.await;
         if !server.is_finished() {
             let _ = server.await;
         }

@@ -45,6 +45,11 @@ enum Command {
     Migrate,
     /// Print the GraphQL schema (SDL) to stdout.
     Schema,
+    /// Operate the read views (projections).
+    Projections {
+        #[command(subcommand)]
+        action: ProjectionsAction,
+    },
     /// Print a signed JWT for local use.
     Token {
         /// User id (the `sub` claim).
@@ -56,6 +61,48 @@ enum Command {
         #[arg(long, default_value_t = 24)]
         ttl_hours: u64,
     },
+}
+
+#[derive(Subcommand)]
+enum ProjectionsAction {
+    /// Each projection's checkpoint, the log's safe head, the lag, and whether it failed
+    /// (exit code 1 when one has).
+    Status,
+}
+
+/// Prints the status table; true when every projection is healthy.
+async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
+    let url = settings.effective_database_url();
+    let conn = db::connect(&url, 2).await?;
+    db::migrate(&conn).await?;
+    let names: Vec<&'static str> = ordergraph::read::all_projections()
+        .iter()
+        .map(|p| p.name())
+        .collect();
+    let report = ordergraph::read::status::Statuses::offline(&conn, &names).await?;
+    println!(
+        "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} updated / error",
+        "projection", "checkpoint", "head", "lag", "lag ms", "status"
+    );
+    let mut healthy = true;
+    for r in report {
+        let (status, detail) = match (&r.error, r.failed_position) {
+            (Some(error), Some(at)) => {
+                healthy = false;
+                ("failed", format!("at position {at}: {error}"))
+            }
+            _ => (
+                "ok",
+                r.updated_at
+                    .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+            ),
+        };
+        println!(
+            "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {}",
+            r.name, r.position, r.head, r.lag, r.lag_millis, status, detail
+        );
+    }
+    Ok(healthy)
 }
 
 #[tokio::main]
@@ -81,6 +128,18 @@ async fn main() -> anyhow::Result<()> {
             )?;
             println!("{token}");
             Ok(())
+        }
+        Command::Projections {
+            action: ProjectionsAction::Status,
+        } => {
+            if cli.settings.database_url.is_none() {
+                std::fs::create_dir_all(&cli.settings.data_dir)?;
+            }
+            if projections_status(&cli.settings).await? {
+                Ok(())
+            } else {
+                std::process::exit(1)
+            }
         }
         Command::Migrate => {
             telemetry::init(matches!(cli.log_format, LogFormat::Json));

@@ -31,6 +31,18 @@ pub struct Metrics {
     command_seconds: Family<OperationLabel, Histogram>,
     projection_position: Family<ProjectionLabel, Gauge>,
     log_head: Gauge,
+    subscriptions: Family<SubscriptionLabel, Gauge>,
+    lagged: Family<SubscriptionLabel, Counter>,
+    events_applied: Family<ProjectionLabel, Counter>,
+    projection_lag: Family<ProjectionLabel, Gauge>,
+    projection_failed: Family<ProjectionLabel, Gauge>,
+    ws_connections: Gauge,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SubscriptionLabel {
+    /// The projection watched, or `events` for the raw feed.
+    pub feed: String,
 }
 
 impl Default for Metrics {
@@ -63,8 +75,50 @@ impl Default for Metrics {
             "Highest position below which every event is final (the relay's horizon)",
             log_head.clone(),
         );
+        let subscriptions = Family::<SubscriptionLabel, Gauge>::default();
+        registry.register(
+            "subscriptions_open",
+            "Open subscriptions, by view (or the raw events feed)",
+            subscriptions.clone(),
+        );
+        let lagged = Family::<SubscriptionLabel, Counter>::default();
+        registry.register(
+            "subscriptions_lagged",
+            "Times a subscription fell behind its in-memory buffer and re-read from the database",
+            lagged.clone(),
+        );
+        let ws_connections = Gauge::default();
+        registry.register(
+            "websocket_connections",
+            "Open GraphQL WebSocket connections",
+            ws_connections.clone(),
+        );
+        let events_applied = Family::<ProjectionLabel, Counter>::default();
+        registry.register(
+            "projection_events_applied",
+            "Events folded into each view",
+            events_applied.clone(),
+        );
+        let projection_lag = Family::<ProjectionLabel, Gauge>::default();
+        registry.register(
+            "projection_lag_positions",
+            "Positions between the log's safe head and each view's checkpoint",
+            projection_lag.clone(),
+        );
+        let projection_failed = Family::<ProjectionLabel, Gauge>::default();
+        registry.register(
+            "projection_failed",
+            "1 when the projection stopped at an event it cannot fold",
+            projection_failed.clone(),
+        );
         Self {
             registry,
+            subscriptions,
+            events_applied,
+            projection_lag,
+            projection_failed,
+            lagged,
+            ws_connections,
             commands,
             command_seconds,
             projection_position,
@@ -98,6 +152,56 @@ impl Metrics {
 
     pub fn head_at(&self, position: i64) {
         self.log_head.set(position);
+    }
+
+    fn projection(name: &str) -> ProjectionLabel {
+        ProjectionLabel {
+            projection: name.to_owned(),
+        }
+    }
+
+    pub fn events_applied(&self, projection: &str, n: u64) {
+        self.events_applied
+            .get_or_create(&Self::projection(projection))
+            .inc_by(n);
+    }
+
+    pub fn projection_lag(&self, projection: &str, positions: i64) {
+        self.projection_lag
+            .get_or_create(&Self::projection(projection))
+            .set(positions.max(0));
+    }
+
+    pub fn projection_failed(&self, projection: &str) {
+        self.projection_failed
+            .get_or_create(&Self::projection(projection))
+            .set(1);
+    }
+
+    fn feed(feed: &str) -> SubscriptionLabel {
+        SubscriptionLabel {
+            feed: feed.to_owned(),
+        }
+    }
+
+    pub fn subscription_opened(&self, feed: &str) {
+        self.subscriptions.get_or_create(&Self::feed(feed)).inc();
+    }
+
+    pub fn subscription_closed(&self, feed: &str) {
+        self.subscriptions.get_or_create(&Self::feed(feed)).dec();
+    }
+
+    pub fn subscriber_lagged(&self, feed: &str) {
+        self.lagged.get_or_create(&Self::feed(feed)).inc();
+    }
+
+    pub fn websocket_opened(&self) {
+        self.ws_connections.inc();
+    }
+
+    pub fn websocket_closed(&self) {
+        self.ws_connections.dec();
     }
 
     /// The Prometheus text exposition of every metric.

@@ -7,13 +7,27 @@ pub mod cart;
 pub mod catalog;
 pub mod checkpoints;
 pub mod dashboard;
+pub mod feed;
+pub mod history;
+pub mod live;
 pub mod orders;
 pub mod relay;
+pub mod status;
 
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::entity::events;
 use bus::Change;
+
+/// Every projection of the service, in the order the relay runs them.
+pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+    vec![
+        std::sync::Arc::new(catalog::CatalogProjection),
+        std::sync::Arc::new(cart::CartProjection),
+        std::sync::Arc::new(orders::OrderProjection),
+        std::sync::Arc::new(dashboard::DashboardProjection),
+    ]
+}
 
 /// A projection folds events into its view inside the relay's transaction, which also
 /// advances its checkpoint: a view and its checkpoint never disagree.
@@ -62,7 +76,7 @@ pub(crate) fn split_page<T>(mut items: Vec<T>, first: u64) -> (Vec<T>, bool) {
 
 /// Rebuilds a domain event from a row, or says why it cannot.
 pub(crate) fn decode_row<E: crate::domain::DomainEvent>(row: &events::Model) -> Result<E, DbErr> {
-    crate::write::event_store::decode(&row.event_type, &row.data).map_err(|e| {
+    crate::write::event_store::decode(&row.event_type, row.event_version, &row.data).map_err(|e| {
         DbErr::Custom(format!(
             "event {} ({}) at position {} does not decode: {e}",
             row.event_type, row.stream_type, row.position

@@ -8,6 +8,8 @@ pub mod constraint;
 pub mod event_store;
 pub mod idempotency;
 pub mod orders;
+pub mod snapshots;
+pub mod upcast;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -231,6 +233,9 @@ pub struct UnitOfWork {
     txn: DatabaseTransaction,
     metadata: EventMetadata,
     now: DateTime<Utc>,
+    /// Take a snapshot of a stream each time its version crosses a multiple of this
+    /// (0: never).
+    snapshot_every: i64,
 }
 
 impl UnitOfWork {
@@ -238,23 +243,14 @@ impl UnitOfWork {
         &self.txn
     }
 
-    /// Loads a stream and folds it.
+    /// Loads a stream and folds it (from its latest snapshot, when it has one).
     pub async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<Loaded<A>, TxError> {
-        let rows = event_store::load_stream(&self.txn, stream_id).await?;
-        let mut state = A::default();
-        for row in &rows {
-            let event: A::Event = event_store::decode(&row.event_type, &row.data).map_err(|e| {
-                anyhow::Error::new(e).context(format!(
-                    "event at position {} of stream {stream_id} does not decode",
-                    row.position
-                ))
-            })?;
-            state = state.apply(&event);
-        }
+        let folded =
+            event_store::fold::<A, _>(&self.txn, stream_id, None, self.snapshot_every > 0).await?;
         Ok(Loaded {
             stream_id,
-            state,
-            position: rows.last().map_or(0, |r| r.position),
+            state: folded.state,
+            position: folded.position,
         })
     }
 
@@ -282,12 +278,17 @@ impl UnitOfWork {
             AppendError::Conflict { stream_id } => TxError::Conflict(stream_id),
             AppendError::Db(e) => TxError::App(e.into()),
         })?;
+        let before = loaded.state.version();
         let state = events.iter().fold(loaded.state, |s, e| s.apply(e));
         A::update_write_tables(&self.txn, loaded.stream_id, &state, events, self.now).await?;
+        let position = positions.last().copied().unwrap_or(loaded.position);
+        if snapshots::due(before, state.version(), self.snapshot_every) {
+            snapshots::store(&self.txn, loaded.stream_id, &state, position, self.now).await?;
+        }
         Ok(Loaded {
             stream_id: loaded.stream_id,
             state,
-            position: positions.last().copied().unwrap_or(loaded.position),
+            position,
         })
     }
 
@@ -363,6 +364,7 @@ pub struct Writer {
     gate: WriteGate,
     relay_wakeup: Wakeup,
     metrics: Arc<crate::metrics::Metrics>,
+    snapshot_every: i64,
 }
 
 impl Writer {
@@ -377,7 +379,14 @@ impl Writer {
             gate,
             relay_wakeup,
             metrics,
+            snapshot_every: 0,
         }
+    }
+
+    /// Snapshots each stream every `every` events (0: never).
+    pub fn snapshot_every(mut self, every: i64) -> Self {
+        self.snapshot_every = every.max(0);
+        self
     }
 
     pub fn db(&self) -> &DatabaseConnection {
@@ -490,6 +499,7 @@ impl Writer {
                 idempotency_key: ctx.idempotency_key.as_ref().map(|k| k.as_str().to_owned()),
             },
             now: Utc::now(),
+            snapshot_every: self.snapshot_every,
         };
         let outcome = command.run(&mut uow).await?;
         if let Some(key) = &ctx.idempotency_key {

@@ -8,6 +8,9 @@ mod m20261123_000001_event_store;
 mod m20261123_000002_write_tables;
 mod m20261123_000003_read_views;
 mod m20261123_000004_orders;
+mod m20261123_000005_live_indexes;
+mod m20261123_000006_snapshots_and_review_titles;
+mod m20261123_000007_projection_failures;
 
 pub struct Migrator;
 
@@ -19,6 +22,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_write_tables::Migration),
             Box::new(m20261123_000003_read_views::Migration),
             Box::new(m20261123_000004_orders::Migration),
+            Box::new(m20261123_000005_live_indexes::Migration),
+            Box::new(m20261123_000006_snapshots_and_review_titles::Migration),
+            Box::new(m20261123_000007_projection_failures::Migration),
         ]
     }
 }

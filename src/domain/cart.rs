@@ -101,7 +101,7 @@ pub enum CartError {
     NotInCart(Uuid),
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Cart {
     pub lines: BTreeMap<Uuid, u32>,
     pub version: i64,

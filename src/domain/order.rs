@@ -183,7 +183,7 @@ pub enum OrderError {
     },
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Order {
     pub exists: bool,
     pub user_id: Option<UserId>,

@@ -84,7 +84,7 @@ impl DomainEvent for PaymentEvent {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PaymentError {}
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Payment {
     pub order_id: Option<Uuid>,
     pub status: PaymentStatus,

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::{
-    Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel, UserId,
+    Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
+    StockLevel, UserId,
 };
 use super::{Aggregate, DomainEvent};
 
@@ -59,6 +60,7 @@ pub enum ProductCommand {
     Review {
         user_id: UserId,
         rating: Rating,
+        title: ReviewTitle,
         comment: Comment,
     },
     /// Inventory: hold `quantity` units for an order. Idempotent per order.
@@ -109,6 +111,8 @@ pub enum ProductEvent {
     Reviewed {
         user_id: UserId,
         rating: Rating,
+        /// Since v2 (v1 reviews are upcast with an empty title).
+        title: ReviewTitle,
         comment: Comment,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         replaced_rating: Option<Rating>,
@@ -164,7 +168,7 @@ pub enum ProductError {
     StockOverflow { max: i64 },
 }
 
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Product {
     pub exists: bool,
     pub sku: Option<Sku>,
@@ -329,6 +333,7 @@ impl Aggregate for Product {
             ProductCommand::Review {
                 user_id,
                 rating,
+                title,
                 comment,
             } => {
                 self.ensure_active()?;
@@ -347,6 +352,7 @@ impl Aggregate for Product {
                 Ok(vec![ProductEvent::Reviewed {
                     user_id,
                     rating,
+                    title,
                     comment,
                     replaced_rating,
                     review_count,
@@ -421,6 +427,7 @@ mod tests {
         ProductCommand::Review {
             user_id: UserId::parse(user).unwrap(),
             rating: Rating::parse(rating).unwrap(),
+            title: ReviewTitle::parse("").unwrap(),
             comment: Comment::parse("").unwrap(),
         }
     }

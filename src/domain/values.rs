@@ -92,6 +92,10 @@ text_newtype!(
     Comment, "comment", 0, 2000
 );
 text_newtype!(
+    /// A review's headline: up to 120 characters (may be empty).
+    ReviewTitle, "title", 0, 120
+);
+text_newtype!(
     /// Why stock was adjusted or an order cancelled: up to 500 characters (may be empty).
     Reason, "reason", 0, 500
 );

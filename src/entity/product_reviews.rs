@@ -10,6 +10,7 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub user_id: String,
     pub rating: i16,
+    pub title: String,
     pub comment: String,
     pub updated_at: DateTimeUtc,
 }

@@ -9,6 +9,9 @@ pub struct Model {
     pub name: String,
     pub position: i64,
     pub updated_at: DateTimeUtc,
+    /// The event the projection stopped at, while it cannot fold it.
+    pub failed_position: Option<i64>,
+    pub error: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

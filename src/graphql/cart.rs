@@ -15,7 +15,7 @@ use crate::read::cart::{self as view, CartLine, CartRead};
 use crate::write::Outcome;
 
 /// A user's cart.
-pub struct Cart(CartRead);
+pub struct Cart(pub(crate) CartRead);
 
 #[Object]
 impl Cart {

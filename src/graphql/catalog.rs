@@ -10,7 +10,8 @@ use super::scalars::{Decimal, Position};
 use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
 use crate::domain::product;
 use crate::domain::values::{
-    Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel,
+    Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
+    StockLevel,
 };
 use crate::entity::catalog_view;
 use crate::error::{AppError, AppResult};
@@ -22,6 +23,15 @@ use crate::write::catalog::{NewProduct, ProductChanges, Review, StockAdjustment}
 pub enum ProductStatus {
     Active,
     Discontinued,
+}
+
+impl ProductStatus {
+    pub(crate) fn from_domain(status: product::ProductStatus) -> Self {
+        match status {
+            product::ProductStatus::Active => ProductStatus::Active,
+            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
+        }
+    }
 }
 
 /// A product as the catalog view shows it.
@@ -214,6 +224,9 @@ pub struct ReviewProductInput {
     pub product_id: Uuid,
     /// 1 to 5.
     pub rating: i64,
+    /// A headline, up to 120 characters.
+    #[graphql(default_with = "Some(String::new())")]
+    pub title: Option<String>,
     #[graphql(default_with = "Some(String::new())")]
     pub comment: Option<String>,
     pub idempotency_key: Option<String>,
@@ -351,6 +364,7 @@ impl CatalogMutation {
             let parsed = Review {
                 product_id: input.product_id,
                 rating: Rating::parse(input.rating)?,
+                title: ReviewTitle::parse(input.title.as_deref().unwrap_or(""))?,
                 comment: Comment::parse(input.comment.as_deref().unwrap_or(""))?,
             };
             let outcome = services(ctx)?

@@ -38,6 +38,8 @@ impl AppError {
             AppError::InsufficientStock(_) => "INSUFFICIENT_STOCK",
             AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             AppError::ConsistencyTimeout { .. } => "CONSISTENCY_TIMEOUT",
+            AppError::RateLimited(_) => "RATE_LIMITED",
+            AppError::ServerDraining { .. } => "SERVER_DRAINING",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -59,7 +61,9 @@ impl ErrorExtensions for AppError {
         };
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", self.code());
-            if let AppError::ConsistencyTimeout { position } = self {
+            if let AppError::ConsistencyTimeout { position }
+            | AppError::ServerDraining { position } = self
+            {
                 ext.set("position", position.to_string());
             }
         })

@@ -42,7 +42,7 @@ impl OrderStatus {
         }
     }
 
-    fn from_domain(s: order::OrderStatus) -> Self {
+    pub(crate) fn from_domain(s: order::OrderStatus) -> Self {
         match s {
             order::OrderStatus::Pending => OrderStatus::Pending,
             order::OrderStatus::Reserved => OrderStatus::Reserved,
@@ -72,7 +72,7 @@ pub enum ReservationStatus {
 }
 
 /// The order details view: order, inventory reservation and payment, joined in one denormalized row.
-pub struct Order(order_view::Model);
+pub struct Order(pub(crate) order_view::Model);
 
 #[Object]
 impl Order {
@@ -139,7 +139,7 @@ impl Order {
 }
 
 /// One line of an order, priced at checkout.
-pub struct OrderLine(DomainLine);
+pub struct OrderLine(pub(crate) DomainLine);
 
 #[Object]
 impl OrderLine {
@@ -298,7 +298,7 @@ impl OrdersQuery {
 
 /// Live sales and stock figures.
 pub struct Dashboard {
-    figures: dashboard_view::DashboardRead,
+    pub(crate) figures: dashboard_view::DashboardRead,
 }
 
 #[derive(SimpleObject)]

@@ -144,6 +144,28 @@ pub async fn find_many<C: ConnectionTrait>(
         .await
 }
 
+/// Products whose row is at a position in `(after, upto]` (only `ids` when given), oldest
+/// change first, at most `limit`.
+pub async fn changed<C: ConnectionTrait>(
+    db: &C,
+    ids: Option<&[Uuid]>,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<catalog_view::Model>, DbErr> {
+    let mut query = catalog_view::Entity::find()
+        .filter(catalog_view::Column::Position.gt(after))
+        .filter(catalog_view::Column::Position.lte(upto));
+    if let Some(ids) = ids {
+        query = query.filter(catalog_view::Column::Id.is_in(ids.iter().copied()));
+    }
+    query
+        .order_by_asc(catalog_view::Column::Position)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 fn escape_like(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('%');

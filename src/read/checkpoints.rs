@@ -75,16 +75,54 @@ pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Re
         name: Set(name.to_owned()),
         position: Set(position),
         updated_at: Set(Utc::now()),
+        failed_position: Set(None),
+        error: Set(None),
     })
     .on_conflict(
         OnConflict::column(projection_checkpoints::Column::Name)
             .update_columns([
                 projection_checkpoints::Column::Position,
                 projection_checkpoints::Column::UpdatedAt,
+                projection_checkpoints::Column::FailedPosition,
+                projection_checkpoints::Column::Error,
             ])
             .to_owned(),
     )
     .exec(txn)
     .await?;
     Ok(())
+}
+
+/// Records that a projection stopped at the event at `failed_position` (its checkpoint
+/// stays `position`, just before it).
+pub async fn store_failure<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    position: i64,
+    failed_position: i64,
+    error: &str,
+) -> Result<(), DbErr> {
+    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+        name: Set(name.to_owned()),
+        position: Set(position),
+        updated_at: Set(Utc::now()),
+        failed_position: Set(Some(failed_position)),
+        error: Set(Some(error.to_owned())),
+    })
+    .on_conflict(
+        OnConflict::column(projection_checkpoints::Column::Name)
+            .update_columns([
+                projection_checkpoints::Column::FailedPosition,
+                projection_checkpoints::Column::Error,
+            ])
+            .to_owned(),
+    )
+    .exec(db)
+    .await?;
+    Ok(())
+}
+
+/// Every stored checkpoint row (for the status table outside the server).
+pub async fn all<C: ConnectionTrait>(db: &C) -> Result<Vec<projection_checkpoints::Model>, DbErr> {
+    projection_checkpoints::Entity::find().all(db).await
 }

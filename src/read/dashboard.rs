@@ -185,6 +185,7 @@ impl Projection for DashboardProjection {
 }
 
 /// The dashboard's figures as stored, and the position they reflect.
+#[derive(Debug, Clone)]
 pub struct DashboardRead {
     pub by_status: Vec<(OrderStatus, i64)>,
     pub revenue_cents: i64,

@@ -169,6 +169,28 @@ pub async fn find<C: ConnectionTrait>(
     order_view::Entity::find_by_id(id).one(db).await
 }
 
+/// Orders whose row is at a position in `(after, upto]` (only `user_id`'s when given),
+/// oldest change first, at most `limit`.
+pub async fn changed<C: ConnectionTrait>(
+    db: &C,
+    user_id: Option<&str>,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<order_view::Model>, DbErr> {
+    let mut query = order_view::Entity::find()
+        .filter(order_view::Column::Position.gt(after))
+        .filter(order_view::Column::Position.lte(upto));
+    if let Some(user) = user_id {
+        query = query.filter(order_view::Column::UserId.eq(user));
+    }
+    query
+        .order_by_asc(order_view::Column::Position)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 pub struct OrderPage {
     pub items: Vec<order_view::Model>,
     pub has_next_page: bool,

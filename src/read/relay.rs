@@ -53,6 +53,10 @@ pub struct Relay {
     pub poll: Duration,
     pub health: Arc<RelayHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The safe horizon, for the raw event feed.
+    pub horizon: watch::Sender<i64>,
+    /// Each projection's status (running, failed at an event).
+    pub statuses: Arc<super::status::Statuses>,
 }
 
 impl Relay {
@@ -98,14 +102,28 @@ impl Relay {
             .unwrap_or(0);
         let horizon = safe_horizon(&self.db, lowest).await?;
         self.metrics.head_at(horizon);
+        self.statuses.set_head(horizon);
+        self.horizon.send_if_modified(|known| {
+            let raised = horizon > *known;
+            if raised {
+                *known = horizon;
+            }
+            raised
+        });
         loop {
+            // A failed projection stays at its event; the others go on without it.
             let from = self
                 .projections
                 .iter()
+                .filter(|p| !self.statuses.is_failed(p.name()))
                 .map(|p| self.checkpoints.get(p.name()))
                 .min()
                 .unwrap_or(horizon);
             if from >= horizon {
+                for p in &self.projections {
+                    self.metrics
+                        .projection_lag(p.name(), horizon - self.checkpoints.get(p.name()));
+                }
                 return Ok(());
             }
             let batch = events::Entity::find()
@@ -125,7 +143,7 @@ impl Relay {
             };
             for projection in &self.projections {
                 let checkpoint = self.checkpoints.get(projection.name());
-                if checkpoint >= upto {
+                if checkpoint >= upto || self.statuses.is_failed(projection.name()) {
                     continue;
                 }
                 let start = batch.partition_point(|e| e.position <= checkpoint);
@@ -142,22 +160,101 @@ impl Relay {
                     self.metrics.projection_at(projection.name(), upto);
                     continue;
                 }
-                let changes = {
-                    let _gate = self.gate.enter_views().await;
-                    let txn = begin_write(&self.db).await?;
-                    let changes = projection.apply(&txn, events).await?;
-                    checkpoints::store(&txn, projection.name(), upto).await?;
-                    txn.commit().await?;
-                    changes
-                };
-                self.checkpoints.advance(projection.name(), upto);
-                self.metrics.projection_at(projection.name(), upto);
-                if !changes.is_empty() {
-                    self.bus.publish(changes);
+                match self.fold(projection.as_ref(), events, upto).await {
+                    Ok(()) => {}
+                    Err(e) if is_transient(&e) => return Err(e),
+                    Err(e) => {
+                        tracing::warn!(projection = projection.name(), error = %e, "a projection batch failed; folding its events one by one");
+                        self.isolate(projection.as_ref(), events).await?;
+                    }
                 }
             }
         }
     }
+
+    /// Folds `events` into `projection`'s view and moves its checkpoint to `upto`, in one
+    /// transaction; then announces the changes.
+    async fn fold(
+        &self,
+        projection: &dyn Projection,
+        events: &[events::Model],
+        upto: i64,
+    ) -> Result<(), DbErr> {
+        let changes = {
+            let _gate = self.gate.enter_views().await;
+            let txn = begin_write(&self.db).await?;
+            let changes = projection.apply(&txn, events).await?;
+            checkpoints::store(&txn, projection.name(), upto).await?;
+            txn.commit().await?;
+            changes
+        };
+        self.checkpoints.advance(projection.name(), upto);
+        self.metrics.projection_at(projection.name(), upto);
+        self.metrics
+            .events_applied(projection.name(), events.len() as u64);
+        self.statuses.advanced(projection.name());
+        if !changes.is_empty() {
+            self.bus.publish(changes);
+        }
+        Ok(())
+    }
+
+    /// After a failed batch: folds the events one at a time (each with its checkpoint),
+    /// so the projection stops exactly at the event it cannot fold, never past it. A
+    /// failure is retried once (a deadlock or a serialization failure passes); a second
+    /// one marks the projection failed at that event.
+    async fn isolate(
+        &self,
+        projection: &dyn Projection,
+        events: &[events::Model],
+    ) -> Result<(), DbErr> {
+        for event in events {
+            let one = std::slice::from_ref(event);
+            let first = self.fold(projection, one, event.position).await;
+            let outcome = match first {
+                Err(e) if !is_transient(&e) => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    self.fold(projection, one, event.position).await
+                }
+                other => other,
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(e) if is_transient(&e) => return Err(e),
+                Err(e) => {
+                    tracing::error!(
+                        projection = projection.name(),
+                        position = event.position,
+                        event_type = %event.event_type,
+                        error = %e,
+                        "projection stopped: it cannot fold this event (fix it and restart)"
+                    );
+                    self.metrics.projection_failed(projection.name());
+                    let error = e.to_string();
+                    if let Err(e) = checkpoints::store_failure(
+                        &self.db,
+                        projection.name(),
+                        self.checkpoints.get(projection.name()),
+                        event.position,
+                        &error,
+                    )
+                    .await
+                    {
+                        tracing::warn!(error = %e, "could not record the projection's failure");
+                    }
+                    self.statuses
+                        .failed(projection.name(), event.position, error);
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A failure of the connection rather than of the event: retried with backoff.
+fn is_transient(e: &DbErr) -> bool {
+    matches!(e, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
 }
 
 /// The highest position below which every event is final: committed (visible) or rolled
@@ -182,6 +279,7 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
         }
     }
 }
+
 
 /// PostgreSQL: (1) read the last position handed out, L; (2) *then* list the xids of
 /// the transactions running in this database. Every transaction that holds a position

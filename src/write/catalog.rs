@@ -13,7 +13,8 @@ use super::{CommandContext, Envelope, Outcome, WriteModel, Writer};
 use crate::domain::cart::ProductFacts;
 use crate::domain::product::{Product, ProductCommand, ProductEvent, ProductStatus};
 use crate::domain::values::{
-    Comment, Description, Money, ProductName, Rating, Reason, Sku, StockDelta, StockLevel,
+    Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
+    StockLevel,
 };
 use crate::entity::{product_reviews, products};
 use crate::error::{AppError, AppResult};
@@ -65,6 +66,7 @@ impl WriteModel for Product {
             if let ProductEvent::Reviewed {
                 user_id,
                 rating,
+                title,
                 comment,
                 ..
             } = event
@@ -73,6 +75,7 @@ impl WriteModel for Product {
                     product_id: Set(stream_id),
                     user_id: Set(user_id.as_str().to_owned()),
                     rating: Set(i16::from(rating.get())),
+                    title: Set(title.as_str().to_owned()),
                     comment: Set(comment.as_str().to_owned()),
                     updated_at: Set(now),
                 };
@@ -137,6 +140,7 @@ pub struct StockAdjustment {
 pub struct Review {
     pub product_id: Uuid,
     pub rating: Rating,
+    pub title: ReviewTitle,
     pub comment: Comment,
 }
 
@@ -243,6 +247,7 @@ impl Writer {
                 command: ProductCommand::Review {
                     user_id: ctx.user_id.clone(),
                     rating: input.rating,
+                    title: input.title,
                     comment: input.comment,
                 },
             },

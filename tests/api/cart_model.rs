@@ -208,7 +208,7 @@ async fn check_view_is_fold_of_events(app: &TestApp, view: &Value) -> Result<(),
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
     let mut folded = Cart::default();
     for row in &rows {
-        let event: CartEvent = event_store::decode(&row.event_type, &row.data)
+        let event: CartEvent = event_store::decode(&row.event_type, row.event_version, &row.data)
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         folded = folded.apply(&event);
     }

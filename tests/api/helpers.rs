@@ -164,6 +164,18 @@ impl TestApp {
         self.start().await;
     }
 
+    /// Stops the server as SIGTERM does (graceful drain) and returns how it ended.
+    pub async fn shut_down(&mut self) -> anyhow::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("the server is running");
+        tokio::time::timeout(WAIT_DEADLINE, handle)
+            .await
+            .expect("the server stopped before the deadline")
+            .expect("the server task does not panic")
+    }
+
     /// Waits until the server stops on its own (say, a fault injected into the saga) and
     /// returns how it ended. Panics if it is still running at the deadline.
     pub async fn stopped(&mut self) -> anyhow::Result<()> {

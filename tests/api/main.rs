@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod audit;
 mod auth;
 mod cart;
 mod cart_model;
@@ -21,3 +22,6 @@ mod relay;
 mod reviews;
 mod saga_recovery;
 mod schema;
+mod subscriptions;
+mod ws_client;
+mod ws_protocol;

@@ -1,0 +1,545 @@
+//! GraphQL over WebSocket on `/graphql`: the `graphql-transport-ws` protocol (the
+//! graphql-ws library's, PROTOCOL.md) and the legacy `graphql-ws` subprotocol
+//! (subscriptions-transport-ws) for older clients.
+//!
+//! async-graphql 7 ships a protocol engine, but it deviates from the spec where clients
+//! depend on it (it closes with 1002 instead of 4400/4403, 1011 instead of 4401, has no
+//! 4408 init timeout, silently replaces a duplicate id instead of 4409, never sends an
+//! `error` message), so the protocol lives here and async-graphql only executes:
+//!
+//! - `4400` an invalid message, `4401` subscribe before `connection_ack`, `4403` a
+//!   rejected `connection_init` (bad token, too many connections), `4408` no
+//!   `connection_init` in time, `4409` a duplicate subscription id, `4429` a second
+//!   `connection_init`; `4403` again when the token expires, at its `exp`;
+//! - ping/pong both ways (the server pings an idle client every keep-alive period);
+//! - an operation that fails validation or authorization gets an `error` message;
+//! - a limit on subscriptions per connection (`error` with `RATE_LIMITED`) and on
+//!   connections per user (`4403` with the reason);
+//! - when the server drains, each subscription ends with a `SERVER_DRAINING` error that
+//!   carries its resume position, then the socket closes with 1001.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_graphql::{Request, Response, ServerError};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::HeaderMap;
+use axum::response::Response as HttpResponse;
+use futures_util::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_stream::StreamMap;
+
+use super::HttpState;
+use crate::auth::Auth;
+use crate::graphql::error::ensure_code;
+
+/// The subprotocols served, in order of preference.
+pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
+
+/// Limits and timers of the WebSocket transport.
+#[derive(Debug, Clone)]
+pub struct WsSettings {
+    pub init_timeout: Duration,
+    pub keepalive: Duration,
+    pub max_subscriptions: usize,
+    pub max_connections_per_user: usize,
+}
+
+/// Open connections: per signed-in user (for the limit) and in all (for draining).
+#[derive(Default)]
+pub struct Connections {
+    per_user: Mutex<HashMap<String, usize>>,
+    open: watch::Sender<usize>,
+}
+
+/// Counts one open connection while alive.
+struct Open(Arc<Connections>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Holds one of a user's connection slots while alive.
+struct UserSlot(Arc<Connections>, String);
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        let mut per_user = self.0.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = per_user.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                per_user.remove(&self.1);
+            }
+        }
+    }
+}
+
+impl Connections {
+    fn open(self: &Arc<Self>) -> Open {
+        self.open.send_modify(|n| *n += 1);
+        Open(self.clone())
+    }
+
+    fn claim(self: &Arc<Self>, user: &str, max: usize) -> Option<UserSlot> {
+        let mut per_user = self.per_user.lock().unwrap_or_else(|e| e.into_inner());
+        let n = per_user.entry(user.to_owned()).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(UserSlot(self.clone(), user.to_owned()))
+    }
+
+    /// Waits until every connection has closed, at most `timeout`; true when all did.
+    pub async fn wait_closed(&self, timeout: Duration) -> bool {
+        let mut open = self.open.subscribe();
+        tokio::time::timeout(timeout, open.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// graphql-transport-ws
+    Transport,
+    /// graphql-ws (subscriptions-transport-ws), legacy
+    Legacy,
+}
+
+/// Answers a WebSocket upgrade on `/graphql`.
+pub fn upgrade(state: HttpState, ws: WebSocketUpgrade, headers: &HeaderMap) -> HttpResponse {
+    let offered = headers.contains_key(axum::http::header::SEC_WEBSOCKET_PROTOCOL);
+    let ws = ws
+        .protocols(PROTOCOLS)
+        .max_message_size(state.max_message_bytes);
+    let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
+        Some("graphql-ws") => Some(Protocol::Legacy),
+        Some(_) => Some(Protocol::Transport),
+        // No subprotocol asked for: speak the current one.
+        None if !offered => Some(Protocol::Transport),
+        None => None,
+    };
+    let header_auth = super::authorization(headers).map(str::to_owned);
+    ws.on_upgrade(move |socket| async move {
+        match protocol {
+            Some(protocol) => {
+                Connection::new(socket, protocol, state, header_auth)
+                    .run()
+                    .await
+            }
+            None => {
+                let mut socket = socket;
+                close(&mut socket, 4406, "Subprotocol not acceptable").await;
+            }
+        }
+    })
+}
+
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
+    // A close frame's reason is at most 123 bytes.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let reason = &reason[..end];
+    let _ = socket
+        .send(Message::Close(Some(CloseFrame {
+            code,
+            reason: reason.into(),
+        })))
+        .await;
+}
+
+/// What a subscription stream produces for the client.
+enum Out {
+    Next(Response),
+    Error(Vec<ServerError>),
+    Complete,
+}
+
+type OutStream = Pin<Box<dyn Stream<Item = Out> + Send>>;
+
+/// Turns an operation's responses into protocol messages: a response without data that
+/// ends the operation (validation, authorization, SERVER_DRAINING) is an `error`
+/// message; anything else is `next`, and the end is `complete`.
+fn classify(responses: impl Stream<Item = Response> + Send + 'static) -> OutStream {
+    Box::pin(async_stream::stream! {
+        let mut responses = std::pin::pin!(responses);
+        let mut held: Option<Response> = None;
+        while let Some(mut response) = responses.next().await {
+            response.errors.iter_mut().for_each(ensure_code);
+            if let Some(previous) = held.take() {
+                yield Out::Next(previous);
+            }
+            if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
+                held = Some(response);
+            } else {
+                yield Out::Next(response);
+            }
+        }
+        match held {
+            Some(failed) => yield Out::Error(failed.errors),
+            None => yield Out::Complete,
+        }
+    })
+}
+
+/// What the server sends for an operation.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Outgoing<'a> {
+    /// graphql-transport-ws
+    Next {
+        id: &'a str,
+        payload: &'a Response,
+    },
+    /// legacy
+    Data {
+        id: &'a str,
+        payload: &'a Response,
+    },
+    Error {
+        id: &'a str,
+        payload: &'a [ServerError],
+    },
+    Complete {
+        id: &'a str,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ClientMessage {
+    ConnectionInit {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Ping {
+        #[serde(default)]
+        payload: Option<Value>,
+    },
+    Pong {
+        #[serde(default)]
+        #[allow(dead_code)]
+        payload: Option<Value>,
+    },
+    /// graphql-transport-ws
+    Subscribe { id: String, payload: Box<Request> },
+    /// graphql-transport-ws
+    Complete { id: String },
+    /// legacy
+    Start { id: String, payload: Box<Request> },
+    /// legacy
+    Stop { id: String },
+    /// legacy
+    ConnectionTerminate,
+}
+
+/// Why the connection ends.
+struct Closing(u16, String);
+
+impl Closing {
+    fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self(code, reason.into())
+    }
+}
+
+struct Connection {
+    socket: WebSocket,
+    protocol: Protocol,
+    state: HttpState,
+    header_auth: Option<String>,
+    auth: Option<Auth>,
+    _slot: Option<UserSlot>,
+    subscriptions: StreamMap<String, OutStream>,
+}
+
+impl Connection {
+    fn new(
+        socket: WebSocket,
+        protocol: Protocol,
+        state: HttpState,
+        header_auth: Option<String>,
+    ) -> Self {
+        Self {
+            socket,
+            protocol,
+            state,
+            header_auth,
+            auth: None,
+            _slot: None,
+            subscriptions: StreamMap::new(),
+        }
+    }
+
+    async fn send(&mut self, message: Value) -> bool {
+        self.send_text(message.to_string()).await
+    }
+
+    async fn send_text(&mut self, text: String) -> bool {
+        self.socket.send(Message::Text(text.into())).await.is_ok()
+    }
+
+    async fn run(mut self) {
+        let _open = self.state.connections.open();
+        let metrics = self.state.metrics.clone();
+        metrics.websocket_opened();
+        let closing = self.serve().await;
+        metrics.websocket_closed();
+        if let Some(Closing(code, reason)) = closing {
+            close(&mut self.socket, code, &reason).await;
+        }
+    }
+
+    /// The connection's loop; `Some` when the server closes it.
+    async fn serve(&mut self) -> Option<Closing> {
+        let settings = self.state.ws.clone();
+        let init_deadline = tokio::time::sleep(settings.init_timeout);
+        tokio::pin!(init_deadline);
+        let mut keepalive = tokio::time::interval_at(
+            tokio::time::Instant::now() + settings.keepalive,
+            settings.keepalive,
+        );
+        let mut drain = self.state.drain.clone();
+        let mut draining = *drain.borrow();
+        let mut expires: Option<tokio::time::Instant> = None;
+        loop {
+            if draining && self.subscriptions.is_empty() {
+                return Some(Closing::new(1001, "the server is shutting down"));
+            }
+            let acked = self.auth.is_some();
+            let expiry = async {
+                match expires {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                message = self.socket.recv() => {
+                    let text = match message {
+                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(Message::Binary(_))) => {
+                            return Some(Closing::new(4400, "binary messages are not accepted"));
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    };
+                    match self.on_message(text.as_str(), &settings, draining).await {
+                        Ok(Some(at)) => expires = Some(at),
+                        Ok(None) => {}
+                        Err(closing) => return closing,
+                    }
+                }
+                Some((id, out)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    if !matches!(out, Out::Next(_)) {
+                        // Done: the id is free again at once.
+                        self.subscriptions.remove(&id);
+                    }
+                    let message = self.render(&id, &out);
+                    if !self.send_text(message).await {
+                        return None;
+                    }
+                }
+                () = &mut init_deadline, if !acked => {
+                    return Some(Closing::new(4408, "Connection initialisation timeout"));
+                }
+                () = expiry => {
+                    return Some(Closing::new(4403, "Forbidden: the token expired"));
+                }
+                _ = keepalive.tick() => {
+                    let ping = match self.protocol {
+                        Protocol::Transport => json!({ "type": "ping" }),
+                        Protocol::Legacy if acked => json!({ "type": "ka" }),
+                        Protocol::Legacy => continue,
+                    };
+                    if !self.send(ping).await {
+                        return None;
+                    }
+                }
+                () = async { let _ = drain.wait_for(|d| *d).await; }, if !draining => {
+                    // Live subscriptions end themselves with SERVER_DRAINING; the socket
+                    // closes once the last one has.
+                    draining = true;
+                }
+            }
+        }
+    }
+
+    /// An operation's message, serialized straight from the response (no JSON tree).
+    fn render(&self, id: &str, out: &Out) -> String {
+        let message = match (out, self.protocol) {
+            (Out::Next(payload), Protocol::Transport) => Outgoing::Next { id, payload },
+            (Out::Next(payload), Protocol::Legacy) => Outgoing::Data { id, payload },
+            (Out::Error(payload), _) => Outgoing::Error { id, payload },
+            (Out::Complete, _) => Outgoing::Complete { id },
+        };
+        serde_json::to_string(&message).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "a response did not serialize");
+            json!({ "type": "error", "id": id, "payload": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] }).to_string()
+        })
+    }
+
+    /// Handles one client message; `Ok(Some(expiry))` when it signed the client in.
+    async fn on_message(
+        &mut self,
+        text: &str,
+        settings: &WsSettings,
+        draining: bool,
+    ) -> Result<Option<tokio::time::Instant>, Option<Closing>> {
+        let message: ClientMessage = serde_json::from_str(text)
+            .map_err(|e| Some(Closing::new(4400, format!("Invalid message received: {e}"))))?;
+        let legacy = self.protocol == Protocol::Legacy;
+        match message {
+            ClientMessage::ConnectionInit { payload } => {
+                if self.auth.is_some() {
+                    return Err(Some(Closing::new(4429, "Too many initialisation requests")));
+                }
+                let expiry = self.connection_init(payload, settings).await?;
+                return Ok(expiry);
+            }
+            ClientMessage::Ping { payload } if !legacy => {
+                let mut pong = json!({ "type": "pong" });
+                if let Some(payload) = payload {
+                    pong["payload"] = payload;
+                }
+                if !self.send(pong).await {
+                    return Err(None);
+                }
+            }
+            ClientMessage::Pong { .. } if !legacy => {}
+            ClientMessage::Subscribe { id, payload } if !legacy => {
+                self.subscribe(id, *payload, settings, draining).await?;
+            }
+            ClientMessage::Start { id, payload } if legacy => {
+                self.subscribe(id, *payload, settings, draining).await?;
+            }
+            ClientMessage::Complete { id } if !legacy => {
+                self.subscriptions.remove(&id);
+            }
+            ClientMessage::Stop { id } if legacy => {
+                if self.subscriptions.remove(&id).is_some()
+                    && !self.send(json!({ "type": "complete", "id": id })).await
+                {
+                    return Err(None);
+                }
+            }
+            ClientMessage::ConnectionTerminate if legacy => return Err(None),
+            _ => {
+                return Err(Some(Closing::new(
+                    4400,
+                    "Invalid message received: not a message of this subprotocol",
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn connection_init(
+        &mut self,
+        payload: Option<Value>,
+        settings: &WsSettings,
+    ) -> Result<Option<tokio::time::Instant>, Option<Closing>> {
+        let from_payload = payload.as_ref().and_then(|p| {
+            ["authorization", "Authorization"]
+                .iter()
+                .find_map(|k| p.get(*k).and_then(Value::as_str))
+        });
+        let header = from_payload.or(self.header_auth.as_deref());
+        let auth = self.state.verifier.authenticate(header);
+        let rejected = match &auth {
+            Auth::Invalid(reason) => Some(format!("Forbidden: {reason}")),
+            Auth::User(caller) => {
+                match self
+                    .state
+                    .connections
+                    .claim(caller.user_id.as_str(), settings.max_connections_per_user)
+                {
+                    Some(slot) => {
+                        self._slot = Some(slot);
+                        None
+                    }
+                    None => Some(format!(
+                        "Forbidden: {} already has {} open connections, the most allowed",
+                        caller.user_id.as_str(),
+                        settings.max_connections_per_user
+                    )),
+                }
+            }
+            Auth::Anonymous => None,
+        };
+        if let Some(reason) = rejected {
+            if self.protocol == Protocol::Legacy {
+                let _ = self
+                    .send(json!({ "type": "connection_error", "payload": { "message": reason } }))
+                    .await;
+            }
+            return Err(Some(Closing(4403, reason)));
+        }
+        let expiry = match &auth {
+            Auth::User(caller) => {
+                let left = caller.expires_at - chrono::Utc::now().timestamp();
+                Some(
+                    tokio::time::Instant::now()
+                        + Duration::from_secs(u64::try_from(left).unwrap_or(0)),
+                )
+            }
+            _ => None,
+        };
+        self.auth = Some(auth);
+        if !self.send(json!({ "type": "connection_ack" })).await {
+            return Err(None);
+        }
+        if self.protocol == Protocol::Legacy && !self.send(json!({ "type": "ka" })).await {
+            return Err(None);
+        }
+        Ok(expiry)
+    }
+
+    async fn subscribe(
+        &mut self,
+        id: String,
+        request: Request,
+        settings: &WsSettings,
+        draining: bool,
+    ) -> Result<(), Option<Closing>> {
+        let Some(auth) = self.auth.clone() else {
+            return Err(Some(Closing::new(4401, "Unauthorized")));
+        };
+        if self.subscriptions.contains_key(&id) {
+            return Err(Some(Closing::new(
+                4409,
+                format!("Subscriber for {id} already exists"),
+            )));
+        }
+        let refusal = if draining {
+            Some(("SERVER_DRAINING", "the server is shutting down".to_owned()))
+        } else if self.subscriptions.len() >= settings.max_subscriptions {
+            Some((
+                "RATE_LIMITED",
+                format!(
+                    "at most {} subscriptions may be open on one connection",
+                    settings.max_subscriptions
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((code, message)) = refusal {
+            let error = json!({ "message": message, "extensions": { "code": code } });
+            let sent = self
+                .send(json!({ "type": "error", "id": id, "payload": [error] }))
+                .await;
+            return if sent { Ok(()) } else { Err(None) };
+        }
+        let responses = self.state.schema.execute_stream(request.data(auth));
+        self.subscriptions.insert(id, classify(responses));
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! The raw event feed behind the `events` subscription: every event in position order,
+//! with no gap and no duplicate, from any starting point.
+//!
+//! One tailer per server follows the relay's safe horizon (below which every event is
+//! final), reads each new range of the log once and broadcasts it. It first raises
+//! `published` to the new horizon and only then broadcasts the range, so a subscriber
+//! that subscribes to the broadcast and *then* reads `published` either finds an event in
+//! the table (at or below what it read) or receives it (above). A subscriber reads its
+//! backlog from the table in pages up to `published`, then switches to the broadcast,
+//! forwarding only positions above its cursor. One that falls behind the broadcast
+//! buffer goes back to the table from its cursor: the feed never drops an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::Stream;
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use tokio::sync::{broadcast, watch};
+
+use super::live::Limits;
+use crate::entity::events;
+use crate::error::{AppError, AppResult};
+
+/// Events read per query, by the tailer and by a subscriber catching up.
+pub const PAGE: u64 = 512;
+
+pub struct EventFeed {
+    tx: broadcast::Sender<Arc<events::Model>>,
+    published: watch::Sender<i64>,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+impl EventFeed {
+    pub fn new(capacity: usize, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+        let (tx, _) = broadcast::channel(capacity);
+        Arc::new(Self {
+            tx,
+            published: watch::Sender::new(0),
+            metrics,
+        })
+    }
+
+    /// Follows `horizon` (the relay's) until `shutdown`.
+    pub async fn run(
+        self: Arc<Self>,
+        db: DatabaseConnection,
+        mut horizon: watch::Receiver<i64>,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut cursor = *self.published.borrow();
+        loop {
+            let target = *horizon.borrow_and_update();
+            if target > cursor {
+                self.published.send_replace(target);
+                // Nobody listening: nothing to broadcast. A subscriber arriving from now
+                // on reads `published` ≥ target, so the table serves it up to there.
+                if self.tx.receiver_count() > 0 {
+                    self.broadcast(&db, cursor, target, &mut shutdown).await;
+                }
+                cursor = target;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return,
+                changed = horizon.changed() => if changed.is_err() { return },
+            }
+        }
+    }
+
+    /// Broadcasts `(from, to]`, retrying a failed read until it succeeds or shutdown:
+    /// skipping a range would be a gap for every live subscriber.
+    async fn broadcast(
+        &self,
+        db: &DatabaseConnection,
+        mut from: i64,
+        to: i64,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) {
+        let mut backoff = Duration::from_millis(50);
+        while from < to {
+            match page(db, from, to, None).await {
+                Ok(rows) => {
+                    backoff = Duration::from_millis(50);
+                    let full = rows.len() as u64 == PAGE;
+                    for row in rows {
+                        from = row.position;
+                        let _ = self.tx.send(Arc::new(row));
+                    }
+                    if !full {
+                        from = to;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "event feed: reading the log failed; retrying");
+                    tokio::select! {
+                        _ = shutdown.as_mut() => return,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+            }
+        }
+    }
+
+    /// The events after `after` whose stream type is in `stream_types` (all when `None`),
+    /// then live ones, until `limits` end it.
+    pub fn follow(
+        self: Arc<Self>,
+        db: DatabaseConnection,
+        after: i64,
+        stream_types: Option<Vec<String>>,
+        mut limits: Limits,
+    ) -> impl Stream<Item = AppResult<Arc<events::Model>>> + Send {
+        async_stream::stream! {
+            self.metrics.subscription_opened("events");
+            let _open = OpenGuard(self.clone());
+            let wanted = |e: &events::Model| {
+                stream_types.as_ref().is_none_or(|t| t.contains(&e.stream_type))
+            };
+            let mut cursor = after;
+            loop {
+                let mut rx = self.tx.subscribe();
+                let upto = *self.published.borrow();
+                // Backlog from the table, in pages.
+                while cursor < upto {
+                    if limits.draining() {
+                        yield Err(AppError::ServerDraining { position: cursor });
+                        return;
+                    }
+                    let rows = match page(&db, cursor, upto, stream_types.as_deref()).await {
+                        Ok(rows) => rows,
+                        Err(e) => { yield Err(e.into()); return; }
+                    };
+                    let full = rows.len() as u64 == PAGE;
+                    for row in rows {
+                        cursor = row.position;
+                        yield Ok(Arc::new(row));
+                    }
+                    if !full {
+                        cursor = upto;
+                    }
+                }
+                // Live, until the broadcast leaves this subscriber behind.
+                loop {
+                    let msg = tokio::select! {
+                        biased;
+                        error = limits.ended(cursor) => Err(error),
+                        msg = rx.recv() => Ok(msg),
+                    };
+                    match msg {
+                        Err(error) => {
+                            yield Err(error);
+                            return;
+                        }
+                        Ok(Ok(event)) => {
+                            if event.position > cursor {
+                                cursor = event.position;
+                                if wanted(&event) {
+                                    yield Ok(event);
+                                }
+                            }
+                        }
+                        Ok(Err(broadcast::error::RecvError::Lagged(_))) => {
+                            self.metrics.subscriber_lagged("events");
+                            break;
+                        }
+                        Ok(Err(broadcast::error::RecvError::Closed)) => {
+                            yield Err(AppError::ServerDraining { position: cursor });
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct OpenGuard(Arc<EventFeed>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.metrics.subscription_closed("events");
+    }
+}
+
+/// Events in `(after, upto]` of the given stream types, in position order, at most `PAGE`.
+async fn page(
+    db: &DatabaseConnection,
+    after: i64,
+    upto: i64,
+    stream_types: Option<&[String]>,
+) -> Result<Vec<events::Model>, DbErr> {
+    let mut query = events::Entity::find()
+        .filter(events::Column::Position.gt(after))
+        .filter(events::Column::Position.lte(upto));
+    if let Some(types) = stream_types {
+        query = query.filter(events::Column::StreamType.is_in(types.iter().cloned()));
+    }
+    query
+        .order_by_asc(events::Column::Position)
+        .limit(PAGE)
+        .all(db)
+        .await
+}

@@ -1,0 +1,560 @@
+//! Live views: the fan-out between the change bus and view subscriptions.
+//!
+//! One hub per server listens on the change bus, loads each changed row **once** and
+//! broadcasts it to every subscription, so the cost of a change does not grow with the
+//! number of subscribers. A subscription ([`follow`]) emits the current state first, then
+//! every change newer than what it has emitted, and never loses a change that commits
+//! between the two:
+//!
+//! 1. it subscribes to the hub, *then* reads the projection's checkpoint `c`;
+//! 2. it emits the state of its keys as of at least `c` (their rows at position ≤ `c`);
+//! 3. it forwards only hub changes with a position above its cursor (`c` at first).
+//!
+//! A change above `c` was published after `c` was read, so after step 1: the hub delivers
+//! it. The hub emits a row only when the row is exactly at the change's position (a newer
+//! row means a newer change is queued behind and will carry it), so a subscription sees
+//! positions in increasing order and its cursor is a safe resume point.
+//!
+//! A subscriber that falls behind the hub's buffer (or a hub that falls behind the bus)
+//! is **conflated**: it re-reads the rows of its keys that changed since its cursor, so it
+//! gets the latest state of each key and never a stale one after a newer one.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use futures_util::Stream;
+use sea_orm::{DatabaseConnection, DbErr};
+use tokio::sync::{broadcast, mpsc, watch};
+use uuid::Uuid;
+
+use super::bus::Change;
+use super::checkpoints::Checkpoints;
+use super::{cart, catalog, dashboard, orders};
+use crate::entity::{catalog_view, order_view};
+use crate::error::{AppError, AppResult};
+
+/// Rows read per query when a subscription catches up.
+pub const CATCH_UP_PAGE: u64 = 500;
+
+/// The state of one key of one view, as the hub loaded it.
+#[derive(Debug, Clone)]
+pub enum ViewState {
+    Product(catalog_view::Model),
+    Cart(cart::CartRead),
+    Order(order_view::Model),
+    Dashboard(dashboard::DashboardRead),
+}
+
+/// One key of one view at `position`.
+#[derive(Debug)]
+pub struct ViewChange {
+    pub projection: &'static str,
+    pub key: String,
+    pub position: i64,
+    pub state: ViewState,
+}
+
+#[derive(Debug, Clone)]
+pub enum LiveMsg {
+    Change(Arc<ViewChange>),
+    /// The hub missed changes: the subscription must re-read what changed since its
+    /// cursor.
+    Resync,
+}
+
+/// The routing keys of a loaded row: its own key, and for an order its owner too (so a
+/// customer's `orderUpdated` is woken by their orders only).
+fn routes(change: &ViewChange) -> Vec<String> {
+    match &change.state {
+        ViewState::Order(order) => vec![change.key.clone(), user_route(&order.user_id)],
+        _ => vec![change.key.clone()],
+    }
+}
+
+/// The routing key of every order of `user_id`.
+pub fn user_route(user_id: &str) -> String {
+    format!("user:{user_id}")
+}
+
+/// One subscription's queue: the hub never waits for it. A full queue drops the change
+/// and flags the subscription, which then re-reads what changed (conflation).
+#[derive(Clone)]
+struct Subscriber {
+    tx: mpsc::Sender<LiveMsg>,
+    lagged: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    fn offer(&self, msg: LiveMsg) {
+        match self.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => self.lagged.store(true, Ordering::Release),
+            // Gone: its registration is being dropped.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+}
+
+#[derive(Default)]
+struct Registry {
+    next_id: u64,
+    /// (projection, routing key) → subscriptions watching that key.
+    by_key: HashMap<(&'static str, String), HashMap<u64, Subscriber>>,
+    /// projection → subscriptions watching every key.
+    every: HashMap<&'static str, HashMap<u64, Subscriber>>,
+    /// projection → number of subscriptions (a change nobody watches is not loaded).
+    count: HashMap<&'static str, usize>,
+}
+
+/// The hub. Cheap to share; `run` drives it. A change is loaded once and offered only to
+/// the subscriptions watching its key (or every key of its view), each through its own
+/// bounded queue, in the hub's order.
+pub struct LiveViews {
+    registry: Mutex<Registry>,
+    capacity: usize,
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// A subscription's place in the hub while alive: its queue and its lag flag.
+pub struct Registration {
+    hub: Arc<LiveViews>,
+    projection: &'static str,
+    keys: Option<Vec<String>>,
+    id: u64,
+    rx: mpsc::Receiver<LiveMsg>,
+    lagged: Arc<AtomicBool>,
+    /// Keeps the queue open while registered, even with no key to watch.
+    _open: mpsc::Sender<LiveMsg>,
+}
+
+impl Registration {
+    /// The next message, or `Resync` when the hub had to drop one for this subscription.
+    async fn next(&mut self) -> Option<LiveMsg> {
+        if self.lagged.swap(false, Ordering::Acquire) {
+            return Some(LiveMsg::Resync);
+        }
+        let msg = self.rx.recv().await;
+        if self.lagged.swap(false, Ordering::Acquire) {
+            // Changes were dropped after some still queued: re-read now; what is queued
+            // is skipped by position.
+            return Some(LiveMsg::Resync);
+        }
+        msg
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut registry = self.hub.lock();
+        match &self.keys {
+            Some(keys) => {
+                for key in keys {
+                    let slot = (self.projection, key.clone());
+                    if let Some(subs) = registry.by_key.get_mut(&slot) {
+                        subs.remove(&self.id);
+                        if subs.is_empty() {
+                            registry.by_key.remove(&slot);
+                        }
+                    }
+                }
+            }
+            None => {
+                if let Some(subs) = registry.every.get_mut(self.projection) {
+                    subs.remove(&self.id);
+                }
+            }
+        }
+        if let Some(n) = registry.count.get_mut(self.projection) {
+            *n = n.saturating_sub(1);
+        }
+        drop(registry);
+        self.hub.metrics.subscription_closed(self.projection);
+    }
+}
+
+impl LiveViews {
+    pub fn new(capacity: usize, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            registry: Mutex::new(Registry::default()),
+            capacity: capacity.max(1),
+            metrics,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a subscription to `keys` of `projection` (every key when `None`).
+    fn register(
+        self: &Arc<Self>,
+        projection: &'static str,
+        keys: Option<Vec<String>>,
+    ) -> Registration {
+        let (tx, rx) = mpsc::channel(self.capacity);
+        let lagged = Arc::new(AtomicBool::new(false));
+        let subscriber = Subscriber {
+            tx: tx.clone(),
+            lagged: lagged.clone(),
+        };
+        let mut registry = self.lock();
+        registry.next_id += 1;
+        let id = registry.next_id;
+        match &keys {
+            Some(keys) => {
+                for key in keys {
+                    registry
+                        .by_key
+                        .entry((projection, key.clone()))
+                        .or_default()
+                        .insert(id, subscriber.clone());
+                }
+            }
+            None => {
+                registry
+                    .every
+                    .entry(projection)
+                    .or_default()
+                    .insert(id, subscriber);
+            }
+        }
+        *registry.count.entry(projection).or_default() += 1;
+        drop(registry);
+        self.metrics.subscription_opened(projection);
+        Registration {
+            hub: self.clone(),
+            projection,
+            keys,
+            id,
+            rx,
+            lagged,
+            _open: tx,
+        }
+    }
+
+    fn watched(&self, projection: &str) -> bool {
+        self.lock().count.get(projection).is_some_and(|n| *n > 0)
+    }
+
+    /// Offers a loaded change to the subscriptions watching it.
+    fn route(&self, change: ViewChange) {
+        let routes = routes(&change);
+        let change = Arc::new(change);
+        let registry = self.lock();
+        let mut offered = std::collections::HashSet::new();
+        let keyed = routes
+            .iter()
+            .filter_map(|key| registry.by_key.get(&(change.projection, key.clone())));
+        let every = registry.every.get(change.projection);
+        for subs in keyed.chain(every) {
+            for (id, sub) in subs {
+                // A subscription watching two routes of one change gets it once.
+                if offered.insert(*id) {
+                    sub.offer(LiveMsg::Change(change.clone()));
+                }
+            }
+        }
+    }
+
+    /// Every subscription re-reads: the hub itself missed changes.
+    fn resync_all(&self) {
+        let registry = self.lock();
+        for sub in registry
+            .by_key
+            .values()
+            .chain(registry.every.values())
+            .flat_map(|subs| subs.values())
+        {
+            sub.offer(LiveMsg::Resync);
+        }
+    }
+
+    /// Listens on `bus` until `shutdown`; `bus` must be subscribed before the relay runs.
+    pub async fn run(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<Change>,
+        db: DatabaseConnection,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            let change = tokio::select! {
+                _ = &mut shutdown => return,
+                change = changes.recv() => change,
+            };
+            match change {
+                Ok(change) => {
+                    if !self.watched(change.projection) {
+                        continue;
+                    }
+                    match load(&db, &change).await {
+                        Ok(Some(state)) => self.route(state),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "live views: loading a change failed; subscribers re-read");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            self.resync_all();
+                        }
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "live views fell behind the change bus; subscribers re-read"
+                    );
+                    self.metrics.subscriber_lagged("hub");
+                    self.resync_all();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// Loads the row a change names, if it is still at the change's position.
+async fn load(db: &DatabaseConnection, change: &Change) -> Result<Option<ViewChange>, DbErr> {
+    let uuid = || Uuid::parse_str(&change.key).ok();
+    let (position, state) = match change.projection {
+        catalog::NAME => {
+            let Some(row) = (match uuid() {
+                Some(id) => catalog::find(db, id).await?,
+                None => None,
+            }) else {
+                return Ok(None);
+            };
+            (row.position, ViewState::Product(row))
+        }
+        orders::NAME => {
+            let Some(row) = (match uuid() {
+                Some(id) => orders::find(db, id).await?,
+                None => None,
+            }) else {
+                return Ok(None);
+            };
+            (row.position, ViewState::Order(row))
+        }
+        cart::NAME => {
+            let cart = cart::find(db, &change.key).await?;
+            (cart.position, ViewState::Cart(cart))
+        }
+        dashboard::NAME => {
+            // One key: any figures at or above the change are the right ones to send.
+            let figures = dashboard::read(db, Utc::now(), change.position).await?;
+            return Ok(Some(ViewChange {
+                projection: change.projection,
+                key: change.key.clone(),
+                position: figures.position,
+                state: ViewState::Dashboard(figures),
+            }));
+        }
+        _ => return Ok(None),
+    };
+    // A newer row means a newer change of this key is queued behind this one: that one
+    // sends it, so that positions leave the hub in increasing order.
+    if position != change.position {
+        return Ok(None);
+    }
+    Ok(Some(ViewChange {
+        projection: change.projection,
+        key: change.key.clone(),
+        position,
+        state,
+    }))
+}
+
+/// What a subscription watches, and who may see what.
+#[async_trait::async_trait]
+pub trait Watch: Send + Sync + 'static {
+    type Item: Send + 'static;
+
+    /// The projection whose changes concern this watch.
+    fn projection(&self) -> &'static str;
+
+    /// The routing keys watched (a row's key; `user_route` for a user's orders), or
+    /// `None` for every key of the projection.
+    fn keys(&self) -> Option<Vec<String>>;
+
+    /// The current state of each watched key, oldest first, when the subscription names
+    /// its keys (emitted first); `None` when it is open-ended (all products, all orders).
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        checkpoint: i64,
+    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr>;
+
+    /// Watched keys whose rows are at a position in `(after, upto]`, oldest first, at
+    /// most `limit`.
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr>;
+
+    /// A live change, if it concerns this watch and the caller may see it.
+    fn accept(&self, change: &ViewChange) -> Option<Self::Item>;
+}
+
+/// How a subscription ends besides its client leaving.
+#[derive(Clone)]
+pub struct Limits {
+    /// Flips to true when the server drains.
+    pub drain: watch::Receiver<bool>,
+    /// The caller's token expiry.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Limits {
+    /// Resolves with the error that ends the subscription.
+    pub async fn ended(&mut self, cursor: i64) -> AppError {
+        let expiry = async {
+            match self.expires_at {
+                Some(at) => {
+                    let left = (at - Utc::now()).to_std().unwrap_or(Duration::ZERO);
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = async { let _ = self.drain.wait_for(|d| *d).await; } => {
+                AppError::ServerDraining { position: cursor }
+            }
+            _ = expiry => AppError::Unauthenticated("the token expired: sign in again".into()),
+        }
+    }
+
+    pub fn draining(&self) -> bool {
+        *self.drain.borrow()
+    }
+}
+
+/// Everything a subscription needs from the server.
+#[derive(Clone)]
+pub struct Source {
+    pub hub: Arc<LiveViews>,
+    pub db: DatabaseConnection,
+    pub checkpoints: Arc<Checkpoints>,
+}
+
+/// The watched keys whose rows moved into `(after, upto]`, oldest first, read in pages.
+async fn catch_up<W: Watch>(
+    watch: &W,
+    db: &DatabaseConnection,
+    after: i64,
+    upto: i64,
+) -> Result<Vec<(i64, W::Item)>, DbErr> {
+    let mut items = Vec::new();
+    let mut from = after;
+    while from < upto {
+        let page = watch.changed(db, from, upto, CATCH_UP_PAGE).await?;
+        let full = page.len() as u64 == CATCH_UP_PAGE;
+        if let Some((last, _)) = page.last() {
+            from = *last;
+        }
+        items.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(items)
+}
+
+enum Step {
+    Ended(AppError),
+    Msg(Option<LiveMsg>),
+}
+
+/// The state of `watch`'s keys first (or, for an open-ended watch, what changed after
+/// `after`), then every change, in position order; see the module documentation.
+pub fn follow<W: Watch>(
+    source: Source,
+    watch: W,
+    after: Option<i64>,
+    mut limits: Limits,
+) -> impl Stream<Item = AppResult<W::Item>> + Send {
+    async_stream::stream! {
+        let projection = watch.projection();
+        // Registered before the checkpoint is read: no change above it is missed.
+        let mut registration = source.hub.register(projection, watch.keys());
+        let checkpoint = source.checkpoints.get(projection);
+        let mut cursor = checkpoint.max(after.unwrap_or(0));
+        match watch.current(&source.db, checkpoint).await {
+            Ok(Some(states)) => {
+                if let [(position, _)] = states.as_slice() {
+                    // One key: its row, however new, is the state to start from.
+                    cursor = cursor.max(*position);
+                }
+                let several = states.len() > 1;
+                for (position, item) in states {
+                    // Several keys: rows above the checkpoint come from the hub, in order.
+                    if !several || position <= checkpoint {
+                        yield Ok(item);
+                    }
+                }
+            }
+            Ok(None) => {
+                if let Some(after) = after {
+                    match catch_up(&watch, &source.db, after, checkpoint).await {
+                        Ok(items) => {
+                            for (_, item) in items {
+                                yield Ok(item);
+                            }
+                        }
+                        Err(e) => { yield Err(e.into()); return; }
+                    }
+                }
+            }
+            Err(e) => {
+                yield Err(e.into());
+                return;
+            }
+        }
+        loop {
+            let step = tokio::select! {
+                biased;
+                error = limits.ended(cursor) => Step::Ended(error),
+                msg = registration.next() => Step::Msg(msg),
+            };
+            match step {
+                Step::Ended(error) => {
+                    yield Err(error);
+                    return;
+                }
+                Step::Msg(Some(LiveMsg::Change(change))) => {
+                    if change.projection != projection || change.position <= cursor {
+                        continue;
+                    }
+                    cursor = change.position;
+                    if let Some(item) = watch.accept(&change) {
+                        yield Ok(item);
+                    }
+                }
+                Step::Msg(Some(LiveMsg::Resync)) => {
+                    // Conflate: re-read what changed since the cursor; what is still
+                    // queued is skipped by position.
+                    source.hub.metrics.subscriber_lagged(projection);
+                    let upto = source.checkpoints.get(projection);
+                    match catch_up(&watch, &source.db, cursor, upto).await {
+                        Ok(items) => {
+                            for (position, item) in items {
+                                cursor = cursor.max(position);
+                                yield Ok(item);
+                            }
+                        }
+                        Err(e) => { yield Err(e.into()); return; }
+                    }
+                    cursor = cursor.max(upto);
+                }
+                Step::Msg(None) => {
+                    yield Err(AppError::ServerDraining { position: cursor });
+                    return;
+                }
+            }
+        }
+    }
+}
