@@ -265,21 +265,25 @@ fn is_transient(e: &DbErr) -> bool {
 pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
     match db.get_database_backend() {
         DbBackend::Postgres => postgres_horizon(db, known).await,
-        _ => {
-            let row = db
-                .query_one_raw(Statement::from_string(
-                    db.get_database_backend(),
-                    "SELECT COALESCE(MAX(position), 0) AS horizon FROM events",
-                ))
-                .await?;
-            Ok(row
-                .map(|r| r.try_get::<i64>("", "horizon"))
-                .transpose()?
-                .unwrap_or(0))
-        }
+        _ => committed_head(db).await,
     }
 }
 
+/// The highest committed position, without waiting for anyone: on SQLite the safe
+/// horizon itself; on PostgreSQL a lower position may still commit below it. For reports
+/// from outside the server, which must never wait on another session's transaction.
+pub async fn committed_head(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COALESCE(MAX(position), 0) AS head FROM events",
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "head"))
+        .transpose()?
+        .unwrap_or(0))
+}
 
 /// PostgreSQL: (1) read the last position handed out, L; (2) *then* list the xids of
 /// the transactions running in this database. Every transaction that holds a position

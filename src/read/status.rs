@@ -144,14 +144,15 @@ impl Statuses {
     }
 
     /// The status table as stored, read from outside the server (`ordergraph projections
-    /// status`): checkpoints and recorded failures, the log's safe head now.
+    /// status`): checkpoints and recorded failures, and the log's committed head now (not
+    /// the safe horizon: a report must not wait for the server's open transactions).
     pub async fn offline(
         db: &DatabaseConnection,
         names: &[&'static str],
     ) -> Result<Vec<Report>, DbErr> {
         let checkpoints = Arc::new(Checkpoints::load(db, names).await?);
         let statuses = Self::new(names, checkpoints);
-        statuses.set_head(super::relay::safe_horizon(db, 0).await?);
+        statuses.set_head(super::relay::committed_head(db).await?);
         for row in super::checkpoints::all(db).await? {
             let Some(name) = names.iter().find(|n| **n == row.name) else {
                 continue;

@@ -432,7 +432,7 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["failedProjections"][0]["name"], "cart");
     // The operator's view from outside the server.
-    let (ok, table) = projections_status(&app);
+    let (ok, table) = projections_status(&app).await;
     assert!(!ok, "exit code 1 while a projection has failed:\n{table}");
     let line = table
         .lines()
@@ -468,16 +468,18 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
     {
         assert_eq!(p["status"], "RUNNING", "{p}");
     }
-    let (ok, table) = projections_status(&app);
+    let (ok, table) = projections_status(&app).await;
     assert!(ok, "healthy again:\n{table}");
 }
 
 /// `ordergraph projections status` on the test's database: (exit code 0, its output).
-fn projections_status(app: &TestApp) -> (bool, String) {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_ordergraph"))
+/// Awaited, not blocking: the server under test runs on this test's runtime.
+async fn projections_status(app: &TestApp) -> (bool, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordergraph"))
         .args(["projections", "status"])
         .env("DATABASE_URL", app.database_url())
         .output()
+        .await
         .expect("the CLI runs");
     (
         output.status.success(),

@@ -156,8 +156,9 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            handle
+            tokio::time::timeout(WAIT_DEADLINE, handle)
                 .await
+                .expect("the server stopped before the deadline")
                 .expect("the server task does not panic")
                 .expect("the server stops cleanly on shutdown");
         }
@@ -196,7 +197,9 @@ impl TestApp {
             let _ = tx.send(());
         }
         if let Some(handle) = self.handle.take() {
-            let _ = handle.await;
+            let _ = tokio::time::timeout(WAIT_DEADLINE, handle)
+                .await
+                .expect("the server stopped before the deadline");
         }
         change(&mut self.settings);
         self.start().await;
