@@ -69,6 +69,63 @@ pub async fn load_one<C: ConnectionTrait>(db: &C, name: &str) -> Result<i64, DbE
         .map_or(0, |r| r.position))
 }
 
+/// Makes sure every named projection has its checkpoint row, so that the row can be
+/// locked (`lock`) from the first fold on.
+pub async fn ensure<C: ConnectionTrait>(db: &C, names: &[&'static str]) -> Result<(), DbErr> {
+    for name in names {
+        projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+            name: Set((*name).to_owned()),
+            position: Set(0),
+            updated_at: Set(Utc::now()),
+            failed_position: Set(None),
+            error: Set(None),
+        })
+        .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
+        .exec(db)
+        .await?;
+    }
+    Ok(())
+}
+
+/// How a transaction holds a projection's checkpoint row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// The view is about to be written (the relay's fold, a rebuild's swap).
+    Update,
+    /// The view is being read as of this checkpoint and must not move (a verify).
+    Share,
+}
+
+/// Reads a projection's stored checkpoint and locks its row until the transaction ends:
+/// whoever writes a view (the relay, a rebuild's swap, in this process or another) takes
+/// this lock first, so they take turns and each sees where the other left the view. On
+/// SQLite the write transaction itself is the lock (it is IMMEDIATE).
+pub async fn lock<C: ConnectionTrait>(txn: &C, name: &str, hold: Hold) -> Result<i64, DbErr> {
+    let backend = txn.get_database_backend();
+    let suffix = match (backend, hold) {
+        (sea_orm::DbBackend::Postgres, Hold::Update) => " FOR UPDATE",
+        (sea_orm::DbBackend::Postgres, Hold::Share) => " FOR SHARE",
+        _ => "",
+    };
+    let row = txn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            format!(
+                "SELECT position FROM projection_checkpoints WHERE name = {}{suffix}",
+                match backend {
+                    sea_orm::DbBackend::Postgres => "$1",
+                    _ => "?",
+                }
+            ),
+            [name.into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "position"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
 /// Persists a checkpoint inside the projection's transaction.
 pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
     projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {

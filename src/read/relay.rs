@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use super::Projection;
 use super::bus::ChangeBus;
+use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
 use crate::entity::events;
 use crate::write::{WriteGate, begin_write};
@@ -183,6 +184,15 @@ impl Relay {
         let changes = {
             let _gate = self.gate.enter_views().await;
             let txn = begin_write(&self.db).await?;
+            // A rebuild may have replaced the view and moved its checkpoint past ours
+            // since we read the batch: then those events are in the view already.
+            let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
+            if stored > self.checkpoints.get(projection.name()) {
+                txn.rollback().await?;
+                self.checkpoints.advance(projection.name(), stored);
+                self.metrics.projection_at(projection.name(), stored);
+                return Ok(());
+            }
             let changes = projection.apply(&txn, events).await?;
             checkpoints::store(&txn, projection.name(), upto).await?;
             txn.commit().await?;
