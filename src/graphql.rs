@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod live;
 pub mod orders;
+pub mod projections;
 pub mod scalars;
 
 use std::sync::Arc;
@@ -50,6 +51,7 @@ pub struct MutationRoot(
     catalog::CatalogMutation,
     cart::CartMutation,
     orders::OrdersMutation,
+    projections::ProjectionsMutation,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
@@ -69,6 +71,8 @@ pub struct Services {
     pub drain: watch::Receiver<bool>,
     /// Each projection's status.
     pub projections: Arc<Statuses>,
+    /// Rebuilds and verifies of the views.
+    pub rebuilds: Arc<crate::read::rebuild::Rebuilds>,
 }
 
 impl Services {

@@ -78,6 +78,7 @@ impl Application {
         let bus: Arc<dyn ChangeBus> = Arc::new(InProcessBus::new(BUS_CAPACITY));
         let projections: Vec<Arc<dyn Projection>> = read::all_projections();
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
+        read::checkpoints::ensure(&db, &names).await?;
         let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
         let health = Arc::new(RelayHealth::default());
         let statuses = Arc::new(read::status::Statuses::new(&names, checkpoints.clone()));
@@ -93,6 +94,17 @@ impl Application {
         let (horizon_tx, horizon) = watch::channel(0);
         let (drain, drain_rx) = watch::channel(false);
         let connections = Arc::new(http::ws::Connections::default());
+        let rebuilds = Arc::new(read::rebuild::Rebuilds::new(
+            read::rebuild::Replayer {
+                db: db.clone(),
+                url: url.clone(),
+                gate: Some(gate.clone()),
+            },
+            projections.clone(),
+            statuses.clone(),
+            checkpoints.clone(),
+            horizon.clone(),
+        ));
         let schema = graphql::build_schema(graphql::Services {
             db: db.clone(),
             writer,
@@ -102,6 +114,7 @@ impl Application {
             feed: feed.clone(),
             drain: drain_rx.clone(),
             projections: statuses.clone(),
+            rebuilds,
         });
         let router = http::router(
             http::HttpState {

@@ -1,11 +1,17 @@
-//! The ordergraph command line: `serve` (default), `migrate`, `schema`, `token`.
+//! The ordergraph command line: `serve` (default), `migrate`, `schema`, `token`, and
+//! `projections status|rebuild|verify`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
 use ordergraph::auth::{self, Role};
 use ordergraph::config::Settings;
+use ordergraph::read::Projection;
+use ordergraph::read::rebuild::{Phase, Progress, Replayer};
+use ordergraph::read::relay::safe_horizon;
 use ordergraph::{Application, db, graphql, telemetry};
 use secrecy::ExposeSecret;
 
@@ -68,6 +74,141 @@ enum ProjectionsAction {
     /// Each projection's checkpoint, the log's safe head, the lag, and whether it failed
     /// (exit code 1 when one has).
     Status,
+    /// Rebuild a view (every view without NAME) from the event log into a shadow copy
+    /// while the live view keeps serving, then swap it in atomically.
+    Rebuild {
+        /// catalog, cart, orders or dashboard.
+        name: Option<String>,
+    },
+    /// Replay the log into a scratch copy of a view (every view without NAME) and compare
+    /// it with the live view row by row (exit code 1 on a difference).
+    Verify {
+        /// catalog, cart, orders or dashboard.
+        name: Option<String>,
+    },
+}
+
+/// The projections named on the command line: one, or all.
+fn chosen(name: Option<&str>) -> anyhow::Result<Vec<Arc<dyn Projection>>> {
+    let all = ordergraph::read::all_projections();
+    match name {
+        None => Ok(all),
+        Some(name) => {
+            let known = all.iter().map(|p| p.name()).collect::<Vec<_>>().join(", ");
+            all.into_iter()
+                .find(|p| p.name() == name)
+                .map(|p| vec![p])
+                .with_context(|| format!("unknown projection {name:?} (known: {known})"))
+        }
+    }
+}
+
+/// A progress bar that follows a rebuild or a verify.
+fn bar(name: &str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} {msg:<9} [{bar:30}] {human_pos}/{human_len} events {per_sec} eta {eta}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(name.to_owned());
+    bar
+}
+
+fn follow(bar: &ProgressBar) -> impl Fn(&Progress) + Send + Sync + '_ {
+    move |p: &Progress| {
+        bar.set_length(p.total);
+        bar.set_position(p.done);
+        bar.set_message(match p.phase {
+            Phase::Idle => "idle",
+            Phase::Replaying => "replaying",
+            Phase::Swapping => "swapping",
+            Phase::Done => "done",
+            Phase::Failed => "failed",
+        });
+    }
+}
+
+async fn open_replayer(settings: &Settings) -> anyhow::Result<Replayer> {
+    let url = settings.effective_database_url();
+    let db = db::connect(&url, 4).await?;
+    db::migrate(&db).await?;
+    Ok(Replayer {
+        db,
+        url,
+        gate: None,
+    })
+}
+
+/// Rebuilds the chosen views one after the other.
+async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow::Result<()> {
+    let projections = chosen(name)?;
+    let replayer = open_replayer(settings).await?;
+    for projection in projections {
+        let bar = bar(projection.name());
+        let db = replayer.db.clone();
+        let done = replayer
+            .rebuild(projection.as_ref(), || safe_horizon(&db, 0), &follow(&bar))
+            .await
+            .with_context(|| {
+                format!(
+                    "rebuilding {} (the live view is unchanged)",
+                    projection.name()
+                )
+            });
+        bar.finish();
+        let done = done?;
+        println!(
+            "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows, at position {}",
+            projection.name(),
+            done.done,
+            done.elapsed.as_secs_f64(),
+            done.rate(),
+            done.rows,
+            done.position
+        );
+    }
+    Ok(())
+}
+
+/// Verifies the chosen views; true when every one equals its replay.
+async fn projections_verify(settings: &Settings, name: Option<&str>) -> anyhow::Result<bool> {
+    let projections = chosen(name)?;
+    let replayer = open_replayer(settings).await?;
+    let mut all_ok = true;
+    for projection in projections {
+        let bar = bar(projection.name());
+        let report = replayer
+            .verify(projection.as_ref(), &follow(&bar))
+            .await
+            .with_context(|| format!("verifying {}", projection.name()));
+        bar.finish_and_clear();
+        let report = report?;
+        if report.is_ok() {
+            println!(
+                "{}: ok, {} rows equal a replay of the log up to position {}",
+                report.name, report.rows, report.position
+            );
+            continue;
+        }
+        all_ok = false;
+        println!(
+            "{}: DIFFERS, {} of {} rows differ from a replay of the log up to position {}",
+            report.name, report.differences, report.rows, report.position
+        );
+        for d in &report.first {
+            let show = |row: &Option<serde_json::Value>| {
+                row.as_ref()
+                    .map_or_else(|| "(none)".to_owned(), |r| r.to_string())
+            };
+            println!("  {} {}", d.table, d.key);
+            println!("    live:     {}", show(&d.live));
+            println!("    replayed: {}", show(&d.replayed));
+        }
+    }
+    Ok(all_ok)
 }
 
 /// Prints the status table; true when every projection is healthy.
@@ -129,13 +270,21 @@ async fn main() -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
-        Command::Projections {
-            action: ProjectionsAction::Status,
-        } => {
+        Command::Projections { action } => {
             if cli.settings.database_url.is_none() {
                 std::fs::create_dir_all(&cli.settings.data_dir)?;
             }
-            if projections_status(&cli.settings).await? {
+            let healthy = match action {
+                ProjectionsAction::Status => projections_status(&cli.settings).await?,
+                ProjectionsAction::Rebuild { name } => {
+                    projections_rebuild(&cli.settings, name.as_deref()).await?;
+                    true
+                }
+                ProjectionsAction::Verify { name } => {
+                    projections_verify(&cli.settings, name.as_deref()).await?
+                }
+            };
+            if healthy {
                 Ok(())
             } else {
                 std::process::exit(1)

@@ -11,6 +11,7 @@ pub mod feed;
 pub mod history;
 pub mod live;
 pub mod orders;
+pub mod rebuild;
 pub mod relay;
 pub mod status;
 
@@ -40,6 +41,10 @@ pub trait Projection: Send + Sync {
     /// never change its view, so the relay skips it for them (no transaction at all).
     fn stream_types(&self) -> &'static [&'static str];
 
+    /// The tables of its view, each with its primary key: what a rebuild replaces and a
+    /// verify compares. `apply` writes these and nothing else, and reads nothing else.
+    fn tables(&self) -> &'static [ViewTable];
+
     /// Folds `events` (in position order, all above the checkpoint) into the view and
     /// returns what changed.
     async fn apply(
@@ -47,6 +52,14 @@ pub trait Projection: Send + Sync {
         txn: &DatabaseTransaction,
         events: &[events::Model],
     ) -> Result<Vec<Change>, DbErr>;
+}
+
+/// One table of a projection's view.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewTable {
+    pub name: &'static str,
+    /// Its primary key columns.
+    pub key: &'static [&'static str],
 }
 
 /// Begins a read-only transaction whose statements all see one snapshot, so a view read

@@ -14,6 +14,7 @@ use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::events::{Event, STREAM_TYPES};
 use super::orders::{Dashboard, Order};
+use super::projections::RebuildProgress;
 use super::scalars::Position;
 use super::{admin, services, signed_in};
 use crate::auth::{Auth, Caller};
@@ -175,6 +176,19 @@ impl SubscriptionRoot {
         }
         .await
         .gql()
+    }
+
+    /// Admin: progress of the latest rebuild of projection `name` (see
+    /// `rebuildProjection`): its current state first, then every step; completes after
+    /// the step that ends a rebuild it saw running (DONE or FAILED).
+    async fn rebuild_progress(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<Live<RebuildProgress>> {
+        let stream = super::projections::progress_stream(ctx, &name).gql()?;
+        let stream: Live<RebuildProgress> = Box::pin(stream.map(Ok));
+        Ok(stream)
     }
 }
 

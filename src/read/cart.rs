@@ -13,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, catalog, decode_row};
+use super::{Projection, ViewTable, catalog, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent};
 use crate::entity::{cart_view, cart_view_items, catalog_view, events};
@@ -26,6 +26,19 @@ pub struct CartProjection;
 impl Projection for CartProjection {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[
+            ViewTable {
+                name: "cart_view",
+                key: &["user_id"],
+            },
+            ViewTable {
+                name: "cart_view_items",
+                key: &["user_id", "product_id"],
+            },
+        ]
     }
 
     fn stream_types(&self) -> &'static [&'static str] {

@@ -9,7 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, decode_row};
+use super::{Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::entity::{catalog_view, events};
@@ -22,6 +22,13 @@ pub struct CatalogProjection;
 impl Projection for CatalogProjection {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[ViewTable {
+            name: "catalog_view",
+            key: &["id"],
+        }]
     }
 
     fn stream_types(&self) -> &'static [&'static str] {

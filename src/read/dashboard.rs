@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use super::bus::Change;
-use super::{Projection, decode_row};
+use super::{Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
@@ -89,6 +89,23 @@ impl DashboardProjection {
 impl Projection for DashboardProjection {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[
+            ViewTable {
+                name: "dashboard_counters",
+                key: &["name"],
+            },
+            ViewTable {
+                name: "dashboard_daily",
+                key: &["day"],
+            },
+            ViewTable {
+                name: "dashboard_orders",
+                key: &["order_id"],
+            },
+        ]
     }
 
     fn stream_types(&self) -> &'static [&'static str] {

@@ -10,7 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, decode_row};
+use super::{Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
@@ -34,6 +34,13 @@ fn reservation_str(r: Reservation) -> &'static str {
 impl Projection for OrderProjection {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    fn tables(&self) -> &'static [ViewTable] {
+        &[ViewTable {
+            name: "order_view",
+            key: &["id"],
+        }]
     }
 
     fn stream_types(&self) -> &'static [&'static str] {

@@ -106,6 +106,19 @@ impl Statuses {
         });
     }
 
+    /// A rebuild replaced the view of a failed projection: it runs again from the
+    /// rebuild's checkpoint.
+    pub fn recovered(&self, name: &str) {
+        self.with(|e| {
+            if let Some(entry) = e.get_mut(name) {
+                entry.state = State::Running;
+                entry.failed_position = None;
+                entry.error = None;
+                entry.updated_at = Some(Utc::now());
+            }
+        });
+    }
+
     pub fn set_rebuilding(&self, name: &str, rebuilding: bool) {
         self.with(|e| {
             if let Some(entry) = e.get_mut(name)

@@ -18,6 +18,7 @@ mod idempotency;
 mod listing;
 mod order_saga;
 mod orders;
+mod rebuild;
 mod relay;
 mod reviews;
 mod saga_recovery;

@@ -1,0 +1,195 @@
+//! Operating the read views (admin): rebuild one from the log while it keeps serving,
+//! verify one against a fresh replay, and follow a rebuild's progress.
+
+use async_graphql::{Context, Enum, Json, Object, SimpleObject};
+use futures_util::Stream;
+
+use super::error::IntoGraphql;
+use super::scalars::Position;
+use super::{admin, services};
+use crate::error::AppError;
+use crate::read::rebuild::{self, Phase, StartError};
+
+#[derive(Default)]
+pub struct ProjectionsMutation;
+
+/// Where a rebuild is.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum RebuildPhase {
+    /// No rebuild has run since the service started.
+    Idle,
+    /// Replaying the log into a shadow copy; the live view keeps serving.
+    Replaying,
+    /// Catching up with the last events and swapping the shadow copy in.
+    Swapping,
+    /// The rebuilt view is live.
+    Done,
+    /// The rebuild stopped (see `error`); the live view is unchanged.
+    Failed,
+}
+
+/// Progress of a projection's rebuild.
+#[derive(SimpleObject, Clone)]
+pub struct RebuildProgress {
+    pub name: String,
+    pub phase: RebuildPhase,
+    /// Events replayed so far.
+    pub events_done: i64,
+    /// Events to replay; grows when the log grows during the rebuild.
+    pub events_total: i64,
+    /// Events replayed per second.
+    pub events_per_second: f64,
+    /// The log position replayed so far; when DONE, the rebuilt view's checkpoint.
+    pub position: Position,
+    pub elapsed_millis: i64,
+    /// Rows of the view after the swap (DONE only).
+    pub rows: i64,
+    /// Why the rebuild stopped (FAILED only).
+    pub error: Option<String>,
+}
+
+impl From<&rebuild::Progress> for RebuildProgress {
+    fn from(p: &rebuild::Progress) -> Self {
+        Self {
+            name: p.name.to_owned(),
+            phase: match p.phase {
+                Phase::Idle => RebuildPhase::Idle,
+                Phase::Replaying => RebuildPhase::Replaying,
+                Phase::Swapping => RebuildPhase::Swapping,
+                Phase::Done => RebuildPhase::Done,
+                Phase::Failed => RebuildPhase::Failed,
+            },
+            events_done: p.done as i64,
+            events_total: p.total as i64,
+            events_per_second: p.rate(),
+            position: Position(p.position),
+            elapsed_millis: p.elapsed.as_millis() as i64,
+            rows: p.rows as i64,
+            error: p.error.clone(),
+        }
+    }
+}
+
+/// A row that differs between the live view and a fresh replay of the log.
+#[derive(SimpleObject)]
+pub struct RowDifference {
+    pub table: String,
+    /// The row's primary key.
+    pub key: Json<serde_json::Value>,
+    /// The live row; null when the live view lacks it.
+    pub live: Option<Json<serde_json::Value>>,
+    /// The row as the replay has it; null when the replay has no such row.
+    pub replayed: Option<Json<serde_json::Value>>,
+}
+
+/// What `verifyProjection` found.
+#[derive(SimpleObject)]
+pub struct VerifyReport {
+    pub name: String,
+    /// True when the live view equals the replay.
+    pub ok: bool,
+    /// The checkpoint both were compared at.
+    pub position: Position,
+    /// Rows of the replayed view.
+    pub rows: i64,
+    /// Rows that differ (a changed row counts once).
+    pub differences: i64,
+    /// The first differing rows, by table and key (at most 10).
+    pub first_differences: Vec<RowDifference>,
+    pub elapsed_millis: i64,
+}
+
+fn start_error(e: StartError) -> AppError {
+    match e {
+        StartError::Unknown(..) => AppError::BadUserInput(format!("name: {e}")),
+        StartError::Running(_) => AppError::Conflict(e.to_string()),
+    }
+}
+
+#[Object]
+impl ProjectionsMutation {
+    /// Admin: rebuilds a view from the event log into a shadow copy while the live view
+    /// keeps serving, then swaps it in atomically (queries see the old view or the new
+    /// one, never a partial one). Runs in the background: returns its first progress;
+    /// follow it with `rebuildProgress` or `projections` (REBUILDING). A failed
+    /// projection whose event was fixed runs again after its rebuild. CONFLICT while
+    /// the same view is being rebuilt.
+    async fn rebuild_projection(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<RebuildProgress> {
+        async {
+            admin(ctx)?;
+            let s = services(ctx)?;
+            let first = s.rebuilds.start(&name).map_err(start_error)?;
+            Ok(RebuildProgress::from(&first))
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: replays the log into a scratch copy of a view, up to the live view's
+    /// checkpoint, and compares the two row by row. Read-only; `ok` is false when they
+    /// differ, with the first differing rows.
+    async fn verify_projection(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<VerifyReport> {
+        async {
+            admin(ctx)?;
+            let s = services(ctx)?;
+            let report = s.rebuilds.verify(&name).await.map_err(start_error)??;
+            Ok(VerifyReport {
+                name: report.name.to_owned(),
+                ok: report.is_ok(),
+                position: Position(report.position),
+                rows: report.rows as i64,
+                differences: report.differences as i64,
+                first_differences: report
+                    .first
+                    .into_iter()
+                    .map(|d| RowDifference {
+                        table: d.table.to_owned(),
+                        key: Json(d.key),
+                        live: d.live.map(Json),
+                        replayed: d.replayed.map(Json),
+                    })
+                    .collect(),
+                elapsed_millis: report.elapsed.as_millis() as i64,
+            })
+        }
+        .await
+        .gql()
+    }
+}
+
+/// `rebuildProgress(name)`: the latest rebuild's progress first, then every step; the
+/// stream completes after the step that ends a rebuild it saw running.
+pub(crate) fn progress_stream(
+    ctx: &Context<'_>,
+    name: &str,
+) -> Result<impl Stream<Item = RebuildProgress> + Send + 'static, AppError> {
+    admin(ctx)?;
+    let s = services(ctx)?;
+    let rx = s.rebuilds.watch(name).map_err(start_error)?;
+    let mut drain = s.drain.clone();
+    let mut rx = rx;
+    Ok(async_stream::stream! {
+        let mut seen_running = false;
+        loop {
+            let progress = rx.borrow_and_update().clone();
+            let end = progress.phase.is_terminal() && seen_running;
+            seen_running |= matches!(progress.phase, Phase::Replaying | Phase::Swapping);
+            yield RebuildProgress::from(&progress);
+            if end {
+                break;
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { break },
+                _ = drain.wait_for(|d| *d) => break,
+            }
+        }
+    })
+}

@@ -1,0 +1,937 @@
+//! Rebuild and verify: a view replayed from the log into a scratch copy, by the relay's
+//! own projection code (`Projection::apply`, never a second implementation), reading the
+//! log in large ordered pages.
+//!
+//! The projection code writes fixed table names, so the scratch copy is a namespace where
+//! those names are the scratch tables: on PostgreSQL a schema of its own (`rebuild_…`,
+//! tables made `LIKE` the live ones, reached through a connection whose `search_path` is
+//! that schema alone); on SQLite a scratch database file holding the live tables' DDL.
+//!
+//! - **Rebuild** replays the log up to the relay's safe horizon while the live view keeps
+//!   serving, then, holding the view's checkpoint row (`checkpoints::lock`), replays the
+//!   few events the relay folded meanwhile and replaces the live rows with the scratch rows
+//!   in one transaction, with the checkpoint. Readers see the old view until that commit
+//!   and the new one after it, never a mix or an empty view.
+//! - **Verify** replays up to the live checkpoint, holding it still, and compares the two
+//!   copies row by row in the database (a set difference of each row as JSON).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use sea_orm::{
+    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+};
+
+use super::checkpoints::{self, Hold};
+use super::{Projection, ViewTable};
+use crate::entity::events;
+use crate::write::{WriteGate, begin_write};
+
+/// Events read from the log per page, and folded into the scratch copy per transaction.
+pub const PAGE: u64 = 5_000;
+
+/// How many differing rows a verify reports in full.
+pub const REPORTED_DIFFERENCES: usize = 10;
+
+/// Where a rebuild is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// No rebuild has run since the service started.
+    Idle,
+    /// Replaying the log into the scratch copy.
+    Replaying,
+    /// Catching up with the relay and replacing the live view.
+    Swapping,
+    Done,
+    Failed,
+}
+
+impl Phase {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Done | Self::Failed)
+    }
+}
+
+/// Progress of one rebuild or verify.
+#[derive(Debug, Clone)]
+pub struct Progress {
+    pub name: &'static str,
+    pub phase: Phase,
+    /// Events replayed so far.
+    pub done: u64,
+    /// Events to replay (grows when the log grows during the rebuild).
+    pub total: u64,
+    /// The log position replayed so far.
+    pub position: i64,
+    pub elapsed: Duration,
+    /// Rows of the view after the swap.
+    pub rows: u64,
+    pub error: Option<String>,
+}
+
+impl Progress {
+    pub fn idle(name: &'static str) -> Self {
+        Self {
+            name,
+            phase: Phase::Idle,
+            done: 0,
+            total: 0,
+            position: 0,
+            elapsed: Duration::ZERO,
+            rows: 0,
+            error: None,
+        }
+    }
+
+    /// Events replayed per second.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.done as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+/// One row that differs between the live view and the replay.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowDifference {
+    pub table: &'static str,
+    /// The row's primary key, as JSON.
+    pub key: serde_json::Value,
+    /// The live row, `None` when the live view lacks it.
+    pub live: Option<serde_json::Value>,
+    /// The replayed row, `None` when the replay has no such row.
+    pub replayed: Option<serde_json::Value>,
+}
+
+/// What a verify found.
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub name: &'static str,
+    /// The checkpoint both copies were compared at.
+    pub position: i64,
+    /// Rows of the replayed view.
+    pub rows: u64,
+    /// Rows that differ: live rows the replay lacks or has otherwise, plus replayed rows
+    /// the live view lacks (a changed row counts once).
+    pub differences: u64,
+    /// The first differing rows by table and key.
+    pub first: Vec<RowDifference>,
+    pub elapsed: Duration,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.differences == 0
+    }
+}
+
+/// What rebuild and verify need of the service: the live database, its URL (to open
+/// the scratch copy beside it) and, in the server, the write gate.
+#[derive(Clone)]
+pub struct Replayer {
+    pub db: DatabaseConnection,
+    pub url: String,
+    pub gate: Option<WriteGate>,
+}
+
+impl Replayer {
+    /// Rebuilds `projection`'s view from the log and swaps it in. `horizon` says up to
+    /// where the log is final (the relay's safe horizon); `report` hears each step.
+    /// Returns the last progress (phase `Done`) and the checkpoint the view now has.
+    pub async fn rebuild<H, F>(
+        &self,
+        projection: &dyn Projection,
+        horizon: H,
+        report: &(dyn Fn(&Progress) + Send + Sync),
+    ) -> Result<Progress, DbErr>
+    where
+        H: Fn() -> F + Send + Sync,
+        F: std::future::Future<Output = Result<i64, DbErr>> + Send,
+    {
+        let started = Instant::now();
+        let mut progress = Progress {
+            phase: Phase::Replaying,
+            ..Progress::idle(projection.name())
+        };
+        report(&progress);
+        let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let outcome = async {
+            // Replay while the live view serves; the log grows meanwhile, so go again
+            // until what is left is small enough to replay while holding the view.
+            loop {
+                let target = horizon().await?;
+                if target <= progress.position && progress.done > 0 {
+                    break;
+                }
+                progress.total += count(&self.db, projection, progress.position, target).await?;
+                let behind = target - progress.position;
+                replay(
+                    &self.db,
+                    &scratch.conn,
+                    projection,
+                    target,
+                    &mut progress,
+                    started,
+                    report,
+                )
+                .await?;
+                if behind <= PAGE as i64 {
+                    break;
+                }
+            }
+            progress.phase = Phase::Swapping;
+            progress.elapsed = started.elapsed();
+            report(&progress);
+            let _gate = match &self.gate {
+                Some(gate) => gate.enter_views().await,
+                None => None,
+            };
+            let live = LiveSide::open(&self.db, &self.url, &scratch).await?;
+            let txn = loop {
+                let txn = live.begin_write().await?;
+                let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
+                if stored <= progress.position {
+                    break txn;
+                }
+                // The relay folded more meanwhile: replay that tail too. On SQLite the
+                // swap's transaction also holds the attached scratch file, so let go of
+                // it while the scratch copy is written, then look again.
+                let held = if live.own {
+                    txn.rollback().await?;
+                    None
+                } else {
+                    Some(txn)
+                };
+                progress.total += count(&self.db, projection, progress.position, stored).await?;
+                replay(
+                    &self.db,
+                    &scratch.conn,
+                    projection,
+                    stored,
+                    &mut progress,
+                    started,
+                    report,
+                )
+                .await?;
+                if let Some(txn) = held {
+                    break txn;
+                }
+            };
+            let mut rows = 0;
+            for table in projection.tables() {
+                let name = quote(table.name);
+                txn.execute_unprepared(&format!("DELETE FROM {name}"))
+                    .await?;
+                let columns = live.columns(&txn, table.name).await?.join(", ");
+                rows += txn
+                    .execute_unprepared(&format!(
+                        "INSERT INTO {name} ({columns}) SELECT {columns} FROM {}",
+                        scratch.qualified(table.name)
+                    ))
+                    .await?
+                    .rows_affected();
+            }
+            checkpoints::store(&txn, projection.name(), progress.position).await?;
+            txn.commit().await?;
+            live.close().await;
+            progress.rows = rows;
+            Ok::<_, DbErr>(())
+        }
+        .await;
+        scratch.discard(&self.db).await;
+        outcome?;
+        progress.phase = Phase::Done;
+        progress.elapsed = started.elapsed();
+        report(&progress);
+        Ok(progress)
+    }
+
+    /// Replays `projection`'s view into a scratch copy up to the live checkpoint and
+    /// compares the two, row by row.
+    pub async fn verify(
+        &self,
+        projection: &dyn Projection,
+        report: &(dyn Fn(&Progress) + Send + Sync),
+    ) -> Result<VerifyReport, DbErr> {
+        let started = Instant::now();
+        let mut progress = Progress {
+            phase: Phase::Replaying,
+            ..Progress::idle(projection.name())
+        };
+        report(&progress);
+        let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let outcome = async {
+            // Most of the replay without holding anything; the tail holding the view.
+            let stored = checkpoints::load_one(&self.db, projection.name()).await?;
+            progress.total = count(&self.db, projection, 0, stored).await?;
+            replay(
+                &self.db,
+                &scratch.conn,
+                projection,
+                stored,
+                &mut progress,
+                started,
+                report,
+            )
+            .await?;
+            let live = LiveSide::open(&self.db, &self.url, &scratch).await?;
+            let txn = live.begin_read().await?;
+            let at = checkpoints::lock(&txn, projection.name(), Hold::Share).await?;
+            if at > progress.position {
+                progress.total += count(&self.db, projection, progress.position, at).await?;
+                replay(
+                    &self.db,
+                    &scratch.conn,
+                    projection,
+                    at,
+                    &mut progress,
+                    started,
+                    report,
+                )
+                .await?;
+            }
+            let mut rows = 0;
+            let mut differences = 0;
+            let mut first = Vec::new();
+            for table in projection.tables() {
+                let diff = live.diff(&txn, &scratch, table).await?;
+                rows += diff.rows;
+                differences += diff.count;
+                first.extend(diff.first);
+            }
+            txn.commit().await?;
+            live.close().await;
+            first.truncate(REPORTED_DIFFERENCES);
+            Ok::<_, DbErr>(VerifyReport {
+                name: projection.name(),
+                position: at,
+                rows,
+                differences,
+                first,
+                elapsed: started.elapsed(),
+            })
+        }
+        .await;
+        scratch.discard(&self.db).await;
+        outcome
+    }
+}
+
+/// The events of `projection`'s streams in `(from, to]`.
+async fn count(
+    db: &DatabaseConnection,
+    projection: &dyn Projection,
+    from: i64,
+    to: i64,
+) -> Result<u64, DbErr> {
+    if to <= from {
+        return Ok(0);
+    }
+    events::Entity::find()
+        .filter(events::Column::Position.gt(from))
+        .filter(events::Column::Position.lte(to))
+        .filter(events::Column::StreamType.is_in(projection.stream_types().iter().copied()))
+        .count(db)
+        .await
+}
+
+/// Folds the events of `projection`'s streams in `(progress.position, to]` into the
+/// scratch copy, a page per transaction, reading the next page while folding this one.
+async fn replay(
+    live: &DatabaseConnection,
+    scratch: &DatabaseConnection,
+    projection: &dyn Projection,
+    to: i64,
+    progress: &mut Progress,
+    started: Instant,
+    report: &(dyn Fn(&Progress) + Send + Sync),
+) -> Result<(), DbErr> {
+    let page_after = |after: i64| {
+        events::Entity::find()
+            .filter(events::Column::Position.gt(after))
+            .filter(events::Column::Position.lte(to))
+            .filter(events::Column::StreamType.is_in(projection.stream_types().iter().copied()))
+            .order_by_asc(events::Column::Position)
+            .limit(PAGE)
+            .all(live)
+    };
+    if progress.position >= to {
+        return Ok(());
+    }
+    let mut page = page_after(progress.position).await?;
+    while let Some(last) = page.last().map(|e| e.position) {
+        let full = page.len() as u64 == PAGE;
+        let fold = async {
+            let txn = scratch.begin().await?;
+            projection.apply(&txn, &page).await?;
+            txn.commit().await
+        };
+        let next = async {
+            if full {
+                page_after(last).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
+        let (folded, next) = tokio::join!(fold, next);
+        folded?;
+        progress.done += page.len() as u64;
+        progress.position = last;
+        progress.elapsed = started.elapsed();
+        report(progress);
+        page = next?;
+    }
+    // Nothing of this projection's streams up to `to`: the view is at `to`.
+    progress.position = to;
+    Ok(())
+}
+
+/// The scratch copy of a view.
+struct Scratch {
+    conn: DatabaseConnection,
+    place: Place,
+}
+
+enum Place {
+    Postgres { schema: String },
+    Sqlite { path: PathBuf },
+}
+
+impl Scratch {
+    async fn create(
+        live: &DatabaseConnection,
+        url: &str,
+        projection: &dyn Projection,
+    ) -> Result<Self, DbErr> {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let tag = &tag[..12];
+        match live.get_database_backend() {
+            DbBackend::Postgres => {
+                let schema = format!("rebuild_{}_{tag}", projection.name());
+                let live_schema = live
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT current_schema() AS s",
+                    ))
+                    .await?
+                    .map(|r| r.try_get::<String>("", "s"))
+                    .transpose()?
+                    .unwrap_or_else(|| "public".to_owned());
+                live.execute_unprepared(&format!("CREATE SCHEMA {}", quote(&schema)))
+                    .await?;
+                let made = async {
+                    for table in projection.tables() {
+                        live.execute_unprepared(&format!(
+                            "CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
+                            quote(&schema),
+                            quote(table.name),
+                            quote(&live_schema),
+                            quote(table.name)
+                        ))
+                        .await?;
+                    }
+                    let mut options = ConnectOptions::new(url.to_owned());
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .sqlx_logging(false)
+                        .set_schema_search_path(quote(&schema));
+                    Database::connect(options).await
+                }
+                .await;
+                let place = Place::Postgres { schema };
+                match made {
+                    Ok(conn) => Ok(Self { conn, place }),
+                    Err(e) => {
+                        drop_place(live, &place).await;
+                        Err(e)
+                    }
+                }
+            }
+            _ => {
+                let path = std::env::temp_dir().join(format!(
+                    "ordergraph-rebuild-{}-{tag}.sqlite",
+                    projection.name()
+                ));
+                let names = projection
+                    .tables()
+                    .iter()
+                    .map(|t| format!("'{}'", t.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let ddl = live
+                    .query_all_raw(Statement::from_string(
+                        DbBackend::Sqlite,
+                        format!(
+                            "SELECT sql FROM sqlite_master WHERE tbl_name IN ({names}) \
+                             AND sql IS NOT NULL ORDER BY type = 'table' DESC, name"
+                        ),
+                    ))
+                    .await?
+                    .into_iter()
+                    .map(|r| r.try_get::<String>("", "sql"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let place = Place::Sqlite { path };
+                let made = async {
+                    let Place::Sqlite { path } = &place else {
+                        unreachable!("a SQLite place")
+                    };
+                    let mut options =
+                        ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .sqlx_logging(false)
+                        // A scratch copy: thrown away on any failure, so no journal.
+                        .map_sqlx_sqlite_opts(|o| {
+                            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Off)
+                                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Off)
+                        });
+                    let conn = Database::connect(options).await?;
+                    for statement in &ddl {
+                        conn.execute_unprepared(statement).await?;
+                    }
+                    Ok::<_, DbErr>(conn)
+                }
+                .await;
+                match made {
+                    Ok(conn) => Ok(Self { conn, place }),
+                    Err(e) => {
+                        drop_place(live, &place).await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scratch table as the live connection names it.
+    fn qualified(&self, table: &str) -> String {
+        match &self.place {
+            Place::Postgres { schema } => format!("{}.{}", quote(schema), quote(table)),
+            Place::Sqlite { .. } => format!("shadow.{}", quote(table)),
+        }
+    }
+
+    async fn discard(self, live: &DatabaseConnection) {
+        let _ = self.conn.close().await;
+        drop_place(live, &self.place).await;
+    }
+}
+
+async fn drop_place(live: &DatabaseConnection, place: &Place) {
+    match place {
+        Place::Postgres { schema } => {
+            if let Err(e) = live
+                .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
+                .await
+            {
+                tracing::warn!(%schema, error = %e, "could not drop a rebuild's scratch schema");
+            }
+        }
+        Place::Sqlite { path } => {
+            if let Err(e) = std::fs::remove_file(path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a rebuild's scratch file");
+            }
+        }
+    }
+}
+
+/// The live database as a swap or a comparison sees it: with the scratch copy in reach.
+/// On PostgreSQL the service's pool (the scratch schema is in the same database); on
+/// SQLite one connection of its own with the scratch file attached as `shadow`.
+struct LiveSide {
+    conn: DatabaseConnection,
+    own: bool,
+}
+
+impl LiveSide {
+    async fn open(live: &DatabaseConnection, url: &str, scratch: &Scratch) -> Result<Self, DbErr> {
+        match &scratch.place {
+            Place::Postgres { .. } => Ok(Self {
+                conn: live.clone(),
+                own: false,
+            }),
+            Place::Sqlite { path } => {
+                let conn = crate::db::connect(url, 1)
+                    .await
+                    .map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+                let path = path.display().to_string().replace('\'', "''");
+                conn.execute_unprepared(&format!("ATTACH DATABASE '{path}' AS shadow"))
+                    .await?;
+                Ok(Self { conn, own: true })
+            }
+        }
+    }
+
+    async fn begin_write(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        begin_write(&self.conn).await
+    }
+
+    async fn begin_read(&self) -> Result<sea_orm::DatabaseTransaction, DbErr> {
+        self.conn.begin().await
+    }
+
+    async fn close(self) {
+        if self.own {
+            let _ = self.conn.close().await;
+        }
+    }
+
+    /// The live table's columns, quoted, in table order.
+    async fn columns<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        table: &str,
+    ) -> Result<Vec<String>, DbErr> {
+        let backend = txn.get_database_backend();
+        let statement = match backend {
+            DbBackend::Postgres => Statement::from_sql_and_values(
+                backend,
+                "SELECT column_name::text AS name FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 \
+                 ORDER BY ordinal_position",
+                [table.into()],
+            ),
+            _ => Statement::from_sql_and_values(
+                backend,
+                "SELECT name FROM pragma_table_info(?) ORDER BY cid",
+                [table.into()],
+            ),
+        };
+        let columns = txn
+            .query_all_raw(statement)
+            .await?
+            .into_iter()
+            .map(|r| r.try_get::<String>("", "name").map(|c| quote(&c)))
+            .collect::<Result<Vec<_>, _>>()?;
+        if columns.is_empty() {
+            return Err(DbErr::Custom(format!(
+                "the view table {table} does not exist"
+            )));
+        }
+        Ok(columns)
+    }
+
+    /// Each row of `table` as JSON text, from the live side or the scratch side.
+    async fn row_json<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        table: &str,
+        from: &str,
+    ) -> Result<String, DbErr> {
+        Ok(match txn.get_database_backend() {
+            // jsonb: equality exists for every column type, json included.
+            DbBackend::Postgres => format!("SELECT to_jsonb(t) AS row FROM {from} t"),
+            _ => {
+                let mut pairs = String::new();
+                for (i, column) in self.columns(txn, table).await?.iter().enumerate() {
+                    if i > 0 {
+                        pairs.push_str(", ");
+                    }
+                    let name = column.trim_matches('"');
+                    // A 16-byte blob is a UUID: shown as one, like PostgreSQL does.
+                    let hex = format!("hex({column})");
+                    let _ = write!(
+                        pairs,
+                        "'{name}', CASE WHEN typeof({column}) = 'blob' AND length({column}) = 16 \
+                         THEN lower(substr({hex}, 1, 8) || '-' || substr({hex}, 9, 4) || '-' || \
+                         substr({hex}, 13, 4) || '-' || substr({hex}, 17, 4) || '-' || \
+                         substr({hex}, 21, 12)) \
+                         WHEN typeof({column}) = 'blob' THEN lower({hex}) ELSE {column} END"
+                    );
+                }
+                format!("SELECT json_object({pairs}) AS row FROM {from}")
+            }
+        })
+    }
+
+    /// Compares the live table with its scratch copy.
+    async fn diff<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        scratch: &Scratch,
+        table: &ViewTable,
+    ) -> Result<TableDiff, DbErr> {
+        let backend = txn.get_database_backend();
+        let live_rows = self.row_json(txn, table.name, &quote(table.name)).await?;
+        let replayed_rows = self
+            .row_json(txn, table.name, &scratch.qualified(table.name))
+            .await?;
+        let rows_of = |sql: String| async move {
+            txn.query_all_raw(Statement::from_string(backend, sql))
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let text = match backend {
+                        DbBackend::Postgres => r.try_get::<serde_json::Value>("", "row")?,
+                        _ => {
+                            let text = r.try_get::<String>("", "row")?;
+                            serde_json::from_str(&text)
+                                .map_err(|e| DbErr::Custom(format!("a row as JSON: {e}")))?
+                        }
+                    };
+                    Ok::<_, DbErr>(text)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let scalar = |sql: String| async move {
+            txn.query_one_raw(Statement::from_string(backend, sql))
+                .await?
+                .map(|r| r.try_get::<i64>("", "n"))
+                .transpose()
+                .map(|n| n.unwrap_or(0) as u64)
+        };
+        let only_live = format!("{live_rows} EXCEPT {replayed_rows}");
+        let only_replayed = format!("{replayed_rows} EXCEPT {live_rows}");
+        let rows = scalar(format!(
+            "SELECT COUNT(*) AS n FROM {}",
+            scratch.qualified(table.name)
+        ))
+        .await?;
+        // A differing row is a key on either side of the difference (a changed row is on
+        // both): count the keys.
+        let key_expr = match backend {
+            DbBackend::Postgres => format!(
+                "jsonb_build_array({})",
+                table
+                    .key
+                    .iter()
+                    .map(|k| format!("row -> '{k}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            _ => format!(
+                "json_array({})",
+                table
+                    .key
+                    .iter()
+                    .map(|k| format!("json_extract(row, '$.{k}')"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        let count = scalar(format!(
+            "SELECT COUNT(*) AS n FROM (SELECT {key_expr} AS k FROM ({only_live}) a \
+             UNION SELECT {key_expr} AS k FROM ({only_replayed}) b) u"
+        ))
+        .await?;
+        if count == 0 {
+            return Ok(TableDiff {
+                rows,
+                count: 0,
+                first: Vec::new(),
+            });
+        }
+        // Enough of each side to pair up the first differing keys.
+        let sample = REPORTED_DIFFERENCES * 20;
+        let live_sample = rows_of(format!("{only_live} LIMIT {sample}")).await?;
+        let replayed_sample = rows_of(format!("{only_replayed} LIMIT {sample}")).await?;
+        let key_of = |row: &serde_json::Value| {
+            serde_json::Value::Object(
+                table
+                    .key
+                    .iter()
+                    .map(|k| ((*k).to_owned(), row.get(*k).cloned().unwrap_or_default()))
+                    .collect(),
+            )
+        };
+        let mut by_key: std::collections::BTreeMap<String, RowDifference> = Default::default();
+        for row in live_sample {
+            let key = key_of(&row);
+            by_key
+                .entry(key.to_string())
+                .or_insert_with(|| RowDifference {
+                    table: table.name,
+                    key,
+                    live: None,
+                    replayed: None,
+                })
+                .live = Some(row);
+        }
+        for row in replayed_sample {
+            let key = key_of(&row);
+            by_key
+                .entry(key.to_string())
+                .or_insert_with(|| RowDifference {
+                    table: table.name,
+                    key,
+                    live: None,
+                    replayed: None,
+                })
+                .replayed = Some(row);
+        }
+        Ok(TableDiff {
+            rows,
+            count,
+            first: by_key.into_values().take(REPORTED_DIFFERENCES).collect(),
+        })
+    }
+}
+
+struct TableDiff {
+    rows: u64,
+    count: u64,
+    first: Vec<RowDifference>,
+}
+
+/// An SQL identifier, quoted.
+fn quote(identifier: &str) -> String {
+    format!("\"{}\"", identifier.replace('"', "\"\""))
+}
+
+/// Why a rebuild could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("unknown projection {0:?} (known: {1})")]
+    Unknown(String, String),
+    #[error("projection {0} is being rebuilt already")]
+    Running(&'static str),
+}
+
+/// The server's rebuilds and verifies: one rebuild at a time per projection, run in the
+/// background, its progress watched by `rebuildProgress` and shown by `projections`.
+pub struct Rebuilds {
+    replayer: Replayer,
+    projections: Vec<std::sync::Arc<dyn Projection>>,
+    progress: std::collections::HashMap<&'static str, tokio::sync::watch::Sender<Progress>>,
+    statuses: std::sync::Arc<super::status::Statuses>,
+    checkpoints: std::sync::Arc<super::checkpoints::Checkpoints>,
+    /// The relay's safe horizon.
+    horizon: tokio::sync::watch::Receiver<i64>,
+}
+
+impl Rebuilds {
+    pub fn new(
+        replayer: Replayer,
+        projections: Vec<std::sync::Arc<dyn Projection>>,
+        statuses: std::sync::Arc<super::status::Statuses>,
+        checkpoints: std::sync::Arc<super::checkpoints::Checkpoints>,
+        horizon: tokio::sync::watch::Receiver<i64>,
+    ) -> Self {
+        let progress = projections
+            .iter()
+            .map(|p| {
+                (
+                    p.name(),
+                    tokio::sync::watch::Sender::new(Progress::idle(p.name())),
+                )
+            })
+            .collect();
+        Self {
+            replayer,
+            projections,
+            progress,
+            statuses,
+            checkpoints,
+            horizon,
+        }
+    }
+
+    /// The projection called `name`.
+    pub fn projection(&self, name: &str) -> Result<std::sync::Arc<dyn Projection>, StartError> {
+        self.projections
+            .iter()
+            .find(|p| p.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                StartError::Unknown(
+                    name.to_owned(),
+                    self.projections
+                        .iter()
+                        .map(|p| p.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                )
+            })
+    }
+
+    /// Progress of the latest rebuild of `name`: its current state, then every step.
+    pub fn watch(&self, name: &str) -> Result<tokio::sync::watch::Receiver<Progress>, StartError> {
+        let projection = self.projection(name)?;
+        Ok(self.progress[projection.name()].subscribe())
+    }
+
+    /// Starts rebuilding `name` in the background; its first progress.
+    pub fn start(self: &std::sync::Arc<Self>, name: &str) -> Result<Progress, StartError> {
+        let projection = self.projection(name)?;
+        let name = projection.name();
+        let tx = &self.progress[name];
+        let mut started = false;
+        tx.send_if_modified(|p| {
+            if p.phase.is_terminal() || p.phase == Phase::Idle {
+                *p = Progress {
+                    phase: Phase::Replaying,
+                    ..Progress::idle(name)
+                };
+                started = true;
+            }
+            started
+        });
+        if !started {
+            return Err(StartError::Running(name));
+        }
+        let first = tx.borrow().clone();
+        let this = self.clone();
+        tokio::spawn(async move {
+            this.statuses.set_rebuilding(name, true);
+            let tx = &this.progress[name];
+            let report = |p: &Progress| {
+                tx.send_replace(p.clone());
+            };
+            let horizon = this.horizon.clone();
+            let outcome = this
+                .replayer
+                .rebuild(
+                    projection.as_ref(),
+                    || {
+                        let at = *horizon.borrow();
+                        async move { Ok(at) }
+                    },
+                    &report,
+                )
+                .await;
+            match outcome {
+                Ok(done) => {
+                    this.checkpoints.advance(name, done.position);
+                    if this.statuses.is_failed(name) {
+                        this.statuses.recovered(name);
+                    } else {
+                        this.statuses.set_rebuilding(name, false);
+                        this.statuses.advanced(name);
+                    }
+                    tracing::info!(
+                        projection = name,
+                        events = done.done,
+                        rows = done.rows,
+                        position = done.position,
+                        seconds = done.elapsed.as_secs_f64(),
+                        "projection rebuilt"
+                    );
+                }
+                Err(e) => {
+                    this.statuses.set_rebuilding(name, false);
+                    tracing::error!(projection = name, error = %e, "projection rebuild failed; the live view is unchanged");
+                    tx.send_modify(|p| {
+                        p.phase = Phase::Failed;
+                        p.error = Some(e.to_string());
+                    });
+                }
+            }
+        });
+        Ok(first)
+    }
+
+    /// Replays `name` into a scratch copy and compares it with the live view.
+    pub async fn verify(&self, name: &str) -> Result<Result<VerifyReport, DbErr>, StartError> {
+        let projection = self.projection(name)?;
+        Ok(self.replayer.verify(projection.as_ref(), &|_| {}).await)
+    }
+}
