@@ -160,6 +160,13 @@ impl Replayer {
         };
         report(&progress);
         let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let run = Run {
+            live: &self.db,
+            scratch: &scratch.conn,
+            projection,
+            started,
+            report,
+        };
         let outcome = async {
             // Replay while the live view serves; the log grows meanwhile, so go again
             // until what is left is small enough to replay while holding the view.
@@ -168,18 +175,8 @@ impl Replayer {
                 if target <= progress.position && progress.done > 0 {
                     break;
                 }
-                progress.total += count(&self.db, projection, progress.position, target).await?;
                 let behind = target - progress.position;
-                replay(
-                    &self.db,
-                    &scratch.conn,
-                    projection,
-                    target,
-                    &mut progress,
-                    started,
-                    report,
-                )
-                .await?;
+                run.replay(target, &mut progress).await?;
                 if behind <= PAGE as i64 {
                     break;
                 }
@@ -207,17 +204,7 @@ impl Replayer {
                 } else {
                     Some(txn)
                 };
-                progress.total += count(&self.db, projection, progress.position, stored).await?;
-                replay(
-                    &self.db,
-                    &scratch.conn,
-                    projection,
-                    stored,
-                    &mut progress,
-                    started,
-                    report,
-                )
-                .await?;
+                run.replay(stored, &mut progress).await?;
                 if let Some(txn) = held {
                     break txn;
                 }
@@ -265,35 +252,22 @@ impl Replayer {
         };
         report(&progress);
         let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let run = Run {
+            live: &self.db,
+            scratch: &scratch.conn,
+            projection,
+            started,
+            report,
+        };
         let outcome = async {
             // Most of the replay without holding anything; the tail holding the view.
             let stored = checkpoints::load_one(&self.db, projection.name()).await?;
-            progress.total = count(&self.db, projection, 0, stored).await?;
-            replay(
-                &self.db,
-                &scratch.conn,
-                projection,
-                stored,
-                &mut progress,
-                started,
-                report,
-            )
-            .await?;
+            run.replay(stored, &mut progress).await?;
             let live = LiveSide::open(&self.db, &self.url, &scratch).await?;
             let txn = live.begin_read().await?;
             let at = checkpoints::lock(&txn, projection.name(), Hold::Share).await?;
             if at > progress.position {
-                progress.total += count(&self.db, projection, progress.position, at).await?;
-                replay(
-                    &self.db,
-                    &scratch.conn,
-                    projection,
-                    at,
-                    &mut progress,
-                    started,
-                    report,
-                )
-                .await?;
+                run.replay(at, &mut progress).await?;
             }
             let mut rows = 0;
             let mut differences = 0;
@@ -340,55 +314,63 @@ async fn count(
         .await
 }
 
-/// Folds the events of `projection`'s streams in `(progress.position, to]` into the
-/// scratch copy, a page per transaction, reading the next page while folding this one.
-async fn replay(
-    live: &DatabaseConnection,
-    scratch: &DatabaseConnection,
-    projection: &dyn Projection,
-    to: i64,
-    progress: &mut Progress,
+/// One replay into a scratch copy.
+struct Run<'a> {
+    live: &'a DatabaseConnection,
+    scratch: &'a DatabaseConnection,
+    projection: &'a dyn Projection,
     started: Instant,
-    report: &(dyn Fn(&Progress) + Send + Sync),
-) -> Result<(), DbErr> {
-    let page_after = |after: i64| {
-        events::Entity::find()
-            .filter(events::Column::Position.gt(after))
-            .filter(events::Column::Position.lte(to))
-            .filter(events::Column::StreamType.is_in(projection.stream_types().iter().copied()))
-            .order_by_asc(events::Column::Position)
-            .limit(PAGE)
-            .all(live)
-    };
-    if progress.position >= to {
-        return Ok(());
-    }
-    let mut page = page_after(progress.position).await?;
-    while let Some(last) = page.last().map(|e| e.position) {
-        let full = page.len() as u64 == PAGE;
-        let fold = async {
-            let txn = scratch.begin().await?;
-            projection.apply(&txn, &page).await?;
-            txn.commit().await
+    report: &'a (dyn Fn(&Progress) + Send + Sync),
+}
+
+impl Run<'_> {
+    /// Folds the events of the projection's streams in `(progress.position, to]` into
+    /// the scratch copy, a page per transaction, reading the next page while folding
+    /// this one; counts them into `progress.total` first.
+    async fn replay(&self, to: i64, progress: &mut Progress) -> Result<(), DbErr> {
+        if progress.position >= to {
+            return Ok(());
+        }
+        progress.total += count(self.live, self.projection, progress.position, to).await?;
+        let page_after = |after: i64| {
+            events::Entity::find()
+                .filter(events::Column::Position.gt(after))
+                .filter(events::Column::Position.lte(to))
+                .filter(
+                    events::Column::StreamType
+                        .is_in(self.projection.stream_types().iter().copied()),
+                )
+                .order_by_asc(events::Column::Position)
+                .limit(PAGE)
+                .all(self.live)
         };
-        let next = async {
-            if full {
-                page_after(last).await
-            } else {
-                Ok(Vec::new())
-            }
-        };
-        let (folded, next) = tokio::join!(fold, next);
-        folded?;
-        progress.done += page.len() as u64;
-        progress.position = last;
-        progress.elapsed = started.elapsed();
-        report(progress);
-        page = next?;
+        let mut page = page_after(progress.position).await?;
+        while let Some(last) = page.last().map(|e| e.position) {
+            let full = page.len() as u64 == PAGE;
+            let fold = async {
+                let txn = self.scratch.begin().await?;
+                self.projection.apply(&txn, &page).await?;
+                txn.commit().await
+            };
+            let next = async {
+                if full {
+                    page_after(last).await
+                } else {
+                    Ok(Vec::new())
+                }
+            };
+            let (folded, next) = tokio::join!(fold, next);
+            folded?;
+            progress.done += page.len() as u64;
+            progress.position = last;
+            progress.elapsed = self.started.elapsed();
+            (self.report)(progress);
+            page = next?;
+        }
+        // Nothing more of this projection's streams up to `to`: the view is at `to`.
+        progress.position = to;
+        Ok(())
     }
-    // Nothing of this projection's streams up to `to`: the view is at `to`.
-    progress.position = to;
-    Ok(())
 }
 
 /// The scratch copy of a view.
@@ -427,7 +409,8 @@ impl Scratch {
                 let made = async {
                     for table in projection.tables() {
                         live.execute_unprepared(&format!(
-                            "CREATE TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
+                            // Unlogged: a scratch copy is thrown away on any failure.
+                            "CREATE UNLOGGED TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
                             quote(&schema),
                             quote(table.name),
                             quote(&live_schema),

@@ -384,23 +384,7 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
     let cart_stream = alice_cart_stream();
 
     // Behind the service's back: an event its cart projection cannot read.
-    let db = sea_orm::Database::connect(app.database_url())
-        .await
-        .expect("the test database is reachable");
-    let bad = events::ActiveModel {
-        stream_id: Set(cart_stream),
-        stream_type: Set("cart".into()),
-        version: Set(2),
-        event_type: Set("CartItemAdded".into()),
-        event_version: Set(1),
-        data: Set(json!({ "nonsense": true })),
-        metadata: Set(json!({ "correlationId": uuid::Uuid::new_v4(), "causationId": "test" })),
-        recorded_at: Set(chrono::Utc::now()),
-        ..Default::default()
-    }
-    .insert(&db)
-    .await
-    .expect("the event is inserted");
+    let (db, bad) = insert_undecodable_cart_event(&app, cart_stream).await;
 
     let failed = wait_until("the cart projection reports its failure", || async {
         let resp = admin.gql(PROJECTIONS, json!({})).await;

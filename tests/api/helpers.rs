@@ -822,3 +822,33 @@ pub fn order_ids(connection: &Value) -> Vec<String> {
 pub fn error_message(resp: &Value) -> &str {
     resp["errors"][0]["message"].as_str().unwrap_or("")
 }
+
+/// Behind the service's back: appends to cart stream `stream` (at version 2) an event its
+/// cart projection cannot read. Returns a connection to the test's database and the row.
+pub async fn insert_undecodable_cart_event(
+    app: &TestApp,
+    stream: uuid::Uuid,
+) -> (
+    sea_orm::DatabaseConnection,
+    ordergraph::entity::events::Model,
+) {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let bad = ordergraph::entity::events::ActiveModel {
+        stream_id: Set(stream),
+        stream_type: Set("cart".into()),
+        version: Set(2),
+        event_type: Set("CartItemAdded".into()),
+        event_version: Set(1),
+        data: Set(json!({ "nonsense": true })),
+        metadata: Set(json!({ "correlationId": uuid::Uuid::new_v4(), "causationId": "test" })),
+        recorded_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(&db)
+    .await
+    .expect("the event is inserted");
+    (db, bad)
+}

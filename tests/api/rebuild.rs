@@ -263,24 +263,7 @@ async fn a_failed_projection_runs_again_after_its_event_is_fixed_and_it_is_rebui
         &ordergraph::domain::values::UserId::parse("carol").expect("a valid user id"),
     );
 
-    let db = sea_orm::Database::connect(app.database_url())
-        .await
-        .expect("the test database is reachable");
-    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
-    let bad = ordergraph::entity::events::ActiveModel {
-        stream_id: Set(stream),
-        stream_type: Set("cart".into()),
-        version: Set(2),
-        event_type: Set("CartItemAdded".into()),
-        event_version: Set(1),
-        data: Set(json!({ "nonsense": true })),
-        metadata: Set(json!({ "correlationId": uuid::Uuid::new_v4(), "causationId": "test" })),
-        recorded_at: Set(chrono::Utc::now()),
-        ..Default::default()
-    }
-    .insert(&db)
-    .await
-    .expect("the event is inserted");
+    let (db, bad) = insert_undecodable_cart_event(&app, stream).await;
     wait_until("the cart projection fails", || async {
         let resp = admin.gql(PROJECTIONS, json!({})).await;
         data(&resp)["projections"]
@@ -309,6 +292,7 @@ async fn a_failed_projection_runs_again_after_its_event_is_fixed_and_it_is_rebui
     assert_eq!(carol.cart().await["itemCount"], 1);
 
     // Fixed in the log, the view is rebuilt and the projection runs again, no restart.
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
     let mut fixed: ordergraph::entity::events::ActiveModel = bad.into();
     fixed.data = Set(json!({ "user_id": "carol", "product_id": pid, "quantity": 4, "added": 3 }));
     fixed.update(&db).await.expect("the event is fixed");
