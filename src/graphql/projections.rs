@@ -131,7 +131,9 @@ impl ProjectionsMutation {
 
     /// Admin: replays the log into a scratch copy of a view, up to the live view's
     /// checkpoint, and compares the two row by row. Read-only; `ok` is false when they
-    /// differ, with the first differing rows.
+    /// differ, with the first differing rows. It answers within the request timeout for
+    /// views of a few hundred thousand events; `ordergraph projections verify` has no
+    /// timeout.
     async fn verify_projection(
         &self,
         ctx: &Context<'_>,

@@ -912,9 +912,15 @@ impl Rebuilds {
         Ok(first)
     }
 
-    /// Replays `name` into a scratch copy and compares it with the live view.
+    /// Replays `name` into a scratch copy and compares it with the live view. The work
+    /// runs in a task of its own, so a caller that goes away (a request timing out) does
+    /// not leave the scratch copy behind.
     pub async fn verify(&self, name: &str) -> Result<Result<VerifyReport, DbErr>, StartError> {
         let projection = self.projection(name)?;
-        Ok(self.replayer.verify(projection.as_ref(), &|_| {}).await)
+        let replayer = self.replayer.clone();
+        let task = tokio::spawn(async move { replayer.verify(projection.as_ref(), &|_| {}).await });
+        Ok(task
+            .await
+            .unwrap_or_else(|e| Err(DbErr::Custom(format!("the verify task failed: {e}")))))
     }
 }
