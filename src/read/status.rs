@@ -182,19 +182,27 @@ impl Statuses {
         statuses.report(db).await
     }
 
-    /// The status table, with each projection's lag counted in the log.
+    /// The status table, with each projection's lag counted in the log: the events of
+    /// its streams that it has not folded yet (a view is not behind an event that cannot
+    /// change it, even where its stored checkpoint has not moved past that event).
     pub async fn report(&self, db: &DatabaseConnection) -> Result<Vec<Report>, DbErr> {
         let head = self.head();
         let entries = self.with(|e| e.clone());
+        let projections = super::all_projections();
         let mut out = Vec::with_capacity(entries.len());
         for (name, entry) in entries {
             let position = self.checkpoints.get(name);
             let (lag, lag_millis) = if position >= head {
                 (0, 0)
             } else {
-                let behind = events::Entity::find()
+                let mut behind = events::Entity::find()
                     .filter(events::Column::Position.gt(position))
                     .filter(events::Column::Position.lte(head));
+                if let Some(projection) = projections.iter().find(|p| p.name() == name) {
+                    behind = behind.filter(
+                        events::Column::StreamType.is_in(projection.stream_types().iter().copied()),
+                    );
+                }
                 let lag = behind.clone().count(db).await?;
                 let oldest = behind
                     .order_by_asc(events::Column::Position)

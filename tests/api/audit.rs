@@ -427,6 +427,17 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
         line.contains(&format!("at position {}", bad.position)),
         "{table}"
     );
+    // A view that no event after its checkpoint concerns is not behind, even though its
+    // stored checkpoint stayed where it was.
+    let orders = table
+        .lines()
+        .find(|l| l.starts_with("orders"))
+        .unwrap_or_default();
+    assert_eq!(
+        orders.split_whitespace().nth(3),
+        Some("0"),
+        "the orders view has nothing to fold:\n{table}"
+    );
 
     // Fix the event, restart: the projection folds it and carries on.
     let mut fixed: events::ActiveModel = events::Entity::find_by_id(bad.position)
