@@ -270,7 +270,7 @@ async fn bench(url: &str, events: usize) -> anyhow::Result<String> {
         rows: Some(0),
     };
     for projection in ordergraph::read::all_projections() {
-        let done = replayer
+        let (done, _) = replayer
             .rebuild(
                 projection.as_ref(),
                 || ordergraph::read::relay::safe_horizon(&db, 0),

@@ -104,6 +104,7 @@ impl Application {
             statuses.clone(),
             checkpoints.clone(),
             horizon.clone(),
+            live.clone(),
         ));
         let schema = graphql::build_schema(graphql::Services {
             db: db.clone(),

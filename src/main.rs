@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ordergraph::auth::{self, Role};
 use ordergraph::config::Settings;
 use ordergraph::read::Projection;
-use ordergraph::read::rebuild::{Phase, Progress, Replayer};
+use ordergraph::read::rebuild::{CHANGED_KEYS_LIMIT, Changed, Phase, Progress, Replayer};
 use ordergraph::read::relay::safe_horizon;
 use ordergraph::{Application, db, graphql, telemetry};
 use secrecy::ExposeSecret;
@@ -159,9 +159,13 @@ async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow:
                 )
             });
         bar.finish();
-        let done = done?;
+        let (done, changed) = done?;
+        let changed = match changed {
+            Changed::Keys(keys) => format!("{} keys changed", keys.len()),
+            Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
+        };
         println!(
-            "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows, at position {}",
+            "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
             projection.name(),
             done.done,
             done.elapsed.as_secs_f64(),

@@ -60,6 +60,18 @@ pub struct ViewTable {
     pub name: &'static str,
     /// Its primary key columns.
     pub key: &'static [&'static str],
+    /// The key its rows are announced under on the change bus ([`Change::key`]).
+    pub change_key: ChangeKey,
+}
+
+/// Which [`Change::key`] a row of a view table belongs to: what a rebuild announces
+/// for the rows it changed.
+#[derive(Debug, Clone, Copy)]
+pub enum ChangeKey {
+    /// The value of this column, as text (a UUID hyphenated, lower case).
+    Column(&'static str),
+    /// One key for the whole table.
+    Whole(&'static str),
 }
 
 /// Begins a read-only transaction whose statements all see one snapshot, so a view read

@@ -3,6 +3,8 @@
 //! it; each ends with `SERVER_DRAINING` (and its resume position) when the server drains,
 //! and with `UNAUTHENTICATED` when the caller's token expires.
 
+use std::collections::BTreeSet;
+
 use async_graphql::{Context, Subscription};
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
@@ -196,6 +198,11 @@ fn may_see(caller: &Caller, order: &order_view::Model) -> bool {
     caller.is_admin() || order.user_id == caller.user_id.as_str()
 }
 
+/// The keys that are UUIDs (the others name no row of a UUID-keyed view).
+fn uuids(keys: &BTreeSet<String>) -> impl Iterator<Item = Uuid> + '_ {
+    keys.iter().filter_map(|k| Uuid::parse_str(k).ok())
+}
+
 fn by_position<T>(rows: Vec<T>, position: fn(&T) -> i64) -> Vec<(i64, T)> {
     let mut rows: Vec<(i64, T)> = rows.into_iter().map(|r| (position(&r), r)).collect();
     rows.sort_by_key(|(p, _)| *p);
@@ -242,6 +249,20 @@ impl Watch for ProductWatch {
     ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
         let rows = catalog::changed(db, self.ids.as_deref(), after, upto, limit).await?;
         Ok(by_position(rows, |p| p.position))
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        _upto: i64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+        let ids: Vec<Uuid> = uuids(keys)
+            .filter(|id| self.ids.as_ref().is_none_or(|ids| ids.contains(id)))
+            .collect();
+        Ok(by_position(catalog::find_many(db, &ids).await?, |p| {
+            p.position
+        }))
     }
 
     fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
@@ -294,6 +315,19 @@ impl Watch for CartWatch {
         } else {
             vec![]
         })
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        _upto: i64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+        if !keys.contains(&self.user_id) {
+            return Ok(vec![]);
+        }
+        let cart = cart::find(db, &self.user_id).await?;
+        Ok(vec![(cart.position, cart)])
     }
 
     fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
@@ -366,6 +400,23 @@ impl Watch for OrderWatch {
             .collect())
     }
 
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        _upto: i64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+        let mut rows = Vec::new();
+        for id in uuids(keys).filter(|id| self.id.is_none_or(|watched| watched == *id)) {
+            if let Some(order) = orders::find(db, id).await?
+                && may_see(&self.caller, &order)
+            {
+                rows.push(order);
+            }
+        }
+        Ok(by_position(rows, |o| o.position))
+    }
+
     fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
         match &change.state {
             ViewState::Order(order)
@@ -414,6 +465,19 @@ impl Watch for DashboardWatch {
         } else {
             vec![]
         })
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        upto: i64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+        if !keys.contains(dashboard::KEY) {
+            return Ok(vec![]);
+        }
+        let figures = dashboard::read(db, Utc::now(), upto).await?;
+        Ok(vec![(figures.position, figures)])
     }
 
     fn accept(&self, change: &ViewChange) -> Option<Self::Item> {

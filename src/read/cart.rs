@@ -13,7 +13,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, ViewTable, catalog, decode_row};
+use super::{ChangeKey, Projection, ViewTable, catalog, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent};
 use crate::entity::{cart_view, cart_view_items, catalog_view, events};
@@ -33,10 +33,12 @@ impl Projection for CartProjection {
             ViewTable {
                 name: "cart_view",
                 key: &["user_id"],
+                change_key: ChangeKey::Column("user_id"),
             },
             ViewTable {
                 name: "cart_view_items",
                 key: &["user_id", "product_id"],
+                change_key: ChangeKey::Column("user_id"),
             },
         ]
     }

@@ -9,7 +9,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::entity::{catalog_view, events};
@@ -28,6 +28,7 @@ impl Projection for CatalogProjection {
         &[ViewTable {
             name: "catalog_view",
             key: &["id"],
+            change_key: ChangeKey::Column("id"),
         }]
     }
 

@@ -11,7 +11,7 @@ use sea_orm::{
 };
 
 use super::bus::Change;
-use super::{Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
@@ -96,14 +96,17 @@ impl Projection for DashboardProjection {
             ViewTable {
                 name: "dashboard_counters",
                 key: &["name"],
+                change_key: ChangeKey::Whole(KEY),
             },
             ViewTable {
                 name: "dashboard_daily",
                 key: &["day"],
+                change_key: ChangeKey::Whole(KEY),
             },
             ViewTable {
                 name: "dashboard_orders",
                 key: &["order_id"],
+                change_key: ChangeKey::Whole(KEY),
             },
         ]
     }

@@ -18,8 +18,14 @@
 //! A subscriber that falls behind the hub's buffer (or a hub that falls behind the bus)
 //! is **conflated**: it re-reads the rows of its keys that changed since its cursor, so it
 //! gets the latest state of each key and never a stale one after a newer one.
+//!
+//! A **rebuild** replaces rows without moving their positions, so no position tells a
+//! subscription about them: the hub counts rebuilds per view (a generation, with the keys
+//! each one changed), wakes the view's subscriptions, and each one whose generation is
+//! behind re-sends the current state of the changed keys it watches. The generation is
+//! kept beside the queue, never in it, so a full queue cannot lose it.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -32,12 +38,17 @@ use uuid::Uuid;
 
 use super::bus::Change;
 use super::checkpoints::Checkpoints;
+use super::rebuild::Changed;
 use super::{cart, catalog, dashboard, orders};
 use crate::entity::{catalog_view, order_view};
 use crate::error::{AppError, AppResult};
 
 /// Rows read per query when a subscription catches up.
 pub const CATCH_UP_PAGE: u64 = 500;
+
+/// Rebuilds remembered per view with the keys they changed; a subscription further
+/// behind re-sends everything it watches.
+const REBUILDS_KEPT: usize = 16;
 
 /// The state of one key of one view, as the hub loaded it.
 #[derive(Debug, Clone)]
@@ -63,6 +74,8 @@ pub enum LiveMsg {
     /// The hub missed changes: the subscription must re-read what changed since its
     /// cursor.
     Resync,
+    /// A rebuild replaced rows of the view: the subscription re-reads what it changed.
+    Rebuilt,
 }
 
 /// The routing keys of a loaded row: its own key, and for an order its owner too (so a
@@ -107,6 +120,31 @@ struct Registry {
     every: HashMap<&'static str, HashMap<u64, Subscriber>>,
     /// projection → number of subscriptions (a change nobody watches is not loaded).
     count: HashMap<&'static str, usize>,
+    /// projection → the rebuilds of its view.
+    rebuilds: HashMap<&'static str, RebuildLog>,
+}
+
+/// The rebuilds of one view: how many, and the keys the latest ones changed (`None`:
+/// too many to name).
+#[derive(Default)]
+struct RebuildLog {
+    generation: u64,
+    recent: VecDeque<(u64, Option<Arc<Vec<String>>>)>,
+}
+
+impl RebuildLog {
+    /// The keys changed by the rebuilds after generation `since` (`None`: any key).
+    fn since(&self, since: u64) -> Option<BTreeSet<String>> {
+        let kept_from = self.recent.front().map_or(u64::MAX, |(g, _)| *g);
+        if since + 1 < kept_from {
+            return None;
+        }
+        let mut keys = BTreeSet::new();
+        for (_, changed) in self.recent.iter().filter(|(g, _)| *g > since) {
+            keys.extend(changed.as_ref()?.iter().cloned());
+        }
+        Some(keys)
+    }
 }
 
 /// The hub. Cheap to share; `run` drives it. A change is loaded once and offered only to
@@ -259,6 +297,59 @@ impl LiveViews {
         }
     }
 
+    /// A rebuild replaced rows of `projection`'s view: each of its subscriptions re-sends
+    /// the current state of the changed keys it watches.
+    pub fn rebuilt(&self, projection: &'static str, changed: Changed) {
+        let changed = match changed {
+            Changed::Keys(keys) if keys.is_empty() => return,
+            Changed::Keys(keys) => Some(Arc::new(keys)),
+            Changed::TooMany => None,
+        };
+        let mut registry = self.lock();
+        let log = registry.rebuilds.entry(projection).or_default();
+        log.generation += 1;
+        let generation = log.generation;
+        log.recent.push_back((generation, changed));
+        if log.recent.len() > REBUILDS_KEPT {
+            log.recent.pop_front();
+        }
+        let mut woken = HashSet::new();
+        let keyed = registry
+            .by_key
+            .iter()
+            .filter(|((p, _), _)| *p == projection)
+            .map(|(_, subs)| subs);
+        for subs in keyed.chain(registry.every.get(projection)) {
+            for (id, sub) in subs {
+                if woken.insert(*id) {
+                    // A full queue flags the subscription, which then looks too.
+                    sub.offer(LiveMsg::Rebuilt);
+                }
+            }
+        }
+    }
+
+    /// How many rebuilds `projection`'s view has had.
+    fn generation(&self, projection: &'static str) -> u64 {
+        self.lock()
+            .rebuilds
+            .get(projection)
+            .map_or(0, |log| log.generation)
+    }
+
+    /// The current generation of `projection`, and the keys the rebuilds after `since`
+    /// changed (`None`: any key).
+    fn rebuilt_since(
+        &self,
+        projection: &'static str,
+        since: u64,
+    ) -> (u64, Option<BTreeSet<String>>) {
+        match self.lock().rebuilds.get(projection) {
+            Some(log) => (log.generation, log.since(since)),
+            None => (0, Some(BTreeSet::new())),
+        }
+    }
+
     /// Every subscription re-reads: the hub itself missed changes.
     fn resync_all(&self) {
         let registry = self.lock();
@@ -395,6 +486,15 @@ pub trait Watch: Send + Sync + 'static {
         limit: u64,
     ) -> Result<Vec<(i64, Self::Item)>, DbErr>;
 
+    /// The current rows of those of `keys` (change keys: [`Change::key`]) that this
+    /// watch covers and the caller may see, oldest first.
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        upto: i64,
+    ) -> Result<Vec<(i64, Self::Item)>, DbErr>;
+
     /// A live change, if it concerns this watch and the caller may see it.
     fn accept(&self, change: &ViewChange) -> Option<Self::Item>;
 }
@@ -481,6 +581,8 @@ pub fn follow<W: Watch>(
         let projection = watch.projection();
         // Registered before the checkpoint is read: no change above it is missed.
         let mut registration = source.hub.register(projection, watch.keys());
+        // The state read below is at least as new as every rebuild counted here.
+        let mut rebuilt = source.hub.generation(projection);
         let checkpoint = source.checkpoints.get(projection);
         let mut cursor = checkpoint.max(after.unwrap_or(0));
         match watch.current(&source.db, checkpoint).await {
@@ -534,10 +636,12 @@ pub fn follow<W: Watch>(
                         yield Ok(item);
                     }
                 }
-                Step::Msg(Some(LiveMsg::Resync)) => {
+                Step::Msg(Some(msg @ (LiveMsg::Resync | LiveMsg::Rebuilt))) => {
                     // Conflate: re-read what changed since the cursor; what is still
                     // queued is skipped by position.
-                    source.hub.metrics.subscriber_lagged(projection);
+                    if matches!(msg, LiveMsg::Resync) {
+                        source.hub.metrics.subscriber_lagged(projection);
+                    }
                     let upto = source.checkpoints.get(projection);
                     match catch_up(&watch, &source.db, cursor, upto).await {
                         Ok(items) => {
@@ -549,6 +653,46 @@ pub fn follow<W: Watch>(
                         Err(e) => { yield Err(e.into()); return; }
                     }
                     cursor = cursor.max(upto);
+                    // Then what rebuilds replaced since it last looked: the current rows
+                    // of those keys, up to `upto` (newer ones are queued behind).
+                    let (generation, changed) = source.hub.rebuilt_since(projection, rebuilt);
+                    if generation > rebuilt {
+                        rebuilt = generation;
+                        let rows = match changed {
+                            Some(keys) => watch.rows(&source.db, &keys, upto).await.map(Some),
+                            None => watch.current(&source.db, upto).await,
+                        };
+                        match rows {
+                            Ok(Some(rows)) => {
+                                for (position, item) in rows {
+                                    if position <= upto {
+                                        yield Ok(item);
+                                    }
+                                }
+                            }
+                            // Open-ended, and anything may have changed: all of it.
+                            Ok(None) => {
+                                let mut from = 0;
+                                loop {
+                                    let page = match watch.changed(&source.db, from, upto, CATCH_UP_PAGE).await {
+                                        Ok(page) => page,
+                                        Err(e) => { yield Err(e.into()); return; }
+                                    };
+                                    let full = page.len() as u64 == CATCH_UP_PAGE;
+                                    if let Some((last, _)) = page.last() {
+                                        from = *last;
+                                    }
+                                    for (_, item) in page {
+                                        yield Ok(item);
+                                    }
+                                    if !full {
+                                        break;
+                                    }
+                                }
+                            }
+                            Err(e) => { yield Err(e.into()); return; }
+                        }
+                    }
                 }
                 Step::Msg(None) => {
                     yield Err(AppError::ServerDraining { position: cursor });

@@ -10,7 +10,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable, decode_row};
 use crate::domain::Aggregate;
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
@@ -40,6 +40,7 @@ impl Projection for OrderProjection {
         &[ViewTable {
             name: "order_view",
             key: &["id"],
+            change_key: ChangeKey::Column("id"),
         }]
     }
 

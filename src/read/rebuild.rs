@@ -15,6 +15,7 @@
 //! - **Verify** replays up to the live checkpoint, holding it still, and compares the two
 //!   copies row by row in the database (a set difference of each row as JSON).
 
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -25,7 +26,7 @@ use sea_orm::{
 };
 
 use super::checkpoints::{self, Hold};
-use super::{Projection, ViewTable};
+use super::{ChangeKey, Projection, ViewTable};
 use crate::entity::events;
 use crate::write::{WriteGate, begin_write};
 
@@ -34,6 +35,18 @@ pub const PAGE: u64 = 5_000;
 
 /// How many differing rows a verify reports in full.
 pub const REPORTED_DIFFERENCES: usize = 10;
+
+/// Up to this many changed keys, a rebuild tells the live subscriptions which rows it
+/// changed; beyond it, that the whole view may have.
+pub const CHANGED_KEYS_LIMIT: usize = 10_000;
+
+/// The rows a rebuild's swap changed in the live view, by their change keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    Keys(Vec<String>),
+    /// More than [`CHANGED_KEYS_LIMIT`].
+    TooMany,
+}
 
 /// Where a rebuild is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,13 +155,14 @@ pub struct Replayer {
 impl Replayer {
     /// Rebuilds `projection`'s view from the log and swaps it in. `horizon` says up to
     /// where the log is final (the relay's safe horizon); `report` hears each step.
-    /// Returns the last progress (phase `Done`) and the checkpoint the view now has.
+    /// Returns the last progress (phase `Done`, with the checkpoint the view now has) and
+    /// the keys of the rows the swap changed, for the live subscriptions to hear of.
     pub async fn rebuild<H, F>(
         &self,
         projection: &dyn Projection,
         horizon: H,
         report: &(dyn Fn(&Progress) + Send + Sync),
-    ) -> Result<Progress, DbErr>
+    ) -> Result<(Progress, Changed), DbErr>
     where
         H: Fn() -> F + Send + Sync,
         F: std::future::Future<Output = Result<i64, DbErr>> + Send,
@@ -209,6 +223,20 @@ impl Replayer {
                     break txn;
                 }
             };
+            // What the swap changes, while both copies are there to compare.
+            let mut changed = BTreeSet::new();
+            let mut too_many = false;
+            for table in projection.tables() {
+                let room = CHANGED_KEYS_LIMIT.saturating_sub(changed.len());
+                match live.changed_keys(&txn, &scratch, table, room).await? {
+                    Some(keys) => changed.extend(keys),
+                    None => too_many = true,
+                }
+                if too_many || changed.len() > CHANGED_KEYS_LIMIT {
+                    too_many = true;
+                    break;
+                }
+            }
             let mut rows = 0;
             for table in projection.tables() {
                 let name = quote(table.name);
@@ -227,15 +255,19 @@ impl Replayer {
             txn.commit().await?;
             live.close().await;
             progress.rows = rows;
-            Ok::<_, DbErr>(())
+            Ok::<_, DbErr>(if too_many {
+                Changed::TooMany
+            } else {
+                Changed::Keys(changed.into_iter().collect())
+            })
         }
         .await;
         scratch.discard(&self.db).await;
-        outcome?;
+        let changed = outcome?;
         progress.phase = Phase::Done;
         progress.elapsed = started.elapsed();
         report(&progress);
-        Ok(progress)
+        Ok((progress, changed))
     }
 
     /// Replays `projection`'s view into a scratch copy up to the live checkpoint and
@@ -636,6 +668,72 @@ impl LiveSide {
         })
     }
 
+    /// The rows of the live table and of its scratch copy that the other lacks, as two
+    /// queries of a `row` column of JSON.
+    async fn differing<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        scratch: &Scratch,
+        table: &ViewTable,
+    ) -> Result<(String, String), DbErr> {
+        let live_rows = self.row_json(txn, table.name, &quote(table.name)).await?;
+        let replayed_rows = self
+            .row_json(txn, table.name, &scratch.qualified(table.name))
+            .await?;
+        Ok((
+            format!("{live_rows} EXCEPT {replayed_rows}"),
+            format!("{replayed_rows} EXCEPT {live_rows}"),
+        ))
+    }
+
+    /// The change keys ([`ChangeKey`]) of the rows that differ between the live table and
+    /// its scratch copy; `None` when there are more than `limit`.
+    async fn changed_keys<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        scratch: &Scratch,
+        table: &ViewTable,
+        limit: usize,
+    ) -> Result<Option<BTreeSet<String>>, DbErr> {
+        let backend = txn.get_database_backend();
+        let (only_live, only_replayed) = self.differing(txn, scratch, table).await?;
+        match table.change_key {
+            ChangeKey::Whole(key) => {
+                let sql = format!(
+                    "SELECT 1 AS n FROM ({only_live}) a UNION ALL \
+                     SELECT 1 AS n FROM ({only_replayed}) b LIMIT 1"
+                );
+                let any = txn
+                    .query_one_raw(Statement::from_string(backend, sql))
+                    .await?
+                    .is_some();
+                Ok(Some(if any {
+                    BTreeSet::from([key.to_owned()])
+                } else {
+                    BTreeSet::new()
+                }))
+            }
+            ChangeKey::Column(column) => {
+                let pick = match backend {
+                    DbBackend::Postgres => format!("row ->> '{column}'"),
+                    _ => format!("json_extract(row, '$.{column}')"),
+                };
+                let sql = format!(
+                    "SELECT DISTINCT k FROM (SELECT {pick} AS k FROM ({only_live}) a \
+                     UNION ALL SELECT {pick} AS k FROM ({only_replayed}) b) u LIMIT {}",
+                    limit + 1
+                );
+                let keys = txn
+                    .query_all_raw(Statement::from_string(backend, sql))
+                    .await?
+                    .into_iter()
+                    .map(|r| r.try_get::<String>("", "k"))
+                    .collect::<Result<BTreeSet<_>, _>>()?;
+                Ok((keys.len() <= limit).then_some(keys))
+            }
+        }
+    }
+
     /// Compares the live table with its scratch copy.
     async fn diff<C: ConnectionTrait>(
         &self,
@@ -644,10 +742,7 @@ impl LiveSide {
         table: &ViewTable,
     ) -> Result<TableDiff, DbErr> {
         let backend = txn.get_database_backend();
-        let live_rows = self.row_json(txn, table.name, &quote(table.name)).await?;
-        let replayed_rows = self
-            .row_json(txn, table.name, &scratch.qualified(table.name))
-            .await?;
+        let (only_live, only_replayed) = self.differing(txn, scratch, table).await?;
         let rows_of = |sql: String| async move {
             txn.query_all_raw(Statement::from_string(backend, sql))
                 .await?
@@ -672,8 +767,6 @@ impl LiveSide {
                 .transpose()
                 .map(|n| n.unwrap_or(0) as u64)
         };
-        let only_live = format!("{live_rows} EXCEPT {replayed_rows}");
-        let only_replayed = format!("{replayed_rows} EXCEPT {live_rows}");
         let rows = scalar(format!(
             "SELECT COUNT(*) AS n FROM {}",
             scratch.qualified(table.name)
@@ -765,6 +858,14 @@ struct TableDiff {
     first: Vec<RowDifference>,
 }
 
+/// How many keys a swap changed, when it counted them.
+fn changed_count(changed: &Changed) -> Option<usize> {
+    match changed {
+        Changed::Keys(keys) => Some(keys.len()),
+        Changed::TooMany => None,
+    }
+}
+
 /// An SQL identifier, quoted.
 fn quote(identifier: &str) -> String {
     format!("\"{}\"", identifier.replace('"', "\"\""))
@@ -789,6 +890,8 @@ pub struct Rebuilds {
     checkpoints: std::sync::Arc<super::checkpoints::Checkpoints>,
     /// The relay's safe horizon.
     horizon: tokio::sync::watch::Receiver<i64>,
+    /// Told which rows a swap changed, so that subscribers see them.
+    live: std::sync::Arc<super::live::LiveViews>,
 }
 
 impl Rebuilds {
@@ -798,6 +901,7 @@ impl Rebuilds {
         statuses: std::sync::Arc<super::status::Statuses>,
         checkpoints: std::sync::Arc<super::checkpoints::Checkpoints>,
         horizon: tokio::sync::watch::Receiver<i64>,
+        live: std::sync::Arc<super::live::LiveViews>,
     ) -> Self {
         let progress = projections
             .iter()
@@ -815,6 +919,7 @@ impl Rebuilds {
             statuses,
             checkpoints,
             horizon,
+            live,
         }
     }
 
@@ -882,7 +987,7 @@ impl Rebuilds {
                 )
                 .await;
             match outcome {
-                Ok(done) => {
+                Ok((done, changed)) => {
                     this.checkpoints.advance(name, done.position);
                     if this.statuses.is_failed(name) {
                         this.statuses.recovered(name);
@@ -896,8 +1001,11 @@ impl Rebuilds {
                         rows = done.rows,
                         position = done.position,
                         seconds = done.elapsed.as_secs_f64(),
+                        changed = ?changed_count(&changed),
                         "projection rebuilt"
                     );
+                    // After the checkpoint moved: subscribers re-read up to it.
+                    this.live.rebuilt(name, changed);
                 }
                 Err(e) => {
                     this.statuses.set_rebuilding(name, false);

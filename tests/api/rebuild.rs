@@ -31,6 +31,8 @@ const PROGRESS: &str = "subscription($name: String!) {
 }";
 const PROJECTIONS: &str = "query { projections { name position status error } }";
 const VIEWS: [&str; 4] = ["catalog", "cart", "orders", "dashboard"];
+/// How long a subscriber that should hear nothing is listened to.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn verify(admin: &Caller<'_>, name: &str) -> Value {
     let resp = admin.gql(VERIFY, json!({ "name": name })).await;
@@ -334,4 +336,100 @@ async fn only_admins_may_rebuild_verify_or_follow_a_rebuild() {
     }
     let (ok, out) = cli(&app, &["verify", "inventory"]).await;
     assert!(!ok && out.contains("unknown projection"), "{out}");
+}
+
+#[tokio::test]
+async fn subscribers_receive_the_rows_a_rebuild_changed_and_only_those() {
+    let app = spawn_app().await;
+    let ids = shop(&app).await;
+    const PRODUCT: &str =
+        "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { id sku stock } }";
+    let mut watcher = WsClient::connect(&app, None).await;
+    watcher
+        .subscribe("one", PRODUCT, json!({ "ids": [ids[0]] }))
+        .await;
+    assert_eq!(
+        watcher.next_data("one", "productUpdated").await["stock"],
+        12
+    );
+    watcher.subscribe("all", PRODUCT, json!({})).await;
+    let mut untouched = WsClient::connect(&app, None).await;
+    untouched
+        .subscribe("other", PRODUCT, json!({ "ids": [ids[1]] }))
+        .await;
+    untouched.next_data("other", "productUpdated").await;
+    let mut bob = WsClient::connect(&app, Some(&token("bob", Role::Customer))).await;
+    bob.subscribe(
+        "cart",
+        "subscription { cartUpdated { userId itemCount } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(bob.next_data("cart", "cartUpdated").await["itemCount"], 2);
+    let mut ops = WsClient::connect(&app, Some(&token("ops", Role::Admin))).await;
+    ops.subscribe(
+        "dash",
+        "subscription { dashboardUpdated { ordersByStatus { status count } } }",
+        json!({}),
+    )
+    .await;
+    let figures = ops.next_data("dash", "dashboardUpdated").await;
+    assert_eq!(status_count(&figures, "CONFIRMED"), 1);
+
+    // Behind the service's back, so no change is announced: nobody hears of it.
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    for corruption in [
+        "UPDATE catalog_view SET stock = 999 WHERE sku = 'RB-0'",
+        "DELETE FROM cart_view_items",
+        "UPDATE dashboard_counters SET value = value + 1000",
+    ] {
+        db.execute_unprepared(corruption)
+            .await
+            .expect("the view is corrupted");
+    }
+
+    // Each rebuild puts the log's truth back, and the subscribers of the rows it changed
+    // receive them, current state again; nobody else hears anything.
+    rebuild(&app, "catalog").await;
+    let mut by_subscription = HashMap::new();
+    for _ in 0..2 {
+        let message = watcher.recv().await;
+        assert_eq!(message["type"], "next", "{message}");
+        let product = message["payload"]["data"]["productUpdated"].clone();
+        by_subscription.insert(str_of(&message["id"]).to_owned(), product);
+    }
+    for id in ["one", "all"] {
+        let fixed = &by_subscription[id];
+        assert_eq!(
+            (&fixed["sku"], &fixed["stock"]),
+            (&json!("RB-0"), &json!(12)),
+            "{id}"
+        );
+    }
+    watcher.assert_silent(QUIET).await;
+    untouched.assert_silent(QUIET).await;
+
+    rebuild(&app, "cart").await;
+    let cart = bob.next_data("cart", "cartUpdated").await;
+    assert_eq!(cart["itemCount"], 2, "{cart}");
+
+    rebuild(&app, "dashboard").await;
+    let figures = ops.next_data("dash", "dashboardUpdated").await;
+    assert_eq!(status_count(&figures, "CONFIRMED"), 1, "{figures}");
+
+    // A rebuild that changes nothing is not announced.
+    rebuild(&app, "catalog").await;
+    watcher.assert_silent(QUIET).await;
+
+    // And live changes go on as before.
+    data(&app.as_admin().adjust_stock(&ids[0], 1).await);
+    for _ in 0..2 {
+        let message = watcher.recv().await;
+        assert_eq!(
+            message["payload"]["data"]["productUpdated"]["stock"], 13,
+            "{message}"
+        );
+    }
 }
