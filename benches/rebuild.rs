@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use ordergraph::entity::events;
-use ordergraph::read::rebuild::Replayer;
+use ordergraph::read::rebuild::{Phase, Replayer};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::{
@@ -213,6 +213,8 @@ struct Line {
     events: u64,
     secs: f64,
     rows: Option<u64>,
+    /// Of `secs`, the swap: the tail, the changed keys and the copy into the live view.
+    swap_secs: Option<f64>,
 }
 
 /// The baseline: every event read in position order, in the replay's pages.
@@ -236,6 +238,7 @@ async fn scan(db: &DatabaseConnection) -> anyhow::Result<Line> {
         events: seen,
         secs: started.elapsed().as_secs_f64(),
         rows: None,
+        swap_secs: None,
     })
 }
 
@@ -268,40 +271,54 @@ async fn bench(url: &str, events: usize) -> anyhow::Result<String> {
         events: 0,
         secs: 0.0,
         rows: Some(0),
+        swap_secs: Some(0.0),
     };
     for projection in ordergraph::read::all_projections() {
+        let swapping = std::sync::Mutex::new(None);
         let (done, _) = replayer
             .rebuild(
                 projection.as_ref(),
                 || ordergraph::read::relay::safe_horizon(&db, 0),
-                &|_| {},
+                &|p| {
+                    if p.phase == Phase::Swapping {
+                        *swapping.lock().unwrap() = Some(Instant::now());
+                    }
+                },
             )
             .await?;
+        let swap_secs = swapping
+            .lock()
+            .unwrap()
+            .map(|at: Instant| at.elapsed().as_secs_f64());
         let report = replayer.verify(projection.as_ref(), &|_| {}).await?;
         assert!(report.is_ok(), "the rebuilt view verifies: {report:?}");
         total.events += done.done;
         total.secs += done.elapsed.as_secs_f64();
         total.rows = Some(total.rows.unwrap_or(0) + done.rows);
+        total.swap_secs = Some(total.swap_secs.unwrap_or(0.0) + swap_secs.unwrap_or(0.0));
         lines.push(Line {
             what: format!("rebuild `{}`", projection.name()),
             events: done.done,
             secs: done.elapsed.as_secs_f64(),
             rows: Some(done.rows),
+            swap_secs,
         });
     }
     lines.push(total);
     let mut out = format!(
-        "{written} events generated (written in {fill_secs:.1} s). Peak RSS of the process: {:.0} MiB.\n\n| what | events | seconds | events/s | view rows |\n|---|---:|---:|---:|---:|\n",
+        "{written} events generated (written in {fill_secs:.1} s). Peak RSS of the process: {:.0} MiB.\n\n| what | events | seconds | events/s | view rows | of it, swap s |\n|---|---:|---:|---:|---:|---:|\n",
         peak_rss_mib()
     );
     for l in lines {
         out.push_str(&format!(
-            "| {} | {} | {:.2} | {:.0} | {} |\n",
+            "| {} | {} | {:.2} | {:.0} | {} | {} |\n",
             l.what,
             l.events,
             l.secs,
             l.events as f64 / l.secs.max(1e-9),
-            l.rows.map_or_else(|| "–".to_owned(), |r| r.to_string())
+            l.rows.map_or_else(|| "–".to_owned(), |r| r.to_string()),
+            l.swap_secs
+                .map_or_else(|| "–".to_owned(), |s| format!("{s:.2}"))
         ));
     }
     db.close().await?;
