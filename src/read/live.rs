@@ -31,7 +31,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{broadcast, mpsc, watch};
 use uuid::Uuid;
@@ -541,27 +541,28 @@ pub struct Source {
     pub checkpoints: Arc<Checkpoints>,
 }
 
-/// The watched keys whose rows moved into `(after, upto]`, oldest first, read in pages.
-async fn catch_up<W: Watch>(
-    watch: &W,
-    db: &DatabaseConnection,
+/// The watched keys whose rows moved into `(after, upto]`, oldest first, a page at a time
+/// (a subscription never holds more than a page of them).
+fn catch_up<'a, W: Watch>(
+    watch: &'a W,
+    db: &'a DatabaseConnection,
     after: i64,
     upto: i64,
-) -> Result<Vec<(i64, W::Item)>, DbErr> {
-    let mut items = Vec::new();
-    let mut from = after;
-    while from < upto {
-        let page = watch.changed(db, from, upto, CATCH_UP_PAGE).await?;
-        let full = page.len() as u64 == CATCH_UP_PAGE;
-        if let Some((last, _)) = page.last() {
-            from = *last;
-        }
-        items.extend(page);
-        if !full {
-            break;
+) -> impl Stream<Item = Result<Vec<(i64, W::Item)>, DbErr>> + Send + 'a {
+    async_stream::try_stream! {
+        let mut from = after;
+        while from < upto {
+            let page = watch.changed(db, from, upto, CATCH_UP_PAGE).await?;
+            let full = page.len() as u64 == CATCH_UP_PAGE;
+            if let Some((last, _)) = page.last() {
+                from = *last;
+            }
+            yield page;
+            if !full {
+                break;
+            }
         }
     }
-    Ok(items)
 }
 
 enum Step {
@@ -601,13 +602,13 @@ pub fn follow<W: Watch>(
             }
             Ok(None) => {
                 if let Some(after) = after {
-                    match catch_up(&watch, &source.db, after, checkpoint).await {
-                        Ok(items) => {
-                            for (_, item) in items {
-                                yield Ok(item);
-                            }
+                    let pages = catch_up(&watch, &source.db, after, checkpoint);
+                    futures_util::pin_mut!(pages);
+                    while let Some(page) = pages.next().await {
+                        match page {
+                            Ok(page) => for (_, item) in page { yield Ok(item); },
+                            Err(e) => { yield Err(e.into()); return; }
                         }
-                        Err(e) => { yield Err(e.into()); return; }
                     }
                 }
             }
@@ -643,14 +644,13 @@ pub fn follow<W: Watch>(
                         source.hub.metrics.subscriber_lagged(projection);
                     }
                     let upto = source.checkpoints.get(projection);
-                    match catch_up(&watch, &source.db, cursor, upto).await {
-                        Ok(items) => {
-                            for (position, item) in items {
-                                cursor = cursor.max(position);
-                                yield Ok(item);
-                            }
+                    let pages = catch_up(&watch, &source.db, cursor, upto);
+                    futures_util::pin_mut!(pages);
+                    while let Some(page) = pages.next().await {
+                        match page {
+                            Ok(page) => for (_, item) in page { yield Ok(item); },
+                            Err(e) => { yield Err(e.into()); return; }
                         }
-                        Err(e) => { yield Err(e.into()); return; }
                     }
                     cursor = cursor.max(upto);
                     // Then what rebuilds replaced since it last looked: the current rows
@@ -672,21 +672,12 @@ pub fn follow<W: Watch>(
                             }
                             // Open-ended, and anything may have changed: all of it.
                             Ok(None) => {
-                                let mut from = 0;
-                                loop {
-                                    let page = match watch.changed(&source.db, from, upto, CATCH_UP_PAGE).await {
-                                        Ok(page) => page,
+                                let pages = catch_up(&watch, &source.db, 0, upto);
+                                futures_util::pin_mut!(pages);
+                                while let Some(page) = pages.next().await {
+                                    match page {
+                                        Ok(page) => for (_, item) in page { yield Ok(item); },
                                         Err(e) => { yield Err(e.into()); return; }
-                                    };
-                                    let full = page.len() as u64 == CATCH_UP_PAGE;
-                                    if let Some((last, _)) = page.last() {
-                                        from = *last;
-                                    }
-                                    for (_, item) in page {
-                                        yield Ok(item);
-                                    }
-                                    if !full {
-                                        break;
                                     }
                                 }
                             }

@@ -153,6 +153,22 @@ pub struct Replayer {
 }
 
 impl Replayer {
+    /// The start of a rebuild or a verify: announced, with an empty scratch copy.
+    async fn begin(
+        &self,
+        projection: &dyn Projection,
+        report: &(dyn Fn(&Progress) + Send + Sync),
+    ) -> Result<(Instant, Progress, Scratch), DbErr> {
+        let started = Instant::now();
+        let progress = Progress {
+            phase: Phase::Replaying,
+            ..Progress::idle(projection.name())
+        };
+        report(&progress);
+        let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        Ok((started, progress, scratch))
+    }
+
     /// Rebuilds `projection`'s view from the log and swaps it in. `horizon` says up to
     /// where the log is final (the relay's safe horizon); `report` hears each step.
     /// Returns the last progress (phase `Done`, with the checkpoint the view now has) and
@@ -167,13 +183,7 @@ impl Replayer {
         H: Fn() -> F + Send + Sync,
         F: std::future::Future<Output = Result<i64, DbErr>> + Send,
     {
-        let started = Instant::now();
-        let mut progress = Progress {
-            phase: Phase::Replaying,
-            ..Progress::idle(projection.name())
-        };
-        report(&progress);
-        let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let (started, mut progress, scratch) = self.begin(projection, report).await?;
         let run = Run {
             live: &self.db,
             scratch: &scratch.conn,
@@ -224,17 +234,13 @@ impl Replayer {
                 }
             };
             // What the swap changes, while both copies are there to compare.
-            let mut changed = BTreeSet::new();
-            let mut too_many = false;
+            let mut changed = Some(BTreeSet::new());
             for table in projection.tables() {
-                let room = CHANGED_KEYS_LIMIT.saturating_sub(changed.len());
+                let Some(keys) = &mut changed else { break };
+                let room = CHANGED_KEYS_LIMIT - keys.len();
                 match live.changed_keys(&txn, &scratch, table, room).await? {
-                    Some(keys) => changed.extend(keys),
-                    None => too_many = true,
-                }
-                if too_many || changed.len() > CHANGED_KEYS_LIMIT {
-                    too_many = true;
-                    break;
+                    Some(found) => keys.extend(found),
+                    None => changed = None,
                 }
             }
             let mut rows = 0;
@@ -255,11 +261,9 @@ impl Replayer {
             txn.commit().await?;
             live.close().await;
             progress.rows = rows;
-            Ok::<_, DbErr>(if too_many {
-                Changed::TooMany
-            } else {
-                Changed::Keys(changed.into_iter().collect())
-            })
+            Ok::<_, DbErr>(changed.map_or(Changed::TooMany, |keys| {
+                Changed::Keys(keys.into_iter().collect())
+            }))
         }
         .await;
         scratch.discard(&self.db).await;
@@ -277,13 +281,7 @@ impl Replayer {
         projection: &dyn Projection,
         report: &(dyn Fn(&Progress) + Send + Sync),
     ) -> Result<VerifyReport, DbErr> {
-        let started = Instant::now();
-        let mut progress = Progress {
-            phase: Phase::Replaying,
-            ..Progress::idle(projection.name())
-        };
-        report(&progress);
-        let scratch = Scratch::create(&self.db, &self.url, projection).await?;
+        let (started, mut progress, scratch) = self.begin(projection, report).await?;
         let run = Run {
             live: &self.db,
             scratch: &scratch.conn,
