@@ -1,5 +1,6 @@
 //! Bearer tokens: HS256 JWTs whose `sub` is the user id and `role` is customer or admin.
-//! Verification checks signature and expiry; a missing token is an anonymous caller.
+//! Verification checks the signature, `exp`, `nbf` when present (RFC 7519 §4.1.5), and
+//! an optional maximum lifetime; `iat` is optional. A missing token is an anonymous caller.
 
 use std::path::Path;
 use std::time::Duration;
@@ -23,7 +24,13 @@ struct Claims {
     sub: String,
     role: Role,
     exp: i64,
-    iat: i64,
+    /// Issued at: optional (the README promises only `sub`, `role` and `exp`); used for
+    /// the maximum lifetime when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    /// Not before: checked when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<i64>,
 }
 
 /// A verified caller.
@@ -57,7 +64,8 @@ pub fn mint_token(secret: &str, sub: &str, role: Role, ttl: Duration) -> anyhow:
     let claims = Claims {
         sub: sub.to_owned(),
         role,
-        iat: now,
+        iat: Some(now),
+        nbf: None,
         exp: now + i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX / 2),
     };
     jsonwebtoken::encode(
@@ -73,17 +81,27 @@ pub fn mint_token(secret: &str, sub: &str, role: Role, ttl: Duration) -> anyhow:
 pub struct TokenVerifier {
     key: DecodingKey,
     validation: Validation,
+    /// Longest lifetime accepted: `exp - iat`, or what is left of a token without `iat`.
+    max_lifetime: Option<Duration>,
 }
 
 impl TokenVerifier {
     pub fn new(secret: &SecretString) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "sub"]);
         Self {
             key: DecodingKey::from_secret(secret.expose_secret().as_bytes()),
             validation,
+            max_lifetime: None,
         }
+    }
+
+    /// Refuses tokens valid for longer than `max` (none: any lifetime).
+    pub fn max_lifetime(mut self, max: Option<Duration>) -> Self {
+        self.max_lifetime = max;
+        self
     }
 
     /// Reads an `Authorization` header value (`Bearer <jwt>`); `None` is anonymous.
@@ -98,6 +116,10 @@ impl TokenVerifier {
             return Auth::Invalid("the Authorization header must be 'Bearer <token>'".into());
         };
         match jsonwebtoken::decode::<Claims>(token.trim(), &self.key, &self.validation) {
+            Ok(data) if self.too_long_lived(&data.claims) => Auth::Invalid(format!(
+                "the token is valid for longer than the {} s this server accepts",
+                self.max_lifetime.unwrap_or_default().as_secs()
+            )),
             Ok(data) => match UserId::parse(&data.claims.sub) {
                 Ok(user_id) => Auth::User(Caller {
                     user_id,
@@ -110,9 +132,23 @@ impl TokenVerifier {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => {
                     Auth::Invalid("the token has expired".into())
                 }
+                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                    Auth::Invalid("the token is not valid yet (nbf)".into())
+                }
                 _ => Auth::Invalid("the token is not valid".into()),
             },
         }
+    }
+}
+
+impl TokenVerifier {
+    fn too_long_lived(&self, claims: &Claims) -> bool {
+        let Some(max) = self.max_lifetime else {
+            return false;
+        };
+        let from = claims.iat.unwrap_or_else(|| chrono::Utc::now().timestamp());
+        let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        claims.exp.saturating_sub(from) > max
     }
 }
 

@@ -43,6 +43,48 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Largest response, in bytes: a whole batch, one WebSocket message or one multipart
+    /// part. An operation whose result does not fit is answered with an error instead.
+    #[arg(long, env = "ORDERGRAPH_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_response_bytes: usize,
+
+    /// Most nodes (selections, argument values, directives) validating one GraphQL
+    /// document may visit, with its fragments expanded.
+    #[arg(long, env = "ORDERGRAPH_MAX_DOCUMENT_NODES", default_value_t = crate::graphql::MAX_DOCUMENT_NODES)]
+    pub max_document_nodes: usize,
+
+    /// Most operations in one batch request (a JSON array of requests).
+    #[arg(long, env = "ORDERGRAPH_MAX_BATCH_OPERATIONS", default_value_t = 10)]
+    pub max_batch_operations: usize,
+
+    /// Most complexity the operations of one batch may add up to (each one is also
+    /// held to the per-operation limit).
+    #[arg(long, env = "ORDERGRAPH_MAX_BATCH_COMPLEXITY", default_value_t = crate::graphql::MAX_COMPLEXITY)]
+    pub max_batch_complexity: usize,
+
+    /// Time a client has to send a request's headers, on a new connection and between
+    /// two requests on a kept-alive one (an idle keep-alive connection is closed after it).
+    #[arg(long, env = "ORDERGRAPH_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_timeout_secs: u64,
+
+    /// Most connections open at once (HTTP and WebSocket); past it a connection gets 503.
+    /// Lowered at start-up to fit the process's file-descriptor limit.
+    #[arg(long, env = "ORDERGRAPH_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most anonymous subscription connections (WebSocket or multipart) open at once.
+    #[arg(
+        long,
+        env = "ORDERGRAPH_MAX_ANONYMOUS_CONNECTIONS",
+        default_value_t = 1_000
+    )]
+    pub max_anonymous_connections: usize,
+
+    /// Longest token lifetime accepted, in seconds (`exp - iat`, or the time left for a
+    /// token without `iat`). Unset: any lifetime.
+    #[arg(long, env = "ORDERGRAPH_MAX_TOKEN_LIFETIME_SECS")]
+    pub max_token_lifetime_secs: Option<u64>,
+
     /// Size of the database connection pool.
     #[arg(long, env = "ORDERGRAPH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
@@ -109,6 +151,14 @@ impl Default for Settings {
             consistency_wait_ms: 5_000,
             request_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
+            max_response_bytes: 8 * 1024 * 1024,
+            max_document_nodes: crate::graphql::MAX_DOCUMENT_NODES,
+            max_batch_operations: 10,
+            max_batch_complexity: crate::graphql::MAX_COMPLEXITY,
+            header_timeout_secs: 10,
+            max_connections: 10_000,
+            max_anonymous_connections: 1_000,
+            max_token_lifetime_secs: None,
             db_max_connections: 16,
             relay_poll_ms: 250,
             ws_init_timeout_ms: 3_000,
@@ -159,6 +209,20 @@ impl Settings {
             keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
             max_subscriptions: self.max_subscriptions_per_connection,
             max_connections_per_user: self.max_connections_per_user,
+            max_anonymous_connections: self.max_anonymous_connections,
+        }
+    }
+
+    /// Limits of the HTTP server; the connection cap is lowered to what the process's
+    /// file-descriptor limit allows, keeping room for the database pool and the rest.
+    pub fn serve_limits(&self, descriptors: Option<u64>) -> crate::http::serve::ServeLimits {
+        let reserve = u64::from(self.db_max_connections) + 64;
+        let fits = descriptors.map_or(usize::MAX, |limit| {
+            usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
+        });
+        crate::http::serve::ServeLimits {
+            header_timeout: Duration::from_secs(self.header_timeout_secs.max(1)),
+            max_connections: self.max_connections.min(fits).max(1),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cart;
 pub mod catalog;
 pub mod error;
 pub mod events;
+pub mod limits;
 pub mod live;
 pub mod orders;
 pub mod projections;
@@ -35,6 +36,10 @@ pub const MAX_PAGE_SIZE: i32 = 100;
 pub const MAX_DEPTH: usize = 15;
 /// Largest query complexity accepted (one point per field, lists times `first`).
 pub const MAX_COMPLEXITY: usize = 2_000;
+/// Most nodes (selections, argument values, directives) validating one document may
+/// visit, fragments expanded (`limits.rs`). Far above any query within the complexity
+/// limit (the standard introspection query is a few hundred), far below what hurts.
+pub const MAX_DOCUMENT_NODES: usize = 10_000;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
@@ -103,8 +108,8 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
 }
 
 /// The schema served by the application.
-pub fn build_schema(services: Services) -> AppSchema {
-    builder().data(services).finish()
+pub fn build_schema(services: Services, limits: limits::DocumentLimits) -> AppSchema {
+    builder().extension(limits).data(services).finish()
 }
 
 /// The SDL of the schema, as checked in to `schema.graphql`.

@@ -2,6 +2,7 @@
 //! readiness probes. Everything a client sends that is malformed gets a GraphQL-shaped
 //! JSON error with `extensions.code`, never a plain-text body.
 
+pub mod serve;
 pub mod ws;
 
 use std::sync::Arc;
@@ -10,16 +11,14 @@ use std::time::Duration;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse};
-use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenVerifier;
@@ -44,6 +43,12 @@ pub struct HttpState {
     pub drain: tokio::sync::watch::Receiver<bool>,
     /// Largest accepted request body or WebSocket message, in bytes.
     pub max_message_bytes: usize,
+    /// Largest response (a whole batch, a WebSocket message or a multipart part), in bytes.
+    pub max_response_bytes: usize,
+    /// Most operations in one batch request.
+    pub max_batch_operations: usize,
+    /// Most complexity the operations of one batch may add up to.
+    pub max_batch_complexity: usize,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
 }
@@ -57,13 +62,48 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        // axum adds the `Allow` header to the 405 itself.
+        .method_not_allowed_fallback(|| async {
+            error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "BAD_USER_INPUT",
+                "this method is not allowed here (the Allow header lists those that are)",
+            )
+        })
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "nothing is served at this path: GraphQL is at /graphql",
+            )
+        })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            request_timeout,
-        ))
+        .layer(axum::middleware::from_fn(move |request, next| {
+            deadline(request_timeout, request, next)
+        }))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Bounds the time to produce a response (reading the body included) and answers a
+/// late one with a GraphQL-shaped `408`. A streamed body (a multipart subscription)
+/// runs on after its head, unbounded by design.
+async fn deadline(
+    timeout: Duration,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match tokio::time::timeout(timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error_response(
+            StatusCode::REQUEST_TIMEOUT,
+            "BAD_USER_INPUT",
+            &format!(
+                "the request took longer than {} s (a slow body, or too much work for one request)",
+                timeout.as_secs()
+            ),
+        ),
+    }
 }
 
 async fn graphiql() -> Html<String> {
@@ -76,12 +116,28 @@ async fn graphiql() -> Html<String> {
     )
 }
 
-/// A transport-level error in GraphQL shape.
+/// The body of every transport-level error: GraphQL-shaped JSON with `extensions.code`
+/// (the one producer of such bodies outside async-graphql's own responses).
+pub fn error_body(code: &str, message: &str) -> String {
+    serde_json::json!({
+        "errors": [{ "message": message, "extensions": { "code": code } }]
+    })
+    .to_string()
+}
+
+/// A transport-level error response.
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        error_body(code, message),
+    )
+        .into_response()
+}
+
+/// A malformed request.
 fn request_error(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({
-        "errors": [{ "message": message.into(), "extensions": { "code": "BAD_USER_INPUT" } }]
-    });
-    (status, axum::Json(body)).into_response()
+    error_response(status, "BAD_USER_INPUT", &message.into())
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -91,6 +147,30 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn execute(state: &HttpState, headers: &HeaderMap, request: BatchRequest) -> Response {
+    let request = match request {
+        BatchRequest::Batch(requests) if requests.len() > state.max_batch_operations => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a batch may hold at most {} operations, this one has {}",
+                    state.max_batch_operations,
+                    requests.len()
+                ),
+            );
+        }
+        BatchRequest::Batch(requests) => {
+            // One budget for the whole batch: the per-operation complexity limit alone
+            // let one request of many operations do unbounded work.
+            let budget = crate::graphql::limits::BatchBudget::new(state.max_batch_complexity);
+            BatchRequest::Batch(
+                requests
+                    .into_iter()
+                    .map(|r| r.data(budget.clone()))
+                    .collect(),
+            )
+        }
+        single => single,
+    };
     let auth = state.verifier.authenticate(authorization(headers));
     let request = request.data(auth);
     let mut response = state.schema.execute_batch(request).await;
@@ -101,7 +181,86 @@ async fn execute(state: &HttpState, headers: &HeaderMap, request: BatchRequest) 
             .flat_map(|r| r.errors.iter_mut())
             .for_each(ensure_code),
     }
-    GraphQLResponse::from(response).into_response()
+    graphql_response(&response, state.max_response_bytes)
+}
+
+/// The HTTP response of a GraphQL result, serialized within `max_bytes`: an operation
+/// whose result does not fit in what is left is replaced by an error saying so, before
+/// more than `max_bytes` are ever buffered.
+fn graphql_response(response: &BatchResponse, max_bytes: usize) -> Response {
+    let mut budget = max_bytes;
+    let body = match response {
+        BatchResponse::Single(r) => bounded_json(r, &mut budget),
+        BatchResponse::Batch(rs) => {
+            let mut body = String::from("[");
+            for (i, r) in rs.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(&bounded_json(r, &mut budget));
+            }
+            body.push(']');
+            body
+        }
+    };
+    let mut http = (
+        [(header::CONTENT_TYPE, "application/graphql-response+json")],
+        body,
+    )
+        .into_response();
+    if response.is_ok()
+        && let Some(value) = response.cache_control().value()
+        && let Ok(value) = HeaderValue::from_str(&value)
+    {
+        http.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    http
+}
+
+/// `response` as JSON if it fits in `budget` bytes (then taken from the budget), else a
+/// GraphQL error saying it is too large.
+pub(crate) fn bounded_json(response: &async_graphql::Response, budget: &mut usize) -> String {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        max: *budget,
+    };
+    match serde_json::to_writer(&mut out, response) {
+        Ok(()) => {
+            *budget -= out.bytes.len();
+            String::from_utf8(out.bytes).unwrap_or_default()
+        }
+        Err(_) => serde_json::json!({
+            "data": null,
+            "errors": [{
+                "message": format!(
+                    "the result is larger than the {} bytes a response may have: select fewer fields or a smaller page",
+                    *budget
+                ),
+                "extensions": { "code": "BAD_USER_INPUT" }
+            }]
+        })
+        .to_string(),
+    }
+}
+
+/// A buffer that refuses to grow past `max` bytes.
+struct Bounded {
+    bytes: Vec<u8>,
+    max: usize,
+}
+
+impl std::io::Write for Bounded {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.max {
+            return Err(std::io::Error::other("response too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 async fn graphql_post(
@@ -146,12 +305,29 @@ async fn graphql_post(
 /// Subscriptions over HTTP for clients without WebSockets (Apollo's multipart subscription
 /// protocol): each event is one `multipart/mixed` part `{"payload": <response>}`, with a
 /// `{}` heartbeat part while idle, until the subscription ends.
+///
+/// A multipart subscription holds a connection as long as a WebSocket does, so it counts
+/// against the same limits: a signed-in user's connection limit, or the cap on anonymous
+/// connections.
 fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
     const PART: &str = "--graphql\r\ncontent-type: application/json\r\n\r\n";
     let auth = state.verifier.authenticate(authorization(headers));
+    let slot = match state.connections.claim_for(&auth, &state.ws) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            let (status, code) = match refusal {
+                ws::Refusal::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
+                _ => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            };
+            return error_response(status, code, &refusal.to_string());
+        }
+    };
+    let max_part_bytes = state.max_response_bytes;
     let responses = state.schema.execute_stream(request.data(auth));
     let body = async_stream::stream! {
         use futures_util::StreamExt as _;
+        // The slot is held for as long as the subscription streams.
+        let _slot = slot;
         let mut responses = std::pin::pin!(responses);
         let mut heartbeat = tokio::time::interval(MULTIPART_HEARTBEAT);
         heartbeat.tick().await;
@@ -160,13 +336,8 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
                 response = responses.next() => match response {
                     Some(mut response) => {
                         response.errors.iter_mut().for_each(ensure_code);
-                        // Typed, so the fields keep the selection's order.
-                        #[derive(serde::Serialize)]
-                        struct Part<'a> {
-                            payload: &'a async_graphql::Response,
-                        }
-                        serde_json::to_string(&Part { payload: &response })
-                            .unwrap_or_else(|_| "{}".to_owned())
+                        let mut budget = max_part_bytes;
+                        format!("{{\"payload\":{}}}", bounded_json(&response, &mut budget))
                     }
                     None => break,
                 },
@@ -207,10 +378,14 @@ async fn graphql_get(
         }
     };
     if operation_is(&request, OperationType::Mutation) {
-        return request_error(
+        let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "mutations are only accepted over POST",
         );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
     }
     execute(&state, &headers, BatchRequest::Single(request)).await
 }

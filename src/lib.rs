@@ -33,6 +33,21 @@ use crate::write::{WriteGate, Writer};
 /// Capacity of the in-process change bus (changes a slow listener may fall behind).
 const BUS_CAPACITY: usize = 4096;
 
+/// Raises the soft limit on open file descriptors to the hard limit (each connection
+/// holds one; the default soft limit is often 1024 or less) and returns it, or `None`
+/// where it cannot be read.
+fn descriptor_limit() -> Option<u64> {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the file-descriptor limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE)
+                .ok()
+                .map(|(soft, _)| soft)
+        }
+    }
+}
+
 /// The running service: a bound listener, the router, and the relay, ready to run.
 pub struct Application {
     listener: TcpListener,
@@ -49,6 +64,7 @@ pub struct Application {
     drain_timeout: std::time::Duration,
     bus: Arc<dyn ChangeBus>,
     local_addr: SocketAddr,
+    serve_limits: http::serve::ServeLimits,
 }
 
 impl Application {
@@ -106,21 +122,30 @@ impl Application {
             horizon.clone(),
             live.clone(),
         ));
-        let schema = graphql::build_schema(graphql::Services {
-            db: db.clone(),
-            writer,
-            checkpoints: checkpoints.clone(),
-            consistency_wait: settings.consistency_wait(),
-            live: live.clone(),
-            feed: feed.clone(),
-            drain: drain_rx.clone(),
-            projections: statuses.clone(),
-            rebuilds,
-        });
+        let schema = graphql::build_schema(
+            graphql::Services {
+                db: db.clone(),
+                writer,
+                checkpoints: checkpoints.clone(),
+                consistency_wait: settings.consistency_wait(),
+                live: live.clone(),
+                feed: feed.clone(),
+                drain: drain_rx.clone(),
+                projections: statuses.clone(),
+                rebuilds,
+            },
+            graphql::limits::DocumentLimits {
+                max_nodes: settings.max_document_nodes,
+            },
+        );
         let router = http::router(
             http::HttpState {
                 schema,
-                verifier: TokenVerifier::new(&secret),
+                verifier: TokenVerifier::new(&secret).max_lifetime(
+                    settings
+                        .max_token_lifetime_secs
+                        .map(std::time::Duration::from_secs),
+                ),
                 db: db.clone(),
                 relay_health: health.clone(),
                 metrics: metrics.clone(),
@@ -128,6 +153,9 @@ impl Application {
                 ws: settings.websocket(),
                 drain: drain_rx,
                 max_message_bytes: settings.max_body_bytes,
+                max_response_bytes: settings.max_response_bytes,
+                max_batch_operations: settings.max_batch_operations,
+                max_batch_complexity: settings.max_batch_complexity,
                 projections: statuses.clone(),
             },
             settings.request_timeout(),
@@ -163,6 +191,12 @@ impl Application {
             .await
             .with_context(|| format!("binding {}", settings.bind))?;
         let local_addr = listener.local_addr()?;
+        let serve_limits = settings.serve_limits(descriptor_limit());
+        tracing::info!(
+            max_connections = serve_limits.max_connections,
+            header_timeout_secs = serve_limits.header_timeout.as_secs(),
+            "connection limits"
+        );
         Ok(Self {
             listener,
             router,
@@ -178,6 +212,7 @@ impl Application {
             drain_timeout: settings.drain_timeout(),
             bus,
             local_addr,
+            serve_limits,
         })
     }
 
@@ -236,8 +271,8 @@ impl Application {
                 let _ = rx.wait_for(|stop| *stop).await;
             }
         };
-        let server = axum::serve(self.listener, self.router).with_graceful_shutdown(server_stop);
-        let mut server = tokio::spawn(async move { server.await });
+        let server = http::serve::serve(self.listener, self.router, self.serve_limits, server_stop);
+        let mut server = tokio::spawn(server);
         tokio::pin!(shutdown);
 
         let result = tokio::select! {

@@ -13,8 +13,9 @@
 //!   `connection_init`; `4403` again when the token expires, at its `exp`;
 //! - ping/pong both ways (the server pings an idle client every keep-alive period);
 //! - an operation that fails validation or authorization gets an `error` message;
-//! - a limit on subscriptions per connection (`error` with `RATE_LIMITED`) and on
-//!   connections per user (`4403` with the reason);
+//! - a limit on subscriptions per connection (`error` with `RATE_LIMITED`), on
+//!   connections per user and on anonymous connections in all (`4403` with the reason);
+//! - a message over the size limit closes the socket with `1009` (RFC 6455 §7.4.1);
 //! - when the server drains, each subscription ends with a `SERVER_DRAINING` error that
 //!   carries its resume position, then the socket closes with 1001.
 
@@ -47,13 +48,44 @@ pub struct WsSettings {
     pub keepalive: Duration,
     pub max_subscriptions: usize,
     pub max_connections_per_user: usize,
+    /// Most anonymous subscription connections (WebSocket or multipart) open at once.
+    pub max_anonymous_connections: usize,
 }
 
-/// Open connections: per signed-in user (for the limit) and in all (for draining).
+/// Open subscription connections: per signed-in user and anonymous ones (for the
+/// limits), and WebSockets in all (for draining).
 #[derive(Default)]
 pub struct Connections {
     per_user: Mutex<HashMap<String, usize>>,
+    anonymous: Mutex<usize>,
     open: watch::Sender<usize>,
+}
+
+/// Why a subscription connection was refused; the text is safe to show.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("{0}")]
+    InvalidToken(String),
+    #[error("{user} already has {max} open connections, the most allowed")]
+    TooManyForUser { user: String, max: usize },
+    #[error("{max} anonymous connections are open, the most allowed: sign in to subscribe")]
+    TooManyAnonymous { max: usize },
+}
+
+/// Holds one anonymous connection slot while alive.
+struct AnonymousSlot(Arc<Connections>);
+
+impl Drop for AnonymousSlot {
+    fn drop(&mut self) {
+        let mut n = self.0.anonymous.lock().unwrap_or_else(|e| e.into_inner());
+        *n = n.saturating_sub(1);
+    }
+}
+
+/// A subscription connection's place under its limit (released on drop).
+pub struct Slot {
+    _user: Option<UserSlot>,
+    _anonymous: Option<AnonymousSlot>,
 }
 
 /// Counts one open connection while alive.
@@ -96,6 +128,49 @@ impl Connections {
         Some(UserSlot(self.clone(), user.to_owned()))
     }
 
+    fn claim_anonymous(self: &Arc<Self>, max: usize) -> Option<AnonymousSlot> {
+        let mut n = self.anonymous.lock().unwrap_or_else(|e| e.into_inner());
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AnonymousSlot(self.clone()))
+    }
+
+    /// Claims a slot for a subscription connection of `auth` (a WebSocket after its
+    /// `connection_init`, or a multipart subscription).
+    pub fn claim_for(
+        self: &Arc<Self>,
+        auth: &Auth,
+        settings: &WsSettings,
+    ) -> Result<Slot, Refusal> {
+        match auth {
+            Auth::Invalid(reason) => Err(Refusal::InvalidToken(reason.clone())),
+            Auth::User(caller) => {
+                let user = caller.user_id.as_str();
+                let max = settings.max_connections_per_user;
+                self.claim(user, max)
+                    .map(|slot| Slot {
+                        _user: Some(slot),
+                        _anonymous: None,
+                    })
+                    .ok_or_else(|| Refusal::TooManyForUser {
+                        user: user.to_owned(),
+                        max,
+                    })
+            }
+            Auth::Anonymous => {
+                let max = settings.max_anonymous_connections;
+                self.claim_anonymous(max)
+                    .map(|slot| Slot {
+                        _user: None,
+                        _anonymous: Some(slot),
+                    })
+                    .ok_or(Refusal::TooManyAnonymous { max })
+            }
+        }
+    }
+
     /// Waits until every connection has closed, at most `timeout`; true when all did.
     pub async fn wait_closed(&self, timeout: Duration) -> bool {
         let mut open = self.open.subscribe();
@@ -116,9 +191,15 @@ enum Protocol {
 /// Answers a WebSocket upgrade on `/graphql`.
 pub fn upgrade(state: HttpState, ws: WebSocketUpgrade, headers: &HeaderMap) -> HttpResponse {
     let offered = headers.contains_key(axum::http::header::SEC_WEBSOCKET_PROTOCOL);
+    // tungstenite reads and buffers writes in 128 KiB chunks by default: most of an idle
+    // connection's memory. Subscription messages are small; 8 KiB chunks cost a few
+    // more system calls for a large one.
     let ws = ws
         .protocols(PROTOCOLS)
-        .max_message_size(state.max_message_bytes);
+        .max_message_size(state.max_message_bytes)
+        .max_frame_size(state.max_message_bytes)
+        .read_buffer_size(8 * 1024)
+        .write_buffer_size(8 * 1024);
     let protocol = match ws.selected_protocol().and_then(|p| p.to_str().ok()) {
         Some("graphql-ws") => Some(Protocol::Legacy),
         Some(_) => Some(Protocol::Transport),
@@ -157,6 +238,19 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         .await;
 }
 
+/// Whether a receive failed because the message was over the size limit.
+fn is_too_big(error: &axum::Error) -> bool {
+    let inner: &(dyn std::error::Error + 'static) = error;
+    let mut source = Some(inner);
+    while let Some(e) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = e.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// What a subscription stream produces for the client.
 enum Out {
     Next(Response),
@@ -191,20 +285,11 @@ fn classify(responses: impl Stream<Item = Response> + Send + 'static) -> OutStre
     })
 }
 
-/// What the server sends for an operation.
+/// What the server sends to end an operation (`next` and `data` are written by hand,
+/// to bound the payload's size).
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Outgoing<'a> {
-    /// graphql-transport-ws
-    Next {
-        id: &'a str,
-        payload: &'a Response,
-    },
-    /// legacy
-    Data {
-        id: &'a str,
-        payload: &'a Response,
-    },
     Error {
         id: &'a str,
         payload: &'a [ServerError],
@@ -257,7 +342,7 @@ struct Connection {
     state: HttpState,
     header_auth: Option<String>,
     auth: Option<Auth>,
-    _slot: Option<UserSlot>,
+    _slot: Option<Slot>,
     subscriptions: StreamMap<String, OutStream>,
 }
 
@@ -324,6 +409,12 @@ impl Connection {
             tokio::select! {
                 message = self.socket.recv() => {
                     let text = match message {
+                        Some(Err(ref e)) if is_too_big(e) => {
+                            return Some(Closing::new(
+                                1009,
+                                format!("a message may be at most {} bytes", self.state.max_message_bytes),
+                            ));
+                        }
                         None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
@@ -372,15 +463,24 @@ impl Connection {
         }
     }
 
-    /// An operation's message, serialized straight from the response (no JSON tree).
+    /// An operation's message, serialized straight from the response (no JSON tree), a
+    /// result no larger than the response size limit.
     fn render(&self, id: &str, out: &Out) -> String {
-        let message = match (out, self.protocol) {
-            (Out::Next(payload), Protocol::Transport) => Outgoing::Next { id, payload },
-            (Out::Next(payload), Protocol::Legacy) => Outgoing::Data { id, payload },
+        let kind = match (out, self.protocol) {
+            (Out::Next(payload), protocol) => {
+                let kind = match protocol {
+                    Protocol::Transport => "next",
+                    Protocol::Legacy => "data",
+                };
+                let mut budget = self.state.max_response_bytes;
+                let payload = super::bounded_json(payload, &mut budget);
+                let id = Value::from(id);
+                return format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#);
+            }
             (Out::Error(payload), _) => Outgoing::Error { id, payload },
             (Out::Complete, _) => Outgoing::Complete { id },
         };
-        serde_json::to_string(&message).unwrap_or_else(|e| {
+        serde_json::to_string(&kind).unwrap_or_else(|e| {
             tracing::error!(error = %e, "a response did not serialize");
             json!({ "type": "error", "id": id, "payload": [{ "message": "internal error", "extensions": { "code": "INTERNAL" } }] }).to_string()
         })
@@ -453,26 +553,12 @@ impl Connection {
         });
         let header = from_payload.or(self.header_auth.as_deref());
         let auth = self.state.verifier.authenticate(header);
-        let rejected = match &auth {
-            Auth::Invalid(reason) => Some(format!("Forbidden: {reason}")),
-            Auth::User(caller) => {
-                match self
-                    .state
-                    .connections
-                    .claim(caller.user_id.as_str(), settings.max_connections_per_user)
-                {
-                    Some(slot) => {
-                        self._slot = Some(slot);
-                        None
-                    }
-                    None => Some(format!(
-                        "Forbidden: {} already has {} open connections, the most allowed",
-                        caller.user_id.as_str(),
-                        settings.max_connections_per_user
-                    )),
-                }
+        let rejected = match self.state.connections.claim_for(&auth, settings) {
+            Ok(slot) => {
+                self._slot = Some(slot);
+                None
             }
-            Auth::Anonymous => None,
+            Err(refusal) => Some(format!("Forbidden: {refusal}")),
         };
         if let Some(reason) = rejected {
             if self.protocol == Protocol::Legacy {
