@@ -226,3 +226,64 @@ async fn an_admin_can_run_every_catalog_and_cart_mutation() {
         data(&resp);
     }
 }
+
+/// Claims for bob as a customer, with `extra` merged in.
+fn bob_claims(extra: Value) -> Value {
+    let mut claims = json!({ "sub": "bob", "role": "customer", "exp": unix_now() + 600 });
+    if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+        claims.extend(extra.clone());
+    }
+    claims
+}
+
+#[tokio::test]
+async fn a_token_with_only_sub_role_and_exp_is_accepted() {
+    // The README promises sub, role and exp; iat is optional.
+    let app = spawn_app().await;
+    let token = sign_claims(&bob_claims(json!({})), JWT_SECRET);
+
+    let resp = app.with_token(token).gql(CART, json!({})).await;
+
+    assert!(data(&resp)["cart"].is_object(), "{resp}");
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_unauthenticated() {
+    let app = spawn_app().await;
+    let early = sign_claims(&bob_claims(json!({ "nbf": unix_now() + 300 })), JWT_SECRET);
+    let due = sign_claims(&bob_claims(json!({ "nbf": unix_now() - 1 })), JWT_SECRET);
+
+    let refused = app.with_token(early).gql(CART, json!({})).await;
+    let accepted = app.with_token(due).gql(CART, json!({})).await;
+
+    assert_error(&refused, "UNAUTHENTICATED");
+    assert!(
+        error_message(&refused).contains("not valid yet"),
+        "{refused}"
+    );
+    assert!(data(&accepted)["cart"].is_object(), "{accepted}");
+}
+
+#[tokio::test]
+async fn a_token_valid_for_longer_than_the_configured_maximum_is_unauthenticated() {
+    let app = spawn_app_with(|s| s.max_token_lifetime_secs = Some(3_600)).await;
+    let now = unix_now();
+    let long = sign_claims(
+        &bob_claims(json!({ "iat": now, "exp": now + 7_200 })),
+        JWT_SECRET,
+    );
+    // Without iat, what is left of its life counts.
+    let long_without_iat = sign_claims(&bob_claims(json!({ "exp": now + 7_200 })), JWT_SECRET);
+    let short = sign_claims(
+        &bob_claims(json!({ "iat": now, "exp": now + 600 })),
+        JWT_SECRET,
+    );
+
+    for token in [long, long_without_iat] {
+        let resp = app.with_token(token).gql(CART, json!({})).await;
+        assert_error(&resp, "UNAUTHENTICATED");
+        assert!(error_message(&resp).contains("longer than"), "{resp}");
+    }
+    let resp = app.with_token(short).gql(CART, json!({})).await;
+    assert!(data(&resp)["cart"].is_object(), "{resp}");
+}

@@ -15,6 +15,7 @@ mod endpoints;
 mod errors;
 mod http;
 mod idempotency;
+mod limits;
 mod listing;
 mod order_saga;
 mod orders;
