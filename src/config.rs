@@ -48,6 +48,14 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_MAX_RESPONSE_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_response_bytes: usize,
 
+    /// Longest GraphQL document (the query text), in bytes (it is refused unparsed past it).
+    #[arg(long, env = "ORDERGRAPH_MAX_DOCUMENT_BYTES", default_value_t = crate::graphql::MAX_DOCUMENT_BYTES)]
+    pub max_document_bytes: usize,
+
+    /// Most lexical tokens one GraphQL document may have (it is refused unparsed past it).
+    #[arg(long, env = "ORDERGRAPH_MAX_DOCUMENT_TOKENS", default_value_t = crate::graphql::MAX_DOCUMENT_TOKENS)]
+    pub max_document_tokens: usize,
+
     /// Most nodes (selections, argument values, directives) validating one GraphQL
     /// document may visit, with its fragments expanded.
     #[arg(long, env = "ORDERGRAPH_MAX_DOCUMENT_NODES", default_value_t = crate::graphql::MAX_DOCUMENT_NODES)]
@@ -64,7 +72,7 @@ pub struct Settings {
 
     /// Time a client has to send a request's headers, on a new connection and between
     /// two requests on a kept-alive one (an idle keep-alive connection is closed after it).
-    #[arg(long, env = "ORDERGRAPH_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    #[arg(long, env = "ORDERGRAPH_HEADER_TIMEOUT_SECS", default_value_t = 30)]
     pub header_timeout_secs: u64,
 
     /// Most connections open at once (HTTP and WebSocket); past it a connection gets 503.
@@ -152,10 +160,12 @@ impl Default for Settings {
             request_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 8 * 1024 * 1024,
+            max_document_bytes: crate::graphql::MAX_DOCUMENT_BYTES,
+            max_document_tokens: crate::graphql::MAX_DOCUMENT_TOKENS,
             max_document_nodes: crate::graphql::MAX_DOCUMENT_NODES,
             max_batch_operations: 10,
             max_batch_complexity: crate::graphql::MAX_COMPLEXITY,
-            header_timeout_secs: 10,
+            header_timeout_secs: 30,
             max_connections: 10_000,
             max_anonymous_connections: 1_000,
             max_token_lifetime_secs: None,
@@ -211,6 +221,15 @@ impl Settings {
             max_connections_per_user: self.max_connections_per_user,
             max_anonymous_connections: self.max_anonymous_connections,
         }
+    }
+
+    /// Limits on one GraphQL document (build it once: its parsing slots are shared).
+    pub fn document_limits(&self) -> crate::graphql::limits::DocumentLimits {
+        crate::graphql::limits::DocumentLimits::new(
+            self.max_document_bytes,
+            self.max_document_tokens,
+            self.max_document_nodes,
+        )
     }
 
     /// Limits of the HTTP server; the connection cap is lowered to what the process's

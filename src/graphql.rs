@@ -40,6 +40,12 @@ pub const MAX_COMPLEXITY: usize = 2_000;
 /// visit, fragments expanded (`limits.rs`). Far above any query within the complexity
 /// limit (the standard introspection query is a few hundred), far below what hurts.
 pub const MAX_DOCUMENT_NODES: usize = 10_000;
+/// Longest GraphQL document, in bytes: bounds the memory of parsing (variables are
+/// bounded by the request body limit).
+pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
+/// Most lexical tokens a document may have: bounds the time and memory of parsing (the
+/// standard introspection query has about 500).
+pub const MAX_DOCUMENT_TOKENS: usize = 20_000;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]

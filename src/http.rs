@@ -49,6 +49,9 @@ pub struct HttpState {
     pub max_batch_operations: usize,
     /// Most complexity the operations of one batch may add up to.
     pub max_batch_complexity: usize,
+    /// Limits on one document (checked here too, before the transport parses one to see
+    /// its operation's type).
+    pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
 }
@@ -62,20 +65,21 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        // axum adds the `Allow` header to the 405 itself.
+        // axum adds the `Allow` header to the 405 itself. Neither fallback reads the
+        // request's body.
         .method_not_allowed_fallback(|| async {
-            error_response(
+            closing(error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "BAD_USER_INPUT",
                 "this method is not allowed here (the Allow header lists those that are)",
-            )
+            ))
         })
         .fallback(|| async {
-            error_response(
+            closing(error_response(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 "nothing is served at this path: GraphQL is at /graphql",
-            )
+            ))
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(axum::middleware::from_fn(move |request, next| {
@@ -95,15 +99,25 @@ async fn deadline(
 ) -> Response {
     match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
-        Err(_) => error_response(
+        Err(_) => closing(error_response(
             StatusCode::REQUEST_TIMEOUT,
             "BAD_USER_INPUT",
             &format!(
                 "the request took longer than {} s (a slow body, or too much work for one request)",
                 timeout.as_secs()
             ),
-        ),
+        )),
     }
+}
+
+/// Marks a response sent before the request's body was read to its end: hyper closes
+/// such a connection after the response, and a client must not reuse it for its next
+/// request (without the header it would, and that request would fail).
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 async fn graphiql() -> Html<String> {
@@ -271,7 +285,7 @@ async fn graphql_post(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return request_error(rejection.status(), rejection.body_text());
+            return closing(request_error(rejection.status(), rejection.body_text()));
         }
     };
     let request: BatchRequest = match serde_json::from_slice(&body) {
@@ -288,18 +302,40 @@ async fn graphql_post(
         .and_then(|v| v.to_str().ok())
         .is_some_and(async_graphql::http::is_accept_multipart_mixed);
     let request = match request {
-        BatchRequest::Single(single) if wants_multipart => {
-            return multipart(&state, &headers, single);
+        BatchRequest::Single(single) => {
+            let mut single = match prepared(&state, single).await {
+                Ok(single) => single,
+                Err(response) => return response,
+            };
+            if wants_multipart {
+                return multipart(&state, &headers, single);
+            }
+            if operation_is(&mut single, OperationType::Subscription) {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "subscriptions are served over a WebSocket (graphql-transport-ws) or with 'Accept: multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\"'",
+                );
+            }
+            BatchRequest::Single(single)
         }
-        BatchRequest::Single(single) if operation_is(&single, OperationType::Subscription) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                "subscriptions are served over a WebSocket (graphql-transport-ws) or with 'Accept: multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\"'",
-            );
-        }
-        other => other,
+        batch => batch,
     };
     execute(&state, &headers, request).await
+}
+
+/// The request with its document parsed within the limits (see `graphql/limits.rs`), or
+/// the GraphQL error response that refuses it.
+async fn prepared(
+    state: &HttpState,
+    request: async_graphql::Request,
+) -> Result<async_graphql::Request, Response> {
+    crate::graphql::limits::prepare(request, &state.document_limits)
+        .await
+        .map_err(|mut error| {
+            ensure_code(&mut error);
+            let response = async_graphql::Response::from_errors(vec![error]);
+            graphql_response(&BatchResponse::Single(response), state.max_response_bytes)
+        })
 }
 
 /// Subscriptions over HTTP for clients without WebSockets (Apollo's multipart subscription
@@ -377,7 +413,11 @@ async fn graphql_get(
             );
         }
     };
-    if operation_is(&request, OperationType::Mutation) {
+    let mut request = match prepared(&state, request).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    if operation_is(&mut request, OperationType::Mutation) {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "mutations are only accepted over POST",
@@ -390,16 +430,17 @@ async fn graphql_get(
     execute(&state, &headers, BatchRequest::Single(request)).await
 }
 
-/// Whether the operation the request runs is of type `ty` (false when it does not parse:
-/// execution reports that).
-fn operation_is(request: &async_graphql::Request, ty: OperationType) -> bool {
+/// Whether the operation the request runs is of type `ty`, from its document as parsed
+/// by `prepared` (false when it does not parse: execution reports that).
+fn operation_is(request: &mut async_graphql::Request, ty: OperationType) -> bool {
     use async_graphql::parser::types::DocumentOperations;
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
+    let operation_name = request.operation_name.clone();
+    let Ok(doc) = request.parsed_query() else {
         return false;
     };
     match &doc.operations {
         DocumentOperations::Single(op) => op.node.ty == ty,
-        DocumentOperations::Multiple(ops) => match &request.operation_name {
+        DocumentOperations::Multiple(ops) => match &operation_name {
             Some(name) => ops.get(name.as_str()).is_some_and(|op| op.node.ty == ty),
             None => ops.values().any(|op| op.node.ty == ty),
         },

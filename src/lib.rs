@@ -122,6 +122,7 @@ impl Application {
             horizon.clone(),
             live.clone(),
         ));
+        let document_limits = settings.document_limits();
         let schema = graphql::build_schema(
             graphql::Services {
                 db: db.clone(),
@@ -134,9 +135,7 @@ impl Application {
                 projections: statuses.clone(),
                 rebuilds,
             },
-            graphql::limits::DocumentLimits {
-                max_nodes: settings.max_document_nodes,
-            },
+            document_limits.clone(),
         );
         let router = http::router(
             http::HttpState {
@@ -156,6 +155,7 @@ impl Application {
                 max_response_bytes: settings.max_response_bytes,
                 max_batch_operations: settings.max_batch_operations,
                 max_batch_complexity: settings.max_batch_complexity,
+                document_limits,
                 projections: statuses.clone(),
             },
             settings.request_timeout(),

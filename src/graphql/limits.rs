@@ -15,9 +15,14 @@
 //! cycle, is refused with `BAD_USER_INPUT` before any expanding walk starts. Whatever
 //! passes is bounded work for validation and execution alike.
 //!
-//! Parsing is linear too, but a document can be as large as the request body (1 MiB by
-//! default): large documents are parsed and measured on the blocking pool, so that no
-//! request holds an async worker thread for long.
+//! Parsing is linear too, but costs time and memory: the parser holds about 120 bytes
+//! per byte of document while it works (a 410 KB document took 50 MB). So a document is
+//! refused unparsed when it is longer than [`DocumentLimits::max_bytes`] or has more
+//! than [`DocumentLimits::max_tokens`] tokens (counted by a scan that allocates nothing;
+//! graphql-js offers the same `maxTokens` bound). Documents that are large but within
+//! the limits are parsed and measured on the blocking pool, so that no request holds an
+//! async worker thread for long, and at most one per core at a time, so that the memory
+//! parsing takes stays bounded however many arrive at once.
 //!
 //! The same extension charges each operation of an HTTP batch to the batch's shared
 //! complexity budget ([`BatchBudget`]): the per-operation complexity limit alone let one
@@ -26,6 +31,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::Semaphore;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
@@ -43,16 +50,34 @@ use async_graphql_value::{ConstValue, Value};
 const PARSE_INLINE_BYTES: usize = 16 * 1024;
 
 /// The limits this extension enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DocumentLimits {
+    /// Longest document, in bytes (parsing is refused past it).
+    pub max_bytes: usize,
+    /// Most lexical tokens a document may have (parsing is refused past it).
+    pub max_tokens: usize,
     /// Most nodes (selections, argument values, directives) a document may make the
     /// validator visit, fragments expanded.
     pub max_nodes: usize,
+    /// Large documents parsed at once (one per core).
+    parsing: Arc<Semaphore>,
+}
+
+impl DocumentLimits {
+    pub fn new(max_bytes: usize, max_tokens: usize, max_nodes: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self {
+            max_bytes,
+            max_tokens,
+            max_nodes,
+            parsing: Arc::new(Semaphore::new(cores)),
+        }
+    }
 }
 
 impl ExtensionFactory for DocumentLimits {
     fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(*self)
+        Arc::new(self.clone())
     }
 }
 
@@ -103,14 +128,7 @@ impl Extension for DocumentLimits {
         request: Request,
         next: NextPrepareRequest<'_>,
     ) -> ServerResult<Request> {
-        let max_nodes = self.max_nodes;
-        let request = if request.query.len() > PARSE_INLINE_BYTES {
-            tokio::task::spawn_blocking(move || measured(request, max_nodes))
-                .await
-                .map_err(|e| ServerError::new(format!("parsing was interrupted: {e}"), None))??
-        } else {
-            measured(request, max_nodes)?
-        };
+        let request = prepare(request, self).await?;
         next.run(ctx, request).await
     }
 
@@ -127,9 +145,38 @@ impl Extension for DocumentLimits {
     }
 }
 
-/// Parses the request's document (kept in the request, so async-graphql does not parse
-/// it again) and refuses it when it is over the limit.
-fn measured(mut request: Request, max_nodes: usize) -> ServerResult<Request> {
+/// Parses the request's document, unless it already was, and refuses it when it is over
+/// the limits. The parsed document stays in the request, so async-graphql (or the
+/// transport, which looks at the operation's type) does not parse it again. Large
+/// documents are handled on the blocking pool.
+pub async fn prepare(request: Request, limits: &DocumentLimits) -> ServerResult<Request> {
+    if request.query.len() > limits.max_bytes {
+        return Err(bad_request(format!(
+            "the document is too large: it is longer than {} bytes",
+            limits.max_bytes
+        )));
+    }
+    if request.query.len() <= PARSE_INLINE_BYTES {
+        return measured(request, limits.max_tokens, limits.max_nodes);
+    }
+    let _permit = limits
+        .parsing
+        .acquire()
+        .await
+        .map_err(|e| ServerError::new(format!("parsing is shut down: {e}"), None))?;
+    let (max_tokens, max_nodes) = (limits.max_tokens, limits.max_nodes);
+    tokio::task::spawn_blocking(move || measured(request, max_tokens, max_nodes))
+        .await
+        .map_err(|e| ServerError::new(format!("parsing was interrupted: {e}"), None))?
+}
+
+fn measured(mut request: Request, max_tokens: usize, max_nodes: usize) -> ServerResult<Request> {
+    let tokens = count_tokens(&request.query, max_tokens);
+    if tokens > max_tokens {
+        return Err(bad_request(format!(
+            "the document is too large: it has more than {max_tokens} tokens"
+        )));
+    }
     let variables = std::mem::take(&mut request.variables);
     let nodes = request
         .parsed_query()
@@ -144,6 +191,65 @@ fn measured(mut request: Request, max_nodes: usize) -> ServerResult<Request> {
             "fragment \"{name}\" spreads itself (directly or through other fragments)"
         ))),
     }
+}
+
+/// The lexical tokens of a GraphQL document (spec §2.1.6: punctuators, names, numbers,
+/// strings; whitespace, commas and comments are ignored), counted up to `stop` and no
+/// further. Malformed input is counted byte by byte: the parser reports it.
+pub fn count_tokens(query: &str, stop: usize) -> usize {
+    let bytes = query.as_bytes();
+    let mut i = 0;
+    let mut tokens = 0;
+    while i < bytes.len() && tokens <= stop {
+        match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => i += 1,
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+            }
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3;
+                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
+                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
+                        4
+                    } else {
+                        1
+                    };
+                }
+                i += 3;
+                tokens += 1;
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+                tokens += 1;
+            }
+            b'.' => {
+                while i < bytes.len() && bytes[i] == b'.' {
+                    i += 1;
+                }
+                tokens += 1;
+            }
+            c if c.is_ascii_alphanumeric() || c == b'_' || c == b'-' => {
+                while i < bytes.len()
+                    && (bytes[i].is_ascii_alphanumeric()
+                        || matches!(bytes[i], b'_' | b'-' | b'+' | b'.'))
+                {
+                    i += 1;
+                }
+                tokens += 1;
+            }
+            _ => {
+                i += 1;
+                tokens += 1;
+            }
+        }
+    }
+    tokens
 }
 
 /// A fragment that spreads itself, directly or not (the GraphQL spec forbids it,
@@ -365,9 +471,32 @@ mod tests {
     }
 
     #[test]
-    fn the_standard_introspection_query_is_far_below_the_default_limit() {
+    fn the_standard_introspection_query_is_far_below_the_default_limits() {
         let n = nodes(INTROSPECTION).unwrap();
         assert!(n < 1_000, "{n}");
+        let tokens = count_tokens(INTROSPECTION, usize::MAX);
+        assert!((300..1_000).contains(&tokens), "{tokens}");
+    }
+
+    #[test]
+    fn tokens_are_counted_as_the_spec_defines_them() {
+        assert_eq!(count_tokens("{ a(b: \"c d, e\") { ...F } }", 100), 12);
+        assert_eq!(count_tokens("# a comment { } \n{ a, b, c }", 100), 5);
+        assert_eq!(
+            count_tokens("{ a(b: \"\"\" x \\\"\"\" { } \"\"\", c: -1.5e3) }", 100),
+            11
+        );
+        // Counting stops past the bound: a huge document costs no more than that.
+        assert_eq!(count_tokens(&"{ a }".repeat(1_000_000), 10), 11);
+    }
+
+    proptest::proptest! {
+        /// Whatever the input, the count terminates and never exceeds the input's length
+        /// (the bound holds for hostile text too).
+        #[test]
+        fn counting_tokens_is_total_and_bounded(s in ".{0,200}") {
+            proptest::prop_assert!(count_tokens(&s, usize::MAX) <= s.len());
+        }
     }
 
     /// The introspection query GraphiQL and the code generators send.

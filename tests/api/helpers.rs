@@ -89,6 +89,37 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
     app
 }
 
+/// A fresh database for a server started outside this process: a PostgreSQL database
+/// when `TEST_DATABASE_URL` is set (dropped when the guard goes), else a SQLite file in
+/// `dir`.
+pub async fn fresh_database_url(dir: &std::path::Path) -> (String, Option<PostgresGuard>) {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(server) if !server.trim().is_empty() => {
+            let (url, name) = fresh_postgres_database(&server).await;
+            (url, Some(PostgresGuard(Some((server, name)))))
+        }
+        _ => (
+            format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+            None,
+        ),
+    }
+}
+
+/// Drops its PostgreSQL test database when dropped (kept when the test failed).
+pub struct PostgresGuard(Option<(String, String)>);
+
+impl Drop for PostgresGuard {
+    fn drop(&mut self) {
+        if let Some((server, name)) = self.0.take() {
+            if std::thread::panicking() {
+                eprintln!("kept the PostgreSQL database {name} of the failed test");
+            } else {
+                drop_postgres_database(server, name);
+            }
+        }
+    }
+}
+
 /// Creates `test_<uuid>` on the server of `admin_url`; returns its URL and name.
 async fn fresh_postgres_database(admin_url: &str) -> (String, String) {
     use sea_orm::ConnectionTrait;

@@ -449,3 +449,31 @@ async fn a_websocket_message_over_the_limit_is_closed_with_1009() {
         other => panic!("expected a close frame, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_response_sent_before_the_body_was_read_tells_the_client_to_close() {
+    // Otherwise the client reuses the connection the server then closes, and its next
+    // request fails with a broken pipe.
+    let app = spawn_app_with(|s| s.max_body_bytes = 1_024).await;
+    let big = format!(
+        "POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 4096\r\n\r\n{}",
+        " ".repeat(4_096)
+    );
+    let put = "PUT /graphql HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789";
+
+    for (what, request, status) in [
+        ("a body over the limit", big.as_str(), 413),
+        ("a PUT", put, 405),
+    ] {
+        let answer = raw(&app, request.as_bytes()).await;
+        let (got, body) = status_and_body(&answer);
+        assert_eq!(got, status, "{what}: {answer}");
+        assert_error(&body, "BAD_USER_INPUT");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("\r\nconnection: close\r\n"),
+            "{what}: {answer}"
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod concurrency;
 mod dashboard;
 mod endpoints;
 mod errors;
+mod fuzz;
 mod http;
 mod idempotency;
 mod limits;
