@@ -276,6 +276,8 @@ impl UnitOfWork {
         .await
         .map_err(|e| match e {
             AppendError::Conflict { stream_id } => TxError::Conflict(stream_id),
+            // Not a race that a retry could win: the id is taken for good.
+            e @ AppendError::TypeTaken { .. } => TxError::App(AppError::Conflict(e.to_string())),
             AppendError::Db(e) => TxError::App(e.into()),
         })?;
         let before = loaded.state.version();
