@@ -1,10 +1,52 @@
 //! Idempotency keys: a retry with the same key, caller and input returns the first attempt's
 //! payload and writes nothing new, also across a restart; the same key with another input is
-//! IDEMPOTENCY_KEY_REUSED; keys are scoped per caller.
+//! IDEMPOTENCY_KEY_REUSED; keys are scoped per caller. Every mutation takes a key.
 
+use ordergraph::domain::values::UserId;
+use ordergraph::write::cart::cart_stream_id;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+
+// The order's version is not selected: the saga moves a cancelled order on (it releases
+// the stock), so a retry's view may be newer than the first answer's.
+const CANCEL_ORDER_KEYED: &str = "mutation($id: UUID!, $reason: String, $key: String) {
+  cancelOrder(id: $id, reason: $reason, idempotencyKey: $key) { position order { id status } }
+}";
+const SHIP_ORDER_KEYED: &str = "mutation($id: UUID!, $key: String) {
+  shipOrder(id: $id, idempotencyKey: $key) { position order { id status } }
+}";
+const DELIVER_ORDER_KEYED: &str = "mutation($id: UUID!, $key: String) {
+  deliverOrder(id: $id, idempotencyKey: $key) { position order { id status } }
+}";
+const DISCONTINUE_PRODUCT_KEYED: &str = "mutation($id: UUID!, $key: String) {
+  discontinueProduct(id: $id, idempotencyKey: $key) { position product { id status version } }
+}";
+const REMOVE_FROM_CART_KEYED: &str = "mutation($productId: UUID!, $key: String) {
+  removeFromCart(productId: $productId, idempotencyKey: $key) { position cart { userId itemCount position } }
+}";
+const CLEAR_CART_KEYED: &str = "mutation($key: String) {
+  clearCart(idempotencyKey: $key) { position cart { userId itemCount position } }
+}";
+const HISTORY: &str = "query($id: UUID!) {
+  history(streamId: $id, first: 100) { edges { node { version type metadata } } }
+}";
+
+/// How many events of stream `stream` carry idempotency key `key`, as the audit trail shows.
+async fn events_with_key(app: &TestApp, stream: &str, key: &str) -> usize {
+    let resp = app.as_admin().gql(HISTORY, json!({ "id": stream })).await;
+    data(&resp)["history"]["edges"]
+        .as_array()
+        .expect("edges is a list")
+        .iter()
+        .filter(|e| e["node"]["metadata"]["idempotencyKey"] == key)
+        .count()
+}
+
+/// The stream of a user's cart.
+fn cart_of(user: &str) -> String {
+    cart_stream_id(&UserId::parse(user).expect("a valid user id")).to_string()
+}
 
 fn create_with_key(sku: &str, key: &str) -> Value {
     json!({ "input": {
@@ -248,4 +290,161 @@ async fn the_same_key_with_another_input_from_another_user_is_not_a_reuse() {
 
     // Assert
     assert_eq!(data(&resp)["addToCart"]["cart"]["itemCount"], 3);
+}
+
+#[tokio::test]
+async fn the_six_mutations_without_an_input_object_replay_a_retry_with_their_key() {
+    // Arrange: a cart with two lines, a confirmed order to ship and deliver, another to
+    // cancel, a product to discontinue.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let alice = app.as_user("alice");
+    let mug = admin.create_product("MUG-001", "4.50", 10).await;
+    let mug_id = str_of(&mug["id"]).to_owned();
+    let tee = admin.create_product("TEE-001", "9.00", 10).await;
+    let tee_id = str_of(&tee["id"]).to_owned();
+    let shipped = alice.order_one(&mug_id, 1, "tok_visa").await;
+    let cancelled = alice.order_one(&mug_id, 1, "tok_visa").await;
+    wait_for_order_status(&alice, &shipped, &["CONFIRMED"]).await;
+    wait_for_order_status(&alice, &cancelled, &["CONFIRMED"]).await;
+    data(&alice.add_to_cart(&mug_id, 1).await);
+    data(&alice.add_to_cart(&tee_id, 1).await);
+    let cart = cart_of("alice");
+    let retries: [(&Caller<'_>, &str, &str, Value, &str); 6] = [
+        (
+            &alice,
+            "removeFromCart",
+            REMOVE_FROM_CART_KEYED,
+            json!({ "productId": mug_id, "key": "k-remove" }),
+            &cart,
+        ),
+        (
+            &alice,
+            "clearCart",
+            CLEAR_CART_KEYED,
+            json!({ "key": "k-clear" }),
+            &cart,
+        ),
+        (
+            &admin,
+            "discontinueProduct",
+            DISCONTINUE_PRODUCT_KEYED,
+            json!({ "id": tee_id, "key": "k-discontinue" }),
+            &tee_id,
+        ),
+        (
+            &admin,
+            "shipOrder",
+            SHIP_ORDER_KEYED,
+            json!({ "id": shipped, "key": "k-ship" }),
+            &shipped,
+        ),
+        (
+            &admin,
+            "deliverOrder",
+            DELIVER_ORDER_KEYED,
+            json!({ "id": shipped, "key": "k-deliver" }),
+            &shipped,
+        ),
+        (
+            &alice,
+            "cancelOrder",
+            CANCEL_ORDER_KEYED,
+            json!({ "id": cancelled, "reason": "changed my mind", "key": "k-cancel" }),
+            &cancelled,
+        ),
+    ];
+
+    for (caller, field, document, variables, stream) in retries {
+        // Act: the first attempt, then its retry (say, after a lost response).
+        let first = caller.gql(document, variables.clone()).await;
+        let retry = caller.gql(document, variables.clone()).await;
+
+        // Assert: the retry answers as the first did (not CONFLICT, not NOT_FOUND) and
+        // writes nothing.
+        let first = &data(&first)[field];
+        let retry = &data(&retry)[field];
+        assert_eq!(retry, first, "{field}");
+        let key = variables["key"].as_str().expect("a key");
+        assert_eq!(
+            events_with_key(&app, stream, key).await,
+            1,
+            "{field} wrote once"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_keys_of_the_six_mutations_refuse_another_input() {
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let alice = app.as_user("alice");
+    let mug = admin.create_product("MUG-001", "4.50", 10).await;
+    let mug_id = str_of(&mug["id"]).to_owned();
+    let tee = admin.create_product("TEE-001", "9.00", 10).await;
+    let tee_id = str_of(&tee["id"]).to_owned();
+    let order = alice.order_one(&mug_id, 1, "tok_visa").await;
+    wait_for_order_status(&alice, &order, &["CONFIRMED"]).await;
+    data(&alice.add_to_cart(&mug_id, 1).await);
+    data(&alice.add_to_cart(&tee_id, 1).await);
+    data(
+        &alice
+            .gql(
+                REMOVE_FROM_CART_KEYED,
+                json!({ "productId": mug_id, "key": "k-remove" }),
+            )
+            .await,
+    );
+    data(
+        &admin
+            .gql(
+                DISCONTINUE_PRODUCT_KEYED,
+                json!({ "id": tee_id, "key": "k-discontinue" }),
+            )
+            .await,
+    );
+    data(
+        &alice
+            .gql(
+                CANCEL_ORDER_KEYED,
+                json!({ "id": order, "reason": "too slow", "key": "k-cancel" }),
+            )
+            .await,
+    );
+
+    // Act
+    let reused = [
+        alice
+            .gql(
+                REMOVE_FROM_CART_KEYED,
+                json!({ "productId": tee_id, "key": "k-remove" }),
+            )
+            .await,
+        alice
+            .gql(CLEAR_CART_KEYED, json!({ "key": "k-remove" }))
+            .await,
+        admin
+            .gql(
+                DISCONTINUE_PRODUCT_KEYED,
+                json!({ "id": mug_id, "key": "k-discontinue" }),
+            )
+            .await,
+        alice
+            .gql(
+                CANCEL_ORDER_KEYED,
+                json!({ "id": order, "reason": "another reason", "key": "k-cancel" }),
+            )
+            .await,
+    ];
+
+    // Assert
+    for resp in &reused {
+        assert_error(resp, "IDEMPOTENCY_KEY_REUSED");
+    }
+    assert_eq!(
+        cart_line(&alice.cart().await, &tee_id).expect("still there")["quantity"],
+        1
+    );
+    assert_eq!(admin.product(&mug_id).await["status"], "ACTIVE");
 }
