@@ -205,6 +205,24 @@ impl TestApp {
         self.start().await;
     }
 
+    /// Starts a second server on this test's database, with its own port, connection pool,
+    /// write gate and relay: what another replica (another process) looks like. It stops
+    /// when dropped; the database stays this test's.
+    pub async fn replica(&self) -> TestApp {
+        let mut replica = TestApp {
+            address: String::new(),
+            port: 0,
+            http: self.http.clone(),
+            settings: self.settings.clone(),
+            shutdown: None,
+            handle: None,
+            postgres: None,
+            _data_dir: tempfile::tempdir().expect("a temporary directory can be created"),
+        };
+        replica.start().await;
+        replica
+    }
+
     /// The URL of this test's own database.
     pub fn database_url(&self) -> &str {
         self.settings
