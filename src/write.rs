@@ -276,6 +276,8 @@ impl UnitOfWork {
         .await
         .map_err(|e| match e {
             AppendError::Conflict { stream_id } => TxError::Conflict(stream_id),
+            // Not a race that a retry could win: the id is taken for good.
+            e @ AppendError::TypeTaken { .. } => TxError::App(AppError::Conflict(e.to_string())),
             AppendError::Db(e) => TxError::App(e.into()),
         })?;
         let before = loaded.state.version();
@@ -421,26 +423,91 @@ impl Writer {
         command: &C,
     ) -> AppResult<Outcome> {
         let request_hash = command.request_hash();
-        if let Some(key) = &ctx.idempotency_key
-            && let Some(outcome) = idempotency::replay(
-                &self.db,
-                &ctx.user_id,
-                key,
-                command.operation(),
-                &request_hash,
-            )
-            .await?
-        {
+        // The common retry, long after the first attempt, is answered here: no write gate,
+        // no transaction.
+        if let Some(outcome) = self.recorded(&self.db, ctx, command, &request_hash).await? {
             tracing::debug!("idempotent replay");
             return Ok(outcome);
         }
+        match self.attempts(ctx, command, &request_hash).await {
+            Err(error) if ctx.idempotency_key.is_some() => {
+                self.settle(ctx, command, &request_hash, error).await
+            }
+            result => result,
+        }
+    }
+
+    /// The outcome recorded for the caller's idempotency key (none without a key, or when
+    /// the key is unused); IDEMPOTENCY_KEY_REUSED when it was recorded for another input.
+    async fn recorded<C: Command>(
+        &self,
+        db: &impl sea_orm::ConnectionTrait,
+        ctx: &CommandContext,
+        command: &C,
+        request_hash: &str,
+    ) -> AppResult<Option<Outcome>> {
+        match &ctx.idempotency_key {
+            Some(key) => {
+                idempotency::replay(db, &ctx.user_id, key, command.operation(), request_hash).await
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// A duplicate that ran beside the request that recorded its key can fail where the
+    /// original succeeded: its decision saw the original's events (a second `createProduct`
+    /// finds the product, a second `cancelOrder` the order cancelled), or it lost the race
+    /// on the stream the original wrote once too often. Whatever the error, a key recorded
+    /// meanwhile means this is a retry, and it answers what the original answered.
+    ///
+    /// Why the look-up finds the record, also between replicas on PostgreSQL: the
+    /// original's events and its key commit in one transaction, and READ COMMITTED shows a
+    /// statement only committed rows. A failure caused by the original's events (seen, or
+    /// met on UNIQUE(stream_id, version), which waits for the other transaction to end)
+    /// therefore comes after that commit, and this look-up, a new statement, sees the key.
+    async fn settle<C: Command>(
+        &self,
+        ctx: &CommandContext,
+        command: &C,
+        request_hash: &str,
+        error: AppError,
+    ) -> AppResult<Outcome> {
+        match self.recorded(&self.db, ctx, command, request_hash).await {
+            Ok(Some(outcome)) => {
+                tracing::debug!(
+                    failed_with = error.code(),
+                    "idempotent replay after a failed attempt"
+                );
+                Ok(outcome)
+            }
+            Ok(None) => Err(error),
+            Err(AppError::IdempotencyKeyReused) => Err(AppError::IdempotencyKeyReused),
+            // The look-up is best effort; the attempt's own error says more.
+            Err(lookup) => {
+                tracing::warn!(
+                    error = %format_args!("{lookup:#}"),
+                    "idempotency look-up after a failed attempt failed"
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// The attempts at a command: decided again after each lost concurrency race, as long
+    /// as the command allows it.
+    async fn attempts<C: Command>(
+        &self,
+        ctx: &CommandContext,
+        command: &C,
+        request_hash: &str,
+    ) -> AppResult<Outcome> {
         let streams = command.streams();
         let mut attempt = 0;
         loop {
             attempt += 1;
             let result = {
                 let _gate = self.gate.enter_all(&streams).await;
-                self.attempt(ctx, command, &request_hash).await
+                self.attempt(ctx, command, request_hash).await
             };
             match result {
                 Ok(outcome) => {
@@ -464,19 +531,10 @@ impl Writer {
                 }
                 Err(TxError::KeyTaken) => {
                     // A concurrent request with the same key won: answer as it did.
-                    let key = ctx
-                        .idempotency_key
-                        .as_ref()
-                        .ok_or_else(|| anyhow::anyhow!("key taken without a key"))?;
-                    return idempotency::replay(
-                        &self.db,
-                        &ctx.user_id,
-                        key,
-                        command.operation(),
-                        &request_hash,
-                    )
-                    .await?
-                    .ok_or_else(|| anyhow::anyhow!("idempotency record vanished").into());
+                    return self
+                        .recorded(&self.db, ctx, command, request_hash)
+                        .await?
+                        .ok_or_else(|| anyhow::anyhow!("idempotency record vanished").into());
                 }
                 Err(TxError::App(e)) => return Err(e),
             }
@@ -490,6 +548,13 @@ impl Writer {
         request_hash: &str,
     ) -> Result<Outcome, TxError> {
         let txn = begin_write(&self.db).await?;
+        // Asked again now that this request holds the write gate (on SQLite, the write
+        // lock): a duplicate that held it first has committed, and this one answers as it
+        // did rather than deciding again on top of its events.
+        if let Some(outcome) = self.recorded(&txn, ctx, command, request_hash).await? {
+            txn.rollback().await?;
+            return Ok(outcome);
+        }
         let mut uow = UnitOfWork {
             txn,
             metadata: EventMetadata {

@@ -178,14 +178,16 @@ impl CartMutation {
     }
 
     /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
+    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
     async fn remove_from_cart(
         &self,
         ctx: &Context<'_>,
         product_id: Uuid,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<CartPayload> {
         async {
             let caller = signed_in(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?
                 .writer
                 .remove_from_cart(&command, product_id)
@@ -196,11 +198,15 @@ impl CartMutation {
         .gql()
     }
 
-    /// Empties the caller's cart.
-    async fn clear_cart(&self, ctx: &Context<'_>) -> async_graphql::Result<CartPayload> {
+    /// Empties the caller's cart. With `idempotencyKey`, a retry returns the first payload and changes nothing.
+    async fn clear_cart(
+        &self,
+        ctx: &Context<'_>,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<CartPayload> {
         async {
             let caller = signed_in(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?.writer.clear_cart(&command).await?;
             cart_payload(ctx, outcome).await
         }

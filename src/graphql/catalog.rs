@@ -333,14 +333,16 @@ impl CatalogMutation {
     }
 
     /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
+    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
     async fn discontinue_product(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<ProductPayload> {
         async {
             let caller = admin(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?
                 .writer
                 .discontinue_product(&command, id)

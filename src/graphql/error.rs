@@ -1,6 +1,7 @@
 //! The only place where an error becomes a GraphQL error with `extensions.code`.
 //! Codes are those of DESIGN.md; internal errors are logged here, once, with their cause
-//! chain, and reach the client as `INTERNAL` with a fixed message.
+//! chain, and reach the client as `INTERNAL` with a fixed message and an `errorId` that
+//! names the log line. Errors the client caused are not logged at all: they are answers.
 
 use async_graphql::{ErrorExtensions, ServerError};
 
@@ -52,12 +53,12 @@ impl AppError {
 
 impl ErrorExtensions for AppError {
     fn extend(&self) -> async_graphql::Error {
-        let message = match self {
-            AppError::Internal(e) => {
-                tracing::error!(error = ?e, "internal error");
-                "internal error".to_owned()
-            }
-            other => other.to_string(),
+        let (message, error_id) = match self {
+            AppError::Internal(e) => (
+                "internal error".to_owned(),
+                Some(log_internal(e).to_string()),
+            ),
+            other => (other.to_string(), None),
         };
         async_graphql::Error::new(message).extend_with(|_, ext| {
             ext.set("code", self.code());
@@ -66,8 +67,26 @@ impl ErrorExtensions for AppError {
             {
                 ext.set("position", position.to_string());
             }
+            if let Some(id) = &error_id {
+                ext.set("errorId", id.as_str());
+            }
         })
     }
+}
+
+/// Logs an internal error as one ERROR line and returns the id it is logged under, which
+/// the client receives as `extensions.errorId`: what an operator needs to find the line
+/// behind a user's report.
+///
+/// The line carries the cause chain in anyhow's alternate form (`{:#}`: "database error:
+/// connection refused"), which is what an operator acts on. Not the debug form: with
+/// `RUST_BACKTRACE=1` (or `RUST_LIB_BACKTRACE=1`) it appends the backtrace captured where
+/// the error was made, tens of KB of async frames per request that say little the chain
+/// does not, and a log flood for anyone who can make the server fail on purpose.
+fn log_internal(error: &anyhow::Error) -> uuid::Uuid {
+    let error_id = uuid::Uuid::new_v4();
+    tracing::error!(%error_id, error = %format_args!("{error:#}"), "internal error");
+    error_id
 }
 
 /// Maps an application result into a resolver result.
@@ -93,5 +112,106 @@ pub fn ensure_code(error: &mut ServerError) {
             .extensions
             .get_or_insert_with(Default::default)
             .set("code", "BAD_USER_INPUT");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex, PoisonError};
+
+    use tracing_subscriber::fmt::MakeWriter;
+
+    use super::*;
+
+    /// Whatever the subscriber writes, kept for the test to read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// Maps `error` for the client as a resolver does; returns it and what was logged.
+    fn mapped(error: AppError) -> (async_graphql::Error, String) {
+        let out = Captured::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(out.clone())
+            .with_ansi(false)
+            .finish();
+        let graphql = tracing::subscriber::with_default(subscriber, || error.into_graphql());
+        let log = String::from_utf8_lossy(&out.0.lock().unwrap_or_else(PoisonError::into_inner))
+            .into_owned();
+        (graphql, log)
+    }
+
+    fn extension(error: &async_graphql::Error, name: &str) -> Option<String> {
+        match error.extensions.as_ref()?.get(name)? {
+            async_graphql::Value::String(s) => Some(s.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_internal_error_is_logged_once_as_its_cause_chain_on_one_line() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let error = AppError::Internal(anyhow::Error::new(cause).context("database error"));
+
+        let (graphql, log) = mapped(error);
+
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 1, "one line: {log}");
+        assert!(lines[0].contains("ERROR"), "{log}");
+        assert!(lines[0].contains("database error: refused"), "{log}");
+        // The debug form's multi-line chain, and the backtrace it may carry, stay out.
+        assert!(
+            !log.contains("Caused by") && !log.contains("acktrace"),
+            "{log}"
+        );
+        assert_eq!(graphql.message, "internal error");
+        assert_eq!(extension(&graphql, "code").as_deref(), Some("INTERNAL"));
+        let error_id = extension(&graphql, "errorId").expect("an errorId");
+        assert!(
+            lines[0].contains(&error_id),
+            "the line names {error_id}: {log}"
+        );
+    }
+
+    #[test]
+    fn errors_the_client_caused_are_answered_and_not_logged() {
+        let errors = [
+            AppError::NotFound("order 1 not found".into()),
+            AppError::Product(ProductError::NotFound),
+            AppError::Order(OrderError::NotFound),
+            AppError::Cart(CartError::NotInCart(uuid::Uuid::nil())),
+            AppError::Conflict("stream 1 was changed concurrently".into()),
+            AppError::IdempotencyKeyReused,
+            AppError::BadUserInput("first must be between 0 and 100".into()),
+        ];
+        for error in errors {
+            let code = error.code();
+
+            let (graphql, log) = mapped(error);
+
+            assert_eq!(log, "", "{code} is not logged");
+            assert_eq!(extension(&graphql, "code").as_deref(), Some(code));
+            assert_eq!(extension(&graphql, "errorId"), None);
+        }
     }
 }

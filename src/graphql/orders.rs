@@ -397,15 +397,17 @@ impl OrdersMutation {
 
     /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
     /// succeeded payment, asynchronously (watch `reservation` and `payment`).
+    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
     async fn cancel_order(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
         reason: Option<String>,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
         async {
             let caller = signed_in(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let reason = reason.as_deref().map(Reason::parse).transpose()?;
             let outcome = services(ctx)?
                 .writer
@@ -417,11 +419,16 @@ impl OrdersMutation {
         .gql()
     }
 
-    /// Admin: CONFIRMED -> SHIPPED -> DELIVERED.
-    async fn ship_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<OrderPayload> {
+    /// Admin: CONFIRMED -> SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
+    async fn ship_order(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        idempotency_key: Option<String>,
+    ) -> async_graphql::Result<OrderPayload> {
         async {
             let caller = admin(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?.writer.ship_order(&command, id).await?;
             order_payload(ctx, outcome).await
         }
@@ -429,15 +436,16 @@ impl OrdersMutation {
         .gql()
     }
 
-    /// Admin: SHIPPED -> DELIVERED.
+    /// Admin: SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
     async fn deliver_order(
         &self,
         ctx: &Context<'_>,
         id: Uuid,
+        idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
         async {
             let caller = admin(ctx)?;
-            let command = command_context(caller, None)?;
+            let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?.writer.deliver_order(&command, id).await?;
             order_payload(ctx, outcome).await
         }

@@ -13,8 +13,8 @@ use super::{CommandContext, Envelope, Outcome, WriteModel, Writer};
 use crate::domain::cart::ProductFacts;
 use crate::domain::product::{Product, ProductCommand, ProductEvent, ProductStatus};
 use crate::domain::values::{
-    Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
-    StockLevel,
+    Comment, Description, IdempotencyKey, Money, ProductName, Rating, Reason, ReviewTitle, Sku,
+    StockDelta, StockLevel, UserId,
 };
 use crate::entity::{product_reviews, products};
 use crate::error::{AppError, AppResult};
@@ -154,10 +154,7 @@ impl Writer {
         // A retried create must land on the same stream: derive the id from the key when
         // there is one; otherwise a fresh, time-ordered id.
         let stream_id = match &ctx.idempotency_key {
-            Some(key) => Uuid::new_v5(
-                &PRODUCT_ID_NAMESPACE,
-                format!("{}\u{0}{}", ctx.user_id, key.as_str()).as_bytes(),
-            ),
+            Some(key) => keyed_product_id(&ctx.user_id, key),
             None => Uuid::now_v7(),
         };
         self.execute(
@@ -258,3 +255,11 @@ impl Writer {
 
 /// Namespace of product ids derived from (caller, idempotency key).
 const PRODUCT_ID_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d70_726f_6475);
+
+/// The id of the product that `createProduct` by `caller` with `key` creates.
+pub fn keyed_product_id(caller: &UserId, key: &IdempotencyKey) -> Uuid {
+    Uuid::new_v5(
+        &PRODUCT_ID_NAMESPACE,
+        format!("{caller}\u{0}{}", key.as_str()).as_bytes(),
+    )
+}

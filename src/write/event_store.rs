@@ -31,6 +31,9 @@ pub enum AppendError {
     /// Another writer appended to the stream first (UNIQUE(stream_id, version)).
     #[error("stream {stream_id} was changed concurrently")]
     Conflict { stream_id: Uuid },
+    /// The id of a new stream is already the id of a stream of another type.
+    #[error("{stream_id} is already the id of a {existing}")]
+    TypeTaken { stream_id: Uuid, existing: String },
     #[error(transparent)]
     Db(#[from] DbErr),
 }
@@ -77,6 +80,11 @@ pub struct Folded<A> {
 /// Folds stream `stream_id`: every event, or those recorded at or before `until` (a
 /// temporal query). With `use_snapshots` it starts from the latest snapshot (taken before
 /// `until`) and folds only the events after it; the result is the same either way.
+///
+/// Only events (and snapshots) of `A`'s own stream type are read. Every id is a UUID, so
+/// nothing stops a client from passing an order id where a product id belongs; a stream of
+/// another kind then folds to the default state, "does not exist", and the aggregate's own
+/// NOT_FOUND applies. Reading it as `A` instead would fail to decode and answer INTERNAL.
 pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     db: &C,
     stream_id: Uuid,
@@ -94,6 +102,7 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     };
     let mut query = events::Entity::find()
         .filter(events::Column::StreamId.eq(stream_id))
+        .filter(events::Column::StreamType.eq(A::STREAM_TYPE))
         .filter(events::Column::Version.gt(after));
     if let Some(until) = until {
         query = query.filter(events::Column::RecordedAt.lte(until));
@@ -130,6 +139,13 @@ pub async fn load_stream<C: ConnectionTrait>(
 /// Must run inside a transaction. On PostgreSQL it first makes sure the transaction has
 /// its xid *before* it draws any position: the relay's safe horizon relies on every
 /// position being held by a transaction that was visible as in flight (ADR 0001).
+///
+/// A stream has one type for life. `fold` reads a stream of another type as empty, so a
+/// command may decide to create a stream whose id another type already holds: starting a
+/// stream (`expected_version` 0) first checks for that and refuses with `TypeTaken`.
+/// Left to UNIQUE(stream_id, version) it would look like a lost race and be retried in
+/// vain. A concurrent creator of another type is caught by that constraint, and by this
+/// check on the retry.
 pub async fn append<C: ConnectionTrait, E: DomainEvent>(
     txn: &C,
     stream_id: Uuid,
@@ -145,6 +161,18 @@ pub async fn append<C: ConnectionTrait, E: DomainEvent>(
             "SELECT pg_current_xact_id()",
         ))
         .await?;
+    }
+    if expected_version == 0
+        && let Some(existing) = events::Entity::find()
+            .filter(events::Column::StreamId.eq(stream_id))
+            .filter(events::Column::StreamType.ne(stream_type))
+            .one(txn)
+            .await?
+    {
+        return Err(AppendError::TypeTaken {
+            stream_id,
+            existing: existing.stream_type,
+        });
     }
     let metadata = serde_json::to_value(metadata)
         .map_err(|e| DbErr::Custom(format!("metadata is not serializable: {e}")))?;

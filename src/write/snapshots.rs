@@ -19,7 +19,8 @@ pub struct Snapshot<A> {
     pub position: i64,
 }
 
-/// The latest usable snapshot of `stream_id` (taken at or before `at`, when given).
+/// The latest usable snapshot of `stream_id` as an `A` (taken at or before `at`, when
+/// given); none for a stream of another type.
 pub async fn latest<A: Aggregate, C: ConnectionTrait>(
     db: &C,
     stream_id: Uuid,
@@ -27,6 +28,8 @@ pub async fn latest<A: Aggregate, C: ConnectionTrait>(
 ) -> Result<Option<Snapshot<A>>, DbErr> {
     let mut query = snapshots::Entity::find()
         .filter(snapshots::Column::StreamId.eq(stream_id))
+        // Another aggregate's state may well deserialize as this one's: only our own.
+        .filter(snapshots::Column::StreamType.eq(A::STREAM_TYPE))
         .filter(snapshots::Column::StateVersion.eq(A::STATE_VERSION));
     if let Some(at) = at {
         query = query.filter(snapshots::Column::RecordedAt.lte(at));

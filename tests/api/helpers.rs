@@ -236,6 +236,24 @@ impl TestApp {
         self.start().await;
     }
 
+    /// Starts a second server on this test's database, with its own port, connection pool,
+    /// write gate and relay: what another replica (another process) looks like. It stops
+    /// when dropped; the database stays this test's.
+    pub async fn replica(&self) -> TestApp {
+        let mut replica = TestApp {
+            address: String::new(),
+            port: 0,
+            http: self.http.clone(),
+            settings: self.settings.clone(),
+            shutdown: None,
+            handle: None,
+            postgres: None,
+            _data_dir: tempfile::tempdir().expect("a temporary directory can be created"),
+        };
+        replica.start().await;
+        replica
+    }
+
     /// The URL of this test's own database.
     pub fn database_url(&self) -> &str {
         self.settings
@@ -882,4 +900,81 @@ pub async fn insert_undecodable_cart_event(
     .await
     .expect("the event is inserted");
     (db, bad)
+}
+
+/// What the server logs while a test runs, as an operator would read it (text lines).
+#[derive(Clone, Default)]
+pub struct ServerLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl ServerLog {
+    /// Captures every line logged on this thread (INFO and above) until the guard drops.
+    /// The server runs on the test's runtime: in a `#[tokio::test]` (one thread) that is
+    /// all of its request handling, and nothing logged by the other tests of the binary.
+    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let log = Self::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_ansi(false)
+            .with_writer(log.clone())
+            .finish();
+        (log.clone(), tracing::subscriber::set_default(subscriber))
+    }
+
+    pub fn text(&self) -> String {
+        let bytes = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+}
+
+impl std::io::Write for ServerLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ServerLog {
+    type Writer = ServerLog;
+
+    fn make_writer(&'a self) -> ServerLog {
+        self.clone()
+    }
+}
+
+/// Behind the service's back: starts stream `stream` with one event of the given type.
+pub async fn insert_event(
+    app: &TestApp,
+    stream: uuid::Uuid,
+    stream_type: &str,
+    event_type: &str,
+    data: Value,
+) -> ordergraph::entity::events::Model {
+    use sea_orm::{ActiveModelTrait, ActiveValue::Set};
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    ordergraph::entity::events::ActiveModel {
+        stream_id: Set(stream),
+        stream_type: Set(stream_type.into()),
+        version: Set(1),
+        event_type: Set(event_type.into()),
+        event_version: Set(1),
+        data: Set(data),
+        metadata: Set(json!({ "correlationId": uuid::Uuid::new_v4(), "causationId": "test" })),
+        recorded_at: Set(chrono::Utc::now()),
+        ..Default::default()
+    }
+    .insert(&db)
+    .await
+    .expect("the event is inserted")
 }

@@ -26,5 +26,6 @@ mod reviews;
 mod saga_recovery;
 mod schema;
 mod subscriptions;
+mod wrong_kind_ids;
 mod ws_client;
 mod ws_protocol;
