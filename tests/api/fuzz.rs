@@ -839,7 +839,10 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
                     biggest = (grew, describe(&case));
                 }
                 cases += 1;
-                slowest.push((took, describe(&case)));
+                // A WebSocket case listens for a fixed window: not a latency.
+                if !matches!(case, Case::WebSocket { .. }) {
+                    slowest.push((took, describe(&case)));
+                }
                 slowest.sort_by(|a, b| b.0.cmp(&a.0));
                 slowest.truncate(3);
                 if let Err(what) = outcome {
@@ -920,7 +923,7 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
             .join("\n")
     );
     assert!(
-        final_kib < baseline_kib + 256 * 1024,
+        final_kib < baseline_kib + 128 * 1024,
         "memory did not come back: {} MiB after, {} MiB before",
         final_kib / 1024,
         baseline_kib / 1024
