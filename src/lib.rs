@@ -85,6 +85,8 @@ impl Application {
         let metrics = Arc::new(metrics::Metrics::default());
         let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone())
             .snapshot_every(settings.snapshot_every);
+        let dead_letters =
+            process::dead_letters::DeadLetters::new(db.clone(), gate.clone(), wakeup.clone());
 
         let writer_for_saga = writer.clone();
         let live = read::live::LiveViews::new(settings.subscription_buffer.max(1), metrics.clone());
@@ -141,6 +143,9 @@ impl Application {
             gate: gate.clone(),
             writer: writer_for_saga,
             gateway: Arc::new(process::gateway::SimulatedGateway::new(db.clone())),
+            dead_letters,
+            retry: settings.saga_retry(),
+            metrics: metrics.clone(),
             wakeup: wakeup.subscribe(),
             poll: settings.relay_poll(),
             fault,
