@@ -118,6 +118,7 @@ impl Application {
             drain: drain_rx.clone(),
             projections: statuses.clone(),
             rebuilds,
+            dead_letters: dead_letters.clone(),
         });
         let router = http::router(
             http::HttpState {
