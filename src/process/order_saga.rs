@@ -289,7 +289,7 @@ impl OrderSaga {
                         match next_due {
                             Some(at) => {
                                 let wait = (at - Utc::now()).to_std().unwrap_or_default();
-                                tokio::time::sleep(wait).await;
+                                tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
                             }
                             None => std::future::pending().await,
                         }
@@ -362,6 +362,10 @@ impl OrderSaga {
             // Past the last order or payment event nothing needs the saga: advance in
             // memory only (after a restart those events are filtered out again).
             *checkpoint = (*checkpoint).max(upto);
+            // A long backlog does not hold up the retries that fall due meanwhile.
+            if *checkpoint < horizon {
+                self.retry_due(shutdown).await?;
+            }
         }
         Ok(())
     }
