@@ -142,6 +142,20 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_SNAPSHOT_EVERY", default_value_t = 100)]
     pub snapshot_every: i64,
 
+    /// Delay before the order saga tries an order again after its first failure (say,
+    /// the payment provider is unavailable); it doubles with each failure, with jitter.
+    #[arg(long, env = "ORDERGRAPH_SAGA_RETRY_INITIAL_MS", default_value_t = 20)]
+    pub saga_retry_initial_ms: u64,
+
+    /// Longest delay between two attempts of one order by the saga.
+    #[arg(long, env = "ORDERGRAPH_SAGA_RETRY_MAX_MS", default_value_t = 5_000)]
+    pub saga_retry_max_ms: u64,
+
+    /// Attempts before the saga parks an order that keeps failing with an unexpected
+    /// error (a transient payment error is retried without limit).
+    #[arg(long, env = "ORDERGRAPH_SAGA_MAX_ATTEMPTS", default_value_t = 10)]
+    pub saga_max_attempts: u32,
+
     /// Test hook: stop the order saga at a step boundary, as if the process died there.
     #[cfg(feature = "test-hooks")]
     #[arg(skip)]
@@ -178,6 +192,9 @@ impl Default for Settings {
             subscription_buffer: 1024,
             snapshot_every: 100,
             drain_timeout_ms: 5_000,
+            saga_retry_initial_ms: 20,
+            saga_retry_max_ms: 5_000,
+            saga_max_attempts: 10,
             #[cfg(feature = "test-hooks")]
             saga_fault: None,
         }
@@ -210,6 +227,19 @@ impl Settings {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// When the order saga tries an order again after a failure.
+    pub fn saga_retry(&self) -> crate::process::order_saga::RetryPolicy {
+        crate::process::order_saga::RetryPolicy {
+            initial: Duration::from_millis(self.saga_retry_initial_ms.max(1)),
+            max: Duration::from_millis(
+                self.saga_retry_max_ms
+                    .max(self.saga_retry_initial_ms)
+                    .max(1),
+            ),
+            max_attempts: i32::try_from(self.saga_max_attempts.max(1)).unwrap_or(i32::MAX),
+        }
     }
 
     /// The WebSocket transport's limits and timers.

@@ -17,4 +17,5 @@ pub mod payments;
 pub mod product_reviews;
 pub mod products;
 pub mod projection_checkpoints;
+pub mod saga_dead_letters;
 pub mod snapshots;

@@ -84,6 +84,8 @@ pub struct Services {
     pub projections: Arc<Statuses>,
     /// Rebuilds and verifies of the views.
     pub rebuilds: Arc<crate::read::rebuild::Rebuilds>,
+    /// The orders the saga could not advance (admin: list the parked, retry one).
+    pub dead_letters: crate::process::dead_letters::DeadLetters,
 }
 
 impl Services {

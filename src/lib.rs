@@ -101,6 +101,8 @@ impl Application {
         let metrics = Arc::new(metrics::Metrics::default());
         let writer = Writer::new(db.clone(), gate.clone(), wakeup.clone(), metrics.clone())
             .snapshot_every(settings.snapshot_every);
+        let dead_letters =
+            process::dead_letters::DeadLetters::new(db.clone(), gate.clone(), wakeup.clone());
 
         let writer_for_saga = writer.clone();
         let live = read::live::LiveViews::new(settings.subscription_buffer.max(1), metrics.clone());
@@ -134,6 +136,7 @@ impl Application {
                 drain: drain_rx.clone(),
                 projections: statuses.clone(),
                 rebuilds,
+                dead_letters: dead_letters.clone(),
             },
             document_limits.clone(),
         );
@@ -169,6 +172,9 @@ impl Application {
             gate: gate.clone(),
             writer: writer_for_saga,
             gateway: Arc::new(process::gateway::SimulatedGateway::new(db.clone())),
+            dead_letters,
+            retry: settings.saga_retry(),
+            metrics: metrics.clone(),
             wakeup: wakeup.subscribe(),
             poll: settings.relay_poll(),
             fault,

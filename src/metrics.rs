@@ -36,6 +36,8 @@ pub struct Metrics {
     events_applied: Family<ProjectionLabel, Counter>,
     projection_lag: Family<ProjectionLabel, Gauge>,
     projection_failed: Family<ProjectionLabel, Gauge>,
+    saga_parked: Gauge,
+    saga_retrying: Gauge,
     ws_connections: Gauge,
 }
 
@@ -111,8 +113,22 @@ impl Default for Metrics {
             "1 when the projection stopped at an event it cannot fold",
             projection_failed.clone(),
         );
+        let saga_parked = Gauge::default();
+        registry.register(
+            "saga_orders_parked",
+            "Orders the saga set aside until an admin retries them (retryOrder)",
+            saga_parked.clone(),
+        );
+        let saga_retrying = Gauge::default();
+        registry.register(
+            "saga_orders_retrying",
+            "Orders whose next saga attempt is scheduled after a failure",
+            saga_retrying.clone(),
+        );
         Self {
             registry,
+            saga_parked,
+            saga_retrying,
             subscriptions,
             events_applied,
             projection_lag,
@@ -176,6 +192,12 @@ impl Metrics {
         self.projection_failed
             .get_or_create(&Self::projection(projection))
             .set(1);
+    }
+
+    /// The orders in the saga's dead letters, by state.
+    pub fn saga_dead_letters(&self, retrying: i64, parked: i64) {
+        self.saga_retrying.set(retrying);
+        self.saga_parked.set(parked);
     }
 
     fn feed(feed: &str) -> SubscriptionLabel {

@@ -4,6 +4,8 @@
 
 pub mod cart;
 pub mod catalog;
+#[cfg(test)]
+mod codec_properties;
 pub mod constraint;
 pub mod event_store;
 pub mod idempotency;

@@ -11,6 +11,7 @@ mod m20261123_000004_orders;
 mod m20261123_000005_live_indexes;
 mod m20261123_000006_snapshots_and_review_titles;
 mod m20261123_000007_projection_failures;
+mod m20261126_000008_saga_dead_letters;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000005_live_indexes::Migration),
             Box::new(m20261123_000006_snapshots_and_review_titles::Migration),
             Box::new(m20261123_000007_projection_failures::Migration),
+            Box::new(m20261126_000008_saga_dead_letters::Migration),
         ]
     }
 }

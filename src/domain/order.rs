@@ -175,6 +175,10 @@ pub enum OrderError {
     /// BAD_USER_INPUT
     #[error("the cart is empty")]
     EmptyCart,
+    /// BAD_USER_INPUT: the lines add up to more than any amount an order may carry (the
+    /// amount must stay readable in the event, and chargeable).
+    #[error("the order total exceeds {max}, the largest an order may have")]
+    TotalTooLarge { max: Money },
     /// CONFLICT: names the current status.
     #[error("cannot {action} an order that is {status}")]
     InvalidTransition {
@@ -273,7 +277,14 @@ impl Aggregate for Order {
                 if lines.is_empty() {
                     return Err(OrderError::EmptyCart);
                 }
-                let total = Money::from_cents(lines.iter().map(|l| l.total().cents()).sum());
+                // Summed wide: 99 units at the highest price already exceed the bound,
+                // and many such lines would overflow an i64.
+                let total = lines
+                    .iter()
+                    .map(|l| i128::from(l.unit_price.cents()) * i128::from(l.quantity))
+                    .sum();
+                let total = Money::checked_input(total)
+                    .ok_or(OrderError::TotalTooLarge { max: Money::MAX })?;
                 Ok(vec![OrderEvent::Placed {
                     user_id,
                     lines,
@@ -367,6 +378,35 @@ mod tests {
             .when(place(vec![line(2, 1050), line(1, 99)]))
             .unwrap();
         assert_eq!(events, vec![placed()]);
+    }
+
+    #[test]
+    fn an_order_totalling_the_largest_amount_is_placed_and_one_cent_more_is_refused() {
+        let max = line(1, Money::MAX_CENTS);
+        let events = given::<Order>(&[]).when(place(vec![max])).unwrap();
+        assert!(matches!(
+            &events[..],
+            [OrderEvent::Placed { total, .. }] if *total == Money::MAX
+        ));
+        let over = vec![line(1, Money::MAX_CENTS), line(1, 1)];
+        assert_eq!(
+            given::<Order>(&[]).when(place(over)),
+            Err(OrderError::TotalTooLarge { max: Money::MAX })
+        );
+        // Two units at half a trillion: the order that stopped the saga (issue, point 3).
+        assert_eq!(
+            given::<Order>(&[]).when(place(vec![line(2, 50_000_000_000_000)])),
+            Err(OrderError::TotalTooLarge { max: Money::MAX })
+        );
+    }
+
+    #[test]
+    fn many_lines_at_the_highest_price_are_refused_without_overflowing() {
+        let lines = (0..2_000).map(|_| line(99, Money::MAX_CENTS)).collect();
+        assert_eq!(
+            given::<Order>(&[]).when(place(lines)),
+            Err(OrderError::TotalTooLarge { max: Money::MAX })
+        );
     }
 
     #[test]

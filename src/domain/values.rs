@@ -144,33 +144,59 @@ impl Sku {
     }
 }
 
-/// An amount of money: exact, non-negative, at most 2 decimal places, below 10^12.
-/// Always rendered with exactly 2 places ("19.90"). Never a float.
+/// An amount of money: exact, non-negative, at most 2 decimal places. Always rendered with
+/// exactly 2 places ("19.90"). Never a float.
+///
+/// Two bounds, on purpose. An *input* (a price, an order's total) is at most
+/// [`Money::MAX`], 999 999 999 999.99: `parse_str`, `from_decimal` and `checked_input`
+/// refuse more. A *stored* amount (an event, a snapshot) is read back up to what its cents
+/// can hold in the tables' `BIGINT`: a fact already in the log is never refused by a later,
+/// stricter rule, or one event could stop every view and the saga for good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Money(Decimal);
 
 impl Money {
     pub const ZERO: Money = Money(Decimal::ZERO);
 
+    /// Cents of the largest amount an input may carry: 999 999 999 999.99.
+    pub const MAX_CENTS: i64 = 99_999_999_999_999;
+
+    /// The largest amount an input may carry: 999 999 999 999.99.
+    pub const MAX: Money = Money(Decimal::from_parts(0x107A_3FFF, 0x5AF3, 0, false, 2));
+
     pub fn parse_str(field: &'static str, raw: &str) -> Result<Self, ValidationError> {
+        Self::from_decimal(field, Self::parse_plain(field, raw)?)
+    }
+
+    /// Plain notation only ("19.99", "-1", "5."): no exponents, no thousands separators.
+    fn parse_plain(field: &'static str, raw: &str) -> Result<Decimal, ValidationError> {
         let trimmed = raw.trim();
-        // Plain notation only ("19.99", "-1", "5."): no exponents, no thousands separators.
         let digits = trimmed.strip_prefix('-').unwrap_or(trimmed);
         let plain = !digits.is_empty()
             && digits.len() <= 32
             && digits.chars().all(|c| c.is_ascii_digit() || c == '.')
             && digits.chars().filter(|c| *c == '.').count() <= 1
             && digits.chars().any(|c| c.is_ascii_digit());
-        let d: Decimal = plain
+        plain
             .then(|| trimmed.parse().ok())
             .flatten()
-            .ok_or_else(|| {
-                ValidationError::new(field, format!("'{raw}' is not a decimal number"))
-            })?;
-        Self::from_decimal(field, d)
+            .ok_or_else(|| ValidationError::new(field, format!("'{raw}' is not a decimal number")))
     }
 
+    /// An input amount: non-negative, at most 2 places, at most [`Money::MAX`].
     pub fn from_decimal(field: &'static str, d: Decimal) -> Result<Self, ValidationError> {
+        let money = Self::from_stored_decimal(field, d)?;
+        if money > Self::MAX {
+            return Err(ValidationError::new(
+                field,
+                format!("is too large: at most {}", Self::MAX),
+            ));
+        }
+        Ok(money)
+    }
+
+    /// A stored amount: non-negative, at most 2 places, cents within `i64`.
+    fn from_stored_decimal(field: &'static str, d: Decimal) -> Result<Self, ValidationError> {
         if d.is_sign_negative() && !d.is_zero() {
             return Err(ValidationError::new(field, "must not be negative"));
         }
@@ -180,12 +206,20 @@ impl Money {
                 "must have at most 2 decimal places",
             ));
         }
-        if d >= Decimal::from(1_000_000_000_000_i64) {
-            return Err(ValidationError::new(field, "is too large"));
-        }
         let mut d = d.normalize();
         d.rescale(2);
+        if i64::try_from(d.mantissa()).is_err() {
+            return Err(ValidationError::new(field, "is too large"));
+        }
         Ok(Self(d))
+    }
+
+    /// An amount computed from inputs (a sum of lines), held to the input bound:
+    /// `None` when it is negative or above [`Money::MAX`]. Wide, so no sum overflows first.
+    pub fn checked_input(cents: i128) -> Option<Self> {
+        (0..=i128::from(Self::MAX_CENTS))
+            .contains(&cents)
+            .then(|| Self::from_cents(cents as i64))
     }
 
     /// From integer cents, as stored in the tables.
@@ -221,9 +255,12 @@ impl Serialize for Money {
 }
 
 impl<'de> Deserialize<'de> for Money {
+    /// Reads a stored amount: the wider of the two bounds (see [`Money`]).
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        Money::parse_str("money", &s).map_err(serde::de::Error::custom)
+        Money::parse_plain("money", &s)
+            .and_then(|d| Money::from_stored_decimal("money", d))
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -387,6 +424,39 @@ mod tests {
     }
 
     #[test]
+    fn an_input_amount_is_at_most_the_largest_price() {
+        assert_eq!(
+            Money::parse_str("p", "999999999999.99").unwrap(),
+            Money::MAX
+        );
+        assert_eq!(Money::MAX.cents(), Money::MAX_CENTS);
+        assert!(Money::parse_str("p", "1000000000000.00").is_err());
+        assert_eq!(
+            Money::checked_input(i128::from(Money::MAX_CENTS)),
+            Some(Money::MAX)
+        );
+        assert_eq!(Money::checked_input(i128::from(Money::MAX_CENTS) + 1), None);
+        assert_eq!(Money::checked_input(-1), None);
+    }
+
+    #[test]
+    fn a_stored_amount_above_the_input_bound_still_reads() {
+        // Written before checkout refused such totals: it must stay readable.
+        let stored: Money = serde_json::from_value(serde_json::json!("1000000000000.00")).unwrap();
+        assert_eq!(stored.cents(), 100_000_000_000_000);
+        let widest: Money =
+            serde_json::from_value(serde_json::json!("92233720368547758.07")).unwrap();
+        assert_eq!(widest.cents(), i64::MAX);
+        // What no table could hold, and what is no amount of money, is refused.
+        for bad in ["92233720368547758.08", "-1.00", "0.001", "1e3"] {
+            assert!(
+                serde_json::from_value::<Money>(serde_json::json!(bad)).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn sku_refuses_spaces_and_empty() {
         assert!(Sku::parse("").is_err());
         assert!(Sku::parse("A B").is_err());
@@ -395,7 +465,7 @@ mod tests {
 
     proptest! {
         #[test]
-        fn money_round_trips_through_cents(cents in 0i64..1_000_000_000_000) {
+        fn money_round_trips_through_cents(cents in 0i64..=Money::MAX_CENTS) {
             let m = Money::from_cents(cents);
             prop_assert_eq!(m.cents(), cents);
             let reparsed = Money::parse_str("p", &m.to_string()).unwrap();

@@ -32,8 +32,13 @@ impl Cart {
     }
     /// Sum of the line totals at current catalog prices.
     async fn total(&self) -> Decimal {
+        // Saturating: a cart may hold more than an order may total (checkout refuses
+        // it), and a plain sum of many lines at the highest price would overflow.
         Decimal(Money::from_cents(
-            self.0.lines.iter().map(|l| line_total(l).cents()).sum(),
+            self.0
+                .lines
+                .iter()
+                .fold(0i64, |sum, l| sum.saturating_add(line_total(l).cents())),
         ))
     }
     /// When the cart last changed; null for a cart never used.

@@ -32,7 +32,7 @@ impl AppError {
             },
             AppError::Order(e) => match e {
                 OrderError::NotFound => "NOT_FOUND",
-                OrderError::EmptyCart => "BAD_USER_INPUT",
+                OrderError::EmptyCart | OrderError::TotalTooLarge { .. } => "BAD_USER_INPUT",
                 OrderError::InvalidTransition { .. } => "CONFLICT",
             },
             AppError::Conflict(_) => "CONFLICT",

@@ -1,5 +1,5 @@
 //! The orders area: checkout, the order details view (order + inventory + payment in one
-//! row), cancellation, fulfilment, and the admin dashboard.
+//! row), cancellation, fulfilment, the admin dashboard, and the orders the saga parked.
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -12,8 +12,9 @@ use super::{Cursor, PageInfo, admin, command_context, page_size, services, signe
 use crate::auth::Caller;
 use crate::domain::order::{self, OrderLine as DomainLine};
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
-use crate::entity::order_view;
+use crate::entity::{order_view, saga_dead_letters};
 use crate::error::{AppError, AppResult};
+use crate::process::dead_letters::Status as DeadLetterStatus;
 use crate::read::dashboard as dashboard_view;
 use crate::read::orders as view;
 use crate::write::Outcome;
@@ -194,6 +195,80 @@ pub struct CheckoutInput {
     pub idempotency_key: Option<String>,
 }
 
+/// Where the saga stands with an order it could not advance.
+#[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+pub enum ParkedOrderStatus {
+    /// The saga tries the order again at `nextAttemptAt` (after `retryOrder`).
+    Retrying,
+    /// Set aside: the saga leaves the order alone until an admin calls `retryOrder`.
+    Parked,
+}
+
+/// A dead letter of the order saga, as the admin API shows it.
+pub struct ParkedOrder(pub(crate) saga_dead_letters::Model);
+
+/// An order the order saga could not advance and set aside, so that the other orders go
+/// on: an event of it does not decode, a step was refused, or it kept failing
+/// unexpectedly. Its later events wait too. Fix the cause, then call `retryOrder`.
+#[Object]
+impl ParkedOrder {
+    async fn order_id(&self) -> Uuid {
+        self.0.order_id
+    }
+    async fn status(&self) -> ParkedOrderStatus {
+        match DeadLetterStatus::from_db(&self.0.status) {
+            DeadLetterStatus::Retrying => ParkedOrderStatus::Retrying,
+            DeadLetterStatus::Parked => ParkedOrderStatus::Parked,
+        }
+    }
+    /// Why the last attempt failed, with its causes.
+    async fn error(&self) -> &str {
+        &self.0.error
+    }
+    /// Attempts made so far; every one failed.
+    async fn attempts(&self) -> i64 {
+        i64::from(self.0.attempts)
+    }
+    async fn first_failed_at(&self) -> DateTime<Utc> {
+        self.0.first_failed_at
+    }
+    async fn last_failed_at(&self) -> DateTime<Utc> {
+        self.0.last_failed_at
+    }
+    /// When the saga tries again (RETRYING only).
+    async fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.0.next_attempt_at
+    }
+    /// Position of the event whose handling failed first (see `history` or `events`).
+    async fn position(&self) -> Position {
+        Position(self.0.position)
+    }
+    /// The order as the order details view has it; null when the view has no such
+    /// order (say, its OrderPlaced does not decode).
+    async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
+        async {
+            let s = services(ctx)?;
+            Ok(view::find(&s.db, self.0.order_id).await?.map(Order))
+        }
+        .await
+        .gql()
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct ParkedOrderEdge {
+    pub node: ParkedOrder,
+    pub cursor: String,
+}
+
+#[derive(SimpleObject)]
+pub struct ParkedOrderConnection {
+    pub edges: Vec<ParkedOrderEdge>,
+    pub page_info: PageInfo,
+    /// Number of parked orders, on all pages.
+    pub total_count: i64,
+}
+
 fn encode_cursor(placed_position: i64) -> String {
     Cursor::encode("order", placed_position)
 }
@@ -269,6 +344,47 @@ impl OrdersQuery {
                     .map(|o| OrderEdge {
                         cursor: encode_cursor(o.placed_position),
                         node: Order(o),
+                    })
+                    .collect(),
+                page_info: PageInfo {
+                    has_next_page: page.has_next_page,
+                    end_cursor,
+                },
+                total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
+            })
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: the orders the saga set aside (PARKED), oldest failure first (by the
+    /// position of the event that failed first). `first` is at most 100. The saga goes on
+    /// with every other order meanwhile; fix the cause, then `retryOrder`.
+    #[graphql(complexity = "5 + first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    async fn parked_orders(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ParkedOrderConnection> {
+        async {
+            admin(ctx)?;
+            let s = services(ctx)?;
+            let first = page_size(first.unwrap_or(20))?;
+            let after = after
+                .as_deref()
+                .map(|c| Cursor::decode::<i64>("parked", c))
+                .transpose()?;
+            let page = s.dead_letters.parked(first, after).await?;
+            let cursor = |m: &saga_dead_letters::Model| Cursor::encode("parked", m.position);
+            let end_cursor = page.items.last().map(cursor);
+            Ok(ParkedOrderConnection {
+                edges: page
+                    .items
+                    .into_iter()
+                    .map(|m| ParkedOrderEdge {
+                        cursor: cursor(&m),
+                        node: ParkedOrder(m),
                     })
                     .collect(),
                 page_info: PageInfo {
@@ -431,6 +547,25 @@ impl OrdersMutation {
             let command = command_context(caller, idempotency_key.as_deref())?;
             let outcome = services(ctx)?.writer.ship_order(&command, id).await?;
             order_payload(ctx, outcome).await
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: makes the saga try a parked order again now, once the cause is fixed. Returns
+    /// the order's dead letter, now RETRYING: it leaves `parkedOrders` at once, and is gone
+    /// for good when the attempt advances the order (watch `orderUpdated`); if the order
+    /// still fails it is parked again, one attempt more. NOT_FOUND when the order is not
+    /// parked.
+    async fn retry_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ParkedOrder> {
+        async {
+            admin(ctx)?;
+            let s = services(ctx)?;
+            s.dead_letters
+                .retry_now(id, Utc::now())
+                .await?
+                .map(ParkedOrder)
+                .ok_or_else(|| AppError::NotFound(format!("order {id} is not parked")))
         }
         .await
         .gql()

@@ -3,28 +3,46 @@
 //! the next step — reserve inventory, charge, confirm, or compensate (release stock,
 //! refund) — until nothing is left to do.
 //!
-//! Crash safety: the checkpoint advances only after an event's reconciliation completed,
-//! so a crash replays the event; every step is idempotent (the aggregates record nothing
-//! twice, and the gateway answers a repeated idempotency key with its first result), so a
-//! replay neither reserves nor charges twice. Commands keep the checkout's correlation id
-//! and cite the event that caused them.
+//! One order never holds up the others (ADR 0003). When reconciling an order fails, the
+//! order gets a dead letter (`dead_letters`) and the saga goes on with the next event:
+//! - the payment provider is unavailable: the order's next attempt is scheduled (backoff
+//!   with jitter, capped), without limit — an outage is no reason to give up an order;
+//! - retrying cannot help (an event that does not decode, a domain error, an order that
+//!   does not settle): the order is parked at once, until an admin retries it;
+//! - anything else: retried like a transient error, then parked after a bounded number
+//!   of attempts.
+//!
+//! Events of an order that has a dead letter are not handled one by one: its next attempt
+//! reconciles from the order's whole state, those events included. Only an unreachable
+//! database stops the saga as a whole (it backs off and handles the same event again):
+//! it would fail every order alike, and parking them all would be wrong.
+//!
+//! Crash safety: the checkpoint advances past an event only once its order was reconciled,
+//! or its dead letter recorded in the same transaction; a crash replays the event, and a
+//! scheduled retry is a row that outlives the process. Every step is idempotent (the
+//! aggregates record nothing twice, and the gateway answers a repeated idempotency key
+//! with its first result), so a replay or a retry neither reserves nor charges twice.
+//! Commands keep the checkout's correlation id and cite the event that caused them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::dead_letters::{DeadLetters, Failure, Next};
 use super::gateway::{ChargeOutcome, GatewayError, PaymentGateway};
-use crate::domain::Aggregate;
 use crate::domain::order::{Order, OrderCommand, OrderStatus, Reservation};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatus};
+use crate::domain::{Aggregate, DomainEvent};
 use crate::entity::events;
 use crate::error::AppError;
+use crate::metrics::Metrics;
 use crate::read::checkpoints;
 use crate::read::relay::safe_horizon;
 use crate::write::event_store::{self, EventMetadata};
@@ -34,8 +52,14 @@ use crate::write::{CommandContext, WriteGate, Writer};
 /// Persisted name of the saga's checkpoint.
 pub const NAME: &str = "order-saga";
 
-/// Events read per batch.
+/// Events (and due retries) read per batch.
 const BATCH: u64 = 256;
+
+/// Steps one reconciliation may take: each moves the state forward, so more is a bug.
+const MAX_STEPS: usize = 8;
+
+/// Longest error text kept in a dead letter.
+const MAX_ERROR_CHARS: usize = 2_000;
 
 /// The next thing an order needs, decided from the order's and its payment's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,10 +134,126 @@ pub enum SagaError {
     Injected(Boundary),
     #[error("shutting down")]
     Stopping,
+    /// The payment provider asked to be tried again later.
+    #[error("payment provider temporarily unavailable: {0}")]
+    Transient(String),
+    /// A stored event the saga needs cannot be read by this build.
+    #[error("event {event_type} at position {position} does not decode: {reason}")]
+    Undecodable {
+        event_type: String,
+        position: i64,
+        reason: String,
+    },
+    #[error("order {0} did not settle after {MAX_STEPS} saga steps")]
+    Unsettled(Uuid),
     #[error(transparent)]
     App(#[from] AppError),
     #[error(transparent)]
     Db(#[from] DbErr),
+}
+
+/// How the saga treats an order whose attempt failed (ADR 0003).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Not this order's failure: the whole saga stops (a fault, a shutdown) or backs off
+    /// and tries the same event again (the database is unreachable).
+    Global,
+    /// The payment provider is unavailable: retry later, without limit.
+    Transient,
+    /// Unexpected, and it may pass: retry later, then park after a bounded number of
+    /// attempts.
+    Unknown,
+    /// Retrying cannot help until someone fixes the cause: park now.
+    Permanent,
+}
+
+impl SagaError {
+    /// Whether telling this error's verdict needs to know if the database answers.
+    fn involves_the_database(&self) -> bool {
+        matches!(
+            self,
+            SagaError::Db(_) | SagaError::App(AppError::Internal(_))
+        )
+    }
+
+    /// The verdict on one order's failed attempt; `database_reachable` is asked only
+    /// when [`Self::involves_the_database`].
+    pub fn verdict(&self, database_reachable: bool) -> Verdict {
+        match self {
+            SagaError::Injected(_) | SagaError::Stopping => Verdict::Global,
+            SagaError::Transient(_) => Verdict::Transient,
+            SagaError::Undecodable { .. } | SagaError::Unsettled(_) => Verdict::Permanent,
+            SagaError::Db(_) | SagaError::App(AppError::Internal(_)) if !database_reachable => {
+                Verdict::Global
+            }
+            SagaError::App(e) => match e {
+                // The domain refused a step: the same state decides the same again.
+                AppError::Validation(_)
+                | AppError::BadUserInput(_)
+                | AppError::NotFound(_)
+                | AppError::Product(_)
+                | AppError::Cart(_)
+                | AppError::Order(_)
+                | AppError::Unauthenticated(_)
+                | AppError::Forbidden(_)
+                | AppError::IdempotencyKeyReused => Verdict::Permanent,
+                // A lost race, a constraint hit by one, a database error the database
+                // survived: the next attempt may well pass.
+                _ => Verdict::Unknown,
+            },
+            SagaError::Db(_) => Verdict::Unknown,
+        }
+    }
+}
+
+/// When the saga tries an order again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Delay after the first failure; it doubles with each failure after it.
+    pub initial: Duration,
+    /// Longest delay between two attempts.
+    pub max: Duration,
+    /// Attempts before an order failing with an unexpected error is parked (transient
+    /// payment errors are retried without limit).
+    pub max_attempts: i32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(20),
+            max: Duration::from_secs(5),
+            max_attempts: 10,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay after `failures` failed attempts (1 or more): `initial × 2^(failures-1)`,
+    /// capped at `max`, of which a random half (`jitter` in 0..=1) is taken off, so
+    /// orders that failed together (an outage) do not all come back together.
+    pub fn delay(&self, failures: i32, jitter: f64) -> Duration {
+        let doublings = u32::try_from(failures.saturating_sub(1))
+            .unwrap_or(0)
+            .min(30);
+        let full = self.initial.saturating_mul(1u32 << doublings).min(self.max);
+        full.mul_f64(1.0 - jitter.clamp(0.0, 1.0) / 2.0)
+    }
+
+    /// What becomes of an order after its `failures`-th failed attempt with `verdict`
+    /// (never `Global`: that one is no order's).
+    pub fn next(&self, verdict: Verdict, failures: i32, now: DateTime<Utc>, jitter: f64) -> Next {
+        let retry = || {
+            let delay = chrono::Duration::from_std(self.delay(failures, jitter))
+                .unwrap_or(chrono::Duration::MAX);
+            Next::RetryAt(now.checked_add_signed(delay).unwrap_or(now))
+        };
+        match verdict {
+            Verdict::Transient => retry(),
+            Verdict::Unknown if failures < self.max_attempts => retry(),
+            _ => Next::Park,
+        }
+    }
 }
 
 pub struct OrderSaga {
@@ -122,6 +262,10 @@ pub struct OrderSaga {
     pub gate: WriteGate,
     pub writer: Writer,
     pub gateway: Arc<dyn PaymentGateway>,
+    /// Orders it could not advance: retrying or parked.
+    pub dead_letters: DeadLetters,
+    pub retry: RetryPolicy,
+    pub metrics: Arc<Metrics>,
     pub wakeup: watch::Receiver<u64>,
     pub poll: Duration,
     pub fault: Option<SagaFault>,
@@ -138,18 +282,29 @@ impl OrderSaga {
                 return Ok(());
             }
             match self.tick(&mut checkpoint, &shutdown).await {
-                Ok(()) => {
+                Ok(next_due) => {
                     backoff = Duration::from_millis(50);
+                    // Wake for new events, for the earliest retry, or to poll.
+                    let retry = async {
+                        match next_due {
+                            Some(at) => {
+                                let wait = (at - Utc::now()).to_std().unwrap_or_default();
+                                tokio::time::sleep_until(tokio::time::Instant::now() + wait).await;
+                            }
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
                         Ok(()) = self.wakeup.changed() => {}
                         _ = tokio::time::sleep(self.poll) => {}
+                        _ = retry => {}
                     }
                 }
                 Err(SagaError::Stopping) => return Ok(()),
                 Err(e @ SagaError::Injected(_)) => return Err(e),
                 Err(e) => {
-                    tracing::error!(error = ?e, "order saga step failed; retrying");
+                    tracing::error!(error = ?e, "order saga cannot go on; retrying");
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}
@@ -160,7 +315,22 @@ impl OrderSaga {
         }
     }
 
+    /// Handles the new events, then the retries that are due; returns when the next
+    /// retry is due.
     async fn tick(
+        &mut self,
+        checkpoint: &mut i64,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Option<DateTime<Utc>>, SagaError> {
+        self.follow_log(checkpoint, shutdown).await?;
+        self.retry_due(shutdown).await?;
+        let summary = self.dead_letters.summary().await?;
+        self.metrics
+            .saga_dead_letters(summary.retrying, summary.parked);
+        Ok(summary.next_due)
+    }
+
+    async fn follow_log(
         &mut self,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
@@ -186,44 +356,152 @@ impl OrderSaga {
                 if *shutdown.borrow() {
                     return Err(SagaError::Stopping);
                 }
-                self.handle(event, shutdown).await?;
-                {
-                    let _gate = self.gate.enter_views().await;
-                    checkpoints::store(&self.db, NAME, event.position).await?;
-                }
+                self.handle(event).await?;
                 *checkpoint = event.position;
             }
             // Past the last order or payment event nothing needs the saga: advance in
             // memory only (after a restart those events are filtered out again).
             *checkpoint = (*checkpoint).max(upto);
+            // A long backlog does not hold up the retries that fall due meanwhile.
+            if *checkpoint < horizon {
+                self.retry_due(shutdown).await?;
+            }
         }
         Ok(())
     }
 
-    async fn handle(
+    /// Handles one event and moves the checkpoint past it; an error only when the whole
+    /// saga must stop or back off.
+    async fn handle(&self, event: &events::Model) -> Result<(), SagaError> {
+        let (order_id, unreadable) = self.order_of(event).await?;
+        if self.dead_letters.find(order_id).await?.is_some() {
+            // Retrying or parked: its next attempt takes the whole state, this event's
+            // change included.
+            tracing::debug!(%order_id, position = event.position, "event of an order with a dead letter");
+            return self.advance(event.position).await;
+        }
+        let result = match unreadable {
+            Some(e) => Err(e),
+            None => {
+                let cause = metadata_of(event);
+                self.reconcile(order_id, &cause, event.position).await
+            }
+        };
+        let error = match result {
+            Ok(()) => return self.advance(event.position).await,
+            Err(e) => e,
+        };
+        let verdict = self.verdict(&error).await;
+        if verdict == Verdict::Global {
+            return Err(error);
+        }
+        let now = Utc::now();
+        let next = self.retry.next(verdict, 1, now, rand::random());
+        let text = describe(&error);
+        self.dead_letters
+            .record_first(
+                NAME,
+                event.position,
+                Failure {
+                    order_id,
+                    error: &text,
+                    next,
+                    now,
+                },
+            )
+            .await?;
+        log_failure(order_id, 1, event.position, &text, next, now);
+        Ok(())
+    }
+
+    async fn advance(&self, position: i64) -> Result<(), SagaError> {
+        let _gate = self.gate.enter_views().await;
+        checkpoints::store(&self.db, NAME, position).await?;
+        Ok(())
+    }
+
+    /// Tries again every order whose retry is due.
+    async fn retry_due(&self, shutdown: &watch::Receiver<bool>) -> Result<(), SagaError> {
+        for letter in self.dead_letters.due(Utc::now(), BATCH).await? {
+            if *shutdown.borrow() {
+                return Err(SagaError::Stopping);
+            }
+            let cause = events::Entity::find_by_id(letter.position)
+                .one(&self.db)
+                .await?
+                .map(|event| metadata_of(&event))
+                .unwrap_or_default();
+            let error = match self
+                .reconcile(letter.order_id, &cause, letter.position)
+                .await
+            {
+                Ok(()) => {
+                    self.dead_letters.resolve(letter.order_id).await?;
+                    tracing::info!(
+                        order_id = %letter.order_id,
+                        attempts = letter.attempts + 1,
+                        "order advanced on a retry"
+                    );
+                    continue;
+                }
+                Err(e) => e,
+            };
+            let verdict = self.verdict(&error).await;
+            if verdict == Verdict::Global {
+                return Err(error);
+            }
+            let attempts = letter.attempts.saturating_add(1);
+            let now = Utc::now();
+            let next = self.retry.next(verdict, attempts, now, rand::random());
+            let text = describe(&error);
+            self.dead_letters
+                .record_again(
+                    attempts,
+                    Failure {
+                        order_id: letter.order_id,
+                        error: &text,
+                        next,
+                        now,
+                    },
+                )
+                .await?;
+            log_failure(letter.order_id, attempts, letter.position, &text, next, now);
+        }
+        Ok(())
+    }
+
+    async fn verdict(&self, error: &SagaError) -> Verdict {
+        let reachable = !error.involves_the_database() || self.db.ping().await.is_ok();
+        error.verdict(reachable)
+    }
+
+    /// The order an event concerns. An order event names it in its stream; a payment
+    /// event in its data. A payment event that does not decode is that order's failure
+    /// (returned beside it): its order is told from another event of the same stream,
+    /// or, when none can be read, it stands under its own stream's id.
+    async fn order_of(
         &self,
         event: &events::Model,
-        shutdown: &watch::Receiver<bool>,
-    ) -> Result<(), SagaError> {
-        let order_id = if event.stream_type == Payment::STREAM_TYPE {
-            match crate::read::decode_row::<PaymentEvent>(event)? {
-                PaymentEvent::Charged { order_id, .. }
-                | PaymentEvent::Declined { order_id, .. }
-                | PaymentEvent::Refunded { order_id, .. } => order_id,
-            }
-        } else {
-            event.stream_id
+    ) -> Result<(Uuid, Option<SagaError>), SagaError> {
+        if event.stream_type != Payment::STREAM_TYPE {
+            return Ok((event.stream_id, None));
+        }
+        let error = match decode::<PaymentEvent>(event) {
+            Ok(payment) => return Ok((payment_order(&payment), None)),
+            Err(e) => e,
         };
-        let metadata: EventMetadata =
-            serde_json::from_value(event.metadata.clone()).unwrap_or_default();
-        self.reconcile(order_id, &metadata, event.position, shutdown)
-            .await
+        let order_id = event_store::load_stream(&self.db, event.stream_id)
+            .await?
+            .iter()
+            .find_map(|row| decode::<PaymentEvent>(row).ok())
+            .map_or(event.stream_id, |payment| payment_order(&payment));
+        Ok((order_id, Some(error)))
     }
 
     async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<A, SagaError> {
         let mut state = A::default();
         for row in event_store::load_stream(&self.db, stream_id).await? {
-            state = state.apply(&crate::read::decode_row::<A::Event>(&row)?);
+            state = state.apply(&decode::<A::Event>(&row)?);
         }
         Ok(state)
     }
@@ -235,9 +513,8 @@ impl OrderSaga {
         order_id: Uuid,
         cause: &EventMetadata,
         position: i64,
-        shutdown: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {
-        for _ in 0..8 {
+        for _ in 0..MAX_STEPS {
             let order: Order = self.load(order_id).await?;
             let payment: Payment = self.load(payment_stream_id(order_id)).await?;
             let Some(step) = next_step(&order, &payment) else {
@@ -253,13 +530,9 @@ impl OrderSaga {
                 causation_id: format!("event:{position}"),
             };
             tracing::debug!(%order_id, ?step, "order saga step");
-            self.take(step, order_id, &order, &payment, &ctx, shutdown)
-                .await?;
+            self.take(step, order_id, &order, &payment, &ctx).await?;
         }
-        Err(AppError::Internal(anyhow::anyhow!(
-            "order {order_id} did not settle after 8 saga steps"
-        ))
-        .into())
+        Err(SagaError::Unsettled(order_id))
     }
 
     fn boundary(&self, at: Boundary) -> Result<(), SagaError> {
@@ -276,7 +549,6 @@ impl OrderSaga {
         order: &Order,
         payment: &Payment,
         ctx: &CommandContext,
-        shutdown: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {
         let products = || {
             let mut quantities: BTreeMap<Uuid, i64> = BTreeMap::new();
@@ -301,9 +573,9 @@ impl OrderSaga {
             Step::Charge => {
                 let token = order.payment_token.as_ref().map_or("", |t| t.as_str());
                 let key = format!("charge:{order_id}");
-                let outcome = self
-                    .with_retries(shutdown, || self.gateway.charge(&key, order.total, token))
-                    .await?;
+                // One call: a transient failure schedules this order's next attempt and
+                // the saga goes on with the others (issue, point 4).
+                let outcome = gateway_result(self.gateway.charge(&key, order.total, token).await)?;
                 self.boundary(Boundary::AfterGatewayCharge)?;
                 let command = match outcome {
                     ChargeOutcome::Succeeded { charge_id } => PaymentCommand::RecordCharge {
@@ -355,11 +627,8 @@ impl OrderSaga {
             Step::Refund => {
                 let charge_id = payment.charge_id.clone().unwrap_or_default();
                 let key = format!("refund:{order_id}");
-                let refund_id = self
-                    .with_retries(shutdown, || {
-                        self.gateway.refund(&key, &charge_id, payment.amount)
-                    })
-                    .await?;
+                let refund_id =
+                    gateway_result(self.gateway.refund(&key, &charge_id, payment.amount).await)?;
                 self.boundary(Boundary::AfterGatewayRefund)?;
                 self.writer
                     .record_payment(ctx, order_id, PaymentCommand::RecordRefund { refund_id })
@@ -368,31 +637,80 @@ impl OrderSaga {
             }
         }
     }
+}
 
-    /// Calls the gateway until it answers, backing off on transient failures: a transient
-    /// failure is never a reason to give up on an order.
-    async fn with_retries<T, F, Fut>(
-        &self,
-        shutdown: &watch::Receiver<bool>,
-        mut call: F,
-    ) -> Result<T, SagaError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, GatewayError>>,
-    {
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            match call().await {
-                Ok(value) => return Ok(value),
-                Err(GatewayError::Transient(reason)) => {
-                    tracing::warn!(%reason, "payment gateway unavailable; retrying");
-                    if *shutdown.borrow() {
-                        return Err(SagaError::Stopping);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
-                }
-                Err(GatewayError::Internal(e)) => return Err(AppError::Internal(e).into()),
+fn gateway_result<T>(result: Result<T, GatewayError>) -> Result<T, SagaError> {
+    match result {
+        Ok(value) => Ok(value),
+        Err(GatewayError::Transient(reason)) => Err(SagaError::Transient(reason)),
+        Err(GatewayError::Internal(e)) => Err(AppError::Internal(e).into()),
+    }
+}
+
+fn payment_order(event: &PaymentEvent) -> Uuid {
+    match event {
+        PaymentEvent::Charged { order_id, .. }
+        | PaymentEvent::Declined { order_id, .. }
+        | PaymentEvent::Refunded { order_id, .. } => *order_id,
+    }
+}
+
+fn decode<E: DomainEvent>(row: &events::Model) -> Result<E, SagaError> {
+    event_store::decode(&row.event_type, row.event_version, &row.data).map_err(|e| {
+        SagaError::Undecodable {
+            event_type: row.event_type.clone(),
+            position: row.position,
+            reason: e.to_string(),
+        }
+    })
+}
+
+fn metadata_of(event: &events::Model) -> EventMetadata {
+    serde_json::from_value(event.metadata.clone()).unwrap_or_default()
+}
+
+/// The error and its causes on one line, for the dead letter (no backtrace).
+fn describe(error: &SagaError) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    if text.chars().count() > MAX_ERROR_CHARS {
+        text = text.chars().take(MAX_ERROR_CHARS).collect::<String>() + "…";
+    }
+    text
+}
+
+/// A parked order is logged once, at WARN (the admin must act); the first retry of an
+/// order at INFO, the later ones at DEBUG (an outage must not flood the log).
+fn log_failure(
+    order_id: Uuid,
+    attempts: i32,
+    position: i64,
+    error: &str,
+    next: Next,
+    now: DateTime<Utc>,
+) {
+    match next {
+        Next::Park => tracing::warn!(
+            %order_id,
+            attempts,
+            position,
+            error,
+            "order parked: the saga goes on without it; fix the cause, then retryOrder"
+        ),
+        Next::RetryAt(at) => {
+            let retry_in_ms = (at - now).num_milliseconds();
+            if attempts == 1 {
+                tracing::info!(%order_id, retry_in_ms, error, "order attempt failed; retrying it later");
+            } else {
+                tracing::debug!(%order_id, attempts, retry_in_ms, error, "order attempt failed again");
             }
         }
     }
@@ -523,6 +841,102 @@ mod tests {
             },
         ]);
         assert_eq!(next_step(&released, &refunded), None);
+    }
+
+    fn at(ms: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp_millis(ms).unwrap()
+    }
+
+    #[test]
+    fn a_retry_waits_twice_as_long_after_each_failure_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        let ms = |failures, jitter| policy.delay(failures, jitter).as_millis();
+        // No jitter drawn: the full delay.
+        assert_eq!([1, 2, 3, 4].map(|n| ms(n, 0.0)), [20, 40, 80, 160]);
+        assert_eq!(ms(9, 0.0), 5_000, "capped");
+        assert_eq!(ms(i32::MAX, 0.0), 5_000, "however many failures");
+        // The jitter takes off at most half.
+        assert_eq!(ms(1, 1.0), 10);
+        assert_eq!(ms(20, 0.5), 3_750);
+    }
+
+    #[test]
+    fn a_payment_outage_is_retried_without_limit() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.next(Verdict::Transient, 10_000, at(0), 0.0),
+            Next::RetryAt(at(5_000))
+        );
+    }
+
+    #[test]
+    fn an_unexpected_error_is_retried_a_bounded_number_of_times_then_parked() {
+        let policy = RetryPolicy::default();
+        assert_eq!(
+            policy.next(Verdict::Unknown, 1, at(0), 0.0),
+            Next::RetryAt(at(20))
+        );
+        assert_eq!(
+            policy.next(Verdict::Unknown, policy.max_attempts - 1, at(0), 0.0),
+            Next::RetryAt(at(5_000))
+        );
+        assert_eq!(
+            policy.next(Verdict::Unknown, policy.max_attempts, at(0), 0.0),
+            Next::Park
+        );
+    }
+
+    #[test]
+    fn what_retrying_cannot_fix_is_parked_at_once() {
+        let policy = RetryPolicy::default();
+        for error in [
+            SagaError::Undecodable {
+                event_type: "OrderPlaced".into(),
+                position: 3,
+                reason: "x".into(),
+            },
+            SagaError::Unsettled(Uuid::from_u128(1)),
+            SagaError::App(AppError::Order(crate::domain::order::OrderError::NotFound)),
+            SagaError::App(AppError::Validation(
+                crate::domain::values::ValidationError::new("sku", "bad"),
+            )),
+        ] {
+            assert_eq!(error.verdict(true), Verdict::Permanent, "{error}");
+            assert_eq!(policy.next(error.verdict(true), 1, at(0), 0.0), Next::Park);
+        }
+    }
+
+    #[test]
+    fn a_database_error_is_one_orders_only_while_the_database_answers() {
+        let db_error = || SagaError::Db(DbErr::Custom("connection reset".into()));
+        let internal = || SagaError::App(AppError::Internal(anyhow::anyhow!("pool timed out")));
+        assert_eq!(db_error().verdict(true), Verdict::Unknown);
+        assert_eq!(internal().verdict(true), Verdict::Unknown);
+        // Unreachable: every order would fail alike; none is parked, the saga backs off.
+        assert_eq!(db_error().verdict(false), Verdict::Global);
+        assert_eq!(internal().verdict(false), Verdict::Global);
+        assert!(db_error().involves_the_database());
+        // A transient payment error or a lost race is not the database's.
+        assert_eq!(
+            SagaError::Transient("busy".into()).verdict(false),
+            Verdict::Transient
+        );
+        assert_eq!(
+            SagaError::App(AppError::Conflict("raced".into())).verdict(true),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            SagaError::Injected(Boundary::AfterReserve).verdict(true),
+            Verdict::Global
+        );
+    }
+
+    #[test]
+    fn a_dead_letter_says_what_failed_and_why_on_one_line() {
+        let error = SagaError::App(AppError::Internal(
+            anyhow::Error::new(DbErr::Custom("disk full".into())).context("database error"),
+        ));
+        assert_eq!(describe(&error), "database error: Custom Error: disk full");
     }
 
     #[test]

@@ -53,6 +53,30 @@ async fn bump(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), D
     Ok(())
 }
 
+/// Adds `delta` to a money counter, saturating at the bounds of `i64` cents. Every order's
+/// total is bounded, but their sum is not: a plain `value + delta` would fail the
+/// projection on PostgreSQL (bigint out of range) and turn the column into a float on
+/// SQLite, and an accepted event must never make a view FAILED. The relay holds the
+/// view's checkpoint row while it folds, so read-then-write races with no one.
+async fn bump_saturating(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), DbErr> {
+    let current = dashboard_counters::Entity::find_by_id(name.to_owned())
+        .one(txn)
+        .await?
+        .map_or(0, |c| c.value);
+    dashboard_counters::Entity::insert(dashboard_counters::ActiveModel {
+        name: Set(name.to_owned()),
+        value: Set(current.saturating_add(delta)),
+    })
+    .on_conflict(
+        OnConflict::column(dashboard_counters::Column::Name)
+            .update_column(dashboard_counters::Column::Value)
+            .to_owned(),
+    )
+    .exec(txn)
+    .await?;
+    Ok(())
+}
+
 fn day_of(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
 }
@@ -172,7 +196,7 @@ impl Projection for DashboardProjection {
                     if status == OrderStatus::Confirmed
                         && let Some(total) = total
                     {
-                        bump(txn, REVENUE, total).await?;
+                        bump_saturating(txn, REVENUE, total).await?;
                     }
                 }
                 true
@@ -180,7 +204,7 @@ impl Projection for DashboardProjection {
                 match decode_row::<PaymentEvent>(row)? {
                     // A refund takes back what the confirmation counted.
                     PaymentEvent::Refunded { amount, .. } => {
-                        bump(txn, REVENUE, -amount.cents()).await?;
+                        bump_saturating(txn, REVENUE, -amount.cents()).await?;
                         true
                     }
                     _ => false,

@@ -23,6 +23,7 @@ mod orders;
 mod rebuild;
 mod relay;
 mod reviews;
+mod saga_isolation;
 mod saga_recovery;
 mod schema;
 mod subscriptions;

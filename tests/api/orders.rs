@@ -251,6 +251,56 @@ async fn checking_out_with_a_blank_address_is_bad_user_input_and_changes_nothing
     );
 }
 
+/// Issue, point 3: prices up to 999 999 999 999.99 and 99 units are accepted, but an
+/// order totalling 10^12 or more was committed and then could not be read back, which
+/// stopped the views and the saga for good. Such a checkout is refused before anything is
+/// written, and the largest total that is accepted goes all the way through.
+#[tokio::test]
+async fn checking_out_an_order_totalling_a_trillion_is_bad_user_input_and_writes_nothing() {
+    use ordergraph::entity::events;
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+
+    // Arrange: a product at half a trillion, two of them in the cart.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let gold = admin.create_product("GOLD-1", "500000000000.00", 10).await;
+    let gold_id = str_of(&gold["id"]);
+    let alice = app.as_user("alice");
+    data(&alice.add_to_cart(gold_id, 2).await);
+    let cart_before = alice.cart().await;
+    assert_eq!(cart_before["total"], "1000000000000.00");
+
+    // Act
+    let resp = alice.checkout_with("tok_visa", ADDRESS, None).await;
+
+    // Assert: refused, naming the bound; no order, no event, the cart as it was.
+    assert_error(&resp, "BAD_USER_INPUT");
+    assert!(error_message(&resp).contains("999999999999.99"), "{resp:#}");
+    assert_eq!(alice.cart().await, cart_before);
+    assert_eq!(all_orders_count(&app).await, 0);
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let placed = events::Entity::find()
+        .filter(events::Column::EventType.eq("OrderPlaced"))
+        .count(&db)
+        .await
+        .expect("the log is readable");
+    assert_eq!(placed, 0, "nothing was written");
+
+    // The highest total that is accepted is placed, read back, charged and counted.
+    data(&alice.set_quantity(gold_id, 1).await);
+    let id = alice.checkout("tok_visa", ADDRESS).await;
+    let order = wait_for_order_status(&alice, &id, &["CONFIRMED"]).await;
+    assert_eq!(order["total"], "500000000000.00");
+    let order_position = position(&order["position"]);
+    let dashboard = wait_for_dashboard(&admin, "has folded the confirmation", |d| {
+        position(&d["position"]) >= order_position
+    })
+    .await;
+    assert_eq!(dashboard["revenue"], "500000000000.00");
+}
+
 #[tokio::test]
 async fn checking_out_a_cart_with_a_discontinued_product_is_a_conflict_naming_its_sku() {
     // Arrange

@@ -1,7 +1,8 @@
 //! The order saga survives a crash at every step boundary: the service is stopped right
 //! there (a fault-injection hook compiled only for tests), restarted on the same
 //! database, and every order still reaches exactly one final state with its stock
-//! reserved and its payment charged (or refunded) exactly once. Plus the oversell race:
+//! reserved and its payment charged (or refunded) exactly once, also when the crash comes
+//! in a retry the saga scheduled after a transient payment error. Plus the oversell race:
 //! many checkouts for the last units never sell more than there is.
 
 use futures_util::future::join_all;
@@ -151,12 +152,18 @@ async fn crash_and_restart(app: &mut TestApp) {
 }
 
 async fn a_paid_order_survives_a_crash_at(at: Boundary) {
+    a_paid_order_survives_a_crash_with(at, "tok_visa").await;
+}
+
+/// With `tok_flaky` the charge succeeds on the third attempt, a retry the saga scheduled
+/// (a row in its dead letters): the crash comes in the middle of that retry.
+async fn a_paid_order_survives_a_crash_with(at: Boundary, token: &str) {
     // Arrange
     let mut app = crashing_app(at).await;
     let product = arrange(&app).await;
 
     // Act: check out; the saga dies at the boundary; restart.
-    let (order, restarted) = checkout_surviving_a_crash(&mut app, "tok_visa").await;
+    let (order, restarted) = checkout_surviving_a_crash(&mut app, token).await;
     if !restarted {
         // Whether or not the fault has fired yet: wait for it, then restart.
         crash_and_restart(&mut app).await;
@@ -204,6 +211,16 @@ async fn a_crash_between_payment_charged_and_order_confirmed_confirms_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_after_the_confirmation_changes_nothing_more() {
     a_paid_order_survives_a_crash_at(Boundary::AfterConfirm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_in_a_scheduled_retry_after_the_gateway_charged_charges_once() {
+    a_paid_order_survives_a_crash_with(Boundary::AfterGatewayCharge, "tok_flaky").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_in_a_scheduled_retry_after_the_charge_was_recorded_confirms_once() {
+    a_paid_order_survives_a_crash_with(Boundary::AfterRecordCharge, "tok_flaky").await;
 }
 
 async fn a_declined_order_survives_a_crash_at(at: Boundary) {
