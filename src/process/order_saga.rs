@@ -304,7 +304,10 @@ impl OrderSaga {
                 Err(SagaError::Stopping) => return Ok(()),
                 Err(e @ SagaError::Injected(_)) => return Err(e),
                 Err(e) => {
-                    tracing::error!(error = ?e, "order saga cannot go on; retrying");
+                    tracing::error!(
+                        error = format!("{e:#}"),
+                        "order saga cannot go on; retrying"
+                    );
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
                         _ = tokio::time::sleep(backoff) => {}

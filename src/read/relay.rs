@@ -82,7 +82,7 @@ impl Relay {
                 }
                 Err(e) => {
                     self.health.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = ?e, "relay tick failed; retrying");
+                    tracing::error!(error = format!("{e:#}"), "relay tick failed; retrying");
                     tokio::select! {
                         _ = &mut shutdown => return,
                         _ = tokio::time::sleep(backoff) => {}
