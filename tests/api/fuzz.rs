@@ -609,40 +609,14 @@ async fn run(
             if !content_type.is_empty() {
                 request = request.header("content-type", *content_type);
             }
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                // Past the body limit the server answers 413 and closes without reading
-                // the rest, which a client still writing may see as a broken connection.
-                Err(_) if body.len() > MAX_BODY_BYTES => return Ok(()),
-                Err(e) => return Err(format!("no answer: {}", chain(&e))),
-            };
-            let status = response.status().as_u16();
-            let body = response
-                .text()
-                .await
-                .map_err(|e| format!("unreadable body: {e}"))?;
-            check_body(status, &body)
+            // Past the body limit the server answers 413 and closes without reading the
+            // rest, which a client still writing may see as a broken connection.
+            exchange(request, token, body.len() > MAX_BODY_BYTES).await
         }
         Case::Get { query } => {
             let url = reqwest::Url::parse_with_params(&url, &[("query", query)])
                 .map_err(|e| e.to_string())?;
-            let mut request = http.get(url);
-            if let Some(token) = token {
-                request = request.bearer_auth(token);
-            }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| format!("no answer: {}", chain(&e)))?;
-            let status = response.status().as_u16();
-            let body = response
-                .text()
-                .await
-                .map_err(|e| format!("unreadable body: {e}"))?;
-            check_body(status, &body)
+            exchange(http.get(url), token, false).await
         }
         Case::WebSocket { messages } => {
             let mut request =
@@ -694,6 +668,29 @@ async fn run(
             Ok(())
         }
     }
+}
+
+/// Sends an HTTP request as `token` and checks the answer; a connection the server cut
+/// is fine when `may_be_cut`.
+async fn exchange(
+    mut request: reqwest::RequestBuilder,
+    token: Option<&str>,
+    may_be_cut: bool,
+) -> Result<(), String> {
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = match request.send().await {
+        Ok(response) => response,
+        Err(_) if may_be_cut => return Ok(()),
+        Err(e) => return Err(format!("no answer: {}", chain(&e))),
+    };
+    let status = response.status().as_u16();
+    let body = response
+        .text()
+        .await
+        .map_err(|e| format!("unreadable body: {e}"))?;
+    check_body(status, &body)
 }
 
 /// An error with its causes.
