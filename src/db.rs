@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
 /// Connects with pool settings fit for the backend. SQLite gets WAL (readers never block
 /// the writer), a busy timeout, and foreign keys on.
@@ -26,9 +26,31 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
         .with_context(|| format!("connecting to {}", redact(url)))
 }
 
-/// Applies every pending migration.
+/// Key of the PostgreSQL advisory lock that migrating processes queue on ("ogmigrat").
+const MIGRATION_LOCK: i64 = 0x6f67_6d69_6772_6174;
+
+/// Applies every pending migration, one process at a time.
+///
+/// Replicas started together on one database raced on the same DDL (two of three
+/// crashed in their migrations in 3 of 4 tries). So the migrations run in one transaction
+/// that first takes a lock every migrating process waits on: a transaction-scoped
+/// advisory lock on PostgreSQL (freed at commit, or when a dying process's connection
+/// closes), the database's write lock (`BEGIN IMMEDIATE`) on SQLite. The next process in
+/// finds them applied and does nothing. DDL is transactional on both, so a migration
+/// that fails leaves no half-made schema behind.
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    Migrator::up(db, None).await.context("applying migrations")
+    let txn = crate::write::begin_write(db)
+        .await
+        .context("starting the migration transaction")?;
+    if db.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
+            .await
+            .context("waiting for other processes' migrations")?;
+    }
+    Migrator::up(&txn, None)
+        .await
+        .context("applying migrations")?;
+    txn.commit().await.context("committing the migrations")
 }
 
 /// The URL without its password, for logs.

@@ -22,6 +22,7 @@ mod order_saga;
 mod orders;
 mod rebuild;
 mod relay;
+mod replicas;
 mod reviews;
 mod saga_isolation;
 mod saga_recovery;
