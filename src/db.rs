@@ -53,6 +53,86 @@ pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     txn.commit().await.context("committing the migrations")
 }
 
+/// What the relay's proof (ADR 0001) needs of a PostgreSQL server, as read from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresFacts {
+    /// `max_prepared_transactions`: a prepared transaction holds its positions but is
+    /// not in `pg_stat_activity`, where the relay looks for writers in flight.
+    pub max_prepared_transactions: i64,
+    /// Whether this role saw another session's transaction id in `pg_stat_activity`.
+    pub sees_other_writers: bool,
+}
+
+impl PostgresFacts {
+    /// Why the service must not run on this server, if it must not.
+    pub fn refusal(&self) -> Option<String> {
+        if self.max_prepared_transactions > 0 {
+            return Some(format!(
+                "max_prepared_transactions is {} on this PostgreSQL server: a prepared transaction would hold event positions where the relay cannot see it, and a view could skip an event (docs/adr/0001). Set max_prepared_transactions = 0",
+                self.max_prepared_transactions
+            ));
+        }
+        if !self.sees_other_writers {
+            return Some(
+                "this database role cannot see other sessions' transaction ids in pg_stat_activity, so the relay cannot tell which events are still being written (docs/adr/0001). Grant it pg_read_all_stats, or run as the database owner".to_owned(),
+            );
+        }
+        None
+    }
+}
+
+/// Reads the [`PostgresFacts`]: the setting, and a self-test in which a second
+/// connection opens a transaction id and the first looks for it.
+pub async fn postgres_facts(url: &str) -> anyhow::Result<PostgresFacts> {
+    use sea_orm::TransactionTrait;
+    let one = |sql: &'static str| sea_orm::Statement::from_string(DbBackend::Postgres, sql);
+    let observer = connect(url, 1).await?;
+    let writer = connect(url, 1).await?;
+    let max_prepared_transactions = observer
+        .query_one_raw(one(
+            "SELECT current_setting('max_prepared_transactions')::bigint AS n",
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    let txn = writer.begin().await?;
+    let xid: String = txn
+        .query_one_raw(one("SELECT pg_current_xact_id()::text AS xid"))
+        .await?
+        .map(|row| row.try_get("", "xid"))
+        .transpose()?
+        .unwrap_or_default();
+    let seen = observer
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE backend_xid::text = $1",
+            [xid.into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<i64>("", "n"))
+        .transpose()?
+        .unwrap_or(0);
+    txn.rollback().await?;
+    let _ = writer.close().await;
+    let _ = observer.close().await;
+    Ok(PostgresFacts {
+        max_prepared_transactions,
+        sees_other_writers: seen > 0,
+    })
+}
+
+/// Refuses to go on when the PostgreSQL server at `url` lacks what the relay relies on.
+pub async fn check_postgres(url: &str) -> anyhow::Result<()> {
+    let facts = postgres_facts(url)
+        .await
+        .context("checking the PostgreSQL server's settings")?;
+    match facts.refusal() {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
 /// The URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -69,5 +149,37 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_with_prepared_transactions_or_hidden_writers_is_refused() {
+        let healthy = PostgresFacts {
+            max_prepared_transactions: 0,
+            sees_other_writers: true,
+        };
+        assert_eq!(healthy.refusal(), None);
+        let prepared = PostgresFacts {
+            max_prepared_transactions: 10,
+            ..healthy.clone()
+        };
+        assert!(
+            prepared
+                .refusal()
+                .is_some_and(|r| r.contains("max_prepared_transactions = 0"))
+        );
+        let blind = PostgresFacts {
+            sees_other_writers: false,
+            ..healthy
+        };
+        assert!(
+            blind
+                .refusal()
+                .is_some_and(|r| r.contains("pg_read_all_stats"))
+        );
     }
 }

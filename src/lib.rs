@@ -77,6 +77,9 @@ impl Application {
         }
         let url = settings.effective_database_url();
         let db = db::connect(&url, settings.db_max_connections).await?;
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            db::check_postgres(&url).await?;
+        }
         db::migrate(&db).await?;
         tracing::info!(database = %db::redact(&url), "database ready");
 

@@ -34,3 +34,31 @@ async fn three_replicas_started_at_once_on_an_empty_database_all_come_up() {
         }
     }
 }
+
+#[tokio::test]
+async fn the_start_up_self_test_sees_another_sessions_writing_transaction() {
+    // What the relay's proof needs (ADR 0001), read from the real server: no prepared
+    // transactions, and a transaction id opened on one connection visible from another.
+    // SQLite has one writer at a time and no such check.
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        return;
+    };
+    if server.trim().is_empty() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let (database_url, _database) = fresh_database_url(dir.path()).await;
+
+    let facts = ordergraph::db::postgres_facts(&database_url)
+        .await
+        .expect("the facts can be read");
+
+    assert_eq!(
+        facts,
+        ordergraph::db::PostgresFacts {
+            max_prepared_transactions: 0,
+            sees_other_writers: true
+        }
+    );
+    assert_eq!(facts.refusal(), None);
+}
