@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard, watch};
@@ -92,6 +92,47 @@ impl WriteGate {
             None
         }
     }
+}
+
+/// First key of the per-stream advisory locks ("ogst"): keeps them apart from any other
+/// advisory lock on the database.
+const STREAM_LOCKS: i32 = 0x6f67_7374;
+
+/// On PostgreSQL, waits for the right to write `streams` against writers of *other
+/// processes* (the `WriteGate` queues those of this one): a transaction-scoped advisory
+/// lock per stream, taken in ascending key order so that two multi-stream writers cannot
+/// deadlock, and released by the commit or rollback.
+///
+/// Without it, replicas writing one hot stream raced on `UNIQUE(stream_id, version)` and
+/// lost most attempts (the design note measured 92 % lost at 32 clients, and 32 clients
+/// over three replicas got CONFLICT after eight lost races); with it they queue, and the
+/// unique index stays as the last guard. It is taken before anything is written, so a
+/// writer waiting here has no transaction id yet and does not hold back the relay's
+/// horizon (ADR 0001). The key is a 32-bit fold of the stream id: two streams that
+/// share one merely queue behind each other.
+pub async fn lock_streams(txn: &DatabaseTransaction, streams: &[Uuid]) -> Result<(), DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let mut keys: Vec<i32> = streams.iter().map(|s| stream_lock_key(*s)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for key in keys {
+        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1, $2)",
+            [STREAM_LOCKS.into(), key.into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+/// The 32-bit key of a stream's advisory lock.
+fn stream_lock_key(stream_id: Uuid) -> i32 {
+    let v = stream_id.as_u128();
+    let folded = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) as u32;
+    i32::from_ne_bytes(folded.to_ne_bytes())
 }
 
 /// Begins a read-write transaction (IMMEDIATE on SQLite).
@@ -550,6 +591,7 @@ impl Writer {
         request_hash: &str,
     ) -> Result<Outcome, TxError> {
         let txn = begin_write(&self.db).await?;
+        lock_streams(&txn, &command.streams()).await?;
         // Asked again now that this request holds the write gate (on SQLite, the write
         // lock): a duplicate that held it first has committed, and this one answers as it
         // did rather than deciding again on top of its events.

@@ -62,3 +62,41 @@ async fn the_start_up_self_test_sees_another_sessions_writing_transaction() {
     );
     assert_eq!(facts.refusal(), None);
 }
+
+#[tokio::test]
+async fn writers_of_one_hot_stream_on_three_replicas_queue_instead_of_conflicting() {
+    // Arrange: three servers on one database, one product.
+    let app = spawn_app().await;
+    let replicas = [app.replica().await, app.replica().await];
+    let product = app.as_admin().create_product("HOT-1", "1.00", 0).await;
+    let id = str_of(&product["id"]).to_owned();
+    let servers: Vec<&TestApp> = std::iter::once(&app).chain(replicas.iter()).collect();
+
+    // Act: 32 clients, spread over the three, each adding one unit 16 times, without an
+    // expectedVersion (so a lost race must be decided again, never reported).
+    let clients = (0..32).map(|client| {
+        let server = servers[client % servers.len()];
+        let id = id.clone();
+        async move {
+            let admin = server.as_admin();
+            let mut conflicts = 0;
+            for _ in 0..16 {
+                let resp = admin.adjust_stock(&id, 1).await;
+                if error_code(&resp).as_deref() == Some("CONFLICT") {
+                    conflicts += 1;
+                } else {
+                    data(&resp);
+                }
+            }
+            conflicts
+        }
+    });
+    let conflicts: usize = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .sum();
+
+    // Assert: no CONFLICT, and every unit is there.
+    assert_eq!(conflicts, 0, "CONFLICT answers out of 512 writes");
+    wait_for_stock(&app.as_admin(), &id, 512).await;
+}
