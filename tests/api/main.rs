@@ -14,6 +14,7 @@ mod dashboard;
 mod endpoints;
 mod errors;
 mod fuzz;
+mod graphql_over_http;
 mod http;
 mod idempotency;
 mod limits;
