@@ -111,6 +111,15 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
 
+    /// How often an idle multipart HTTP subscription sends a heartbeat part (Apollo
+    /// Router's interval: clients and proxies drop a silent stream).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_MULTIPART_HEARTBEAT_MS",
+        default_value_t = 5_000
+    )]
+    pub multipart_heartbeat_ms: u64,
+
     /// Most subscriptions open at once on one WebSocket connection.
     #[arg(
         long,
@@ -187,6 +196,7 @@ impl Default for Settings {
             relay_poll_ms: 250,
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,
+            multipart_heartbeat_ms: 5_000,
             max_subscriptions_per_connection: 100,
             max_connections_per_user: 16,
             subscription_buffer: 1024,
@@ -247,6 +257,7 @@ impl Settings {
         crate::http::ws::WsSettings {
             init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
             keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
+            multipart_heartbeat: Duration::from_millis(self.multipart_heartbeat_ms.max(1)),
             max_subscriptions: self.max_subscriptions_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             max_anonymous_connections: self.max_anonymous_connections,

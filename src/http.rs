@@ -32,9 +32,6 @@ use crate::graphql::error::ensure_code;
 use crate::read::relay::RelayHealth;
 use media::ResponseMedia;
 
-/// How often an idle multipart subscription sends a heartbeat part.
-const MULTIPART_HEARTBEAT: Duration = Duration::from_secs(15);
-
 #[derive(Clone)]
 pub struct HttpState {
     pub schema: AppSchema,
@@ -363,11 +360,9 @@ async fn graphql_post(
             "a GraphQL request is a JSON body with 'Content-Type: application/json'",
         );
     }
-    let wants_multipart = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(async_graphql::http::is_accept_multipart_mixed);
-    let media = match media::response_media(&headers) {
+    let wants_multipart = media::accepts_multipart(&headers);
+    let negotiated = media::response_media(&headers);
+    let media = match negotiated {
         Some(media) => media,
         None if wants_multipart => ResponseMedia::Json,
         None => return not_acceptable(),
@@ -399,10 +394,14 @@ async fn graphql_post(
                 Ok(single) => single,
                 Err(response) => return response,
             };
-            if wants_multipart {
+            let subscription = operation_is(&mut single, OperationType::Subscription);
+            // Multipart for a subscription, or for a client that accepts nothing else. urql
+            // offers multipart with every query (for @defer, whose incremental format is
+            // not this one), and gets JSON for them.
+            if wants_multipart && (subscription || negotiated.is_none()) {
                 return multipart(&state, &headers, single);
             }
-            if operation_is(&mut single, OperationType::Subscription) {
+            if subscription {
                 return request_error(
                     media,
                     StatusCode::BAD_REQUEST,
@@ -455,13 +454,29 @@ async fn prepared(
 
 /// Subscriptions over HTTP for clients without WebSockets (Apollo's multipart subscription
 /// protocol): each event is one `multipart/mixed` part `{"payload": <response>}`, with a
-/// `{}` heartbeat part while idle, until the subscription ends.
+/// `{}` heartbeat part after every `multipart_heartbeat` without one (5 s, as Apollo
+/// Router), until the subscription ends.
+///
+/// Each part is written with the delimiter that *closes* it. A part ends where the next
+/// delimiter begins (RFC 2046 §5.1.1), so a part written after its opening delimiter
+/// alone is only complete, and released by the client's parser (Apollo Client's, urql's),
+/// once the next part or heartbeat arrives: every message one message late. So the body
+/// opens with the first delimiter, each part is its headers, its JSON and the next
+/// delimiter, and `--` after the last delimiter closes the body:
+///
+/// ```text
+/// \r\n--graphql
+/// \r\ncontent-type: application/json\r\n\r\n{"payload":{...}}\r\n--graphql
+/// \r\ncontent-type: application/json\r\n\r\n{}\r\n--graphql
+/// --\r\n
+/// ```
 ///
 /// A multipart subscription holds a connection as long as a WebSocket does, so it counts
 /// against the same limits: a signed-in user's connection limit, or the cap on anonymous
 /// connections.
 fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
-    const PART: &str = "--graphql\r\ncontent-type: application/json\r\n\r\n";
+    const DELIMITER: &str = "\r\n--graphql";
+    const PART_HEADERS: &str = "\r\ncontent-type: application/json\r\n\r\n";
     let auth = state.verifier.authenticate(authorization(headers));
     let slot = match state.connections.claim_for(&auth, &state.ws) {
         Ok(slot) => slot,
@@ -474,14 +489,16 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
         }
     };
     let max_part_bytes = state.max_response_bytes;
+    let heartbeat_every = state.ws.multipart_heartbeat;
     let responses = state.schema.execute_stream(request.data(auth));
     let body = async_stream::stream! {
         use futures_util::StreamExt as _;
         // The slot is held for as long as the subscription streams.
         let _slot = slot;
         let mut responses = std::pin::pin!(responses);
-        let mut heartbeat = tokio::time::interval(MULTIPART_HEARTBEAT);
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
+        yield Ok::<_, std::convert::Infallible>(DELIMITER.to_owned());
         loop {
             let part = tokio::select! {
                 response = responses.next() => match response {
@@ -494,9 +511,11 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
                 },
                 _ = heartbeat.tick() => "{}".to_owned(),
             };
-            yield Ok::<_, std::convert::Infallible>(format!("{PART}{part}\r\n"));
+            // The next heartbeat is due after this long without a part.
+            heartbeat.reset();
+            yield Ok(format!("{PART_HEADERS}{part}{DELIMITER}"));
         }
-        yield Ok("--graphql--\r\n".to_owned());
+        yield Ok("--\r\n".to_owned());
     };
     (
         [(

@@ -74,6 +74,21 @@ pub fn response_media(headers: &HeaderMap) -> Option<ResponseMedia> {
     }
 }
 
+/// Whether the `Accept` header allows a multipart response (Apollo's multipart
+/// subscription protocol): any `multipart/mixed` range with a non-zero quality, whatever
+/// its parameters. Apollo Client sends `multipart/mixed;boundary="graphql";subscriptionSpec=1.0`,
+/// Apollo's protocol documentation also `multipart/mixed;subscriptionSpec="1.0"`, and urql
+/// `text/event-stream, multipart/mixed`: the boundary is the server's to choose (RFC 2046
+/// §5.1.1) and says so in its `Content-Type`.
+pub fn accepts_multipart(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(ranges)
+        .any(|r| r.quality > 0 && r.media_type.eq_ignore_ascii_case("multipart/mixed"))
+}
+
 /// Whether a request's `Content-Type` is one the GraphQL endpoint reads: `application/json`
 /// (§"POST": the one media type a server MUST accept), in UTF-8 (§"Request": a request in
 /// another encoding is refused). Anything else is a `415`: in particular no content type
@@ -238,6 +253,22 @@ mod tests {
                 *expected,
                 "Accept: {values:?}"
             );
+        }
+    }
+
+    #[test]
+    fn multipart_is_wanted_in_every_form_the_clients_send() {
+        for value in [
+            r#"multipart/mixed;boundary="graphql";subscriptionSpec="1.0",application/json"#,
+            "multipart/mixed;subscriptionSpec=1.0, application/json",
+            "multipart/mixed",
+            "text/event-stream, multipart/mixed",
+            "application/graphql-response+json, application/json, multipart/mixed;deferSpec=20220824",
+        ] {
+            assert!(accepts_multipart(&accept(&[value])), "{value}");
+        }
+        for value in ["application/json", "multipart/mixed;q=0", "*/*"] {
+            assert!(!accepts_multipart(&accept(&[value])), "{value}");
         }
     }
 

@@ -19,6 +19,7 @@ mod http;
 mod idempotency;
 mod limits;
 mod listing;
+mod multipart;
 mod order_saga;
 mod orders;
 mod rebuild;

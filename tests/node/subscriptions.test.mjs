@@ -266,6 +266,25 @@ describe('ordergraph subscriptions over graphql-ws', () => {
     }
   });
 
+  scenario("a client's close is answered: the socket closes cleanly with the client's code", async () => {
+    const product = await createProduct(1);
+    let onClosed;
+    const closed = new Promise((resolve) => {
+      onClosed = resolve;
+    });
+    const ws = wsClient(`Bearer ${server.aliceToken}`, { on: { closed: (event) => onClosed(event) } });
+    const sub = subscribe(ws, PRODUCT_UPDATED, { ids: [product.id] }, 'productUpdated (closing client)');
+    await sub.next('the current state');
+
+    // graphql-ws ends its subscriptions and closes the socket with 1000 Normal Closure.
+    await ws.dispose();
+
+    const event = await withTimeout(closed, STEP_TIMEOUT_MS, 'the close event', sub.context);
+    // `ws` reports 1006 and wasClean false unless the server answers the Close frame.
+    assert.equal(event.code, 1000, `close code\n${sub.context()}`);
+    assert.equal(event.wasClean, true, `a clean close\n${sub.context()}`);
+  });
+
   scenario('an invalid token in connection_init closes the connection with 4403', async () => {
     let onClosed;
     const closed = new Promise((resolve) => {
