@@ -16,6 +16,11 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Web origins besides the API's own that may call it from a browser (CORS) and open
+    /// WebSockets: `scheme://host[:port]`, comma-separated, or `*`. Empty: none.
+    #[arg(long, env = "ORDERGRAPH_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: crate::http::cors::AllowedOrigins,
+
     /// Database URL: `postgres://…` for PostgreSQL or `sqlite://…?mode=rwc`.
     /// Unset: an embedded SQLite file `ordergraph.db` in the data directory.
     #[arg(long, env = "DATABASE_URL")]
@@ -176,6 +181,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_origins: crate::http::cors::AllowedOrigins::default(),
             database_url: None,
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,

@@ -6,6 +6,7 @@
 //! the one the client's `Accept` asks for (`media.rs`), and under
 //! `application/graphql-response+json` a request error is a `400` (ADR 0005).
 
+pub mod cors;
 pub mod media;
 pub mod serve;
 pub mod ws;
@@ -57,11 +58,14 @@ pub struct HttpState {
     pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
+    /// The web origins besides the API's own that may call it (CORS, WebSockets).
+    pub origins: cors::AllowedOrigins,
 }
 
 /// The application's routes and middleware.
 pub fn router(state: HttpState, request_timeout: Duration) -> Router {
     let max_body_bytes = state.max_message_bytes;
+    let cors = state.origins.layer();
     Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -88,6 +92,9 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             deadline(request_timeout, request, next)
         }))
+        // Outside the deadline and the routes: a preflight is answered here, and every
+        // response, errors included, carries the CORS headers its origin is due.
+        .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -536,6 +543,13 @@ async fn graphql_get(
     uri: Uri,
 ) -> Response {
     if let Ok(upgrade) = upgrade {
+        if !state.origins.allows_websocket(&headers) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "WebSockets from this origin are not allowed (ORDERGRAPH_CORS_ORIGINS lists the origins that are)",
+            );
+        }
         return ws::upgrade(state, upgrade, &headers);
     }
     let Some(media) = media::response_media(&headers) else {
