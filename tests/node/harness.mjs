@@ -72,7 +72,7 @@ export function randomToken(bytes) {
   return randomBytes(bytes).toString('hex');
 }
 
-async function freePort() {
+export async function freePort() {
   const server = net.createServer();
   await new Promise((resolve, reject) => {
     server.once('error', reject);
@@ -209,8 +209,11 @@ async function freshDatabase() {
   return url.toString();
 }
 
-/** Starts `ordergraph serve` on a free port and a fresh database; resolves once it is ready. */
-export async function startServer() {
+/**
+ * Starts `ordergraph serve` on a free port and a fresh database, with `extraEnv` added to
+ * its environment; resolves once it is ready.
+ */
+export async function startServer(extraEnv = {}) {
   server.port = await freePort();
   server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'ordergraph-node-'));
   const env = {
@@ -219,6 +222,7 @@ export async function startServer() {
     ORDERGRAPH_DATA_DIR: server.dataDir,
     ORDERGRAPH_JWT_SECRET: randomToken(24), // 48 characters
     NO_COLOR: '1', // plain log lines in failure messages
+    ...extraEnv,
   };
   delete env.DATABASE_URL;
   const databaseUrl = await freshDatabase();
