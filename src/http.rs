@@ -635,6 +635,13 @@ fn operation_is(request: &mut async_graphql::Request, ty: OperationType) -> bool
 
 /// Prometheus text exposition.
 async fn metrics(State(state): State<HttpState>) -> Response {
+    // The failure gauges follow the projections' statuses, the one record of failures
+    // (a rebuild clears one, a restart reloads it).
+    for name in state.projections.names() {
+        state
+            .metrics
+            .projection_failed(name, state.projections.is_failed(name));
+    }
     (
         [(
             header::CONTENT_TYPE,

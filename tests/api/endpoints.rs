@@ -60,6 +60,33 @@ async fn the_root_page_serves_graphiql_pointed_at_the_api() {
 }
 
 #[tokio::test]
+async fn every_projection_failure_gauge_is_present_at_zero_while_nothing_has_failed() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a body");
+
+    // Assert: an absent series would read as "no data", not as healthy.
+    for projection in ["catalog", "cart", "orders", "dashboard"] {
+        assert!(
+            text.contains(&format!(
+                r#"ordergraph_projection_failed{{projection="{projection}"}} 0"#
+            )),
+            "{projection}: {text}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn metrics_count_commands_by_outcome_and_show_each_projection_position() {
     // Arrange
     let app = spawn_app().await;
