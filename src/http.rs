@@ -95,8 +95,23 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         // Outside the deadline and the routes: a preflight is answered here, and every
         // response, errors included, carries the CORS headers its origin is due.
         .layer(cors)
+        .layer(compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// gzip for a client that asks for it (`Accept-Encoding`, RFC 9110 §12.5.3): GraphQL
+/// responses are repetitive JSON and shrink several times over. Not for responses under
+/// 32 bytes, and never for a stream whose parts must reach the client as they are
+/// written: a compressor holds bytes back until its buffer fills, which would delay each
+/// multipart part (and each server-sent event) indefinitely.
+fn compression()
+-> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate as _};
+    tower_http::compression::CompressionLayer::new().compress_when(
+        tower_http::compression::DefaultPredicate::new()
+            .and(NotForContentType::const_new("multipart/mixed")),
+    )
 }
 
 /// Bounds the time to produce a response (reading the body included) and answers a

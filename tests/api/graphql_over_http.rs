@@ -430,3 +430,57 @@ async fn a_get_selects_the_operation_named_by_operation_name() {
     assert_eq!(answer.status, 200, "{}", answer.body);
     assert_eq!(answer.body["data"], json!({ "b": "Query" }));
 }
+
+#[tokio::test]
+async fn a_response_is_gzipped_when_the_client_asks_for_it() {
+    use std::io::Read as _;
+
+    // Arrange: a page of products, a few KB of repetitive JSON.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    for i in 0..20 {
+        admin
+            .create_product(&format!("GZIP-{i:02}"), "1.00", 1)
+            .await;
+    }
+    let body = query(
+        "{ products(first: 20) { edges { node { id sku name description price stock } } } }",
+        json!({}),
+    );
+
+    // Act
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("content-type", "application/json")
+        .header("accept-encoding", "gzip")
+        .body(body)
+        .send()
+        .await
+        .expect("the request reaches the server");
+
+    // Assert
+    assert_eq!(
+        response
+            .headers()
+            .get("content-encoding")
+            .and_then(|v| v.to_str().ok()),
+        Some("gzip")
+    );
+    let compressed = response.bytes().await.expect("a body");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&compressed[..])
+        .read_to_string(&mut json)
+        .expect("the body is gzip");
+    assert!(
+        compressed.len() < json.len(),
+        "{} >= {}",
+        compressed.len(),
+        json.len()
+    );
+    let json: Value = serde_json::from_str(&json).expect("JSON inside");
+    assert_eq!(
+        json["data"]["products"]["edges"].as_array().map(Vec::len),
+        Some(20)
+    );
+}

@@ -105,6 +105,8 @@ async fn subscribe(app: &TestApp, accept: &str, body: Value) -> reqwest::Respons
     app.http
         .post(app.url("/graphql"))
         .header("accept", accept)
+        // Browsers always ask for compression: a compressed stream would hold parts back.
+        .header("accept-encoding", "gzip")
         .json(&body)
         .send()
         .await
@@ -126,6 +128,11 @@ async fn each_part_arrives_complete_as_soon_as_it_happens() {
     )
     .await;
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.headers().get("content-encoding"),
+        None,
+        "not compressed"
+    );
     let mut parts = Parts::new(response);
 
     // Act / Assert: the current state is a complete part before anything else happens.
