@@ -16,6 +16,11 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
+    /// Web origins besides the API's own that may call it from a browser (CORS) and open
+    /// WebSockets: `scheme://host[:port]`, comma-separated, or `*`. Empty: none.
+    #[arg(long, env = "ORDERGRAPH_CORS_ORIGINS", default_value = "")]
+    pub cors_origins: crate::http::cors::AllowedOrigins,
+
     /// Database URL: `postgres://…` for PostgreSQL or `sqlite://…?mode=rwc`.
     /// Unset: an embedded SQLite file `ordergraph.db` in the data directory.
     #[arg(long, env = "DATABASE_URL")]
@@ -111,6 +116,15 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_WS_KEEPALIVE_SECS", default_value_t = 15)]
     pub ws_keepalive_secs: u64,
 
+    /// How often an idle multipart HTTP subscription sends a heartbeat part (Apollo
+    /// Router's interval: clients and proxies drop a silent stream).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_MULTIPART_HEARTBEAT_MS",
+        default_value_t = 5_000
+    )]
+    pub multipart_heartbeat_ms: u64,
+
     /// Most subscriptions open at once on one WebSocket connection.
     #[arg(
         long,
@@ -167,6 +181,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            cors_origins: crate::http::cors::AllowedOrigins::default(),
             database_url: None,
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,
@@ -187,6 +202,7 @@ impl Default for Settings {
             relay_poll_ms: 250,
             ws_init_timeout_ms: 3_000,
             ws_keepalive_secs: 15,
+            multipart_heartbeat_ms: 5_000,
             max_subscriptions_per_connection: 100,
             max_connections_per_user: 16,
             subscription_buffer: 1024,
@@ -247,6 +263,7 @@ impl Settings {
         crate::http::ws::WsSettings {
             init_timeout: Duration::from_millis(self.ws_init_timeout_ms),
             keepalive: Duration::from_secs(self.ws_keepalive_secs.max(1)),
+            multipart_heartbeat: Duration::from_millis(self.multipart_heartbeat_ms.max(1)),
             max_subscriptions: self.max_subscriptions_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             max_anonymous_connections: self.max_anonymous_connections,

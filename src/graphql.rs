@@ -31,10 +31,13 @@ use crate::write::{CommandContext, Writer};
 
 /// Largest `first` accepted by any connection field.
 pub const MAX_PAGE_SIZE: i32 = 100;
-/// Deepest selection accepted: deep enough for the standard introspection query (13
-/// levels, used by GraphiQL and code generators); the schema itself has no cycles.
-pub const MAX_DEPTH: usize = 15;
-/// Largest query complexity accepted (one point per field, lists times `first`).
+/// Deepest selection accepted (checked by `limits.rs`, which names it in the error): the
+/// standard introspection query of graphql-js 16 (GraphiQL, codegen tools) is 15 levels
+/// deep, and graphql-js 17 lets tools ask for deeper `ofType` chains; 20 leaves them room.
+/// The schema itself has no cycles, so no data query comes near it.
+pub const MAX_DEPTH: usize = 20;
+/// Largest query complexity accepted (one point per field, lists times `first`; checked
+/// by `limits.rs`, which names it and the query's value in the error).
 pub const MAX_COMPLEXITY: usize = 2_000;
 /// Most nodes (selections, argument values, directives) validating one document may
 /// visit, fragments expanded (`limits.rs`). Far above any query within the complexity
@@ -109,8 +112,8 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
         MutationRoot::default(),
         live::SubscriptionRoot,
     )
-    .limit_depth(MAX_DEPTH)
-    .limit_complexity(MAX_COMPLEXITY)
+    // Depth and complexity are measured by validation and checked by the limits
+    // extension (`build_schema`), whose errors name the limit and the query's value.
     .limit_recursive_depth(32)
     .limit_directives(8)
 }

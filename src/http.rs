@@ -1,7 +1,13 @@
 //! HTTP transport: GraphQL over POST and GET on `/graphql`, GraphiQL on `/`, health and
 //! readiness probes. Everything a client sends that is malformed gets a GraphQL-shaped
 //! JSON error with `extensions.code`, never a plain-text body.
+//!
+//! GraphQL over HTTP follows the GraphQL-over-HTTP draft: the response's media type is
+//! the one the client's `Accept` asks for (`media.rs`), and under
+//! `application/graphql-response+json` a request error is a `400` (ADR 0005).
 
+pub mod cors;
+pub mod media;
 pub mod serve;
 pub mod ws;
 
@@ -10,13 +16,13 @@ use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse};
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, ServerError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
@@ -25,9 +31,7 @@ use crate::auth::TokenVerifier;
 use crate::graphql::AppSchema;
 use crate::graphql::error::ensure_code;
 use crate::read::relay::RelayHealth;
-
-/// How often an idle multipart subscription sends a heartbeat part.
-const MULTIPART_HEARTBEAT: Duration = Duration::from_secs(15);
+use media::ResponseMedia;
 
 #[derive(Clone)]
 pub struct HttpState {
@@ -54,11 +58,14 @@ pub struct HttpState {
     pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
+    /// The web origins besides the API's own that may call it (CORS, WebSockets).
+    pub origins: cors::AllowedOrigins,
 }
 
 /// The application's routes and middleware.
 pub fn router(state: HttpState, request_timeout: Duration) -> Router {
     let max_body_bytes = state.max_message_bytes;
+    let cors = state.origins.layer();
     Router::new()
         .route("/", get(graphiql))
         .route("/graphql", get(graphql_get).post(graphql_post))
@@ -85,8 +92,26 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             deadline(request_timeout, request, next)
         }))
+        // Outside the deadline and the routes: a preflight is answered here, and every
+        // response, errors included, carries the CORS headers its origin is due.
+        .layer(cors)
+        .layer(compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// gzip for a client that asks for it (`Accept-Encoding`, RFC 9110 §12.5.3): GraphQL
+/// responses are repetitive JSON and shrink several times over. Not for responses under
+/// 32 bytes, and never for a stream whose parts must reach the client as they are
+/// written: a compressor holds bytes back until its buffer fills, which would delay each
+/// multipart part (and each server-sent event) indefinitely.
+fn compression()
+-> tower_http::compression::CompressionLayer<impl tower_http::compression::Predicate> {
+    use tower_http::compression::predicate::{NotForContentType, Predicate as _};
+    tower_http::compression::CompressionLayer::new().compress_when(
+        tower_http::compression::DefaultPredicate::new()
+            .and(NotForContentType::const_new("multipart/mixed")),
+    )
 }
 
 /// Bounds the time to produce a response (reading the body included) and answers a
@@ -130,13 +155,35 @@ async fn graphiql() -> Html<String> {
     )
 }
 
-/// The body of every transport-level error: GraphQL-shaped JSON with `extensions.code`
-/// (the one producer of such bodies outside async-graphql's own responses).
+/// The body of every transport-level error: GraphQL-shaped JSON with `extensions.code`.
 pub fn error_body(code: &str, message: &str) -> String {
-    serde_json::json!({
-        "errors": [{ "message": message, "extensions": { "code": code } }]
+    let mut budget = usize::MAX;
+    errors_json(&[coded_error(code, message)], &mut budget)
+}
+
+/// A GraphQL error with `extensions.code`.
+fn coded_error(code: &str, message: &str) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}
+
+/// `{"errors": [...]}`, with no `data` entry: the body of every error raised before
+/// execution, the transport's and GraphQL's request errors alike (the one producer of
+/// such bodies). The GraphQL spec (§7.1.2 "Data") says `data` is absent, not null, when
+/// an error was raised before execution began; a client tells the two apart by that.
+fn errors_json(errors: &[ServerError], budget: &mut usize) -> String {
+    #[derive(serde::Serialize)]
+    struct Errors<'a> {
+        errors: &'a [ServerError],
+    }
+    bounded(&Errors { errors }, budget).unwrap_or_else(|| {
+        // Thousands of validation errors: the first one says enough.
+        let first = &errors[..errors.len().min(1)];
+        serde_json::to_string(&Errors { errors: first }).unwrap_or_default()
     })
-    .to_string()
 }
 
 /// A transport-level error response.
@@ -149,9 +196,15 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// A malformed request.
-fn request_error(status: StatusCode, message: impl Into<String>) -> Response {
-    error_response(status, "BAD_USER_INPUT", &message.into())
+/// A GraphQL request refused before it was executed (malformed, or not allowed with this
+/// method), in the response's media type.
+fn request_error(media: ResponseMedia, status: StatusCode, message: impl Into<String>) -> Response {
+    let mut budget = usize::MAX;
+    let body = errors_json(
+        &[coded_error("BAD_USER_INPUT", &message.into())],
+        &mut budget,
+    );
+    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -160,10 +213,16 @@ fn authorization(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
-async fn execute(state: &HttpState, headers: &HeaderMap, request: BatchRequest) -> Response {
+async fn execute(
+    state: &HttpState,
+    headers: &HeaderMap,
+    request: BatchRequest,
+    media: ResponseMedia,
+) -> Response {
     let request = match request {
         BatchRequest::Batch(requests) if requests.len() > state.max_batch_operations => {
             return request_error(
+                media,
                 StatusCode::BAD_REQUEST,
                 format!(
                     "a batch may hold at most {} operations, this one has {}",
@@ -195,16 +254,37 @@ async fn execute(state: &HttpState, headers: &HeaderMap, request: BatchRequest) 
             .flat_map(|r| r.errors.iter_mut())
             .for_each(ensure_code),
     }
-    graphql_response(&response, state.max_response_bytes)
+    graphql_response(&response, state.max_response_bytes, media)
+}
+
+/// Whether `response` is a request error: one raised before execution began (a syntax,
+/// validation or variable coercion error, an unknown operation name, a limit), which has
+/// no data. A field error carries the `path` of its field (GraphQL spec §7.1.2 "Errors"),
+/// even when it nulls the whole `data`; an error before execution has none.
+fn is_request_error(response: &async_graphql::Response) -> bool {
+    response.data == async_graphql::Value::Null
+        && !response.errors.is_empty()
+        && response.errors.iter().all(|e| e.path.is_empty())
 }
 
 /// The HTTP response of a GraphQL result, serialized within `max_bytes`: an operation
 /// whose result does not fit in what is left is replaced by an error saying so, before
 /// more than `max_bytes` are ever buffered.
-fn graphql_response(response: &BatchResponse, max_bytes: usize) -> Response {
+///
+/// The status is `200`, except for a single request error under
+/// `application/graphql-response+json`: `400` (GraphQL-over-HTTP draft,
+/// §"application/graphql-response+json"). A batch is not in the spec; it is `200` with
+/// each operation's own result, so that one bad operation does not hide the others.
+fn graphql_response(response: &BatchResponse, max_bytes: usize, media: ResponseMedia) -> Response {
     let mut budget = max_bytes;
+    let mut status = StatusCode::OK;
     let body = match response {
-        BatchResponse::Single(r) => bounded_json(r, &mut budget),
+        BatchResponse::Single(r) => {
+            if media == ResponseMedia::GraphqlResponseJson && is_request_error(r) {
+                status = StatusCode::BAD_REQUEST;
+            }
+            bounded_json(r, &mut budget)
+        }
         BatchResponse::Batch(rs) => {
             let mut body = String::from("[");
             for (i, r) in rs.iter().enumerate() {
@@ -217,11 +297,7 @@ fn graphql_response(response: &BatchResponse, max_bytes: usize) -> Response {
             body
         }
     };
-    let mut http = (
-        [(header::CONTENT_TYPE, "application/graphql-response+json")],
-        body,
-    )
-        .into_response();
+    let mut http = (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response();
     if response.is_ok()
         && let Some(value) = response.cache_control().value()
         && let Ok(value) = HeaderValue::from_str(&value)
@@ -232,18 +308,14 @@ fn graphql_response(response: &BatchResponse, max_bytes: usize) -> Response {
 }
 
 /// `response` as JSON if it fits in `budget` bytes (then taken from the budget), else a
-/// GraphQL error saying it is too large.
+/// GraphQL error saying it is too large. A request error has no `data` entry.
 pub(crate) fn bounded_json(response: &async_graphql::Response, budget: &mut usize) -> String {
-    let mut out = Bounded {
-        bytes: Vec::new(),
-        max: *budget,
-    };
-    match serde_json::to_writer(&mut out, response) {
-        Ok(()) => {
-            *budget -= out.bytes.len();
-            String::from_utf8(out.bytes).unwrap_or_default()
-        }
-        Err(_) => serde_json::json!({
+    if is_request_error(response) {
+        return errors_json(&response.errors, budget);
+    }
+    match bounded(response, budget) {
+        Some(json) => json,
+        None => serde_json::json!({
             "data": null,
             "errors": [{
                 "message": format!(
@@ -255,6 +327,17 @@ pub(crate) fn bounded_json(response: &async_graphql::Response, budget: &mut usiz
         })
         .to_string(),
     }
+}
+
+/// `value` as JSON if it fits in `budget` bytes (then taken from the budget).
+fn bounded(value: &impl serde::Serialize, budget: &mut usize) -> Option<String> {
+    let mut out = Bounded {
+        bytes: Vec::new(),
+        max: *budget,
+    };
+    serde_json::to_writer(&mut out, value).ok()?;
+    *budget -= out.bytes.len();
+    String::from_utf8(out.bytes).ok()
 }
 
 /// A buffer that refuses to grow past `max` bytes.
@@ -285,33 +368,64 @@ async fn graphql_post(
     let body = match body {
         Ok(body) => body,
         Err(rejection) => {
-            return closing(request_error(rejection.status(), rejection.body_text()));
+            return closing(error_response(
+                rejection.status(),
+                "BAD_USER_INPUT",
+                &rejection.body_text(),
+            ));
         }
+    };
+    if !media::is_json_request(&headers) {
+        return error_response(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "BAD_USER_INPUT",
+            "a GraphQL request is a JSON body with 'Content-Type: application/json'",
+        );
+    }
+    let wants_multipart = media::accepts_multipart(&headers);
+    let negotiated = media::response_media(&headers);
+    let media = match negotiated {
+        Some(media) => media,
+        None if wants_multipart => ResponseMedia::Json,
+        None => return not_acceptable(),
     };
     let request: BatchRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return request_error(
+                media,
                 StatusCode::BAD_REQUEST,
                 format!("the request body is not a GraphQL request in JSON: {e}"),
             );
         }
     };
-    let wants_multipart = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(async_graphql::http::is_accept_multipart_mixed);
+    let has_query = match &request {
+        BatchRequest::Single(r) => has_query(r),
+        BatchRequest::Batch(rs) => rs.iter().all(has_query),
+    };
+    if !has_query {
+        return request_error(
+            media,
+            StatusCode::BAD_REQUEST,
+            "the request has no query: send the GraphQL document as the string 'query'",
+        );
+    }
     let request = match request {
         BatchRequest::Single(single) => {
-            let mut single = match prepared(&state, single).await {
+            let mut single = match prepared(&state, single, media).await {
                 Ok(single) => single,
                 Err(response) => return response,
             };
-            if wants_multipart {
+            let subscription = operation_is(&mut single, OperationType::Subscription);
+            // Multipart for a subscription, or for a client that accepts nothing else. urql
+            // offers multipart with every query (for @defer, whose incremental format is
+            // not this one), and gets JSON for them.
+            if wants_multipart && (subscription || negotiated.is_none()) {
                 return multipart(&state, &headers, single);
             }
-            if operation_is(&mut single, OperationType::Subscription) {
+            if subscription {
                 return request_error(
+                    media,
                     StatusCode::BAD_REQUEST,
                     "subscriptions are served over a WebSocket (graphql-transport-ws) or with 'Accept: multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\"'",
                 );
@@ -320,7 +434,24 @@ async fn graphql_post(
         }
         batch => batch,
     };
-    execute(&state, &headers, request).await
+    execute(&state, &headers, request, media).await
+}
+
+/// Whether a request carries a document: `query` is required (GraphQL-over-HTTP draft,
+/// §"Request Parameters"), and a request without one is malformed, not a document that
+/// fails to parse.
+fn has_query(request: &async_graphql::Request) -> bool {
+    !request.query.is_empty()
+}
+
+/// `406`: the client accepts neither response media type (GraphQL-over-HTTP draft,
+/// §"Accept").
+fn not_acceptable() -> Response {
+    error_response(
+        StatusCode::NOT_ACCEPTABLE,
+        "BAD_USER_INPUT",
+        "GraphQL responses are 'application/graphql-response+json' or 'application/json', and the Accept header allows neither",
+    )
 }
 
 /// The request with its document parsed within the limits (see `graphql/limits.rs`), or
@@ -328,25 +459,46 @@ async fn graphql_post(
 async fn prepared(
     state: &HttpState,
     request: async_graphql::Request,
+    media: ResponseMedia,
 ) -> Result<async_graphql::Request, Response> {
     crate::graphql::limits::prepare(request, &state.document_limits)
         .await
         .map_err(|mut error| {
             ensure_code(&mut error);
             let response = async_graphql::Response::from_errors(vec![error]);
-            graphql_response(&BatchResponse::Single(response), state.max_response_bytes)
+            graphql_response(
+                &BatchResponse::Single(response),
+                state.max_response_bytes,
+                media,
+            )
         })
 }
 
 /// Subscriptions over HTTP for clients without WebSockets (Apollo's multipart subscription
 /// protocol): each event is one `multipart/mixed` part `{"payload": <response>}`, with a
-/// `{}` heartbeat part while idle, until the subscription ends.
+/// `{}` heartbeat part after every `multipart_heartbeat` without one (5 s, as Apollo
+/// Router), until the subscription ends.
+///
+/// Each part is written with the delimiter that *closes* it. A part ends where the next
+/// delimiter begins (RFC 2046 §5.1.1), so a part written after its opening delimiter
+/// alone is only complete, and released by the client's parser (Apollo Client's, urql's),
+/// once the next part or heartbeat arrives: every message one message late. So the body
+/// opens with the first delimiter, each part is its headers, its JSON and the next
+/// delimiter, and `--` after the last delimiter closes the body:
+///
+/// ```text
+/// \r\n--graphql
+/// \r\ncontent-type: application/json\r\n\r\n{"payload":{...}}\r\n--graphql
+/// \r\ncontent-type: application/json\r\n\r\n{}\r\n--graphql
+/// --\r\n
+/// ```
 ///
 /// A multipart subscription holds a connection as long as a WebSocket does, so it counts
 /// against the same limits: a signed-in user's connection limit, or the cap on anonymous
 /// connections.
 fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
-    const PART: &str = "--graphql\r\ncontent-type: application/json\r\n\r\n";
+    const DELIMITER: &str = "\r\n--graphql";
+    const PART_HEADERS: &str = "\r\ncontent-type: application/json\r\n\r\n";
     let auth = state.verifier.authenticate(authorization(headers));
     let slot = match state.connections.claim_for(&auth, &state.ws) {
         Ok(slot) => slot,
@@ -359,14 +511,16 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
         }
     };
     let max_part_bytes = state.max_response_bytes;
+    let heartbeat_every = state.ws.multipart_heartbeat;
     let responses = state.schema.execute_stream(request.data(auth));
     let body = async_stream::stream! {
         use futures_util::StreamExt as _;
         // The slot is held for as long as the subscription streams.
         let _slot = slot;
         let mut responses = std::pin::pin!(responses);
-        let mut heartbeat = tokio::time::interval(MULTIPART_HEARTBEAT);
+        let mut heartbeat = tokio::time::interval(heartbeat_every);
         heartbeat.tick().await;
+        yield Ok::<_, std::convert::Infallible>(DELIMITER.to_owned());
         loop {
             let part = tokio::select! {
                 response = responses.next() => match response {
@@ -379,9 +533,11 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
                 },
                 _ = heartbeat.tick() => "{}".to_owned(),
             };
-            yield Ok::<_, std::convert::Infallible>(format!("{PART}{part}\r\n"));
+            // The next heartbeat is due after this long without a part.
+            heartbeat.reset();
+            yield Ok(format!("{PART_HEADERS}{part}{DELIMITER}"));
         }
-        yield Ok("--graphql--\r\n".to_owned());
+        yield Ok("--\r\n".to_owned());
     };
     (
         [(
@@ -399,26 +555,33 @@ async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    RawQuery(query): RawQuery,
+    uri: Uri,
 ) -> Response {
     if let Ok(upgrade) = upgrade {
-        return ws::upgrade(state, upgrade, &headers);
-    }
-    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
-        Ok(r) => r,
-        Err(e) => {
-            return request_error(
-                StatusCode::BAD_REQUEST,
-                format!("the query string is not a GraphQL request: {e}"),
+        if !state.origins.allows_websocket(&headers) {
+            return error_response(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "WebSockets from this origin are not allowed (ORDERGRAPH_CORS_ORIGINS lists the origins that are)",
             );
         }
+        return ws::upgrade(state, upgrade, &headers);
+    }
+    let Some(media) = media::response_media(&headers) else {
+        return not_acceptable();
     };
-    let mut request = match prepared(&state, request).await {
+    let request = match get_request(&uri) {
+        Ok(request) => request,
+        Err(message) => return request_error(media, StatusCode::BAD_REQUEST, message),
+    };
+    let mut request = match prepared(&state, request, media).await {
         Ok(request) => request,
         Err(response) => return response,
     };
     if operation_is(&mut request, OperationType::Mutation) {
+        // GraphQL-over-HTTP draft, §"GET": a mutation over GET is a 405.
         let mut response = request_error(
+            media,
             StatusCode::METHOD_NOT_ALLOWED,
             "mutations are only accepted over POST",
         );
@@ -427,7 +590,45 @@ async fn graphql_get(
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return response;
     }
-    execute(&state, &headers, BatchRequest::Single(request)).await
+    execute(&state, &headers, BatchRequest::Single(request), media).await
+}
+
+/// The GraphQL request in a GET's query string (GraphQL-over-HTTP draft, §"GET"):
+/// `query`, `operationName`, and `variables` and `extensions` as JSON-encoded maps.
+/// (async-graphql's `parse_query_string` reads `operation_name`, not `operationName`.)
+fn get_request(uri: &Uri) -> Result<async_graphql::Request, String> {
+    #[derive(serde::Deserialize)]
+    struct Params {
+        #[serde(default)]
+        query: String,
+        #[serde(rename = "operationName")]
+        operation_name: Option<String>,
+        variables: Option<String>,
+        extensions: Option<String>,
+    }
+    let Query(params) = Query::<Params>::try_from_uri(uri).map_err(|e| {
+        format!(
+            "the query string is not a GraphQL request: {}",
+            e.body_text()
+        )
+    })?;
+    let mut request = async_graphql::Request::new(params.query);
+    request.operation_name = params.operation_name;
+    if let Some(variables) = params.variables {
+        request.variables = serde_json::from_str(&variables)
+            .map_err(|e| format!("'variables' is not a JSON object: {e}"))?;
+    }
+    if let Some(extensions) = params.extensions {
+        request.extensions = serde_json::from_str(&extensions)
+            .map_err(|e| format!("'extensions' is not a JSON object: {e}"))?;
+    }
+    if !has_query(&request) {
+        return Err(
+            "the request has no query: send the GraphQL document as the parameter 'query'"
+                .to_owned(),
+        );
+    }
+    Ok(request)
 }
 
 /// Whether the operation the request runs is of type `ty`, from its document as parsed
@@ -449,6 +650,13 @@ fn operation_is(request: &mut async_graphql::Request, ty: OperationType) -> bool
 
 /// Prometheus text exposition.
 async fn metrics(State(state): State<HttpState>) -> Response {
+    // The failure gauges follow the projections' statuses, the one record of failures
+    // (a rebuild clears one, a restart reloads it).
+    for name in state.projections.names() {
+        state
+            .metrics
+            .projection_failed(name, state.projections.is_failed(name));
+    }
     (
         [(
             header::CONTENT_TYPE,

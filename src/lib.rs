@@ -163,6 +163,7 @@ impl Application {
                 max_batch_complexity: settings.max_batch_complexity,
                 document_limits,
                 projections: statuses.clone(),
+                origins: settings.cors_origins.clone(),
             },
             settings.request_timeout(),
         );

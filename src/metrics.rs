@@ -188,10 +188,14 @@ impl Metrics {
             .set(positions.max(0));
     }
 
-    pub fn projection_failed(&self, projection: &str) {
+    /// Whether `projection` has stopped at an event it cannot fold (1) or runs (0). Set
+    /// for every projection, so that the series exists at 0 while nothing has failed: an
+    /// alert on `ordergraph_projection_failed > 0` then also sees the series go back to 0
+    /// after a rebuild, and an absent series means a broken scrape, not good health.
+    pub fn projection_failed(&self, projection: &str, failed: bool) {
         self.projection_failed
             .get_or_create(&Self::projection(projection))
-            .set(1);
+            .set(i64::from(failed));
     }
 
     /// The orders in the saga's dead letters, by state.

@@ -17,7 +17,11 @@
 //!   connections per user and on anonymous connections in all (`4403` with the reason);
 //! - a message over the size limit closes the socket with `1009` (RFC 6455 §7.4.1);
 //! - when the server drains, each subscription ends with a `SERVER_DRAINING` error that
-//!   carries its resume position, then the socket closes with 1001.
+//!   carries its resume position, then the socket closes with 1001;
+//! - every close is a closing handshake (RFC 6455 §7.1.2): a client's Close frame is
+//!   answered with one before the server drops the connection, and after its own Close
+//!   the server waits (briefly) for the client's, so clients see a clean close with its
+//!   code, never `1006`.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -41,11 +45,17 @@ use crate::graphql::error::ensure_code;
 /// The subprotocols served, in order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
 
+/// How long a closing handshake may take: the server's answer to a client's Close, or the
+/// client's answer to the server's. A client that does not answer in time is dropped.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Limits and timers of the WebSocket transport.
 #[derive(Debug, Clone)]
 pub struct WsSettings {
     pub init_timeout: Duration,
     pub keepalive: Duration,
+    /// How often an idle multipart HTTP subscription sends a heartbeat part.
+    pub multipart_heartbeat: Duration,
     pub max_subscriptions: usize,
     pub max_connections_per_user: usize,
     /// Most anonymous subscription connections (WebSocket or multipart) open at once.
@@ -223,6 +233,10 @@ pub fn upgrade(state: HttpState, ws: WebSocketUpgrade, headers: &HeaderMap) -> H
     })
 }
 
+/// Closes the connection from the server's side: sends a Close frame, then waits for the
+/// client's (RFC 6455 §7.1.2: the connection is closed once both have sent one), at most
+/// [`CLOSE_HANDSHAKE_TIMEOUT`]. Without the wait the client's answer could meet a reset
+/// connection, and a browser would report an unclean close.
 async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     // A close frame's reason is at most 123 bytes.
     let mut end = reason.len().min(123);
@@ -230,12 +244,33 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
         end -= 1;
     }
     let reason = &reason[..end];
-    let _ = socket
-        .send(Message::Close(Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })))
-        .await;
+    let handshake = async {
+        socket
+            .send(Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })))
+            .await
+            .ok()?;
+        // Whatever the client still sends before its Close is dropped.
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+        Some(())
+    };
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, handshake).await;
+}
+
+/// Answers a client's Close frame. tungstenite queues the answering Close (with the
+/// client's code) when it reads the client's, and writes it on the next write or flush;
+/// a socket dropped at once never sends it, and the client sees `1006`.
+async fn answer_close(socket: &mut WebSocket) {
+    use futures_util::SinkExt as _;
+    // The flush ends with "connection closed" once the answer is written: that is the
+    // end of the handshake, not an error.
+    let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, socket.flush()).await;
 }
 
 /// Whether a receive failed because the message was over the size limit.
@@ -328,11 +363,18 @@ enum ClientMessage {
 }
 
 /// Why the connection ends.
-struct Closing(u16, String);
+enum Closing {
+    /// The server closes it, with this code and reason.
+    Server(u16, String),
+    /// The client sent a Close frame: answer it.
+    Client,
+    /// The connection is gone (a read or write failed): nothing to say.
+    Lost,
+}
 
 impl Closing {
     fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self(code, reason.into())
+        Self::Server(code, reason.into())
     }
 }
 
@@ -378,13 +420,15 @@ impl Connection {
         metrics.websocket_opened();
         let closing = self.serve().await;
         metrics.websocket_closed();
-        if let Some(Closing(code, reason)) = closing {
-            close(&mut self.socket, code, &reason).await;
+        match closing {
+            Closing::Server(code, reason) => close(&mut self.socket, code, &reason).await,
+            Closing::Client => answer_close(&mut self.socket).await,
+            Closing::Lost => {}
         }
     }
 
-    /// The connection's loop; `Some` when the server closes it.
-    async fn serve(&mut self) -> Option<Closing> {
+    /// The connection's loop, until it ends.
+    async fn serve(&mut self) -> Closing {
         let settings = self.state.ws.clone();
         let init_deadline = tokio::time::sleep(settings.init_timeout);
         tokio::pin!(init_deadline);
@@ -397,7 +441,7 @@ impl Connection {
         let mut expires: Option<tokio::time::Instant> = None;
         loop {
             if draining && self.subscriptions.is_empty() {
-                return Some(Closing::new(1001, "the server is shutting down"));
+                return Closing::new(1001, "the server is shutting down");
             }
             let acked = self.auth.is_some();
             let expiry = async {
@@ -410,15 +454,16 @@ impl Connection {
                 message = self.socket.recv() => {
                     let text = match message {
                         Some(Err(ref e)) if is_too_big(e) => {
-                            return Some(Closing::new(
+                            return Closing::new(
                                 1009,
                                 format!("a message may be at most {} bytes", self.state.max_message_bytes),
-                            ));
+                            );
                         }
-                        None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return None,
+                        None | Some(Err(_)) => return Closing::Lost,
+                        Some(Ok(Message::Close(_))) => return Closing::Client,
                         Some(Ok(Message::Text(text))) => text,
                         Some(Ok(Message::Binary(_))) => {
-                            return Some(Closing::new(4400, "binary messages are not accepted"));
+                            return Closing::new(4400, "binary messages are not accepted");
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     };
@@ -435,14 +480,14 @@ impl Connection {
                     }
                     let message = self.render(&id, &out);
                     if !self.send_text(message).await {
-                        return None;
+                        return Closing::Lost;
                     }
                 }
                 () = &mut init_deadline, if !acked => {
-                    return Some(Closing::new(4408, "Connection initialisation timeout"));
+                    return Closing::new(4408, "Connection initialisation timeout");
                 }
                 () = expiry => {
-                    return Some(Closing::new(4403, "Forbidden: the token expired"));
+                    return Closing::new(4403, "Forbidden: the token expired");
                 }
                 _ = keepalive.tick() => {
                     let ping = match self.protocol {
@@ -451,7 +496,7 @@ impl Connection {
                         Protocol::Legacy => continue,
                     };
                     if !self.send(ping).await {
-                        return None;
+                        return Closing::Lost;
                     }
                 }
                 () = async { let _ = drain.wait_for(|d| *d).await; }, if !draining => {
@@ -492,14 +537,14 @@ impl Connection {
         text: &str,
         settings: &WsSettings,
         draining: bool,
-    ) -> Result<Option<tokio::time::Instant>, Option<Closing>> {
+    ) -> Result<Option<tokio::time::Instant>, Closing> {
         let message: ClientMessage = serde_json::from_str(text)
-            .map_err(|e| Some(Closing::new(4400, format!("Invalid message received: {e}"))))?;
+            .map_err(|e| Closing::new(4400, format!("Invalid message received: {e}")))?;
         let legacy = self.protocol == Protocol::Legacy;
         match message {
             ClientMessage::ConnectionInit { payload } => {
                 if self.auth.is_some() {
-                    return Err(Some(Closing::new(4429, "Too many initialisation requests")));
+                    return Err(Closing::new(4429, "Too many initialisation requests"));
                 }
                 let expiry = self.connection_init(payload, settings).await?;
                 return Ok(expiry);
@@ -510,7 +555,7 @@ impl Connection {
                     pong["payload"] = payload;
                 }
                 if !self.send(pong).await {
-                    return Err(None);
+                    return Err(Closing::Lost);
                 }
             }
             ClientMessage::Pong { .. } if !legacy => {}
@@ -527,15 +572,17 @@ impl Connection {
                 if self.subscriptions.remove(&id).is_some()
                     && !self.send(json!({ "type": "complete", "id": id })).await
                 {
-                    return Err(None);
+                    return Err(Closing::Lost);
                 }
             }
-            ClientMessage::ConnectionTerminate if legacy => return Err(None),
+            ClientMessage::ConnectionTerminate if legacy => {
+                return Err(Closing::new(1000, "connection_terminate"));
+            }
             _ => {
-                return Err(Some(Closing::new(
+                return Err(Closing::new(
                     4400,
                     "Invalid message received: not a message of this subprotocol",
-                )));
+                ));
             }
         }
         Ok(None)
@@ -545,7 +592,7 @@ impl Connection {
         &mut self,
         payload: Option<Value>,
         settings: &WsSettings,
-    ) -> Result<Option<tokio::time::Instant>, Option<Closing>> {
+    ) -> Result<Option<tokio::time::Instant>, Closing> {
         let from_payload = payload.as_ref().and_then(|p| {
             ["authorization", "Authorization"]
                 .iter()
@@ -566,7 +613,7 @@ impl Connection {
                     .send(json!({ "type": "connection_error", "payload": { "message": reason } }))
                     .await;
             }
-            return Err(Some(Closing(4403, reason)));
+            return Err(Closing::new(4403, reason));
         }
         let expiry = match &auth {
             Auth::User(caller) => {
@@ -580,10 +627,10 @@ impl Connection {
         };
         self.auth = Some(auth);
         if !self.send(json!({ "type": "connection_ack" })).await {
-            return Err(None);
+            return Err(Closing::Lost);
         }
         if self.protocol == Protocol::Legacy && !self.send(json!({ "type": "ka" })).await {
-            return Err(None);
+            return Err(Closing::Lost);
         }
         Ok(expiry)
     }
@@ -594,15 +641,15 @@ impl Connection {
         request: Request,
         settings: &WsSettings,
         draining: bool,
-    ) -> Result<(), Option<Closing>> {
+    ) -> Result<(), Closing> {
         let Some(auth) = self.auth.clone() else {
-            return Err(Some(Closing::new(4401, "Unauthorized")));
+            return Err(Closing::new(4401, "Unauthorized"));
         };
         if self.subscriptions.contains_key(&id) {
-            return Err(Some(Closing::new(
+            return Err(Closing::new(
                 4409,
                 format!("Subscriber for {id} already exists"),
-            )));
+            ));
         }
         let refusal = if draining {
             Some(("SERVER_DRAINING", "the server is shutting down".to_owned()))
@@ -622,7 +669,7 @@ impl Connection {
             let sent = self
                 .send(json!({ "type": "error", "id": id, "payload": [error] }))
                 .await;
-            return if sent { Ok(()) } else { Err(None) };
+            return if sent { Ok(()) } else { Err(Closing::Lost) };
         }
         let responses = self.state.schema.execute_stream(request.data(auth));
         self.subscriptions.insert(id, classify(responses));

@@ -239,7 +239,7 @@ impl Relay {
                         error = %e,
                         "projection stopped: it cannot fold this event (fix it and restart)"
                     );
-                    self.metrics.projection_failed(projection.name());
+                    self.metrics.projection_failed(projection.name(), true);
                     let error = e.to_string();
                     if let Err(e) = checkpoints::store_failure(
                         &self.db,

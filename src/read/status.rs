@@ -133,6 +133,11 @@ impl Statuses {
         });
     }
 
+    /// The projections' names.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.with(|e| e.keys().copied().collect())
+    }
+
     pub fn is_failed(&self, name: &str) -> bool {
         self.with(|e| {
             e.get(name)

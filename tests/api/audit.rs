@@ -415,6 +415,15 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
     assert_eq!(response.status(), 503);
     let body: Value = response.json().await.expect("JSON");
     assert_eq!(body["failedProjections"][0]["name"], "cart");
+    let metrics = metrics_text(&app).await;
+    assert!(
+        metrics.contains(r#"ordergraph_projection_failed{projection="cart"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"ordergraph_projection_failed{projection="catalog"} 0"#),
+        "{metrics}"
+    );
     // The operator's view from outside the server.
     let (ok, table) = projections_status(&app).await;
     assert!(!ok, "exit code 1 while a projection has failed:\n{table}");
@@ -465,6 +474,23 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
     }
     let (ok, table) = projections_status(&app).await;
     assert!(ok, "healthy again:\n{table}");
+    let metrics = metrics_text(&app).await;
+    assert!(
+        metrics.contains(r#"ordergraph_projection_failed{projection="cart"} 0"#),
+        "{metrics}"
+    );
+}
+
+/// The Prometheus text of `/metrics`.
+async fn metrics_text(app: &TestApp) -> String {
+    app.http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a body")
 }
 
 /// `ordergraph projections status` on the test's database: (exit code 0, its output).

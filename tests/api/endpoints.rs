@@ -26,6 +26,25 @@ async fn the_standard_introspection_query_is_answered() {
 }
 
 #[tokio::test]
+async fn introspection_deeper_than_graphql_js_16_asks_is_answered() {
+    // Arrange: graphql-js 16's standard query is 15 levels deep, and graphql-js 17 lets
+    // tools ask for longer `ofType` chains (`typeDepth`). Four fields, 15 `ofType`s and
+    // a leaf: 20 levels, the limit.
+    let app = spawn_app().await;
+    let mut type_ref = "kind name".to_owned();
+    for _ in 0..15 {
+        type_ref = format!("kind name ofType {{ {type_ref} }}");
+    }
+    let query = format!("{{ __schema {{ types {{ fields {{ type {{ {type_ref} }} }} }} }} }}");
+
+    // Act
+    let resp = app.gql(&query, json!({})).await;
+
+    // Assert
+    assert!(data(&resp)["__schema"]["types"].is_array(), "{resp}");
+}
+
+#[tokio::test]
 async fn the_root_page_serves_graphiql_pointed_at_the_api() {
     // Arrange
     let app = spawn_app().await;
@@ -38,6 +57,33 @@ async fn the_root_page_serves_graphiql_pointed_at_the_api() {
     let html = resp.text().await.unwrap();
     assert!(html.contains("graphiql") || html.contains("GraphiQL"));
     assert!(html.contains("/graphql"));
+}
+
+#[tokio::test]
+async fn every_projection_failure_gauge_is_present_at_zero_while_nothing_has_failed() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("/metrics answers")
+        .text()
+        .await
+        .expect("a body");
+
+    // Assert: an absent series would read as "no data", not as healthy.
+    for projection in ["catalog", "cart", "orders", "dashboard"] {
+        assert!(
+            text.contains(&format!(
+                r#"ordergraph_projection_failed{{projection="{projection}"}} 0"#
+            )),
+            "{projection}: {text}"
+        );
+    }
 }
 
 #[tokio::test]

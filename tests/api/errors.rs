@@ -204,11 +204,11 @@ async fn a_name_of_ten_kilobytes_is_rejected_and_creates_nothing() {
 }
 
 #[tokio::test]
-async fn a_query_nested_deeper_than_twelve_levels_is_rejected() {
-    // Arrange
+async fn a_query_nested_deeper_than_the_limit_is_refused_naming_the_limit_and_its_depth() {
+    // Arrange: 3 fields, 20 `ofType`s and a leaf: 24 levels.
     let app = spawn_app().await;
     let mut selection = "name".to_string();
-    for _ in 0..16 {
+    for _ in 0..20 {
         selection = format!("ofType {{ {selection} }}");
     }
     let query =
@@ -219,6 +219,59 @@ async fn a_query_nested_deeper_than_twelve_levels_is_rejected() {
 
     // Assert
     assert_error(&resp, "BAD_USER_INPUT");
+    let message = resp["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("24 levels") && message.contains("at most 20"),
+        "the error names the query's depth and the limit: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_query_over_the_complexity_limit_is_refused_naming_the_limit_and_its_complexity() {
+    // Arrange: 100 products of 3 fields, 7 times over, plus the connections: over 2000.
+    let app = spawn_app().await;
+    let aliases: String = (0..7)
+        .map(|i| format!(" p{i}: products(first: 100) {{ edges {{ node {{ id sku name }} }} }}"))
+        .collect();
+    let query = format!("{{{aliases} }}");
+
+    // Act
+    let resp = app.gql(&query, json!({})).await;
+
+    // Assert
+    assert_error(&resp, "BAD_USER_INPUT");
+    let message = resp["errors"][0]["message"].as_str().unwrap_or_default();
+    let complexity: usize = message
+        .split("complexity is ")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the error names the query's complexity: {message}"));
+    assert!(complexity > 2000, "{message}");
+    assert!(
+        message.contains("at most 2000"),
+        "the error names the limit: {message}"
+    );
+}
+
+#[tokio::test]
+async fn a_syntax_error_is_one_line_that_says_what_was_expected_and_where() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let resp = app.gql("{ products { edges {", json!({})).await;
+
+    // Assert
+    assert_error(&resp, "BAD_USER_INPUT");
+    let error = &resp["errors"][0];
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(!message.contains('\n'), "one line: {message:?}");
+    assert!(
+        message.starts_with("syntax error at line 1, column ") && message.contains("expected"),
+        "{message:?}"
+    );
+    assert_eq!(error["locations"][0]["line"], 1, "{error}");
 }
 
 #[tokio::test]

@@ -202,6 +202,32 @@ impl WsClient {
         }
     }
 
+    /// Starts the closing handshake from the client's side (RFC 6455 §7.1.2).
+    pub async fn close(&mut self, code: u16, reason: &str) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        self.socket
+            .send(Message::Close(Some(CloseFrame {
+                code: code.into(),
+                reason: reason.into(),
+            })))
+            .await
+            .expect("the socket accepts a Close frame");
+    }
+
+    /// Whether the connection ended cleanly after the closing handshake: the stream ends
+    /// with no further frame and no error (tungstenite reports an end without a
+    /// handshake as an error).
+    pub async fn ended_cleanly(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(RECV_TIMEOUT, self.socket.next())
+            .await
+            .expect("the connection ends in time")
+        {
+            None => Ok(()),
+            Some(Ok(frame)) => Err(format!("a frame after the close: {frame:?}")),
+            Some(Err(e)) => Err(format!("the connection ended with an error: {e}")),
+        }
+    }
+
     /// Waits until `next` for `id` satisfies `accept`, skipping other payloads of it.
     pub async fn next_until(
         &mut self,

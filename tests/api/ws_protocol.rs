@@ -231,6 +231,54 @@ async fn the_legacy_graphql_ws_subprotocol_works() {
         json!({ "type": "complete", "id": "1" })
     );
     client.send(json!({ "type": "connection_terminate" })).await;
+    let (code, _) = client.closed().await;
+    assert_eq!(
+        code, 1000,
+        "connection_terminate ends with a normal closure"
+    );
+}
+
+#[tokio::test]
+async fn a_clients_close_is_answered_with_a_close_frame() {
+    // Arrange: a subscription is running, so the server has work to stop.
+    let app = spawn_app().await;
+    let p = app.as_admin().create_product("CLOSE-1", "1.00", 3).await;
+    let mut client = WsClient::connect(&app, None).await;
+    client
+        .subscribe("1", WATCH, json!({ "ids": [str_of(&p["id"])] }))
+        .await;
+    client.next_data("1", "productUpdated").await;
+
+    // Act
+    client.close(1000, "bye").await;
+
+    // Assert: the server echoes the code (RFC 6455 §5.5.1), then the connection ends
+    // without an error: a clean close, not 1006.
+    let (code, _) = client.closed().await;
+    assert_eq!(code, 1000);
+    client
+        .ended_cleanly()
+        .await
+        .expect("the closing handshake completes");
+}
+
+#[tokio::test]
+async fn a_close_by_the_server_completes_the_closing_handshake() {
+    // Arrange
+    let app = spawn_app().await;
+    let mut client = WsClient::connect(&app, None).await;
+
+    // Act: a second connection_init is closed with 4429.
+    client.init(None).await;
+
+    // Assert: the client reads the Close, answers it, and the connection then ends
+    // without an error.
+    let (code, _) = client.closed().await;
+    assert_eq!(code, 4429);
+    client
+        .ended_cleanly()
+        .await
+        .expect("the closing handshake completes");
 }
 
 #[tokio::test]

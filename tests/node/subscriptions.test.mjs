@@ -1,36 +1,29 @@
 // Black-box test of ordergraph's GraphQL subscriptions with the real `graphql-ws` client.
 //
-// Starts `ordergraph serve` (embedded SQLite in a fresh temporary directory, random JWT
-// secret, free port), mints tokens with `ordergraph token`, changes state over HTTP and
-// watches it over `graphql-transport-ws` on /graphql.
+// Starts `ordergraph serve` (harness.mjs: a fresh database, random JWT secret, free
+// port), mints tokens, changes state over HTTP and watches it over
+// `graphql-transport-ws` on /graphql.
 //
 //   ORDERGRAPH_BIN=/path/to/ordergraph node --test subscriptions.test.mjs
-//
-// ORDERGRAPH_BIN defaults to <repo>/target/debug/ordergraph. Every wait has a timeout, so
-// a broken server fails the test (with what was received and the server's log) instead
-// of hanging it.
 
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
-import { fileURLToPath } from 'node:url';
 
 import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = path.resolve(process.env.ORDERGRAPH_BIN || path.join(REPO, 'target', 'debug', 'ordergraph'));
+import {
+  STEP_TIMEOUT_MS,
+  gql,
+  randomToken,
+  scenario,
+  server,
+  show,
+  startServer,
+  stopServer,
+  withTimeout,
+} from './harness.mjs';
 
-const READY_TIMEOUT_MS = 60_000;
-const STEP_TIMEOUT_MS = 10_000;
-const TEST_TIMEOUT_MS = 120_000;
-const SERVER_LOG_LINES = 80;
 
 const PRODUCT_UPDATED = `subscription($ids: [UUID!], $after: Position) {
   productUpdated(ids: $ids, after: $after) { id stock position }
@@ -46,48 +39,6 @@ const ADD_TO_CART = `mutation($i: CartItemInput!) {
   addToCart(input: $i) { position cart { itemCount } }
 }`;
 
-// ---------------------------------------------------------------------------------------
-// Small helpers
-
-/** Resolves like `promise`, or rejects once `ms` have passed; `context()` is added to the error. */
-async function withTimeout(promise, ms, what, context) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => {
-      const extra = context ? `\n${context()}` : '';
-      reject(new Error(`timed out after ${ms} ms waiting for ${what}${extra}`));
-    }, Math.max(0, ms));
-  });
-  try {
-    return await Promise.race([promise, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/** A compact, bounded rendering of anything received, for failure messages. */
-function show(value, max = 600) {
-  let s;
-  if (value && typeof value === 'object' && 'code' in value && 'reason' in value) {
-    s = `close event {code: ${value.code}, reason: ${JSON.stringify(String(value.reason))}}`;
-  } else if (value instanceof Error) {
-    s = `${value.name}: ${value.message}`;
-  } else if (value && typeof value === 'object' && value.type === 'error' && 'message' in value) {
-    s = `error event: ${value.message}`; // ws's ErrorEvent
-  } else {
-    try {
-      s = JSON.stringify(value);
-    } catch {
-      s = String(value);
-    }
-  }
-  return s === undefined ? String(value) : s.length > max ? `${s.slice(0, max)}…` : s;
-}
-
-function randomToken(bytes) {
-  return randomBytes(bytes).toString('hex');
-}
-
 function assertPosition(position, what) {
   assert.equal(typeof position, 'string', `${what}: a Position is a string, got ${show(position)}`);
   assert.match(position, /^\d+$/, `${what}: a Position is a string of digits, got ${show(position)}`);
@@ -95,198 +46,6 @@ function assertPosition(position, what) {
 
 function assertAfter(later, earlier, what) {
   assert.ok(BigInt(later) > BigInt(earlier), `${what}: expected position ${later} > ${earlier}`);
-}
-
-async function freePort() {
-  const server = net.createServer();
-  await new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
-  });
-  const { port } = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  return port;
-}
-
-// ---------------------------------------------------------------------------------------
-// The server under test
-
-const server = {
-  child: null,
-  exited: null, // {code, signal} once the process is gone
-  exitPromise: null,
-  logLines: [],
-  partial: { stdout: '', stderr: '' },
-  port: 0,
-  dataDir: null,
-  env: null,
-  adminToken: null,
-  aliceToken: null,
-
-  get httpUrl() {
-    return `http://127.0.0.1:${this.port}`;
-  },
-  get wsUrl() {
-    return `ws://127.0.0.1:${this.port}/graphql`;
-  },
-
-  record(stream, chunk) {
-    const text = this.partial[stream] + chunk.toString('utf8');
-    const lines = text.split('\n');
-    this.partial[stream] = lines.pop();
-    for (const line of lines) {
-      this.logLines.push(line);
-    }
-    if (this.logLines.length > SERVER_LOG_LINES) {
-      this.logLines.splice(0, this.logLines.length - SERVER_LOG_LINES);
-    }
-  },
-
-  logTail() {
-    const lines = [...this.logLines, this.partial.stdout, this.partial.stderr].filter((l) => l !== '');
-    const status = this.exited
-      ? `exited (code ${this.exited.code}, signal ${this.exited.signal})`
-      : 'running';
-    return `--- ordergraph (${status}), last ${lines.length} log lines ---\n${lines.join('\n')}\n--- end of ordergraph log ---`;
-  },
-};
-
-/** Runs `ordergraph <args>` to completion and returns its trimmed stdout. */
-function runBin(args) {
-  return withTimeout(
-    new Promise((resolve, reject) => {
-      execFile(BIN, args, { env: server.env, maxBuffer: 1024 * 1024 }, (err, stdout, stderr) => {
-        if (err) {
-          reject(new Error(`\`ordergraph ${args.join(' ')}\` failed: ${err.message}\nstderr: ${stderr}`));
-        } else {
-          resolve(stdout.trim());
-        }
-      });
-    }),
-    STEP_TIMEOUT_MS,
-    `\`ordergraph ${args.join(' ')}\``,
-  );
-}
-
-async function mintToken(sub, role) {
-  const token = await runBin(['token', '--sub', sub, '--role', role]);
-  assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/, `\`ordergraph token\` printed no JWT: ${show(token)}`);
-  return token;
-}
-
-async function waitUntilReady() {
-  const deadline = Date.now() + READY_TIMEOUT_MS;
-  let last = 'no answer yet';
-  while (Date.now() < deadline) {
-    if (server.exited) {
-      throw new Error(`ordergraph exited before it was ready\n${server.logTail()}`);
-    }
-    try {
-      const res = await fetch(`${server.httpUrl}/readyz`, { signal: AbortSignal.timeout(2_000) });
-      const body = await res.text();
-      if (res.status === 200) {
-        return;
-      }
-      last = `HTTP ${res.status}: ${body}`;
-    } catch (err) {
-      last = show(err.cause ?? err);
-    }
-    await sleep(200);
-  }
-  throw new Error(
-    `GET /readyz did not answer 200 within ${READY_TIMEOUT_MS} ms (last: ${last})\n${server.logTail()}`,
-  );
-}
-
-async function startServer() {
-  server.port = await freePort();
-  server.dataDir = await mkdtemp(path.join(os.tmpdir(), 'ordergraph-node-'));
-  const env = {
-    ...process.env,
-    ORDERGRAPH_BIND: `127.0.0.1:${server.port}`,
-    ORDERGRAPH_DATA_DIR: server.dataDir,
-    ORDERGRAPH_JWT_SECRET: randomToken(24), // 48 characters
-    NO_COLOR: '1', // plain log lines in failure messages
-  };
-  delete env.DATABASE_URL; // the embedded SQLite database in the data directory
-  server.env = env;
-
-  server.child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.exitPromise = new Promise((resolve) => {
-    server.child.once('exit', (code, signal) => {
-      server.exited = { code, signal };
-      resolve();
-    });
-  });
-  const spawned = new Promise((resolve, reject) => {
-    server.child.once('spawn', resolve);
-    server.child.once('error', (err) => {
-      if (server.child.pid === undefined) {
-        server.exited = { code: null, signal: null }; // never started: no 'exit' follows
-      }
-      reject(new Error(`cannot start ${BIN}: ${err.message}`));
-    });
-  });
-  server.child.stdout.on('data', (chunk) => server.record('stdout', chunk));
-  server.child.stderr.on('data', (chunk) => server.record('stderr', chunk));
-  await withTimeout(spawned, STEP_TIMEOUT_MS, `${BIN} to start`);
-
-  await waitUntilReady();
-  server.adminToken = await mintToken('node-admin', 'admin');
-  server.aliceToken = await mintToken('node-alice', 'customer');
-}
-
-async function stopServer() {
-  const { child } = server;
-  if (child && !server.exited) {
-    child.kill('SIGTERM');
-    try {
-      await withTimeout(server.exitPromise, 15_000, 'ordergraph to exit after SIGTERM');
-    } catch {
-      child.kill('SIGKILL');
-      await withTimeout(server.exitPromise, 5_000, 'ordergraph to exit after SIGKILL').catch(() => {});
-    }
-  }
-  if (server.dataDir) {
-    await rm(server.dataDir, { recursive: true, force: true });
-  }
-}
-
-// ---------------------------------------------------------------------------------------
-// GraphQL over HTTP
-
-/** POST /graphql; GraphQL errors (or a non-2xx answer) fail with their messages. */
-async function gql(query, variables, token, what) {
-  const exchange = (async () => {
-    const res = await fetch(`${server.httpUrl}/graphql`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/json',
-        accept: 'application/json',
-        authorization: `Bearer ${token}`,
-      },
-      body: JSON.stringify({ query, variables }),
-      signal: AbortSignal.timeout(STEP_TIMEOUT_MS),
-    });
-    const text = await res.text();
-    let body;
-    try {
-      body = JSON.parse(text);
-    } catch {
-      throw new Error(`${what}: HTTP ${res.status}, not JSON: ${show(text)}`);
-    }
-    if (Array.isArray(body.errors) && body.errors.length > 0) {
-      const messages = body.errors
-        .map((e) => `${e.message}${e.extensions?.code ? ` [${e.extensions.code}]` : ''}`)
-        .join('; ');
-      throw new Error(`${what}: GraphQL errors: ${messages}\nresponse: ${show(body)}`);
-    }
-    if (!res.ok || !body.data) {
-      throw new Error(`${what}: HTTP ${res.status}: ${show(body)}`);
-    }
-    return body.data;
-  })();
-  return withTimeout(exchange, STEP_TIMEOUT_MS + 1_000, what);
 }
 
 async function createProduct(initialStock) {
@@ -429,19 +188,6 @@ describe('ordergraph subscriptions over graphql-ws', () => {
   before(startServer);
   after(stopServer);
 
-  /** `it`, with the server's log tail added to a failure. */
-  const scenario = (name, fn) =>
-    it(name, { timeout: TEST_TIMEOUT_MS }, async (t) => {
-      try {
-        await fn(t);
-      } catch (err) {
-        if (err instanceof Error) {
-          err.message += `\n${server.logTail()}`;
-        }
-        throw err;
-      }
-    });
-
   scenario('productUpdated: state first, then each change; resumes after a position', async () => {
     const product = await createProduct(5);
     const ids = [product.id];
@@ -518,6 +264,25 @@ describe('ordergraph subscriptions over graphql-ws', () => {
     } finally {
       await ws.dispose();
     }
+  });
+
+  scenario("a client's close is answered: the socket closes cleanly with the client's code", async () => {
+    const product = await createProduct(1);
+    let onClosed;
+    const closed = new Promise((resolve) => {
+      onClosed = resolve;
+    });
+    const ws = wsClient(`Bearer ${server.aliceToken}`, { on: { closed: (event) => onClosed(event) } });
+    const sub = subscribe(ws, PRODUCT_UPDATED, { ids: [product.id] }, 'productUpdated (closing client)');
+    await sub.next('the current state');
+
+    // graphql-ws ends its subscriptions and closes the socket with 1000 Normal Closure.
+    await ws.dispose();
+
+    const event = await withTimeout(closed, STEP_TIMEOUT_MS, 'the close event', sub.context);
+    // `ws` reports 1006 and wasClean false unless the server answers the Close frame.
+    assert.equal(event.code, 1000, `close code\n${sub.context()}`);
+    assert.equal(event.wasClean, true, `a clean close\n${sub.context()}`);
   });
 
   scenario('an invalid token in connection_init closes the connection with 4403', async () => {
