@@ -44,7 +44,7 @@ pub const MAX_DOCUMENT_NODES: usize = 10_000;
 /// bounded by the request body limit).
 pub const MAX_DOCUMENT_BYTES: usize = 256 * 1024;
 /// Most lexical tokens a document may have: bounds the time and memory of parsing (the
-/// standard introspection query has about 500).
+/// standard introspection query has a few hundred).
 pub const MAX_DOCUMENT_TOKENS: usize = 20_000;
 
 #[derive(MergedObject, Default)]
