@@ -63,6 +63,12 @@ impl From<sea_orm::DbErr> for AppError {
     }
 }
 
+impl From<crate::domain::UnknownStored> for AppError {
+    fn from(e: crate::domain::UnknownStored) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
 impl From<PaymentError> for AppError {
     fn from(e: PaymentError) -> Self {
         match e {}

@@ -21,6 +21,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
 use crate::auth::{Auth, Caller};
+use crate::domain::Stored;
 use crate::domain::values::IdempotencyKey;
 use crate::error::{AppError, AppResult};
 use crate::read::checkpoints::Checkpoints;
@@ -128,6 +129,12 @@ pub fn schema_sdl() -> String {
 pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
     ctx.data::<Services>()
         .map_err(|_| anyhow::anyhow!("schema built without services").into())
+}
+
+/// A value read back from a view (a status) as its GraphQL enum. A spelling the code does
+/// not know is INTERNAL (logged with the row's value), never shown as some default.
+pub(crate) fn stored<T: Stored, G: From<T>>(spelling: &str) -> AppResult<G> {
+    Ok(T::parse_stored(spelling)?.into())
 }
 
 /// The signed-in caller, or UNAUTHENTICATED.

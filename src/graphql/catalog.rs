@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
+use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in, stored};
 use crate::domain::product;
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
@@ -20,18 +20,10 @@ use crate::write::Outcome;
 use crate::write::catalog::{NewProduct, ProductChanges, Review, StockAdjustment};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "product::ProductStatus")]
 pub enum ProductStatus {
     Active,
     Discontinued,
-}
-
-impl ProductStatus {
-    pub(crate) fn from_domain(status: product::ProductStatus) -> Self {
-        match status {
-            product::ProductStatus::Active => ProductStatus::Active,
-            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
-        }
-    }
 }
 
 /// A product as the catalog view shows it.
@@ -64,11 +56,8 @@ impl Product {
     async fn in_stock(&self) -> bool {
         self.0.stock > 0
     }
-    async fn status(&self) -> ProductStatus {
-        match product::ProductStatus::from_db(&self.0.status) {
-            product::ProductStatus::Active => ProductStatus::Active,
-            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
-        }
+    async fn status(&self) -> async_graphql::Result<ProductStatus> {
+        stored::<product::ProductStatus, _>(&self.0.status).gql()
     }
     /// Mean of the users' ratings (1 to 5); null without reviews.
     async fn average_rating(&self) -> Option<f64> {

@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use super::bus::Change;
 use super::{ChangeKey, Projection, ViewTable, decode_row};
-use crate::domain::Aggregate;
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
+use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, events};
 
 pub const NAME: &str = "catalog";

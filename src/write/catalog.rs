@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::constraint::{ConstraintExt, Violation};
 use super::idempotency::request_hash;
 use super::{CommandContext, Envelope, Outcome, WriteModel, Writer};
+use crate::domain::Stored;
 use crate::domain::cart::ProductFacts;
 use crate::domain::product::{Product, ProductCommand, ProductEvent, ProductStatus};
 use crate::domain::values::{
@@ -112,7 +113,7 @@ pub async fn product_facts(txn: &DatabaseTransaction, id: Uuid) -> AppResult<Pro
             .await?
         {
             Some(p) => ProductFacts::Known {
-                status: ProductStatus::from_db(&p.status),
+                status: ProductStatus::parse_stored(&p.status)?,
                 stock: p.stock,
             },
             None => ProductFacts::Unknown,
