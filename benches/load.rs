@@ -1002,7 +1002,7 @@ fn decide(state: Product) -> Result<Decided, RawError> {
         "correlationId": id,
         "causationId": format!("command:{id}"),
     });
-    let event_version = ordergraph::write::upcast::current_version(&event_type);
+    let event_version = ordergraph::log::upcast::current_version(&event_type);
     Ok(Decided {
         version: state.version() + 1,
         event_type,

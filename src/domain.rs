@@ -40,7 +40,7 @@ pub trait Aggregate:
 
 /// An event as persisted: `event_type()` is a stored identifier that must never change
 /// once written (rename the Rust variant freely, never the string). Its version and the
-/// upcasters from older versions live with the event store (`write::upcast`).
+/// upcasters from older versions live with the log (`log::upcast`).
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
     fn event_type(&self) -> &'static str;
 }

@@ -11,7 +11,6 @@ pub mod event_store;
 pub mod idempotency;
 pub mod orders;
 pub mod snapshots;
-pub mod upcast;
 
 use std::sync::Arc;
 use std::time::Duration;

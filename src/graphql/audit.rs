@@ -18,7 +18,7 @@ use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::values::UserId;
 use crate::error::{AppError, AppResult};
-use crate::read::history;
+use crate::log::reader::stream_page;
 use crate::write::cart::cart_stream_id;
 use crate::write::event_store::{Folded, fold};
 
@@ -175,8 +175,7 @@ impl AuditQuery {
                 return Ok(EventConnection::empty());
             }
             let s = services(ctx)?;
-            let (rows, has_next_page) =
-                history::page(&s.db, stream_id, after_version, first).await?;
+            let (rows, has_next_page) = stream_page(&s.db, stream_id, after_version, first).await?;
             let edges: Vec<EventEdge> = rows
                 .into_iter()
                 .map(|row| EventEdge {

@@ -9,10 +9,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, events};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "catalog";
 

@@ -11,12 +11,13 @@ use sea_orm::{
 };
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::product::ProductStatus;
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, dashboard_counters, dashboard_daily, dashboard_orders, events};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "dashboard";
 

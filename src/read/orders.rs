@@ -10,12 +10,13 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
 use crate::domain::product::{Product, ProductEvent};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{events, order_view};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "orders";
 

@@ -21,13 +21,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sea_orm::{
-    ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    TransactionTrait,
 };
 
 use super::checkpoints::{self, Hold};
 use super::{ChangeKey, Projection, ViewTable};
-use crate::entity::events;
+use crate::log::reader::Span;
 use crate::write::{WriteGate, begin_write};
 
 /// Events read from the log per page, and folded into the scratch copy per transaction.
@@ -333,13 +333,8 @@ async fn count(
     from: i64,
     to: i64,
 ) -> Result<u64, DbErr> {
-    if to <= from {
-        return Ok(0);
-    }
-    events::Entity::find()
-        .filter(events::Column::Position.gt(from))
-        .filter(events::Column::Position.lte(to))
-        .filter(events::Column::StreamType.is_in(projection.stream_types().iter().copied()))
+    Span::new(from, to)
+        .of_types(projection.stream_types())
         .count(db)
         .await
 }
@@ -362,36 +357,19 @@ impl Run<'_> {
             return Ok(());
         }
         progress.total += count(self.live, self.projection, progress.position, to).await?;
-        let page_after = |after: i64| {
-            events::Entity::find()
-                .filter(events::Column::Position.gt(after))
-                .filter(events::Column::Position.lte(to))
-                .filter(
-                    events::Column::StreamType
-                        .is_in(self.projection.stream_types().iter().copied()),
-                )
-                .order_by_asc(events::Column::Position)
-                .limit(PAGE)
-                .all(self.live)
-        };
-        let mut page = page_after(progress.position).await?;
-        while let Some(last) = page.last().map(|e| e.position) {
-            let full = page.len() as u64 == PAGE;
+        let span = Span::new(progress.position, to).of_types(self.projection.stream_types());
+        let mut page = span.page(self.live, PAGE).await?;
+        while let Some(last) = page.events.last().map(|e| e.position) {
             let fold = async {
                 let txn = self.scratch.begin().await?;
-                self.projection.apply(&txn, &page).await?;
+                self.projection.apply(&txn, &page.events).await?;
                 txn.commit().await
             };
-            let next = async {
-                if full {
-                    page_after(last).await
-                } else {
-                    Ok(Vec::new())
-                }
-            };
+            let rest = span.rest(&page);
+            let next = rest.page(self.live, PAGE);
             let (folded, next) = tokio::join!(fold, next);
             folded?;
-            progress.done += page.len() as u64;
+            progress.done += page.events.len() as u64;
             progress.position = last;
             progress.elapsed = self.started.elapsed();
             (self.report)(progress);

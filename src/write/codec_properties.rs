@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::event_store::{decode, encode};
-use super::upcast::current_version;
 use crate::domain::cart::{Cart, CartCommand, ProductFacts};
 use crate::domain::order::{Order, OrderCommand, OrderError, OrderLine, RejectedAt};
 use crate::domain::payment::{Payment, PaymentCommand};
@@ -27,6 +26,7 @@ use crate::domain::values::{
     ReviewTitle, ShippingAddress, Sku, StockDelta, StockLevel, UserId,
 };
 use crate::domain::{Aggregate, DomainEvent};
+use crate::log::upcast::current_version;
 
 /// Encodes, stores as JSON text (what both databases keep), reads back and decodes.
 fn read_back<E: DomainEvent + PartialEq + Debug>(event: &E) -> Result<(), TestCaseError> {

@@ -1,5 +1,5 @@
 //! The event store: append events to a stream under optimistic concurrency, and load a
-//! stream back. Both run on whatever connection or transaction they are given, so a
+//! stream back (folded, from its latest snapshot when asked). Both run on whatever connection or transaction they are given, so a
 //! command appends its events in the same transaction as its write-table updates.
 
 use chrono::{DateTime, Utc};
@@ -12,7 +12,10 @@ use uuid::Uuid;
 
 use super::constraint::{ConstraintExt, Violation};
 use crate::domain::{Aggregate, DomainEvent};
+// The codec lives with the log (`crate::log::codec`); these names stay for callers of the
+// event store.
 use crate::entity::events;
+pub use crate::log::codec::{DecodeError, decode, encode};
 
 /// Who and what caused an event; stored beside it and shown in the audit trail.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -38,35 +41,22 @@ pub enum AppendError {
     Db(#[from] DbErr),
 }
 
-/// Splits a domain event into its persisted type tag and data.
-pub fn encode<E: DomainEvent>(event: &E) -> Result<(String, serde_json::Value), serde_json::Error> {
-    let mut value = serde_json::to_value(event)?;
-    let data = value
-        .get_mut("data")
-        .map(serde_json::Value::take)
-        .unwrap_or_else(|| serde_json::json!({}));
-    Ok((event.event_type().to_owned(), data))
-}
-
+/// Why a stream could not be folded. A stored event that does not decode is told apart
+/// from the database failing: the saga parks the one order it belongs to, a command
+/// answers INTERNAL.
 #[derive(Debug, thiserror::Error)]
-pub enum DecodeError {
+pub enum FoldError {
+    #[error(
+        "event {event_type} at position {position} of stream {stream_id} does not decode: {reason}"
+    )]
+    Undecodable {
+        stream_id: Uuid,
+        event_type: String,
+        position: i64,
+        reason: String,
+    },
     #[error(transparent)]
-    Upcast(#[from] super::upcast::UpcastError),
-    #[error(transparent)]
-    Json(#[from] serde_json::Error),
-}
-
-/// Rebuilds a domain event from its persisted type tag, version and data, upcasting an
-/// older version to the current one first.
-pub fn decode<E: DomainEvent>(
-    event_type: &str,
-    event_version: i32,
-    data: &serde_json::Value,
-) -> Result<E, DecodeError> {
-    let data = super::upcast::upcast(event_type, event_version, data)?;
-    Ok(serde_json::from_value(
-        serde_json::json!({ "type": event_type, "data": data }),
-    )?)
+    Db(#[from] DbErr),
 }
 
 /// A stream folded up to some point, and the position of the last event folded (0 for
@@ -90,7 +80,7 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     stream_id: Uuid,
     until: Option<DateTime<Utc>>,
     use_snapshots: bool,
-) -> Result<Folded<A>, DbErr> {
+) -> Result<Folded<A>, FoldError> {
     let snapshot = if use_snapshots {
         super::snapshots::latest::<A, _>(db, stream_id, until).await?
     } else {
@@ -111,10 +101,12 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     for row in &rows {
         let event: A::Event =
             decode(&row.event_type, row.event_version, &row.data).map_err(|e| {
-                DbErr::Custom(format!(
-                    "event {} at position {} of stream {stream_id} does not decode: {e}",
-                    row.event_type, row.position
-                ))
+                FoldError::Undecodable {
+                    stream_id,
+                    event_type: row.event_type.clone(),
+                    position: row.position,
+                    reason: e.to_string(),
+                }
             })?;
         state = state.apply(&event);
         position = row.position;
@@ -180,7 +172,7 @@ pub async fn append<C: ConnectionTrait, E: DomainEvent>(
     for (i, event) in events.iter().enumerate() {
         let (event_type, data) =
             encode(event).map_err(|e| DbErr::Custom(format!("event is not serializable: {e}")))?;
-        let version = super::upcast::current_version(&event_type);
+        let version = crate::log::upcast::current_version(&event_type);
         let row = events::ActiveModel {
             stream_id: Set(stream_id),
             stream_type: Set(stream_type.to_owned()),
@@ -243,7 +235,7 @@ mod fixtures {
     use crate::domain::order::OrderEvent;
     use crate::domain::payment::PaymentEvent;
     use crate::domain::product::ProductEvent;
-    use crate::write::upcast::current_version;
+    use crate::log::upcast::current_version;
 
     /// Every event type the domain writes, by stream type. Add a new type here and its
     /// fixture beside the others.
@@ -342,7 +334,7 @@ mod fixtures {
                 decode_sample(sample).unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
             assert_eq!(encoded_type, event_type);
             // What the domain writes back is the sample brought to the current version.
-            let upcast = crate::write::upcast::upcast(
+            let upcast = crate::log::upcast::upcast(
                 event_type,
                 i32::try_from(version).unwrap_or(0),
                 &sample["data"],
