@@ -42,6 +42,11 @@ pub trait Aggregate:
 /// once written (rename the Rust variant freely, never the string). Its version and the
 /// upcasters from older versions live with the log (`log::upcast`).
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Every type this event enum is stored as: the one declaration that the event-type
+    /// list, the golden-fixture coverage and the `events(streamTypes:)` filter derive
+    /// from. A test fails when `event_type()` names a type missing here.
+    const TYPES: &'static [&'static str];
+
     fn event_type(&self) -> &'static str;
 }
 

@@ -172,6 +172,17 @@ pub enum OrderEvent {
 }
 
 impl DomainEvent for OrderEvent {
+    const TYPES: &'static [&'static str] = &[
+        "OrderPlaced",
+        "OrderReserved",
+        "OrderRejected",
+        "OrderConfirmed",
+        "OrderStockReleased",
+        "OrderCancelled",
+        "OrderShipped",
+        "OrderDelivered",
+    ];
+
     fn event_type(&self) -> &'static str {
         match self {
             OrderEvent::Placed { .. } => "OrderPlaced",

@@ -80,6 +80,9 @@ pub enum PaymentEvent {
 }
 
 impl DomainEvent for PaymentEvent {
+    const TYPES: &'static [&'static str] =
+        &["PaymentCharged", "PaymentDeclined", "PaymentRefunded"];
+
     fn event_type(&self) -> &'static str {
         match self {
             PaymentEvent::Charged { .. } => "PaymentCharged",

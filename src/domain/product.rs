@@ -131,6 +131,16 @@ pub enum ProductEvent {
 }
 
 impl DomainEvent for ProductEvent {
+    const TYPES: &'static [&'static str] = &[
+        "ProductCreated",
+        "ProductUpdated",
+        "ProductStockUpdated",
+        "ProductDiscontinued",
+        "ProductReviewed",
+        "ProductStockReserved",
+        "ProductStockReleased",
+    ];
+
     fn event_type(&self) -> &'static str {
         match self {
             ProductEvent::Created { .. } => "ProductCreated",

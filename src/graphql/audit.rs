@@ -18,6 +18,7 @@ use crate::domain::order::Order;
 use crate::domain::product::Product;
 use crate::domain::values::UserId;
 use crate::error::{AppError, AppResult};
+use crate::log::aggregates::{AggregateKind, StreamReader};
 use crate::log::reader::stream_page;
 use crate::write::cart::cart_stream_id;
 use crate::write::event_store::{Folded, fold};
@@ -130,16 +131,29 @@ pub struct ProjectionStatus {
     pub updated_at: Option<DateTime<Utc>>,
 }
 
-/// Whether `caller` may read stream `stream_id`: admins any; a customer their cart and
-/// their orders.
-async fn may_read_stream(ctx: &Context<'_>, caller: &Caller, stream_id: Uuid) -> AppResult<bool> {
-    if caller.is_admin() || cart_stream_id(&caller.user_id) == stream_id {
+/// Whether `caller` may read stream `stream_id`, of type `stream_type`: admins any; anyone
+/// else as the stream's aggregate says (its `StreamReader` in the registry).
+async fn may_read_stream(
+    ctx: &Context<'_>,
+    caller: &Caller,
+    stream_type: &str,
+    stream_id: Uuid,
+) -> AppResult<bool> {
+    if caller.is_admin() {
         return Ok(true);
     }
-    let s = services(ctx)?;
-    Ok(crate::read::orders::find(&s.db, stream_id)
-        .await?
-        .is_some_and(|o| caller.may_see_order(&o.user_id)))
+    Ok(
+        match AggregateKind::find(stream_type).map(|kind| kind.reader) {
+            Some(StreamReader::CartOwner) => cart_stream_id(&caller.user_id) == stream_id,
+            Some(StreamReader::OrderOwner) => {
+                let s = services(ctx)?;
+                crate::read::orders::find(&s.db, stream_id)
+                    .await?
+                    .is_some_and(|o| caller.may_see_order(&o.user_id))
+            }
+            Some(StreamReader::Admins) | None => false,
+        },
+    )
 }
 
 async fn folded<A: crate::domain::Aggregate>(
@@ -171,11 +185,15 @@ impl AuditQuery {
                 Some(cursor) => Cursor::decode("event", cursor)?,
                 None => 0,
             };
-            if !may_read_stream(ctx, caller, stream_id).await? {
-                return Ok(EventConnection::empty());
-            }
             let s = services(ctx)?;
             let (rows, has_next_page) = stream_page(&s.db, stream_id, after_version, first).await?;
+            // A stream has one type for life: its rows say whose rule applies.
+            let Some(stream_type) = rows.first().map(|row| row.stream_type.clone()) else {
+                return Ok(EventConnection::empty());
+            };
+            if !may_read_stream(ctx, caller, &stream_type, stream_id).await? {
+                return Ok(EventConnection::empty());
+            }
             let edges: Vec<EventEdge> = rows
                 .into_iter()
                 .map(|row| EventEdge {

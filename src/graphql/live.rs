@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::cart::Cart;
 use super::catalog::Product;
 use super::error::IntoGraphql;
-use super::events::{Event, STREAM_TYPES};
+use super::events::Event;
 use super::orders::{Dashboard, Order};
 use super::projections::RebuildProgress;
 use super::scalars::Position;
@@ -22,6 +22,7 @@ use super::{admin, services, signed_in};
 use crate::auth::{Auth, Caller};
 use crate::entity::{catalog_view, order_view};
 use crate::error::{AppError, AppResult};
+use crate::log::aggregates::{self, AggregateKind};
 use crate::read::live::{Limits, Source, ViewChange, ViewState, Watch, follow, user_route};
 use crate::read::{cart, catalog, dashboard, orders};
 
@@ -158,11 +159,11 @@ impl SubscriptionRoot {
             if let Some(unknown) = stream_types
                 .iter()
                 .flatten()
-                .find(|t| !STREAM_TYPES.contains(&t.as_str()))
+                .find(|t| AggregateKind::find(t).is_none())
             {
                 return Err(AppError::BadUserInput(format!(
                     "streamTypes: unknown stream type {unknown:?} (known: {})",
-                    STREAM_TYPES.join(", ")
+                    aggregates::stream_types().collect::<Vec<_>>().join(", ")
                 )));
             }
             let s = services(ctx)?;

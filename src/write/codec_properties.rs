@@ -31,6 +31,10 @@ use crate::log::upcast::current_version;
 /// Encodes, stores as JSON text (what both databases keep), reads back and decodes.
 fn read_back<E: DomainEvent + PartialEq + Debug>(event: &E) -> Result<(), TestCaseError> {
     let (event_type, data) = encode(event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(
+        E::TYPES.contains(&event_type.as_str()),
+        "{event_type} is declared in its enum's TYPES"
+    );
     let text = serde_json::to_string(&data).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let stored: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
