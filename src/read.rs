@@ -40,13 +40,6 @@ pub trait Projection: Send + Sync {
     /// never change its view, so the relay skips it for them (no transaction at all).
     fn stream_types(&self) -> &'static [&'static str];
 
-    /// Whether `event` can change the view: by default every event of its stream types.
-    /// A projection that folds only some types of a stream narrows it, and the relay
-    /// skips it (no transaction at all) for a batch of events it does not want.
-    fn wants(&self, event: &events::Model) -> bool {
-        self.stream_types().contains(&event.stream_type.as_str())
-    }
-
     /// The tables of its view, each with its primary key: what a rebuild replaces and a
     /// verify compares. `apply` writes these and nothing else, and reads nothing else.
     fn tables(&self) -> &'static [ViewTable];

@@ -22,9 +22,6 @@ pub const NAME: &str = "orders";
 
 pub struct OrderProjection;
 
-/// The product events that move an order's reservation (persisted type names).
-const RESERVATION_EVENTS: [&str; 2] = ["ProductStockReserved", "ProductStockReleased"];
-
 #[async_trait::async_trait]
 impl Projection for OrderProjection {
     fn name(&self) -> &'static str {
@@ -45,15 +42,6 @@ impl Projection for OrderProjection {
             Product::STREAM_TYPE,
             Payment::STREAM_TYPE,
         ]
-    }
-
-    /// Of the product streams, only the reservation's events: a stock adjustment, a price
-    /// or a review never changes an order.
-    fn wants(&self, event: &events::Model) -> bool {
-        if event.stream_type == Product::STREAM_TYPE {
-            return RESERVATION_EVENTS.contains(&event.event_type.as_str());
-        }
-        self.stream_types().contains(&event.stream_type.as_str())
     }
 
     async fn apply(
@@ -243,17 +231,4 @@ pub async fn page<C: ConnectionTrait>(
         has_next_page,
         total_count,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::domain::DomainEvent;
-    use crate::domain::product::ProductEvent;
-
-    #[test]
-    fn the_reservation_events_are_product_event_types() {
-        for event_type in super::RESERVATION_EVENTS {
-            assert!(ProductEvent::TYPES.contains(&event_type), "{event_type}");
-        }
-    }
 }

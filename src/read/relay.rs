@@ -136,7 +136,11 @@ impl Relay {
                 }
                 let start = batch.partition_point(|e| e.position <= checkpoint);
                 let events = &batch[start..];
-                if !events.iter().any(|e| projection.wants(e)) {
+                let types = projection.stream_types();
+                if !events
+                    .iter()
+                    .any(|e| types.contains(&e.stream_type.as_str()))
+                {
                     // Nothing here changes this view: advance in memory only. The stored
                     // checkpoint catches up with the view's next write; after a restart
                     // the events in between are read again and change nothing.
