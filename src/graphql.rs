@@ -168,6 +168,31 @@ pub(crate) fn command_context(caller: &Caller, key: Option<&str>) -> AppResult<C
     ))
 }
 
+/// One command mutation, checked in the order every mutation checks: who may run it
+/// (`guard`), the idempotency key, then `run` (the input parsed into the command and
+/// executed), then `payload`, read once its view has caught up with the outcome.
+pub(crate) async fn mutation<'a, P, Run, Payload>(
+    ctx: &Context<'a>,
+    guard: fn(&Context<'a>) -> AppResult<&'a Caller>,
+    idempotency_key: Option<String>,
+    run: impl FnOnce(&'a Services, CommandContext, &'a Caller) -> Run,
+    payload: impl FnOnce(crate::write::Outcome) -> Payload,
+) -> async_graphql::Result<P>
+where
+    Run: Future<Output = AppResult<crate::write::Outcome>>,
+    Payload: Future<Output = AppResult<P>>,
+{
+    use error::IntoGraphql;
+    async {
+        let caller = guard(ctx)?;
+        let command = command_context(caller, idempotency_key.as_deref())?;
+        let outcome = run(services(ctx)?, command, caller).await?;
+        payload(outcome).await
+    }
+    .await
+    .gql()
+}
+
 /// Checks a Relay `first` argument.
 pub(crate) fn page_size(first: i32) -> AppResult<u64> {
     if !(0..=MAX_PAGE_SIZE).contains(&first) {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in, stored};
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
 use crate::domain::order::{self, OrderLine as DomainLine};
 use crate::domain::payment;
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
@@ -460,19 +460,18 @@ impl OrdersMutation {
         ctx: &Context<'_>,
         input: CheckoutInput,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let address = ShippingAddress::parse(&input.shipping_address)?;
-            let token = PaymentToken::parse(&input.payment_token)?;
-            let outcome = services(ctx)?
-                .writer
-                .checkout(&command, address, token)
-                .await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let address = ShippingAddress::parse(&input.shipping_address)?;
+                let token = PaymentToken::parse(&input.payment_token)?;
+                s.writer.checkout(&command, address, token).await
+            },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
@@ -485,18 +484,19 @@ impl OrdersMutation {
         reason: Option<String>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let reason = reason.as_deref().map(Reason::parse).transpose()?;
-            let outcome = services(ctx)?
-                .writer
-                .cancel_order(&command, id, caller.is_admin(), reason)
-                .await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            idempotency_key.clone(),
+            move |s, command, caller| async move {
+                let reason = reason.as_deref().map(Reason::parse).transpose()?;
+                s.writer
+                    .cancel_order(&command, id, caller.is_admin(), reason)
+                    .await
+            },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: CONFIRMED -> SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
@@ -506,14 +506,14 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?.writer.ship_order(&command, id).await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.ship_order(&command, id).await },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: makes the saga try a parked order again now, once the cause is fixed. Returns
@@ -542,13 +542,13 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?.writer.deliver_order(&command, id).await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.deliver_order(&command, id).await },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 }
