@@ -44,9 +44,9 @@ use chrono::{DateTime, Utc};
 use hdrhistogram::Histogram;
 use ordergraph::auth::{Role, mint_token};
 use ordergraph::config::Settings;
-use ordergraph::domain::Aggregate;
 use ordergraph::domain::product::{Product, ProductCommand, ProductEvent};
 use ordergraph::domain::values::StockDelta;
+use ordergraph::domain::{Aggregate, Stored};
 use ordergraph::write::WriteGate;
 use ordergraph::write::event_store;
 use rand::rngs::StdRng;
@@ -1002,7 +1002,7 @@ fn decide(state: Product) -> Result<Decided, RawError> {
         "correlationId": id,
         "causationId": format!("command:{id}"),
     });
-    let event_version = ordergraph::write::upcast::current_version(&event_type);
+    let event_version = ordergraph::log::upcast::current_version(&event_type);
     Ok(Decided {
         version: state.version() + 1,
         event_type,

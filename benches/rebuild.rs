@@ -278,7 +278,7 @@ async fn bench(url: &str, events: usize) -> anyhow::Result<String> {
         let (done, _) = replayer
             .rebuild(
                 projection.as_ref(),
-                || ordergraph::read::relay::safe_horizon(&db, 0),
+                || ordergraph::log::horizon::safe_horizon(&db, 0),
                 &|p| {
                     if p.phase == Phase::Swapping {
                         *swapping.lock().unwrap() = Some(Instant::now());

@@ -46,6 +46,12 @@ impl Caller {
     pub fn is_admin(&self) -> bool {
         self.role == Role::Admin
     }
+
+    /// The one rule for orders, wherever one is shown (query, subscription, history,
+    /// time travel): an admin sees every order, a customer only their own.
+    pub fn may_see_order(&self, owner: &str) -> bool {
+        self.is_admin() || owner == self.user_id.as_str()
+    }
 }
 
 /// Who is calling, as far as the transport could tell.

@@ -40,9 +40,49 @@ pub trait Aggregate:
 
 /// An event as persisted: `event_type()` is a stored identifier that must never change
 /// once written (rename the Rust variant freely, never the string). Its version and the
-/// upcasters from older versions live with the event store (`write::upcast`).
+/// upcasters from older versions live with the log (`log::upcast`).
 pub trait DomainEvent: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
+    /// Every type this event enum is stored as: the one declaration that the event-type
+    /// list, the golden-fixture coverage and the `events(streamTypes:)` filter derive
+    /// from. A test fails when `event_type()` names a type missing here.
+    const TYPES: &'static [&'static str];
+
     fn event_type(&self) -> &'static str;
+}
+
+/// A value stored by its spelling in a table or a view (a status). The spelling is a
+/// persisted identifier, like an event type: never change one once written. Reading back a
+/// spelling the code does not know is an error, never a default: a view that shows an
+/// order as `PENDING` because its status did not parse is wrong and says nothing.
+pub trait Stored: Copy + Eq + std::fmt::Debug + Send + Sync + Sized + 'static {
+    /// What the values are, for the error: "order status".
+    const WHAT: &'static str;
+    /// Every value.
+    const ALL: &'static [Self];
+
+    /// The stored spelling.
+    fn as_str(self) -> &'static str;
+
+    /// The value stored as `s`.
+    fn parse_stored(s: &str) -> Result<Self, UnknownStored> {
+        Self::ALL
+            .iter()
+            .copied()
+            .find(|v| v.as_str() == s)
+            .ok_or_else(|| UnknownStored {
+                what: Self::WHAT,
+                value: s.to_owned(),
+            })
+    }
+}
+
+/// A stored value that no variant spells: the table was written by other code, or by
+/// hand. An internal error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {what} {value:?} in storage")]
+pub struct UnknownStored {
+    pub what: &'static str,
+    pub value: String,
 }
 
 /// Given/when/then harness for aggregate tests (cqrs-es style), with no IO.
@@ -60,5 +100,43 @@ pub(crate) mod testing {
         pub fn when(self, command: A::Command) -> Result<Vec<A::Event>, A::Error> {
             self.0.decide(command)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Stored;
+
+    fn round_trips<T: Stored>() {
+        for value in T::ALL {
+            assert_eq!(T::parse_stored(value.as_str()), Ok(*value));
+        }
+        let mut spellings: Vec<&str> = T::ALL.iter().map(|v| v.as_str()).collect();
+        spellings.sort_unstable();
+        spellings.dedup();
+        assert_eq!(
+            spellings.len(),
+            T::ALL.len(),
+            "{} spellings are unique",
+            T::WHAT
+        );
+    }
+
+    #[test]
+    fn every_stored_value_reads_back_as_itself_and_no_two_share_a_spelling() {
+        round_trips::<super::order::OrderStatus>();
+        round_trips::<super::order::Reservation>();
+        round_trips::<super::payment::PaymentStatus>();
+        round_trips::<super::product::ProductStatus>();
+        round_trips::<crate::process::dead_letters::Status>();
+    }
+
+    #[test]
+    fn an_unknown_spelling_is_an_error_naming_it() {
+        let error = super::order::OrderStatus::parse_stored("LOST").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"unknown order status "LOST" in storage"#
+        );
     }
 }

@@ -63,6 +63,21 @@ impl From<sea_orm::DbErr> for AppError {
     }
 }
 
+impl From<crate::write::event_store::FoldError> for AppError {
+    fn from(e: crate::write::event_store::FoldError) -> Self {
+        match e {
+            crate::write::event_store::FoldError::Db(e) => e.into(),
+            undecodable => AppError::Internal(undecodable.into()),
+        }
+    }
+}
+
+impl From<crate::domain::UnknownStored> for AppError {
+    fn from(e: crate::domain::UnknownStored) -> Self {
+        AppError::Internal(e.into())
+    }
+}
+
 impl From<PaymentError> for AppError {
     fn from(e: PaymentError) -> Self {
         match e {}

@@ -21,6 +21,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
 use crate::auth::{Auth, Caller};
+use crate::domain::Stored;
 use crate::domain::values::IdempotencyKey;
 use crate::error::{AppError, AppResult};
 use crate::read::checkpoints::Checkpoints;
@@ -133,6 +134,12 @@ pub(crate) fn services<'a>(ctx: &Context<'a>) -> AppResult<&'a Services> {
         .map_err(|_| anyhow::anyhow!("schema built without services").into())
 }
 
+/// A value read back from a view (a status) as its GraphQL enum. A spelling the code does
+/// not know is INTERNAL (logged with the row's value), never shown as some default.
+pub(crate) fn stored<T: Stored, G: From<T>>(spelling: &str) -> AppResult<G> {
+    Ok(T::parse_stored(spelling)?.into())
+}
+
 /// The signed-in caller, or UNAUTHENTICATED.
 pub(crate) fn signed_in<'a>(ctx: &Context<'a>) -> AppResult<&'a Caller> {
     match ctx.data_opt::<Auth>() {
@@ -162,6 +169,31 @@ pub(crate) fn command_context(caller: &Caller, key: Option<&str>) -> AppResult<C
         caller.user_id.clone(),
         key.map(IdempotencyKey::parse).transpose()?,
     ))
+}
+
+/// One command mutation, checked in the order every mutation checks: who may run it
+/// (`guard`), the idempotency key, then `run` (the input parsed into the command and
+/// executed), then `payload`, read once its view has caught up with the outcome.
+pub(crate) async fn mutation<'a, P, Run, Payload>(
+    ctx: &Context<'a>,
+    guard: fn(&Context<'a>) -> AppResult<&'a Caller>,
+    idempotency_key: Option<String>,
+    run: impl FnOnce(&'a Services, CommandContext, &'a Caller) -> Run,
+    payload: impl FnOnce(crate::write::Outcome) -> Payload,
+) -> async_graphql::Result<P>
+where
+    Run: Future<Output = AppResult<crate::write::Outcome>>,
+    Payload: Future<Output = AppResult<P>>,
+{
+    use error::IntoGraphql;
+    async {
+        let caller = guard(ctx)?;
+        let command = command_context(caller, idempotency_key.as_deref())?;
+        let outcome = run(services(ctx)?, command, caller).await?;
+        payload(outcome).await
+    }
+    .await
+    .gql()
 }
 
 /// Checks a Relay `first` argument.

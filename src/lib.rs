@@ -9,6 +9,7 @@ pub mod entity;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod log;
 pub mod metrics;
 pub mod process;
 pub mod read;

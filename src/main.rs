@@ -9,9 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use ordergraph::auth::{self, Role};
 use ordergraph::config::Settings;
+use ordergraph::log::horizon::safe_horizon;
 use ordergraph::read::Projection;
 use ordergraph::read::rebuild::{CHANGED_KEYS_LIMIT, Changed, Phase, Progress, Replayer};
-use ordergraph::read::relay::safe_horizon;
 use ordergraph::{Application, db, graphql, telemetry};
 use secrecy::ExposeSecret;
 

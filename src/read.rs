@@ -8,7 +8,6 @@ pub mod catalog;
 pub mod checkpoints;
 pub mod dashboard;
 pub mod feed;
-pub mod history;
 pub mod live;
 pub mod orders;
 pub mod rebuild;
@@ -97,14 +96,4 @@ pub(crate) fn split_page<T>(mut items: Vec<T>, first: u64) -> (Vec<T>, bool) {
     let has_next_page = items.len() as u64 > first;
     items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
     (items, has_next_page)
-}
-
-/// Rebuilds a domain event from a row, or says why it cannot.
-pub(crate) fn decode_row<E: crate::domain::DomainEvent>(row: &events::Model) -> Result<E, DbErr> {
-    crate::write::event_store::decode(&row.event_type, row.event_version, &row.data).map_err(|e| {
-        DbErr::Custom(format!(
-            "event {} ({}) at position {} does not decode: {e}",
-            row.event_type, row.stream_type, row.position
-        ))
-    })
 }

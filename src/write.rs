@@ -11,7 +11,6 @@ pub mod event_store;
 pub mod idempotency;
 pub mod orders;
 pub mod snapshots;
-pub mod upcast;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -306,6 +305,15 @@ impl UnitOfWork {
     ) -> Result<Loaded<A>, TxError> {
         if events.is_empty() {
             return Ok(loaded);
+        }
+        // An aggregate missing from the registry would write events that no fixture
+        // guards and no `history` rule covers: refuse, so that its first test fails.
+        if crate::log::aggregates::AggregateKind::find(A::STREAM_TYPE).is_none() {
+            return Err(AppError::Internal(anyhow::anyhow!(
+                "aggregate {} is not registered in log::aggregates::AGGREGATES",
+                A::STREAM_TYPE
+            ))
+            .into());
         }
         let positions = event_store::append(
             &self.txn,

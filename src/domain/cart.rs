@@ -68,6 +68,13 @@ pub enum CartEvent {
 }
 
 impl DomainEvent for CartEvent {
+    const TYPES: &'static [&'static str] = &[
+        "CartItemAdded",
+        "CartItemQuantityChanged",
+        "CartItemRemoved",
+        "CartCleared",
+    ];
+
     fn event_type(&self) -> &'static str {
         match self {
             CartEvent::ItemAdded { .. } => "CartItemAdded",

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::{Money, PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, Stored};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -22,9 +22,20 @@ pub enum OrderStatus {
     Rejected,
 }
 
-impl OrderStatus {
-    /// Persisted spelling in views.
-    pub fn as_str(self) -> &'static str {
+impl Stored for OrderStatus {
+    const WHAT: &'static str = "order status";
+    const ALL: &'static [Self] = &[
+        OrderStatus::Pending,
+        OrderStatus::Reserved,
+        OrderStatus::Confirmed,
+        OrderStatus::Shipped,
+        OrderStatus::Delivered,
+        OrderStatus::Cancelled,
+        OrderStatus::Rejected,
+    ];
+
+    /// Persisted spelling in tables and views.
+    fn as_str(self) -> &'static str {
         match self {
             OrderStatus::Pending => "PENDING",
             OrderStatus::Reserved => "RESERVED",
@@ -35,21 +46,9 @@ impl OrderStatus {
             OrderStatus::Rejected => "REJECTED",
         }
     }
+}
 
-    pub const ALL: [OrderStatus; 7] = [
-        OrderStatus::Pending,
-        OrderStatus::Reserved,
-        OrderStatus::Confirmed,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-        OrderStatus::Rejected,
-    ];
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
+impl OrderStatus {
     /// Cancelled or rejected: the order will never ship.
     pub fn is_failed(self) -> bool {
         matches!(self, OrderStatus::Cancelled | OrderStatus::Rejected)
@@ -65,6 +64,26 @@ pub enum Reservation {
     Reserved,
     Failed,
     Released,
+}
+
+impl Stored for Reservation {
+    const WHAT: &'static str = "reservation status";
+    const ALL: &'static [Self] = &[
+        Reservation::NotStarted,
+        Reservation::Reserved,
+        Reservation::Failed,
+        Reservation::Released,
+    ];
+
+    /// Persisted spelling in views.
+    fn as_str(self) -> &'static str {
+        match self {
+            Reservation::NotStarted => "NOT_STARTED",
+            Reservation::Reserved => "RESERVED",
+            Reservation::Failed => "FAILED",
+            Reservation::Released => "RELEASED",
+        }
+    }
 }
 
 /// One line of an order, priced when the order was placed.
@@ -153,6 +172,17 @@ pub enum OrderEvent {
 }
 
 impl DomainEvent for OrderEvent {
+    const TYPES: &'static [&'static str] = &[
+        "OrderPlaced",
+        "OrderReserved",
+        "OrderRejected",
+        "OrderConfirmed",
+        "OrderStockReleased",
+        "OrderCancelled",
+        "OrderShipped",
+        "OrderDelivered",
+    ];
+
     fn event_type(&self) -> &'static str {
         match self {
             OrderEvent::Placed { .. } => "OrderPlaced",

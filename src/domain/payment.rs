@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::Money;
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, Stored};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -18,8 +18,17 @@ pub enum PaymentStatus {
     Refunded,
 }
 
-impl PaymentStatus {
-    pub fn as_str(self) -> &'static str {
+impl Stored for PaymentStatus {
+    const WHAT: &'static str = "payment status";
+    const ALL: &'static [Self] = &[
+        PaymentStatus::NotStarted,
+        PaymentStatus::Succeeded,
+        PaymentStatus::Declined,
+        PaymentStatus::Refunded,
+    ];
+
+    /// Persisted spelling in tables and views.
+    fn as_str(self) -> &'static str {
         match self {
             PaymentStatus::NotStarted => "NOT_STARTED",
             PaymentStatus::Succeeded => "SUCCEEDED",
@@ -71,6 +80,9 @@ pub enum PaymentEvent {
 }
 
 impl DomainEvent for PaymentEvent {
+    const TYPES: &'static [&'static str] =
+        &["PaymentCharged", "PaymentDeclined", "PaymentRefunded"];
+
     fn event_type(&self) -> &'static str {
         match self {
             PaymentEvent::Charged { .. } => "PaymentCharged",

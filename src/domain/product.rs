@@ -10,7 +10,7 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, Stored};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -20,20 +20,15 @@ pub enum ProductStatus {
     Discontinued,
 }
 
-impl ProductStatus {
+impl Stored for ProductStatus {
+    const WHAT: &'static str = "product status";
+    const ALL: &'static [Self] = &[ProductStatus::Active, ProductStatus::Discontinued];
+
     /// Persisted spelling in tables and views.
-    pub fn as_str(self) -> &'static str {
+    fn as_str(self) -> &'static str {
         match self {
             ProductStatus::Active => "ACTIVE",
             ProductStatus::Discontinued => "DISCONTINUED",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Self {
-        if s == "DISCONTINUED" {
-            ProductStatus::Discontinued
-        } else {
-            ProductStatus::Active
         }
     }
 }
@@ -136,6 +131,16 @@ pub enum ProductEvent {
 }
 
 impl DomainEvent for ProductEvent {
+    const TYPES: &'static [&'static str] = &[
+        "ProductCreated",
+        "ProductUpdated",
+        "ProductStockUpdated",
+        "ProductDiscontinued",
+        "ProductReviewed",
+        "ProductStockReserved",
+        "ProductStockReleased",
+    ];
+
     fn event_type(&self) -> &'static str {
         match self {
             ProductEvent::Created { .. } => "ProductCreated",

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{command_context, services, signed_in};
+use super::{mutation, services, signed_in};
 use crate::domain::values::{Money, Quantity};
 use crate::error::{AppError, AppResult};
 use crate::read::cart::{self as view, CartLine, CartRead};
@@ -140,18 +140,19 @@ impl CartMutation {
         ctx: &Context<'_>,
         input: CartItemInput,
     ) -> async_graphql::Result<CartPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let quantity = Quantity::parse(input.quantity)?;
-            let outcome = services(ctx)?
-                .writer
-                .add_to_cart(&command, input.product_id, quantity)
-                .await?;
-            cart_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let quantity = Quantity::parse(input.quantity)?;
+                s.writer
+                    .add_to_cart(&command, input.product_id, quantity)
+                    .await
+            },
+            |outcome| cart_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Sets the quantity of a line; 0 removes it.
@@ -160,26 +161,27 @@ impl CartMutation {
         ctx: &Context<'_>,
         input: CartItemInput,
     ) -> async_graphql::Result<CartPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let quantity = match input.quantity {
-                0 => None,
-                n if n < 0 => {
-                    return Err(AppError::BadUserInput(
-                        "quantity: must be between 0 and 99".into(),
-                    ));
-                }
-                n => Some(Quantity::parse(n)?),
-            };
-            let outcome = services(ctx)?
-                .writer
-                .set_cart_item_quantity(&command, input.product_id, quantity)
-                .await?;
-            cart_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let quantity = match input.quantity {
+                    0 => None,
+                    n if n < 0 => {
+                        return Err(AppError::BadUserInput(
+                            "quantity: must be between 0 and 99".into(),
+                        ));
+                    }
+                    n => Some(Quantity::parse(n)?),
+                };
+                s.writer
+                    .set_cart_item_quantity(&command, input.product_id, quantity)
+                    .await
+            },
+            |outcome| cart_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
@@ -190,17 +192,16 @@ impl CartMutation {
         product_id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<CartPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?
-                .writer
-                .remove_from_cart(&command, product_id)
-                .await?;
-            cart_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            idempotency_key.clone(),
+            move |s, command, _| async move {
+                s.writer.remove_from_cart(&command, product_id).await
+            },
+            |outcome| cart_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Empties the caller's cart. With `idempotencyKey`, a retry returns the first payload and changes nothing.
@@ -209,13 +210,13 @@ impl CartMutation {
         ctx: &Context<'_>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<CartPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?.writer.clear_cart(&command).await?;
-            cart_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.clear_cart(&command).await },
+            |outcome| cart_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 }

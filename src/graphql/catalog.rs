@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
 use crate::domain::product;
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
@@ -20,18 +20,10 @@ use crate::write::Outcome;
 use crate::write::catalog::{NewProduct, ProductChanges, Review, StockAdjustment};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "product::ProductStatus")]
 pub enum ProductStatus {
     Active,
     Discontinued,
-}
-
-impl ProductStatus {
-    pub(crate) fn from_domain(status: product::ProductStatus) -> Self {
-        match status {
-            product::ProductStatus::Active => ProductStatus::Active,
-            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
-        }
-    }
 }
 
 /// A product as the catalog view shows it.
@@ -64,11 +56,8 @@ impl Product {
     async fn in_stock(&self) -> bool {
         self.0.stock > 0
     }
-    async fn status(&self) -> ProductStatus {
-        match product::ProductStatus::from_db(&self.0.status) {
-            product::ProductStatus::Active => ProductStatus::Active,
-            product::ProductStatus::Discontinued => ProductStatus::Discontinued,
-        }
+    async fn status(&self) -> async_graphql::Result<ProductStatus> {
+        stored::<product::ProductStatus, _>(&self.0.status).gql()
     }
     /// Mean of the users' ratings (1 to 5); null without reviews.
     async fn average_rating(&self) -> Option<f64> {
@@ -256,24 +245,23 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: CreateProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let parsed = NewProduct {
-                sku: Sku::parse(&input.sku)?,
-                name: ProductName::parse(&input.name)?,
-                description: Description::parse(input.description.as_deref().unwrap_or(""))?,
-                price: input.price.0,
-                initial_stock: StockLevel::parse(input.initial_stock)?,
-            };
-            let outcome = services(ctx)?
-                .writer
-                .create_product(&command, parsed)
-                .await?;
-            product_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let parsed = NewProduct {
+                    sku: Sku::parse(&input.sku)?,
+                    name: ProductName::parse(&input.name)?,
+                    description: Description::parse(input.description.as_deref().unwrap_or(""))?,
+                    price: input.price.0,
+                    initial_stock: StockLevel::parse(input.initial_stock)?,
+                };
+                s.writer.create_product(&command, parsed).await
+            },
+            |outcome| product_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: changes name, description or price; omitted fields stay as they are.
@@ -282,27 +270,26 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: UpdateProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let parsed = ProductChanges {
-                id: input.id,
-                name: input.name.as_deref().map(ProductName::parse).transpose()?,
-                description: input
-                    .description
-                    .as_deref()
-                    .map(Description::parse)
-                    .transpose()?,
-                price: input.price.map(|p| p.0),
-            };
-            let outcome = services(ctx)?
-                .writer
-                .update_product(&command, parsed)
-                .await?;
-            product_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let parsed = ProductChanges {
+                    id: input.id,
+                    name: input.name.as_deref().map(ProductName::parse).transpose()?,
+                    description: input
+                        .description
+                        .as_deref()
+                        .map(Description::parse)
+                        .transpose()?,
+                    price: input.price.map(|p| p.0),
+                };
+                s.writer.update_product(&command, parsed).await
+            },
+            |outcome| product_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
@@ -311,25 +298,27 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: AdjustStockInput,
     ) -> async_graphql::Result<ProductPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            if input.expected_version.is_some_and(|v| v < 0) {
-                return Err(AppError::BadUserInput(
-                    "expectedVersion must not be negative".into(),
-                ));
-            }
-            let parsed = StockAdjustment {
-                product_id: input.product_id,
-                delta: StockDelta::parse(input.delta)?,
-                reason: input.reason.as_deref().map(Reason::parse).transpose()?,
-                expected_version: input.expected_version,
-            };
-            let outcome = services(ctx)?.writer.adjust_stock(&command, parsed).await?;
-            product_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                if input.expected_version.is_some_and(|v| v < 0) {
+                    return Err(AppError::BadUserInput(
+                        "expectedVersion must not be negative".into(),
+                    ));
+                }
+                let parsed = StockAdjustment {
+                    product_id: input.product_id,
+                    delta: StockDelta::parse(input.delta)?,
+                    reason: input.reason.as_deref().map(Reason::parse).transpose()?,
+                    expected_version: input.expected_version,
+                };
+                s.writer.adjust_stock(&command, parsed).await
+            },
+            |outcome| product_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
@@ -340,17 +329,14 @@ impl CatalogMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<ProductPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?
-                .writer
-                .discontinue_product(&command, id)
-                .await?;
-            product_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.discontinue_product(&command, id).await },
+            |outcome| product_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Signed-in user: rates a product 1 to 5. One review per user and product; a second
@@ -360,22 +346,21 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: ReviewProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let parsed = Review {
-                product_id: input.product_id,
-                rating: Rating::parse(input.rating)?,
-                title: ReviewTitle::parse(input.title.as_deref().unwrap_or(""))?,
-                comment: Comment::parse(input.comment.as_deref().unwrap_or(""))?,
-            };
-            let outcome = services(ctx)?
-                .writer
-                .review_product(&command, parsed)
-                .await?;
-            product_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let parsed = Review {
+                    product_id: input.product_id,
+                    rating: Rating::parse(input.rating)?,
+                    title: ReviewTitle::parse(input.title.as_deref().unwrap_or(""))?,
+                    comment: Comment::parse(input.comment.as_deref().unwrap_or(""))?,
+                };
+                s.writer.review_product(&command, parsed).await
+            },
+            |outcome| product_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 }

@@ -7,16 +7,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::scalars::Position;
-use crate::domain::Aggregate;
 use crate::entity::events;
-
-/// The stream types a client may filter on.
-pub const STREAM_TYPES: [&str; 4] = [
-    crate::domain::product::Product::STREAM_TYPE,
-    crate::domain::cart::Cart::STREAM_TYPE,
-    crate::domain::order::Order::STREAM_TYPE,
-    crate::domain::payment::Payment::STREAM_TYPE,
-];
 
 /// One event of the log.
 pub struct Event(pub(crate) Arc<events::Model>);

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::cart::Cart;
 use super::catalog::Product;
 use super::error::IntoGraphql;
-use super::events::{Event, STREAM_TYPES};
+use super::events::Event;
 use super::orders::{Dashboard, Order};
 use super::projections::RebuildProgress;
 use super::scalars::Position;
@@ -22,6 +22,7 @@ use super::{admin, services, signed_in};
 use crate::auth::{Auth, Caller};
 use crate::entity::{catalog_view, order_view};
 use crate::error::{AppError, AppResult};
+use crate::log::aggregates::{self, AggregateKind};
 use crate::read::live::{Limits, Source, ViewChange, ViewState, Watch, follow, user_route};
 use crate::read::{cart, catalog, dashboard, orders};
 
@@ -119,7 +120,7 @@ impl SubscriptionRoot {
                 let s = services(ctx)?;
                 let visible = orders::find(&s.db, id)
                     .await?
-                    .is_some_and(|o| may_see(&caller, &o));
+                    .is_some_and(|o| caller.may_see_order(&o.user_id));
                 if !visible {
                     return Err(AppError::NotFound(format!("order {id} not found")));
                 }
@@ -158,11 +159,11 @@ impl SubscriptionRoot {
             if let Some(unknown) = stream_types
                 .iter()
                 .flatten()
-                .find(|t| !STREAM_TYPES.contains(&t.as_str()))
+                .find(|t| AggregateKind::find(t).is_none())
             {
                 return Err(AppError::BadUserInput(format!(
                     "streamTypes: unknown stream type {unknown:?} (known: {})",
-                    STREAM_TYPES.join(", ")
+                    aggregates::stream_types().collect::<Vec<_>>().join(", ")
                 )));
             }
             let s = services(ctx)?;
@@ -192,10 +193,6 @@ impl SubscriptionRoot {
         let stream: Live<RebuildProgress> = Box::pin(stream.map(Ok));
         Ok(stream)
     }
-}
-
-fn may_see(caller: &Caller, order: &order_view::Model) -> bool {
-    caller.is_admin() || order.user_id == caller.user_id.as_str()
 }
 
 /// The keys that are UUIDs (the others name no row of a UUID-keyed view).
@@ -368,7 +365,7 @@ impl Watch for OrderWatch {
         Ok(Some(
             orders::find(db, id)
                 .await?
-                .filter(|o| may_see(&self.caller, o))
+                .filter(|o| self.caller.may_see_order(&o.user_id))
                 .map(|o| (o.position, o))
                 .into_iter()
                 .collect(),
@@ -395,7 +392,7 @@ impl Watch for OrderWatch {
         };
         Ok(rows
             .into_iter()
-            .filter(|o| may_see(&self.caller, o))
+            .filter(|o| self.caller.may_see_order(&o.user_id))
             .map(|o| (o.position, o))
             .collect())
     }
@@ -409,7 +406,7 @@ impl Watch for OrderWatch {
         let mut rows = Vec::new();
         for id in uuids(keys).filter(|id| self.id.is_none_or(|watched| watched == *id)) {
             if let Some(order) = orders::find(db, id).await?
-                && may_see(&self.caller, &order)
+                && self.caller.may_see_order(&order.user_id)
             {
                 rows.push(order);
             }
@@ -420,7 +417,8 @@ impl Watch for OrderWatch {
     fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
         match &change.state {
             ViewState::Order(order)
-                if self.id.is_none_or(|id| id == order.id) && may_see(&self.caller, order) =>
+                if self.id.is_none_or(|id| id == order.id)
+                    && self.caller.may_see_order(&order.user_id) =>
             {
                 Some(order.clone())
             }

@@ -8,9 +8,9 @@ use uuid::Uuid;
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, command_context, page_size, services, signed_in};
-use crate::auth::Caller;
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
 use crate::domain::order::{self, OrderLine as DomainLine};
+use crate::domain::payment;
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
 use crate::entity::{order_view, saga_dead_letters};
 use crate::error::{AppError, AppResult};
@@ -20,6 +20,7 @@ use crate::read::orders as view;
 use crate::write::Outcome;
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "order::OrderStatus")]
 pub enum OrderStatus {
     Pending,
     Reserved,
@@ -30,33 +31,8 @@ pub enum OrderStatus {
     Rejected,
 }
 
-impl OrderStatus {
-    fn to_domain(self) -> order::OrderStatus {
-        match self {
-            OrderStatus::Pending => order::OrderStatus::Pending,
-            OrderStatus::Reserved => order::OrderStatus::Reserved,
-            OrderStatus::Confirmed => order::OrderStatus::Confirmed,
-            OrderStatus::Shipped => order::OrderStatus::Shipped,
-            OrderStatus::Delivered => order::OrderStatus::Delivered,
-            OrderStatus::Cancelled => order::OrderStatus::Cancelled,
-            OrderStatus::Rejected => order::OrderStatus::Rejected,
-        }
-    }
-
-    pub(crate) fn from_domain(s: order::OrderStatus) -> Self {
-        match s {
-            order::OrderStatus::Pending => OrderStatus::Pending,
-            order::OrderStatus::Reserved => OrderStatus::Reserved,
-            order::OrderStatus::Confirmed => OrderStatus::Confirmed,
-            order::OrderStatus::Shipped => OrderStatus::Shipped,
-            order::OrderStatus::Delivered => OrderStatus::Delivered,
-            order::OrderStatus::Cancelled => OrderStatus::Cancelled,
-            order::OrderStatus::Rejected => OrderStatus::Rejected,
-        }
-    }
-}
-
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "payment::PaymentStatus")]
 pub enum PaymentStatus {
     NotStarted,
     Succeeded,
@@ -65,6 +41,7 @@ pub enum PaymentStatus {
 }
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "order::Reservation")]
 pub enum ReservationStatus {
     NotStarted,
     Reserved,
@@ -83,17 +60,20 @@ impl Order {
     async fn user_id(&self) -> &str {
         &self.0.user_id
     }
-    async fn status(&self) -> OrderStatus {
-        order::OrderStatus::from_db(&self.0.status)
-            .map_or(OrderStatus::Pending, OrderStatus::from_domain)
+    async fn status(&self) -> async_graphql::Result<OrderStatus> {
+        stored::<order::OrderStatus, _>(&self.0.status).gql()
     }
     /// The lines as priced at checkout.
-    async fn lines(&self) -> Vec<OrderLine> {
+    async fn lines(&self) -> async_graphql::Result<Vec<OrderLine>> {
+        // Lines the view cannot read are an internal error, not an empty order.
         serde_json::from_value::<Vec<DomainLine>>(self.0.lines.clone())
-            .unwrap_or_default()
-            .into_iter()
-            .map(OrderLine)
-            .collect()
+            .map(|lines| lines.into_iter().map(OrderLine).collect())
+            .map_err(|e| {
+                AppError::Internal(
+                    anyhow::Error::new(e).context(format!("the lines of order {}", self.0.id)),
+                )
+            })
+            .gql()
     }
     /// Sum of the line totals at checkout.
     async fn total(&self) -> Decimal {
@@ -103,21 +83,11 @@ impl Order {
         &self.0.shipping_address
     }
     /// The inventory reservation of the order's lines.
-    async fn reservation(&self) -> ReservationStatus {
-        match self.0.reservation.as_str() {
-            "RESERVED" => ReservationStatus::Reserved,
-            "FAILED" => ReservationStatus::Failed,
-            "RELEASED" => ReservationStatus::Released,
-            _ => ReservationStatus::NotStarted,
-        }
+    async fn reservation(&self) -> async_graphql::Result<ReservationStatus> {
+        stored::<order::Reservation, _>(&self.0.reservation).gql()
     }
-    async fn payment(&self) -> PaymentStatus {
-        match self.0.payment.as_str() {
-            "SUCCEEDED" => PaymentStatus::Succeeded,
-            "DECLINED" => PaymentStatus::Declined,
-            "REFUNDED" => PaymentStatus::Refunded,
-            _ => PaymentStatus::NotStarted,
-        }
+    async fn payment(&self) -> async_graphql::Result<PaymentStatus> {
+        stored::<payment::PaymentStatus, _>(&self.0.payment).gql()
     }
     /// Why the order was cancelled or rejected.
     async fn reason(&self) -> Option<&str> {
@@ -197,6 +167,7 @@ pub struct CheckoutInput {
 
 /// Where the saga stands with an order it could not advance.
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
+#[graphql(remote = "DeadLetterStatus")]
 pub enum ParkedOrderStatus {
     /// The saga tries the order again at `nextAttemptAt` (after `retryOrder`).
     Retrying,
@@ -215,11 +186,8 @@ impl ParkedOrder {
     async fn order_id(&self) -> Uuid {
         self.0.order_id
     }
-    async fn status(&self) -> ParkedOrderStatus {
-        match DeadLetterStatus::from_db(&self.0.status) {
-            DeadLetterStatus::Retrying => ParkedOrderStatus::Retrying,
-            DeadLetterStatus::Parked => ParkedOrderStatus::Parked,
-        }
+    async fn status(&self) -> async_graphql::Result<ParkedOrderStatus> {
+        stored::<DeadLetterStatus, _>(&self.0.status).gql()
     }
     /// Why the last attempt failed, with its causes.
     async fn error(&self) -> &str {
@@ -277,10 +245,6 @@ fn decode_cursor(cursor: &str) -> AppResult<i64> {
     Cursor::decode("order", cursor)
 }
 
-fn visible(caller: &Caller, order: &order_view::Model) -> bool {
-    caller.is_admin() || order.user_id == caller.user_id.as_str()
-}
-
 #[derive(Default)]
 pub struct OrdersQuery;
 
@@ -293,7 +257,7 @@ impl OrdersQuery {
             let s = services(ctx)?;
             Ok(view::find(&s.db, id)
                 .await?
-                .filter(|o| visible(caller, o))
+                .filter(|o| caller.may_see_order(&o.user_id))
                 .map(Order))
         }
         .await
@@ -331,7 +295,7 @@ impl OrdersQuery {
             let page = view::page(
                 &s.db,
                 owner.as_deref(),
-                status.map(OrderStatus::to_domain),
+                status.map(Into::into),
                 first,
                 after,
             )
@@ -431,7 +395,7 @@ impl Dashboard {
             .by_status
             .iter()
             .map(|(status, count)| StatusCount {
-                status: OrderStatus::from_domain(*status),
+                status: (*status).into(),
                 count: *count,
             })
             .collect()
@@ -496,19 +460,18 @@ impl OrdersMutation {
         ctx: &Context<'_>,
         input: CheckoutInput,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, input.idempotency_key.as_deref())?;
-            let address = ShippingAddress::parse(&input.shipping_address)?;
-            let token = PaymentToken::parse(&input.payment_token)?;
-            let outcome = services(ctx)?
-                .writer
-                .checkout(&command, address, token)
-                .await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            input.idempotency_key.clone(),
+            move |s, command, _| async move {
+                let address = ShippingAddress::parse(&input.shipping_address)?;
+                let token = PaymentToken::parse(&input.payment_token)?;
+                s.writer.checkout(&command, address, token).await
+            },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
@@ -521,18 +484,19 @@ impl OrdersMutation {
         reason: Option<String>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = signed_in(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let reason = reason.as_deref().map(Reason::parse).transpose()?;
-            let outcome = services(ctx)?
-                .writer
-                .cancel_order(&command, id, caller.is_admin(), reason)
-                .await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            signed_in,
+            idempotency_key.clone(),
+            move |s, command, caller| async move {
+                let reason = reason.as_deref().map(Reason::parse).transpose()?;
+                s.writer
+                    .cancel_order(&command, id, caller.is_admin(), reason)
+                    .await
+            },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: CONFIRMED -> SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
@@ -542,14 +506,14 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?.writer.ship_order(&command, id).await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.ship_order(&command, id).await },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 
     /// Admin: makes the saga try a parked order again now, once the cause is fixed. Returns
@@ -578,13 +542,13 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        async {
-            let caller = admin(ctx)?;
-            let command = command_context(caller, idempotency_key.as_deref())?;
-            let outcome = services(ctx)?.writer.deliver_order(&command, id).await?;
-            order_payload(ctx, outcome).await
-        }
+        mutation(
+            ctx,
+            admin,
+            idempotency_key.clone(),
+            move |s, command, _| async move { s.writer.deliver_order(&command, id).await },
+            |outcome| order_payload(ctx, outcome),
+        )
         .await
-        .gql()
     }
 }

@@ -14,6 +14,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::domain::Stored;
 use crate::entity::saga_dead_letters::{self, Column, Entity, Model};
 use crate::read::checkpoints;
 use crate::write::{Wakeup, WriteGate, begin_write};
@@ -27,19 +28,14 @@ pub enum Status {
     Parked,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
+impl Stored for Status {
+    const WHAT: &'static str = "dead letter status";
+    const ALL: &'static [Self] = &[Status::Retrying, Status::Parked];
+
+    fn as_str(self) -> &'static str {
         match self {
             Status::Retrying => "RETRYING",
             Status::Parked => "PARKED",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Self {
-        if s == "PARKED" {
-            Status::Parked
-        } else {
-            Status::Retrying
         }
     }
 }

@@ -29,9 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -42,10 +40,11 @@ use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatu
 use crate::domain::{Aggregate, DomainEvent};
 use crate::entity::events;
 use crate::error::AppError;
+use crate::log::horizon::safe_horizon;
+use crate::log::reader::Span;
 use crate::metrics::Metrics;
 use crate::read::checkpoints;
-use crate::read::relay::safe_horizon;
-use crate::write::event_store::{self, EventMetadata};
+use crate::write::event_store::{self, EventMetadata, FoldError};
 use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
 use crate::write::{CommandContext, WriteGate, Writer};
 
@@ -165,6 +164,24 @@ pub enum Verdict {
     Unknown,
     /// Retrying cannot help until someone fixes the cause: park now.
     Permanent,
+}
+
+impl From<FoldError> for SagaError {
+    fn from(e: FoldError) -> Self {
+        match e {
+            FoldError::Undecodable {
+                event_type,
+                position,
+                reason,
+                ..
+            } => SagaError::Undecodable {
+                event_type,
+                position,
+                reason,
+            },
+            FoldError::Db(e) => SagaError::Db(e),
+        }
+    }
 }
 
 impl SagaError {
@@ -340,21 +357,11 @@ impl OrderSaga {
     ) -> Result<(), SagaError> {
         let horizon = safe_horizon(&self.db, *checkpoint).await?;
         while *checkpoint < horizon {
-            let batch = events::Entity::find()
-                .filter(events::Column::Position.gt(*checkpoint))
-                .filter(events::Column::Position.lte(horizon))
-                .filter(
-                    events::Column::StreamType.is_in([Order::STREAM_TYPE, Payment::STREAM_TYPE]),
-                )
-                .order_by_asc(events::Column::Position)
-                .limit(BATCH)
-                .all(&self.db)
+            let page = Span::new(*checkpoint, horizon)
+                .of_types(&[Order::STREAM_TYPE, Payment::STREAM_TYPE])
+                .page(&self.db, BATCH)
                 .await?;
-            let upto = if (batch.len() as u64) < BATCH {
-                horizon
-            } else {
-                batch.last().map_or(horizon, |e| e.position)
-            };
+            let (batch, upto) = (page.events, page.read_to);
             for event in &batch {
                 if *shutdown.borrow() {
                     return Err(SagaError::Stopping);
@@ -501,12 +508,12 @@ impl OrderSaga {
         Ok((order_id, Some(error)))
     }
 
+    /// Loads an aggregate as a command does: from its latest snapshot, then its later
+    /// events (only those of its own stream type).
     async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<A, SagaError> {
-        let mut state = A::default();
-        for row in event_store::load_stream(&self.db, stream_id).await? {
-            state = state.apply(&decode::<A::Event>(&row)?);
-        }
-        Ok(state)
+        Ok(event_store::fold::<A, _>(&self.db, stream_id, None, true)
+            .await?
+            .state)
     }
 
     /// Takes steps until the order needs nothing more (a bounded number: each step moves

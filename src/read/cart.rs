@@ -13,10 +13,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, catalog, decode_row};
+use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent};
 use crate::entity::{cart_view, cart_view_items, catalog_view, events};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "cart";
 

@@ -9,10 +9,11 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
-use crate::domain::Aggregate;
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
+use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, events};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "catalog";
 
@@ -54,6 +55,8 @@ impl Projection for CatalogProjection {
                 position: Set(row.position),
                 ..Default::default()
             };
+            // A creation inserts the row; every other event updates the columns it names.
+            let created = matches!(event, ProductEvent::Created { .. });
             match event {
                 ProductEvent::Created {
                     sku,
@@ -70,43 +73,41 @@ impl Projection for CatalogProjection {
                     view.status = Set(ProductStatus::Active.as_str().to_owned());
                     view.review_count = Set(0);
                     view.rating_total = Set(0);
-                    catalog_view::Entity::insert(view).exec(txn).await?;
                 }
-                other => {
-                    match other {
-                        ProductEvent::Updated {
-                            name,
-                            description,
-                            price,
-                        } => {
-                            if let Some(n) = name {
-                                view.name = Set(n.as_str().to_owned());
-                            }
-                            if let Some(d) = description {
-                                view.description = Set(d.as_str().to_owned());
-                            }
-                            if let Some(p) = price {
-                                view.price_cents = Set(p.cents());
-                            }
-                        }
-                        ProductEvent::StockUpdated { stock, .. }
-                        | ProductEvent::StockReserved { stock, .. }
-                        | ProductEvent::StockReleased { stock, .. } => view.stock = Set(stock),
-                        ProductEvent::Discontinued {} => {
-                            view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
-                        }
-                        ProductEvent::Reviewed {
-                            review_count,
-                            rating_total,
-                            ..
-                        } => {
-                            view.review_count = Set(review_count);
-                            view.rating_total = Set(rating_total);
-                        }
-                        ProductEvent::Created { .. } => {}
+                ProductEvent::Updated {
+                    name,
+                    description,
+                    price,
+                } => {
+                    if let Some(n) = name {
+                        view.name = Set(n.as_str().to_owned());
                     }
-                    catalog_view::Entity::update(view).exec(txn).await?;
+                    if let Some(d) = description {
+                        view.description = Set(d.as_str().to_owned());
+                    }
+                    if let Some(p) = price {
+                        view.price_cents = Set(p.cents());
+                    }
                 }
+                ProductEvent::StockUpdated { stock, .. }
+                | ProductEvent::StockReserved { stock, .. }
+                | ProductEvent::StockReleased { stock, .. } => view.stock = Set(stock),
+                ProductEvent::Discontinued {} => {
+                    view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
+                }
+                ProductEvent::Reviewed {
+                    review_count,
+                    rating_total,
+                    ..
+                } => {
+                    view.review_count = Set(review_count);
+                    view.rating_total = Set(rating_total);
+                }
+            }
+            if created {
+                catalog_view::Entity::insert(view).exec(txn).await?;
+            } else {
+                catalog_view::Entity::update(view).exec(txn).await?;
             }
             changes.push(Change {
                 projection: NAME,

@@ -11,12 +11,13 @@ use sea_orm::{
 };
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
-use crate::domain::Aggregate;
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::product::ProductStatus;
+use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, dashboard_counters, dashboard_daily, dashboard_orders, events};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "dashboard";
 
@@ -267,7 +268,8 @@ async fn read_figures<C: ConnectionTrait>(
             .map_or(0, |c| c.value)
     };
     let by_status = OrderStatus::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .map(|s| (s, value(&status_counter(s))))
         .collect();
     let orders_today = dashboard_daily::Entity::find_by_id(day_of(now))

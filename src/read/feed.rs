@@ -14,14 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::Stream;
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::DatabaseConnection;
 use tokio::sync::{broadcast, watch};
 
 use super::live::Limits;
 use crate::entity::events;
 use crate::error::{AppError, AppResult};
+use crate::log::reader::Span;
 
 /// Events read per query, by the tailer and by a subscriber catching up.
 pub const PAGE: u64 = 512;
@@ -80,16 +79,12 @@ impl EventFeed {
     ) {
         let mut backoff = Duration::from_millis(50);
         while from < to {
-            match page(db, from, to, None).await {
-                Ok(rows) => {
+            match Span::new(from, to).page(db, PAGE).await {
+                Ok(page) => {
                     backoff = Duration::from_millis(50);
-                    let full = rows.len() as u64 == PAGE;
-                    for row in rows {
-                        from = row.position;
+                    from = page.read_to;
+                    for row in page.events {
                         let _ = self.tx.send(Arc::new(row));
-                    }
-                    if !full {
-                        from = to;
                     }
                 }
                 Err(e) => {
@@ -119,6 +114,9 @@ impl EventFeed {
             let wanted = |e: &events::Model| {
                 stream_types.as_ref().is_none_or(|t| t.contains(&e.stream_type))
             };
+            let types: Option<Vec<&str>> = stream_types
+                .as_ref()
+                .map(|t| t.iter().map(String::as_str).collect());
             let mut cursor = after;
             loop {
                 let mut rx = self.tx.subscribe();
@@ -129,17 +127,17 @@ impl EventFeed {
                         yield Err(AppError::ServerDraining { position: cursor });
                         return;
                     }
-                    let rows = match page(&db, cursor, upto, stream_types.as_deref()).await {
-                        Ok(rows) => rows,
+                    let mut span = Span::new(cursor, upto);
+                    if let Some(types) = &types {
+                        span = span.of_types(types);
+                    }
+                    let page = match span.page(&db, PAGE).await {
+                        Ok(page) => page,
                         Err(e) => { yield Err(e.into()); return; }
                     };
-                    let full = rows.len() as u64 == PAGE;
-                    for row in rows {
-                        cursor = row.position;
+                    cursor = page.read_to;
+                    for row in page.events {
                         yield Ok(Arc::new(row));
-                    }
-                    if !full {
-                        cursor = upto;
                     }
                 }
                 // Live, until the broadcast leaves this subscriber behind.
@@ -183,24 +181,4 @@ impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.0.metrics.subscription_closed("events");
     }
-}
-
-/// Events in `(after, upto]` of the given stream types, in position order, at most `PAGE`.
-async fn page(
-    db: &DatabaseConnection,
-    after: i64,
-    upto: i64,
-    stream_types: Option<&[String]>,
-) -> Result<Vec<events::Model>, DbErr> {
-    let mut query = events::Entity::find()
-        .filter(events::Column::Position.gt(after))
-        .filter(events::Column::Position.lte(upto));
-    if let Some(types) = stream_types {
-        query = query.filter(events::Column::StreamType.is_in(types.iter().cloned()));
-    }
-    query
-        .order_by_asc(events::Column::Position)
-        .limit(PAGE)
-        .all(db)
-        .await
 }

@@ -405,7 +405,9 @@ impl LiveViews {
     }
 }
 
-/// Loads the row a change names, if it is still at the change's position.
+/// Loads the row a change names, if it is still at the change's position. A projection
+/// without a loader here is an error (logged, and every subscriber re-reads), never a
+/// change dropped in silence; a unit test loads a change of every registered projection.
 async fn load(db: &DatabaseConnection, change: &Change) -> Result<Option<ViewChange>, DbErr> {
     let uuid = || Uuid::parse_str(&change.key).ok();
     let (position, state) = match change.projection {
@@ -441,7 +443,11 @@ async fn load(db: &DatabaseConnection, change: &Change) -> Result<Option<ViewCha
                 state: ViewState::Dashboard(figures),
             }));
         }
-        _ => return Ok(None),
+        other => {
+            return Err(DbErr::Custom(format!(
+                "live views: projection {other} has no live loader"
+            )));
+        }
     };
     // A newer row means a newer change of this key is queued behind this one: that one
     // sends it, so that positions leave the hub in increasing order.
@@ -691,5 +697,34 @@ pub fn follow<W: Watch>(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn every_registered_projection_has_a_live_loader() {
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        crate::db::migrate(&db).await.expect("the migrations apply");
+        for projection in super::super::all_projections() {
+            let change = Change {
+                projection: projection.name(),
+                key: Uuid::nil().to_string(),
+                position: 1,
+            };
+            if let Err(e) = load(&db, &change).await {
+                panic!("{}: {e}", projection.name());
+            }
+        }
+        let unknown = Change {
+            projection: "wishlist",
+            key: Uuid::nil().to_string(),
+            position: 1,
+        };
+        assert!(load(&db, &unknown).await.is_err());
     }
 }

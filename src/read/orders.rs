@@ -10,25 +10,17 @@ use sea_orm::{
 use uuid::Uuid;
 
 use super::bus::Change;
-use super::{ChangeKey, Projection, ViewTable, decode_row};
-use crate::domain::Aggregate;
+use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
 use crate::domain::product::{Product, ProductEvent};
+use crate::domain::{Aggregate, Stored};
 use crate::entity::{events, order_view};
+use crate::log::codec::decode_row;
 
 pub const NAME: &str = "orders";
 
 pub struct OrderProjection;
-
-fn reservation_str(r: Reservation) -> &'static str {
-    match r {
-        Reservation::NotStarted => "NOT_STARTED",
-        Reservation::Reserved => "RESERVED",
-        Reservation::Failed => "FAILED",
-        Reservation::Released => "RELEASED",
-    }
-}
 
 #[async_trait::async_trait]
 impl Projection for OrderProjection {
@@ -103,7 +95,7 @@ impl OrderProjection {
                             .map_err(|e| DbErr::Custom(e.to_string()))?);
                         view.total_cents = Set(total.cents());
                         view.shipping_address = Set(shipping_address.as_str().to_owned());
-                        view.reservation = Set(reservation_str(Reservation::NotStarted).to_owned());
+                        view.reservation = Set(Reservation::NotStarted.as_str().to_owned());
                         view.payment = Set(PaymentStatus::NotStarted.as_str().to_owned());
                         view.reason = Set(None);
                         view.placed_at = Set(row.recorded_at);
@@ -118,7 +110,7 @@ impl OrderProjection {
                         view.status = Set(OrderStatus::Rejected.as_str().to_owned());
                         view.reason = Set(Some(reason));
                         if at == RejectedAt::Stock {
-                            view.reservation = Set(reservation_str(Reservation::Failed).to_owned());
+                            view.reservation = Set(Reservation::Failed.as_str().to_owned());
                         }
                     }
                     OrderEvent::Confirmed {} => {
@@ -144,11 +136,11 @@ impl OrderProjection {
             // Inventory: the reservation as the product streams record it.
             t if t == Product::STREAM_TYPE => match decode_row::<ProductEvent>(row)? {
                 ProductEvent::StockReserved { order_id, .. } => {
-                    view.reservation = Set(reservation_str(Reservation::Reserved).to_owned());
+                    view.reservation = Set(Reservation::Reserved.as_str().to_owned());
                     order_id
                 }
                 ProductEvent::StockReleased { order_id, .. } => {
-                    view.reservation = Set(reservation_str(Reservation::Released).to_owned());
+                    view.reservation = Set(Reservation::Released.as_str().to_owned());
                     order_id
                 }
                 _ => return Ok(None),

@@ -9,12 +9,10 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
-use sea_orm::{
-    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-};
+use sea_orm::{DatabaseConnection, DbErr};
 
 use super::checkpoints::Checkpoints;
-use crate::entity::events;
+use crate::log::reader::Span;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
@@ -170,7 +168,7 @@ impl Statuses {
     ) -> Result<Vec<Report>, DbErr> {
         let checkpoints = Arc::new(Checkpoints::load(db, names).await?);
         let statuses = Self::new(names, checkpoints);
-        statuses.set_head(super::relay::committed_head(db).await?);
+        statuses.set_head(crate::log::horizon::committed_head(db).await?);
         for row in super::checkpoints::all(db).await? {
             let Some(name) = names.iter().find(|n| **n == row.name) else {
                 continue;
@@ -200,22 +198,14 @@ impl Statuses {
             let (lag, lag_millis) = if position >= head {
                 (0, 0)
             } else {
-                let mut behind = events::Entity::find()
-                    .filter(events::Column::Position.gt(position))
-                    .filter(events::Column::Position.lte(head));
+                let mut behind = Span::new(position, head);
                 if let Some(projection) = projections.iter().find(|p| p.name() == name) {
-                    behind = behind.filter(
-                        events::Column::StreamType.is_in(projection.stream_types().iter().copied()),
-                    );
+                    behind = behind.of_types(projection.stream_types());
                 }
-                let lag = behind.clone().count(db).await?;
-                let oldest = behind
-                    .order_by_asc(events::Column::Position)
-                    .one(db)
-                    .await?
-                    .map_or(0, |e| {
-                        (Utc::now() - e.recorded_at).num_milliseconds().max(0)
-                    });
+                let lag = behind.count(db).await?;
+                let oldest = behind.first(db).await?.map_or(0, |e| {
+                    (Utc::now() - e.recorded_at).num_milliseconds().max(0)
+                });
                 (i64::try_from(lag).unwrap_or(i64::MAX), oldest)
             };
             out.push(Report {

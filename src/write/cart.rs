@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::catalog::product_facts;
 use super::constraint::{ConstraintExt, Violation};
 use super::idempotency::request_hash;
-use super::{CommandContext, Envelope, Outcome, WriteModel, Writer};
+use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer};
 use crate::domain::cart::{Cart, CartCommand, CartEvent, ProductFacts};
 use crate::domain::values::{Quantity, UserId};
 use crate::entity::cart_lines;
@@ -94,6 +94,66 @@ pub struct CartLineInput {
     pub quantity: u32,
 }
 
+/// `addToCart` and `setCartItemQuantity`: cart commands decided on what the product is
+/// *now*. Its facts are read inside the command's transaction, again at each attempt (a
+/// retry after a lost race must not decide on what the first attempt saw), with a shared
+/// row lock on PostgreSQL, and the command queues behind the product's writers of this
+/// process: no stock change commits between the read and the decision, and one that
+/// commits after it also comes after it in the log.
+struct CartLineCommand {
+    operation: &'static str,
+    user_id: UserId,
+    product_id: Uuid,
+    /// `None` only for set-quantity (removes the line, whatever the product is).
+    quantity: Option<Quantity>,
+    /// Adds `quantity` to the line (true) or sets the line to it (false).
+    add: bool,
+}
+
+impl Command for CartLineCommand {
+    fn operation(&self) -> &'static str {
+        self.operation
+    }
+
+    fn request_hash(&self) -> String {
+        request_hash(&CartLineInput {
+            product_id: self.product_id,
+            quantity: self.quantity.map_or(0, Quantity::get),
+        })
+    }
+
+    fn streams(&self) -> Vec<Uuid> {
+        vec![cart_stream_id(&self.user_id), self.product_id]
+    }
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Outcome, TxError> {
+        let product = match self.quantity {
+            Some(_) => product_facts(uow.txn(), self.product_id).await?,
+            None => ProductFacts::Unknown,
+        };
+        let user_id = self.user_id.clone();
+        let product_id = self.product_id;
+        let command = match (self.add, self.quantity) {
+            (true, Some(quantity)) => CartCommand::AddItem {
+                user_id,
+                product_id,
+                product,
+                quantity,
+            },
+            (_, quantity) => CartCommand::SetQuantity {
+                user_id,
+                product_id,
+                product,
+                quantity,
+            },
+        };
+        let cart = uow
+            .handle::<Cart>(cart_stream_id(&self.user_id), command, None)
+            .await?;
+        Ok(cart.outcome())
+    }
+}
+
 impl Writer {
     pub async fn add_to_cart(
         &self,
@@ -101,23 +161,14 @@ impl Writer {
         product_id: Uuid,
         quantity: Quantity,
     ) -> AppResult<Outcome> {
-        let product = product_facts(self.db(), product_id).await?;
         self.execute(
             ctx,
-            Envelope::<Cart> {
+            CartLineCommand {
                 operation: "addToCart",
-                request_hash: request_hash(&CartLineInput {
-                    product_id,
-                    quantity: quantity.get(),
-                }),
-                stream_id: cart_stream_id(&ctx.user_id),
-                expected_version: None,
-                command: CartCommand::AddItem {
-                    user_id: ctx.user_id.clone(),
-                    product_id,
-                    product,
-                    quantity,
-                },
+                user_id: ctx.user_id.clone(),
+                product_id,
+                quantity: Some(quantity),
+                add: true,
             },
         )
         .await
@@ -129,26 +180,14 @@ impl Writer {
         product_id: Uuid,
         quantity: Option<Quantity>,
     ) -> AppResult<Outcome> {
-        let product = match quantity {
-            Some(_) => product_facts(self.db(), product_id).await?,
-            None => ProductFacts::Unknown,
-        };
         self.execute(
             ctx,
-            Envelope::<Cart> {
+            CartLineCommand {
                 operation: "setCartItemQuantity",
-                request_hash: request_hash(&CartLineInput {
-                    product_id,
-                    quantity: quantity.map_or(0, Quantity::get),
-                }),
-                stream_id: cart_stream_id(&ctx.user_id),
-                expected_version: None,
-                command: CartCommand::SetQuantity {
-                    user_id: ctx.user_id.clone(),
-                    product_id,
-                    product,
-                    quantity,
-                },
+                user_id: ctx.user_id.clone(),
+                product_id,
+                quantity,
+                add: false,
             },
         )
         .await

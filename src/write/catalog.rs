@@ -3,13 +3,14 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
-use sea_orm::{ActiveValue::Set, ConnectionTrait, DatabaseTransaction, EntityTrait};
+use sea_orm::{ActiveValue::Set, DatabaseTransaction, EntityTrait, QuerySelect};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::constraint::{ConstraintExt, Violation};
 use super::idempotency::request_hash;
 use super::{CommandContext, Envelope, Outcome, WriteModel, Writer};
+use crate::domain::Stored;
 use crate::domain::cart::ProductFacts;
 use crate::domain::product::{Product, ProductCommand, ProductEvent, ProductStatus};
 use crate::domain::values::{
@@ -87,6 +88,7 @@ impl WriteModel for Product {
                         ])
                         .update_columns([
                             product_reviews::Column::Rating,
+                            product_reviews::Column::Title,
                             product_reviews::Column::Comment,
                             product_reviews::Column::UpdatedAt,
                         ])
@@ -100,15 +102,23 @@ impl WriteModel for Product {
     }
 }
 
-/// What the handlers of other aggregates may know about a product: its write-table row.
-pub async fn product_facts<C: ConnectionTrait>(db: &C, id: Uuid) -> AppResult<ProductFacts> {
-    Ok(match products::Entity::find_by_id(id).one(db).await? {
-        Some(p) => ProductFacts::Known {
-            status: ProductStatus::from_db(&p.status),
-            stock: p.stock,
+/// What the handlers of other aggregates may know about a product: its write-table row,
+/// read within the command's transaction and share-locked on PostgreSQL until it ends, so
+/// that the decision made on it still holds at commit (SQLite has one writer at a time).
+pub async fn product_facts(txn: &DatabaseTransaction, id: Uuid) -> AppResult<ProductFacts> {
+    Ok(
+        match products::Entity::find_by_id(id)
+            .lock_shared()
+            .one(txn)
+            .await?
+        {
+            Some(p) => ProductFacts::Known {
+                status: ProductStatus::parse_stored(&p.status)?,
+                stock: p.stock,
+            },
+            None => ProductFacts::Unknown,
         },
-        None => ProductFacts::Unknown,
-    })
+    )
 }
 
 #[derive(Debug, Clone, Serialize)]

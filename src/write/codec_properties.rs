@@ -17,7 +17,6 @@ use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
 use super::event_store::{decode, encode};
-use super::upcast::current_version;
 use crate::domain::cart::{Cart, CartCommand, ProductFacts};
 use crate::domain::order::{Order, OrderCommand, OrderError, OrderLine, RejectedAt};
 use crate::domain::payment::{Payment, PaymentCommand};
@@ -27,10 +26,15 @@ use crate::domain::values::{
     ReviewTitle, ShippingAddress, Sku, StockDelta, StockLevel, UserId,
 };
 use crate::domain::{Aggregate, DomainEvent};
+use crate::log::upcast::current_version;
 
 /// Encodes, stores as JSON text (what both databases keep), reads back and decodes.
 fn read_back<E: DomainEvent + PartialEq + Debug>(event: &E) -> Result<(), TestCaseError> {
     let (event_type, data) = encode(event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert!(
+        E::TYPES.contains(&event_type.as_str()),
+        "{event_type} is declared in its enum's TYPES"
+    );
     let text = serde_json::to_string(&data).map_err(|e| TestCaseError::fail(e.to_string()))?;
     let stored: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;

@@ -14,13 +14,13 @@ use uuid::Uuid;
 use super::cart::cart_stream_id;
 use super::idempotency::request_hash;
 use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer};
-use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartCommand};
 use crate::domain::order::{Order, OrderCommand, OrderEvent, OrderLine, RejectedAt};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use crate::domain::product::{Product, ProductCommand, ProductError, ProductStatus};
 use crate::domain::values::Money;
 use crate::domain::values::{PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
+use crate::domain::{Aggregate, Stored};
 use crate::entity::{order_lines, orders, payments, products};
 use crate::error::{AppError, AppResult};
 
@@ -159,7 +159,7 @@ impl Command for Checkout {
                 ))
                 .into());
             };
-            if ProductStatus::from_db(&p.status) == ProductStatus::Discontinued {
+            if ProductStatus::parse_stored(&p.status)? == ProductStatus::Discontinued {
                 return Err(AppError::Conflict(format!(
                     "product {} ({}) in the cart is discontinued; remove it to check out",
                     p.sku, p.id

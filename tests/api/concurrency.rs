@@ -167,3 +167,34 @@ async fn concurrent_retries_with_one_idempotency_key_write_once_and_agree() {
     assert_eq!(read["stock"], 15);
     assert_eq!(read["version"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_add_to_cart_racing_the_last_unit_away_is_refused_or_comes_first_in_the_log() {
+    // Arrange: products with one unit each, and as many customers.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    for round in 0..20 {
+        let product = admin
+            .create_product(&format!("MUG-{round:03}"), "1.00", 1)
+            .await;
+        let id = str_of(&product["id"]);
+        let customer = app.as_user(&format!("customer-{round}"));
+
+        // Act: the customer adds the unit while an admin takes it out of stock.
+        let (added, taken) = tokio::join!(customer.add_to_cart(id, 1), admin.adjust_stock(id, -1));
+
+        // Assert: the cart was decided on the stock as it was when the line was written,
+        // so a line that got in precedes the adjustment that emptied the stock.
+        let taken_at = position(&data(&taken)["adjustStock"]["position"]);
+        match error_code(&added) {
+            None => {
+                let added_at = position(&data(&added)["addToCart"]["position"]);
+                assert!(
+                    added_at < taken_at,
+                    "round {round}: the line was added at {added_at}, after the stock ran out at {taken_at}"
+                );
+            }
+            Some(code) => assert_eq!(code, "INSUFFICIENT_STOCK", "round {round}: {added:#}"),
+        }
+    }
+}

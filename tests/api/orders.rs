@@ -1176,3 +1176,70 @@ async fn who_may_deliver_an_order() {
         "DELIVERED"
     );
 }
+
+/// Behind the service's back: sets column `column` of order `id`'s view row to `value`.
+async fn corrupt_order_view(app: &TestApp, id: &str, column: &str, value: Value) {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            format!("UPDATE order_view SET {column} = $1 WHERE id = $2")
+        }
+        _ => format!("UPDATE order_view SET {column} = ? WHERE id = ?"),
+    };
+    let id = uuid::Uuid::parse_str(id).expect("an order id is a UUID");
+    let value: sea_orm::Value = match value {
+        Value::String(s) => s.into(),
+        other => other.into(),
+    };
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        sql,
+        [value, id.into()],
+    ))
+    .await
+    .expect("the view row is updated");
+}
+
+#[tokio::test]
+async fn an_order_status_the_service_does_not_know_is_an_internal_error_not_pending() {
+    // Arrange
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("MUG-001", "1.00", 5).await;
+    let id = confirmed_order(&app, "alice", str_of(&product["id"]), 1).await;
+    corrupt_order_view(&app, &id, "status", json!("LOST")).await;
+
+    // Act
+    let resp = app.as_user("alice").gql(ORDER, json!({ "id": id })).await;
+
+    // Assert
+    assert_error(&resp, "INTERNAL");
+    assert_eq!(
+        resp["errors"][0]["path"],
+        json!(["order", "status"]),
+        "{resp:#}"
+    );
+}
+
+#[tokio::test]
+async fn order_lines_the_service_cannot_read_are_an_internal_error_not_an_empty_list() {
+    // Arrange
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("MUG-001", "1.00", 5).await;
+    let id = confirmed_order(&app, "alice", str_of(&product["id"]), 1).await;
+    corrupt_order_view(&app, &id, "lines", json!({ "nonsense": true })).await;
+
+    // Act
+    let resp = app.as_user("alice").gql(ORDER, json!({ "id": id })).await;
+
+    // Assert
+    assert_error(&resp, "INTERNAL");
+    assert_eq!(
+        resp["errors"][0]["path"],
+        json!(["order", "lines"]),
+        "{resp:#}"
+    );
+}

@@ -132,3 +132,35 @@ async fn reviewing_an_unknown_product_is_not_found() {
     // Assert
     assert_error(&resp, "NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_second_review_by_the_same_user_replaces_the_title_in_the_write_table() {
+    // Arrange
+    let app = spawn_app().await;
+    let created = app.as_admin().create_product("MUG-001", "10.00", 1).await;
+    let id = str_of(&created["id"]);
+    let alice = app.as_user("alice");
+    let review = |rating: i64, title: &str| {
+        alice.gql(
+            REVIEW_PRODUCT,
+            json!({ "input": { "productId": id, "rating": rating, "title": title, "comment": "ok" } }),
+        )
+    };
+    data(&review(5, "Lovely mug").await);
+
+    // Act
+    data(&review(2, "Chipped after a week").await);
+
+    // Assert: the normalized table holds the second review whole, title included.
+    use sea_orm::EntityTrait as _;
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let rows = ordergraph::entity::product_reviews::Entity::find()
+        .all(&db)
+        .await
+        .expect("the reviews are readable");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].rating, 2);
+    assert_eq!(rows[0].title, "Chipped after a week");
+}

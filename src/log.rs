@@ -1,0 +1,12 @@
+//! The event log as its readers see it: the registry of aggregates (each one's stream
+//! type and event types, declared once), the codec and its upcasters (a stored event and
+//! back), the safe horizon and the committed head (how far it can be read), and the one
+//! paged reader of a span of positions. The relay, the saga, the event feed, rebuild and
+//! verify, the projection status and the audit trail all read the log through here; the
+//! write side appends through `write::event_store`.
+
+pub mod aggregates;
+pub mod codec;
+pub mod horizon;
+pub mod reader;
+pub mod upcast;

@@ -1,0 +1,100 @@
+//! How far the log can be read: the *safe horizon*, below which every position is final
+//! (committed, or rolled back for good), and the committed head. On PostgreSQL a
+//! transaction can commit a lower position after another committed a higher one; readers
+//! that must never skip an event read only up to the safe horizon (ADR 0001,
+//! docs/adr/0001-relay-never-skips-a-late-commit.md). On SQLite one writer at a time
+//! commits in position order, so the horizon is the maximum.
+
+use std::time::Duration;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
+
+/// The highest position below which every event is final: committed (visible) or rolled
+/// back (never visible).
+///
+/// `known` is a horizon already established (the lowest checkpoint): when nothing was
+/// appended beyond it, no further work is needed.
+pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => postgres_horizon(db, known).await,
+        _ => committed_head(db).await,
+    }
+}
+
+/// The highest committed position, without waiting for anyone: on SQLite the safe
+/// horizon itself; on PostgreSQL a lower position may still commit below it. For reports
+/// from outside the server, which must never wait on another session's transaction.
+pub async fn committed_head(db: &DatabaseConnection) -> Result<i64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COALESCE(MAX(position), 0) AS head FROM events",
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "head"))
+        .transpose()?
+        .unwrap_or(0))
+}
+
+/// PostgreSQL: (1) read the last position handed out, L; (2) *then* list the xids of
+/// the transactions running in this database. Every transaction that holds a position
+/// ≤ L took its xid before it drew that position (the writer calls `pg_current_xact_id()`
+/// first), so before L was read: if it is still running it is on that list. (3) Wait
+/// until none of the listed transactions is running any more. From then on every position
+/// ≤ L belongs to a finished transaction, committed (visible) or rolled back (a gap
+/// forever). Transactions that start later are not waited for, so a steady stream of
+/// writers cannot starve the relay, and transactions of other databases on the same
+/// server are never waited for. The wait never gives up on a slow transaction. An idle
+/// tick stops after step 1; otherwise it costs two round trips, and one per poll while
+/// a listed writer is still in flight. (ADR 0001.)
+async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
+    let backend = DbBackend::Postgres;
+    let last = db
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('events', 'position')), 0) AS last",
+        ))
+        .await?
+        .map(|r| r.try_get::<i64>("", "last"))
+        .transpose()?
+        .unwrap_or(0);
+    if last <= known {
+        return Ok(known);
+    }
+    // backend_xid is NULL for a session without a writing transaction.
+    let running = db
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT backend_xid::text AS xid FROM pg_stat_activity \
+             WHERE datname = current_database() AND backend_xid IS NOT NULL \
+             AND pid <> pg_backend_pid()",
+        ))
+        .await?
+        .into_iter()
+        .map(|r| r.try_get::<String>("", "xid"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if running.is_empty() {
+        return Ok(last);
+    }
+    let still_running = Statement::from_sql_and_values(
+        backend,
+        "SELECT COUNT(*) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND backend_xid::text = ANY($1)",
+        [sea_orm::Value::from(running)],
+    );
+    let mut pause = Duration::from_micros(200);
+    loop {
+        let n = db
+            .query_one_raw(still_running.clone())
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
+        if n == 0 {
+            return Ok(last);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}

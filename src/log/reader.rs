@@ -1,0 +1,131 @@
+//! The one paged reader of the log: the events of a span of positions `(after, upto]` in
+//! position order, optionally of some stream types only, a page at a time; and a stream's
+//! events by version, for the audit trail.
+//!
+//! A span ends at a safe horizon (or below it): every position in it is final, so a page
+//! shorter than asked for has read the whole rest of the span, and what is missing below
+//! its end was rolled back and can never appear. `Page::read_to` says so once, instead
+//! of each reader working it out.
+
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Select,
+};
+use uuid::Uuid;
+
+use crate::entity::events;
+
+/// The events in positions `(after, upto]`, of `stream_types` only when given.
+#[derive(Debug, Clone, Copy)]
+pub struct Span<'a> {
+    pub after: i64,
+    pub upto: i64,
+    pub stream_types: Option<&'a [&'a str]>,
+}
+
+/// One page of a span.
+#[derive(Debug)]
+pub struct Page {
+    pub events: Vec<events::Model>,
+    /// Every position up to here has been read: the last event's on a full page, the
+    /// span's end on a short one.
+    pub read_to: i64,
+}
+
+impl<'a> Span<'a> {
+    /// Every event in `(after, upto]`.
+    pub fn new(after: i64, upto: i64) -> Self {
+        Self {
+            after,
+            upto,
+            stream_types: None,
+        }
+    }
+
+    /// Only the events of these stream types.
+    pub fn of_types(mut self, stream_types: &'a [&'a str]) -> Self {
+        self.stream_types = Some(stream_types);
+        self
+    }
+
+    /// Whether nothing is left to read.
+    pub fn is_empty(&self) -> bool {
+        self.after >= self.upto
+    }
+
+    /// What is left of the span once `page` has been read.
+    pub fn rest(self, page: &Page) -> Self {
+        Self {
+            after: page.read_to,
+            ..self
+        }
+    }
+
+    fn query(&self) -> Select<events::Entity> {
+        let query = events::Entity::find()
+            .filter(events::Column::Position.gt(self.after))
+            .filter(events::Column::Position.lte(self.upto));
+        match self.stream_types {
+            Some(types) => query.filter(events::Column::StreamType.is_in(types.iter().copied())),
+            None => query,
+        }
+    }
+
+    /// The first `limit` events of the span.
+    pub async fn page<C: ConnectionTrait>(&self, db: &C, limit: u64) -> Result<Page, DbErr> {
+        if self.is_empty() {
+            return Ok(Page {
+                events: Vec::new(),
+                read_to: self.after.max(self.upto),
+            });
+        }
+        let events = self
+            .query()
+            .order_by_asc(events::Column::Position)
+            .limit(limit)
+            .all(db)
+            .await?;
+        let read_to = match events.last() {
+            Some(last) if events.len() as u64 >= limit => last.position,
+            _ => self.upto,
+        };
+        Ok(Page { events, read_to })
+    }
+
+    /// How many events the span holds.
+    pub async fn count<C: ConnectionTrait>(&self, db: &C) -> Result<u64, DbErr> {
+        if self.is_empty() {
+            return Ok(0);
+        }
+        self.query().count(db).await
+    }
+
+    /// The span's oldest event.
+    pub async fn first<C: ConnectionTrait>(&self, db: &C) -> Result<Option<events::Model>, DbErr> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        self.query()
+            .order_by_asc(events::Column::Position)
+            .one(db)
+            .await
+    }
+}
+
+/// The events of stream `stream_id` after version `after`, at most `first`, and whether
+/// more follow (the audit trail's pages).
+pub async fn stream_page<C: ConnectionTrait>(
+    db: &C,
+    stream_id: Uuid,
+    after: i64,
+    first: u64,
+) -> Result<(Vec<events::Model>, bool), DbErr> {
+    let rows = events::Entity::find()
+        .filter(events::Column::StreamId.eq(stream_id))
+        .filter(events::Column::Version.gt(after))
+        .order_by_asc(events::Column::Version)
+        .limit(first + 1)
+        .all(db)
+        .await?;
+    Ok(crate::read::split_page(rows, first))
+}

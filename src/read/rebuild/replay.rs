@@ -1,0 +1,59 @@
+//! The replay: a projection's events read from the log a page at a time and folded into
+//! the scratch copy by the projection's own code, the next page read while this one folds.
+
+use super::*;
+
+/// The events of `projection`'s streams in `(from, to]`.
+async fn count(
+    db: &DatabaseConnection,
+    projection: &dyn Projection,
+    from: i64,
+    to: i64,
+) -> Result<u64, DbErr> {
+    Span::new(from, to)
+        .of_types(projection.stream_types())
+        .count(db)
+        .await
+}
+
+/// One replay into a scratch copy.
+pub(super) struct Run<'a> {
+    pub(super) live: &'a DatabaseConnection,
+    pub(super) scratch: &'a DatabaseConnection,
+    pub(super) projection: &'a dyn Projection,
+    pub(super) started: Instant,
+    pub(super) report: &'a (dyn Fn(&Progress) + Send + Sync),
+}
+
+impl Run<'_> {
+    /// Folds the events of the projection's streams in `(progress.position, to]` into
+    /// the scratch copy, a page per transaction, reading the next page while folding
+    /// this one; counts them into `progress.total` first.
+    pub(super) async fn replay(&self, to: i64, progress: &mut Progress) -> Result<(), DbErr> {
+        if progress.position >= to {
+            return Ok(());
+        }
+        progress.total += count(self.live, self.projection, progress.position, to).await?;
+        let span = Span::new(progress.position, to).of_types(self.projection.stream_types());
+        let mut page = span.page(self.live, PAGE).await?;
+        while let Some(last) = page.events.last().map(|e| e.position) {
+            let fold = async {
+                let txn = self.scratch.begin().await?;
+                self.projection.apply(&txn, &page.events).await?;
+                txn.commit().await
+            };
+            let rest = span.rest(&page);
+            let next = rest.page(self.live, PAGE);
+            let (folded, next) = tokio::join!(fold, next);
+            folded?;
+            progress.done += page.events.len() as u64;
+            progress.position = last;
+            progress.elapsed = self.started.elapsed();
+            (self.report)(progress);
+            page = next?;
+        }
+        // Nothing more of this projection's streams up to `to`: the view is at `to`.
+        progress.position = to;
+        Ok(())
+    }
+}

@@ -1,0 +1,158 @@
+//! The scratch copy of a view: a schema of its own on PostgreSQL, a scratch database
+//! file on SQLite; created with the live tables' shapes, dropped after use.
+
+use super::*;
+
+/// The scratch copy of a view.
+pub(super) struct Scratch {
+    pub(super) conn: DatabaseConnection,
+    pub(super) place: Place,
+}
+
+pub(super) enum Place {
+    Postgres { schema: String },
+    Sqlite { path: PathBuf },
+}
+
+impl Scratch {
+    pub(super) async fn create(
+        live: &DatabaseConnection,
+        url: &str,
+        projection: &dyn Projection,
+    ) -> Result<Self, DbErr> {
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let tag = &tag[..12];
+        match live.get_database_backend() {
+            DbBackend::Postgres => {
+                let schema = format!("rebuild_{}_{tag}", projection.name());
+                let live_schema = live
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT current_schema() AS s",
+                    ))
+                    .await?
+                    .map(|r| r.try_get::<String>("", "s"))
+                    .transpose()?
+                    .unwrap_or_else(|| "public".to_owned());
+                live.execute_unprepared(&format!("CREATE SCHEMA {}", quote(&schema)))
+                    .await?;
+                let made = async {
+                    for table in projection.tables() {
+                        live.execute_unprepared(&format!(
+                            // Unlogged: a scratch copy is thrown away on any failure.
+                            "CREATE UNLOGGED TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
+                            quote(&schema),
+                            quote(table.name),
+                            quote(&live_schema),
+                            quote(table.name)
+                        ))
+                        .await?;
+                    }
+                    let mut options = ConnectOptions::new(url.to_owned());
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .sqlx_logging(false)
+                        .set_schema_search_path(quote(&schema));
+                    Database::connect(options).await
+                }
+                .await;
+                let place = Place::Postgres { schema };
+                match made {
+                    Ok(conn) => Ok(Self { conn, place }),
+                    Err(e) => {
+                        drop_place(live, &place).await;
+                        Err(e)
+                    }
+                }
+            }
+            _ => {
+                let path = std::env::temp_dir().join(format!(
+                    "ordergraph-rebuild-{}-{tag}.sqlite",
+                    projection.name()
+                ));
+                let names = projection
+                    .tables()
+                    .iter()
+                    .map(|t| format!("'{}'", t.name))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let ddl = live
+                    .query_all_raw(Statement::from_string(
+                        DbBackend::Sqlite,
+                        format!(
+                            "SELECT sql FROM sqlite_master WHERE tbl_name IN ({names}) \
+                             AND sql IS NOT NULL ORDER BY type = 'table' DESC, name"
+                        ),
+                    ))
+                    .await?
+                    .into_iter()
+                    .map(|r| r.try_get::<String>("", "sql"))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let place = Place::Sqlite { path };
+                let made = async {
+                    let Place::Sqlite { path } = &place else {
+                        unreachable!("a SQLite place")
+                    };
+                    let mut options =
+                        ConnectOptions::new(format!("sqlite://{}?mode=rwc", path.display()));
+                    options
+                        .max_connections(1)
+                        .min_connections(1)
+                        .sqlx_logging(false)
+                        // A scratch copy: thrown away on any failure, so no journal.
+                        .map_sqlx_sqlite_opts(|o| {
+                            o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Off)
+                                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Off)
+                        });
+                    let conn = Database::connect(options).await?;
+                    for statement in &ddl {
+                        conn.execute_unprepared(statement).await?;
+                    }
+                    Ok::<_, DbErr>(conn)
+                }
+                .await;
+                match made {
+                    Ok(conn) => Ok(Self { conn, place }),
+                    Err(e) => {
+                        drop_place(live, &place).await;
+                        Err(e)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scratch table as the live connection names it.
+    pub(super) fn qualified(&self, table: &str) -> String {
+        match &self.place {
+            Place::Postgres { schema } => format!("{}.{}", quote(schema), quote(table)),
+            Place::Sqlite { .. } => format!("shadow.{}", quote(table)),
+        }
+    }
+
+    pub(super) async fn discard(self, live: &DatabaseConnection) {
+        let _ = self.conn.close().await;
+        drop_place(live, &self.place).await;
+    }
+}
+
+pub(super) async fn drop_place(live: &DatabaseConnection, place: &Place) {
+    match place {
+        Place::Postgres { schema } => {
+            if let Err(e) = live
+                .execute_unprepared(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
+                .await
+            {
+                tracing::warn!(%schema, error = %e, "could not drop a rebuild's scratch schema");
+            }
+        }
+        Place::Sqlite { path } => {
+            if let Err(e) = std::fs::remove_file(path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a rebuild's scratch file");
+            }
+        }
+    }
+}
