@@ -6,8 +6,8 @@
 //!
 //! Every answer must come within a bound, never be a 5xx, be GraphQL-shaped JSON whose
 //! every error names its `extensions.code` (and never `INTERNAL`: bad input is the
-//! client's), the log must hold no panic, and the server's memory must come back near
-//! where it started.
+//! client's), the log must hold no panic, no ERROR line and no backtrace, and the
+//! server's memory must come back near where it started.
 //!
 //! The seed is printed; `ORDERGRAPH_FUZZ_SEED=<n>` replays a run and
 //! `ORDERGRAPH_FUZZ_SECONDS=<s>` runs longer (CI: the default, under a minute per
@@ -907,6 +907,18 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
         panics.is_empty(),
         "the server panicked:\n{}",
         panics.join("\n")
+    );
+    // Client input is never the server's error: nothing at ERROR, and no backtrace
+    // (the server runs with RUST_BACKTRACE=1, ids of every wrong kind among the cases).
+    let errors: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(r#""level":"ERROR""#) || l.to_lowercase().contains("backtrace"))
+        .take(3)
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "client input made the server log an error:\n{}",
+        errors.join("\n")
     );
     assert!(
         failures.is_empty(),

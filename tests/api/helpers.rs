@@ -902,55 +902,6 @@ pub async fn insert_undecodable_cart_event(
     (db, bad)
 }
 
-/// What the server logs while a test runs, as an operator would read it (text lines).
-#[derive(Clone, Default)]
-pub struct ServerLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl ServerLog {
-    /// Captures every line logged on this thread (INFO and above) until the guard drops.
-    /// The server runs on the test's runtime: in a `#[tokio::test]` (one thread) that is
-    /// all of its request handling, and nothing logged by the other tests of the binary.
-    pub fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
-        let log = Self::default();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::INFO)
-            .with_ansi(false)
-            .with_writer(log.clone())
-            .finish();
-        (log.clone(), tracing::subscriber::set_default(subscriber))
-    }
-
-    pub fn text(&self) -> String {
-        let bytes = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        String::from_utf8_lossy(&bytes).into_owned()
-    }
-}
-
-impl std::io::Write for ServerLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ServerLog {
-    type Writer = ServerLog;
-
-    fn make_writer(&'a self) -> ServerLog {
-        self.clone()
-    }
-}
-
 /// Behind the service's back: starts stream `stream` with one event of the given type.
 pub async fn insert_event(
     app: &TestApp,

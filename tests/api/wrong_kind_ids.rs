@@ -1,7 +1,9 @@
 //! Ids of the wrong kind: every id is a UUID, so nothing stops a client from passing an
 //! order id where a product id belongs. Whatever the operation and whatever the kind of
 //! stream behind the id, the answer is the one for an unknown id (NOT_FOUND, or null or
-//! empty where the API documents that), never INTERNAL, and the server logs no error.
+//! empty where the API documents that), never INTERNAL. That the server logs no error
+//! and no backtrace for them is checked on the server process the fuzz test runs (a
+//! thread-scoped log capture here lost lines when tests ran in parallel).
 
 use ordergraph::domain::values::{IdempotencyKey, UserId};
 use ordergraph::write::cart::cart_stream_id;
@@ -132,9 +134,8 @@ fn mismatch(resp: &Value, field: &str, expected: Answer) -> Option<String> {
 }
 
 #[tokio::test]
-async fn an_id_of_the_wrong_kind_is_not_found_by_every_operation_and_logs_no_error() {
+async fn an_id_of_the_wrong_kind_is_not_found_by_every_operation() {
     // Arrange: a stream of every kind.
-    let (log, _capture) = ServerLog::capture();
     let app = spawn_app().await;
     let admin = app.as_admin();
     let alice = app.as_user("alice");
@@ -220,19 +221,6 @@ async fn an_id_of_the_wrong_kind_is_not_found_by_every_operation_and_logs_no_err
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert_eq!(current["id"], product_id.as_str());
     assert_eq!(changed["id"], product_id.as_str());
-    let log = log.text();
-    assert!(
-        log.contains("serving GraphQL"),
-        "the server's log is captured:\n{log}"
-    );
-    assert!(
-        !log.contains(" ERROR "),
-        "nothing is logged as an error:\n{log}"
-    );
-    assert!(
-        !log.to_lowercase().contains("backtrace"),
-        "no backtrace is logged:\n{log}"
-    );
 }
 
 #[tokio::test]
