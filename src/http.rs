@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
-use async_graphql::{BatchRequest, BatchResponse, ErrorExtensionValues, ServerError};
+use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions as _, ServerError};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -28,6 +28,7 @@ use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::TokenVerifier;
+use crate::error::AppError;
 use crate::graphql::AppSchema;
 use crate::graphql::error::ensure_code;
 use crate::read::relay::RelayHealth;
@@ -58,6 +59,8 @@ pub struct HttpState {
     pub document_limits: crate::graphql::limits::DocumentLimits,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
+    /// The background tasks that are down (one makes the service not ready).
+    pub tasks: Arc<crate::supervise::Tasks>,
     /// The web origins besides the API's own that may call it (CORS, WebSockets).
     pub origins: cors::AllowedOrigins,
 }
@@ -77,15 +80,15 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .method_not_allowed_fallback(|| async {
             closing(error_response(
                 StatusCode::METHOD_NOT_ALLOWED,
-                "BAD_USER_INPUT",
-                "this method is not allowed here (the Allow header lists those that are)",
+                bad_request(
+                    "this method is not allowed here (the Allow header lists those that are)",
+                ),
             ))
         })
         .fallback(|| async {
             closing(error_response(
                 StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                "nothing is served at this path: GraphQL is at /graphql",
+                AppError::NotFound("nothing is served at this path: GraphQL is at /graphql".into()),
             ))
         })
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -126,11 +129,10 @@ async fn deadline(
         Ok(response) => response,
         Err(_) => closing(error_response(
             StatusCode::REQUEST_TIMEOUT,
-            "BAD_USER_INPUT",
-            &format!(
+            bad_request(format!(
                 "the request took longer than {} s (a slow body, or too much work for one request)",
                 timeout.as_secs()
-            ),
+            )),
         )),
     }
 }
@@ -156,18 +158,18 @@ async fn graphiql() -> Html<String> {
 }
 
 /// The body of every transport-level error: GraphQL-shaped JSON with `extensions.code`.
-pub fn error_body(code: &str, message: &str) -> String {
+pub fn error_body(error: &AppError) -> String {
     let mut budget = usize::MAX;
-    errors_json(&[coded_error(code, message)], &mut budget)
+    errors_json(&[server_error(error)], &mut budget)
 }
 
-/// A GraphQL error with `extensions.code`.
-fn coded_error(code: &str, message: &str) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    let mut extensions = ErrorExtensionValues::default();
-    extensions.set("code", code);
-    error.extensions = Some(extensions);
-    error
+/// `error` as a GraphQL error: its message and extensions as `AppError` makes them (the
+/// one mapping of errors to codes, `graphql/error.rs`), at no location.
+fn server_error(error: &AppError) -> ServerError {
+    let error = error.extend();
+    let mut out = ServerError::new(error.message, None);
+    out.extensions = error.extensions;
+    out
 }
 
 /// `{"errors": [...]}`, with no `data` entry: the body of every error raised before
@@ -187,24 +189,29 @@ fn errors_json(errors: &[ServerError], budget: &mut usize) -> String {
 }
 
 /// A transport-level error response.
-fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+fn error_response(status: StatusCode, error: AppError) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json")],
-        error_body(code, message),
+        error_body(&error),
     )
         .into_response()
+}
+
+/// A malformed request's error: `BAD_USER_INPUT`.
+fn bad_request(message: impl Into<String>) -> AppError {
+    AppError::BadUserInput(message.into())
 }
 
 /// A GraphQL request refused before it was executed (malformed, or not allowed with this
 /// method), in the response's media type.
 fn request_error(media: ResponseMedia, status: StatusCode, message: impl Into<String>) -> Response {
-    let mut budget = usize::MAX;
-    let body = errors_json(
-        &[coded_error("BAD_USER_INPUT", &message.into())],
-        &mut budget,
-    );
-    (status, [(header::CONTENT_TYPE, media.content_type())], body).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, media.content_type())],
+        error_body(&bad_request(message)),
+    )
+        .into_response()
 }
 
 fn authorization(headers: &HeaderMap) -> Option<&str> {
@@ -315,17 +322,23 @@ pub(crate) fn bounded_json(response: &async_graphql::Response, budget: &mut usiz
     }
     match bounded(response, budget) {
         Some(json) => json,
-        None => serde_json::json!({
-            "data": null,
-            "errors": [{
-                "message": format!(
-                    "the result is larger than the {} bytes a response may have: select fewer fields or a smaller page",
-                    *budget
-                ),
-                "extensions": { "code": "BAD_USER_INPUT" }
-            }]
-        })
-        .to_string(),
+        None => {
+            /// An error during execution: `data` is there, and null.
+            #[derive(serde::Serialize)]
+            struct TooLarge {
+                data: (),
+                errors: [ServerError; 1],
+            }
+            let error = bad_request(format!(
+                "the result is larger than the {} bytes a response may have: select fewer fields or a smaller page",
+                *budget
+            ));
+            serde_json::to_string(&TooLarge {
+                data: (),
+                errors: [server_error(&error)],
+            })
+            .unwrap_or_default()
+        }
     }
 }
 
@@ -370,16 +383,14 @@ async fn graphql_post(
         Err(rejection) => {
             return closing(error_response(
                 rejection.status(),
-                "BAD_USER_INPUT",
-                &rejection.body_text(),
+                bad_request(rejection.body_text()),
             ));
         }
     };
     if !media::is_json_request(&headers) {
         return error_response(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "BAD_USER_INPUT",
-            "a GraphQL request is a JSON body with 'Content-Type: application/json'",
+            bad_request("a GraphQL request is a JSON body with 'Content-Type: application/json'"),
         );
     }
     let wants_multipart = media::accepts_multipart(&headers);
@@ -449,8 +460,9 @@ fn has_query(request: &async_graphql::Request) -> bool {
 fn not_acceptable() -> Response {
     error_response(
         StatusCode::NOT_ACCEPTABLE,
-        "BAD_USER_INPUT",
-        "GraphQL responses are 'application/graphql-response+json' or 'application/json', and the Accept header allows neither",
+        bad_request(
+            "GraphQL responses are 'application/graphql-response+json' or 'application/json', and the Accept header allows neither",
+        ),
     )
 }
 
@@ -503,11 +515,16 @@ fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Req
     let slot = match state.connections.claim_for(&auth, &state.ws) {
         Ok(slot) => slot,
         Err(refusal) => {
-            let (status, code) = match refusal {
-                ws::Refusal::InvalidToken(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
-                _ => (StatusCode::TOO_MANY_REQUESTS, "RATE_LIMITED"),
+            return match refusal {
+                ws::Refusal::InvalidToken(_) => error_response(
+                    StatusCode::UNAUTHORIZED,
+                    AppError::Unauthenticated(refusal.to_string()),
+                ),
+                _ => error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    AppError::RateLimited(refusal.to_string()),
+                ),
             };
-            return error_response(status, code, &refusal.to_string());
         }
     };
     let max_part_bytes = state.max_response_bytes;
@@ -561,8 +578,7 @@ async fn graphql_get(
         if !state.origins.allows_websocket(&headers) {
             return error_response(
                 StatusCode::FORBIDDEN,
-                "FORBIDDEN",
-                "WebSockets from this origin are not allowed (ORDERGRAPH_CORS_ORIGINS lists the origins that are)",
+                AppError::Forbidden("WebSockets from this origin are not allowed (ORDERGRAPH_CORS_ORIGINS lists the origins that are)".into()),
             );
         }
         return ws::upgrade(state, upgrade, &headers);
@@ -667,30 +683,66 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .into_response()
 }
 
-/// Ready when the database answers, the relay is ticking and no projection has failed.
+/// The readiness report. Unauthenticated, so it names what failed and where, never an
+/// error's text (a database's error may say more than a stranger should read; admins see
+/// it in the `projections` query, operators in the log).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Readiness {
+    database: bool,
+    relay: bool,
+    failed_projections: Vec<FailedProjection>,
+    /// Background tasks that died and are not up again yet.
+    failed_tasks: Vec<FailedTask>,
+}
+
+#[derive(serde::Serialize)]
+struct FailedProjection {
+    name: &'static str,
+    /// The position of the event it stopped at (a `Position`: a string).
+    position: String,
+}
+
+#[derive(serde::Serialize)]
+struct FailedTask {
+    name: &'static str,
+    /// Runs that died since it was last up.
+    deaths: u32,
+}
+
+/// Ready when the database answers, the relay is ticking, no projection has failed and
+/// every background task is up.
 async fn readyz(State(state): State<HttpState>) -> Response {
-    let db_ok = state.db.ping().await.is_ok();
-    let relay_ok = state.relay_health.is_healthy(Duration::from_secs(30));
-    let failed: Vec<serde_json::Value> = state
-        .projections
-        .failures()
-        .into_iter()
-        .map(|(name, position, error)| {
-            serde_json::json!({ "name": name, "position": position.to_string(), "error": error })
-        })
-        .collect();
-    let status = if db_ok && relay_ok && failed.is_empty() {
+    let readiness = Readiness {
+        database: state.db.ping().await.is_ok(),
+        relay: state.relay_health.is_healthy(Duration::from_secs(30)),
+        failed_projections: state
+            .projections
+            .failures()
+            .into_iter()
+            .map(|(name, position, _)| FailedProjection {
+                name,
+                position: position.to_string(),
+            })
+            .collect(),
+        failed_tasks: state
+            .tasks
+            .down()
+            .into_iter()
+            .map(|down| FailedTask {
+                name: down.name,
+                deaths: down.deaths,
+            })
+            .collect(),
+    };
+    let ready = readiness.database
+        && readiness.relay
+        && readiness.failed_projections.is_empty()
+        && readiness.failed_tasks.is_empty();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (
-        status,
-        axum::Json(serde_json::json!({
-            "database": db_ok,
-            "relay": relay_ok,
-            "failedProjections": failed,
-        })),
-    )
-        .into_response()
+    (status, axum::Json(readiness)).into_response()
 }

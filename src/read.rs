@@ -1,6 +1,8 @@
-//! The read side: the relay that tails the event log, one module per projection (its
-//! view's update and its queries), the checkpoints that say how far each view is, and the
-//! change bus that announces each committed change.
+//! The read side: the relay that tails the event log, one module per view (its
+//! projection, its live loader and its queries), registered once in [`views`]; the
+//! checkpoints that say how far each view is, the change bus that announces each
+//! committed change, the live views hub that fans changes out to subscriptions, and the
+//! raw event feed.
 
 pub mod bus;
 pub mod cart;
@@ -13,20 +15,29 @@ pub mod orders;
 pub mod rebuild;
 pub mod relay;
 pub mod status;
+pub mod view;
 
 use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::entity::events;
+use crate::log::reader::Wanted;
 use bus::Change;
 
-/// Every projection of the service, in the order the relay runs them.
-pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+/// Every view of the service, in the order the relay runs their projections: a new view
+/// is one line here (and its module). `View::of` takes a projection only together with
+/// its live loader.
+pub fn views() -> Vec<view::View> {
     vec![
-        std::sync::Arc::new(catalog::CatalogProjection),
-        std::sync::Arc::new(cart::CartProjection),
-        std::sync::Arc::new(orders::OrderProjection),
-        std::sync::Arc::new(dashboard::DashboardProjection),
+        view::View::of(catalog::CatalogProjection),
+        view::View::of(cart::CartProjection),
+        view::View::of(orders::OrderProjection),
+        view::View::of(dashboard::DashboardProjection),
     ]
+}
+
+/// The projections of every view, in the order the relay runs them.
+pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
+    views().into_iter().map(|v| v.projection).collect()
 }
 
 /// A projection folds events into its view inside the relay's transaction, which also
@@ -36,9 +47,11 @@ pub trait Projection: Send + Sync {
     /// Persisted name of the projection (its checkpoint row): never change it.
     fn name(&self) -> &'static str;
 
-    /// The stream types whose events this projection folds. Events of other streams
-    /// never change its view, so the relay skips it for them (no transaction at all).
-    fn stream_types(&self) -> &'static [&'static str];
+    /// The events this projection folds: of some stream types, all of them or only some
+    /// event types. Other events never change its view, so the relay skips it for them
+    /// (no transaction at all), a rebuild does not read them, and the lag count
+    /// (`projections`, `ordergraph projections status`) does not count them.
+    fn wants(&self) -> &'static [Wanted];
 
     /// The tables of its view, each with its primary key: what a rebuild replaces and a
     /// verify compares. `apply` writes these and nothing else, and reads nothing else.

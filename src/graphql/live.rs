@@ -20,10 +20,13 @@ use super::projections::RebuildProgress;
 use super::scalars::Position;
 use super::{admin, services, signed_in};
 use crate::auth::{Auth, Caller};
-use crate::entity::{catalog_view, order_view};
 use crate::error::{AppError, AppResult};
 use crate::log::aggregates::{self, AggregateKind};
-use crate::read::live::{Limits, Source, ViewChange, ViewState, Watch, follow, user_route};
+use crate::read::cart::{CartProjection, CartRead};
+use crate::read::catalog::CatalogProjection;
+use crate::read::dashboard::{DashboardProjection, DashboardRead};
+use crate::read::live::{Limits, LiveState, Source, Watch, follow, user_route};
+use crate::read::orders::OrderProjection;
 use crate::read::{cart, catalog, dashboard, orders};
 
 /// Most product ids one `productUpdated` may watch.
@@ -58,7 +61,7 @@ fn live<W: Watch, T: 'static>(
     ctx: &Context<'_>,
     watch: W,
     after: Option<Position>,
-    wrap: fn(W::Item) -> T,
+    wrap: fn(LiveState<W>) -> T,
 ) -> AppResult<Live<T>> {
     let stream = follow(source(ctx)?, watch, after.map(|p| p.0), limits(ctx)?);
     Ok(Box::pin(stream.map(move |item| {
@@ -212,11 +215,7 @@ struct ProductWatch {
 
 #[async_trait::async_trait]
 impl Watch for ProductWatch {
-    type Item = catalog_view::Model;
-
-    fn projection(&self) -> &'static str {
-        catalog::NAME
-    }
+    type View = CatalogProjection;
 
     fn keys(&self) -> Option<Vec<String>> {
         self.ids
@@ -228,7 +227,7 @@ impl Watch for ProductWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr> {
+    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
         match &self.ids {
             Some(ids) => Ok(Some(by_position(catalog::find_many(db, ids).await?, |p| {
                 p.position
@@ -243,7 +242,7 @@ impl Watch for ProductWatch {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let rows = catalog::changed(db, self.ids.as_deref(), after, upto, limit).await?;
         Ok(by_position(rows, |p| p.position))
     }
@@ -253,7 +252,7 @@ impl Watch for ProductWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let ids: Vec<Uuid> = uuids(keys)
             .filter(|id| self.ids.as_ref().is_none_or(|ids| ids.contains(id)))
             .collect();
@@ -262,15 +261,8 @@ impl Watch for ProductWatch {
         }))
     }
 
-    fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
-        match &change.state {
-            ViewState::Product(row)
-                if self.ids.as_ref().is_none_or(|ids| ids.contains(&row.id)) =>
-            {
-                Some(row.clone())
-            }
-            _ => None,
-        }
+    fn accepts(&self, row: &LiveState<Self>) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.contains(&row.id))
     }
 }
 
@@ -280,11 +272,7 @@ struct CartWatch {
 
 #[async_trait::async_trait]
 impl Watch for CartWatch {
-    type Item = cart::CartRead;
-
-    fn projection(&self) -> &'static str {
-        cart::NAME
-    }
+    type View = CartProjection;
 
     fn keys(&self) -> Option<Vec<String>> {
         Some(vec![self.user_id.clone()])
@@ -294,7 +282,7 @@ impl Watch for CartWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr> {
+    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
         let cart = cart::find(db, &self.user_id).await?;
         Ok(Some(vec![(cart.position, cart)]))
     }
@@ -305,7 +293,7 @@ impl Watch for CartWatch {
         after: i64,
         upto: i64,
         _limit: u64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let cart = cart::find(db, &self.user_id).await?;
         Ok(if cart.position > after && cart.position <= upto {
             vec![(cart.position, cart)]
@@ -319,7 +307,7 @@ impl Watch for CartWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         if !keys.contains(&self.user_id) {
             return Ok(vec![]);
         }
@@ -327,11 +315,8 @@ impl Watch for CartWatch {
         Ok(vec![(cart.position, cart)])
     }
 
-    fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
-        match &change.state {
-            ViewState::Cart(cart) if cart.user_id == self.user_id => Some(cart.clone()),
-            _ => None,
-        }
+    fn accepts(&self, cart: &CartRead) -> bool {
+        cart.user_id == self.user_id
     }
 }
 
@@ -342,11 +327,7 @@ struct OrderWatch {
 
 #[async_trait::async_trait]
 impl Watch for OrderWatch {
-    type Item = order_view::Model;
-
-    fn projection(&self) -> &'static str {
-        orders::NAME
-    }
+    type View = OrderProjection;
 
     fn keys(&self) -> Option<Vec<String>> {
         match self.id {
@@ -360,7 +341,7 @@ impl Watch for OrderWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr> {
+    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
         let Some(id) = self.id else { return Ok(None) };
         Ok(Some(
             orders::find(db, id)
@@ -378,7 +359,7 @@ impl Watch for OrderWatch {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let rows = match self.id {
             Some(id) => orders::find(db, id)
                 .await?
@@ -402,7 +383,7 @@ impl Watch for OrderWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let mut rows = Vec::new();
         for id in uuids(keys).filter(|id| self.id.is_none_or(|watched| watched == *id)) {
             if let Some(order) = orders::find(db, id).await?
@@ -414,16 +395,8 @@ impl Watch for OrderWatch {
         Ok(by_position(rows, |o| o.position))
     }
 
-    fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
-        match &change.state {
-            ViewState::Order(order)
-                if self.id.is_none_or(|id| id == order.id)
-                    && self.caller.may_see_order(&order.user_id) =>
-            {
-                Some(order.clone())
-            }
-            _ => None,
-        }
+    fn accepts(&self, order: &LiveState<Self>) -> bool {
+        self.id.is_none_or(|id| id == order.id) && self.caller.may_see_order(&order.user_id)
     }
 }
 
@@ -431,11 +404,7 @@ struct DashboardWatch;
 
 #[async_trait::async_trait]
 impl Watch for DashboardWatch {
-    type Item = dashboard::DashboardRead;
-
-    fn projection(&self) -> &'static str {
-        dashboard::NAME
-    }
+    type View = DashboardProjection;
 
     fn keys(&self) -> Option<Vec<String>> {
         Some(vec![dashboard::KEY.to_owned()])
@@ -445,7 +414,7 @@ impl Watch for DashboardWatch {
         &self,
         db: &DatabaseConnection,
         checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr> {
+    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
         let figures = dashboard::read(db, Utc::now(), checkpoint).await?;
         Ok(Some(vec![(figures.position, figures)]))
     }
@@ -456,7 +425,7 @@ impl Watch for DashboardWatch {
         after: i64,
         upto: i64,
         _limit: u64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         let figures = dashboard::read(db, Utc::now(), upto).await?;
         Ok(if figures.position > after {
             vec![(figures.position, figures)]
@@ -470,7 +439,7 @@ impl Watch for DashboardWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         upto: i64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr> {
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
         if !keys.contains(dashboard::KEY) {
             return Ok(vec![]);
         }
@@ -478,10 +447,7 @@ impl Watch for DashboardWatch {
         Ok(vec![(figures.position, figures)])
     }
 
-    fn accept(&self, change: &ViewChange) -> Option<Self::Item> {
-        match &change.state {
-            ViewState::Dashboard(figures) => Some(figures.clone()),
-            _ => None,
-        }
+    fn accepts(&self, _: &DashboardRead) -> bool {
+        true
     }
 }

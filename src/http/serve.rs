@@ -34,6 +34,8 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, Re
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
+use crate::error::AppError;
+
 /// Limits of the HTTP server.
 #[derive(Debug, Clone)]
 pub struct ServeLimits {
@@ -129,10 +131,9 @@ async fn accept_error(e: io::Error) {
 
 /// Answers a connection over the cap with `503` and closes it.
 async fn refuse(mut stream: TcpStream, max: usize, _refusal: OwnedSemaphorePermit) {
-    let body = super::error_body(
-        "RATE_LIMITED",
-        &format!("the server has {max} connections open, the most it accepts; retry shortly"),
-    );
+    let body = super::error_body(&AppError::RateLimited(format!(
+        "the server has {max} connections open, the most it accepts; retry shortly"
+    )));
     let response = format!(
         "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
         body.len()
@@ -209,7 +210,7 @@ pub fn replacement(head: &[u8]) -> Option<Vec<u8>> {
         "431" => "the request's headers are too large",
         _ => return None,
     };
-    let body = super::error_body("BAD_USER_INPUT", message);
+    let body = super::error_body(&AppError::BadUserInput(message.to_owned()));
     Some(
         format!(
             "HTTP/1.1 {status_line}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",

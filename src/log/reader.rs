@@ -1,6 +1,6 @@
 //! The one paged reader of the log: the events of a span of positions `(after, upto]` in
-//! position order, optionally of some stream types only, a page at a time; and a stream's
-//! events by version, for the audit trail.
+//! position order, optionally of some stream types or some event types only ([`Wanted`]),
+//! a page at a time; and a stream's events by version, for the audit trail.
 //!
 //! A span ends at a safe horizon (or below it): every position in it is final, so a page
 //! shorter than asked for has read the whole rest of the span, and what is missing below
@@ -8,19 +8,62 @@
 //! of each reader working it out.
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Select,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Select,
 };
 use uuid::Uuid;
 
 use crate::entity::events;
 
-/// The events in positions `(after, upto]`, of `stream_types` only when given.
+/// Events a reader wants from the log: those of one stream type, every one of them or
+/// only some event types (persisted names). A projection declares what it wants once;
+/// the relay, a rebuild and the lag count all filter by that same declaration, so a view
+/// that skips an event is never reported behind it.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted {
+    pub stream_type: &'static str,
+    /// `None`: every event of the stream type.
+    pub event_types: Option<&'static [&'static str]>,
+}
+
+impl Wanted {
+    /// Every event of `stream_type`.
+    pub const fn all(stream_type: &'static str) -> Self {
+        Self {
+            stream_type,
+            event_types: None,
+        }
+    }
+
+    /// Only these event types of `stream_type`.
+    pub const fn only(stream_type: &'static str, event_types: &'static [&'static str]) -> Self {
+        Self {
+            stream_type,
+            event_types: Some(event_types),
+        }
+    }
+
+    fn matches(&self, event: &events::Model) -> bool {
+        event.stream_type == self.stream_type
+            && self
+                .event_types
+                .is_none_or(|types| types.contains(&event.event_type.as_str()))
+    }
+
+    /// Whether any of `wanted` takes `event`.
+    pub fn any(wanted: &[Wanted], event: &events::Model) -> bool {
+        wanted.iter().any(|w| w.matches(event))
+    }
+}
+
+/// The events in positions `(after, upto]`, of `stream_types` only and of what `wanted`
+/// takes only, when given.
 #[derive(Debug, Clone, Copy)]
 pub struct Span<'a> {
     pub after: i64,
     pub upto: i64,
     pub stream_types: Option<&'a [&'a str]>,
+    pub wanted: Option<&'a [Wanted]>,
 }
 
 /// One page of a span.
@@ -39,12 +82,19 @@ impl<'a> Span<'a> {
             after,
             upto,
             stream_types: None,
+            wanted: None,
         }
     }
 
     /// Only the events of these stream types.
     pub fn of_types(mut self, stream_types: &'a [&'a str]) -> Self {
         self.stream_types = Some(stream_types);
+        self
+    }
+
+    /// Only the events `wanted` takes.
+    pub fn wanted(mut self, wanted: &'a [Wanted]) -> Self {
+        self.wanted = Some(wanted);
         self
     }
 
@@ -65,8 +115,20 @@ impl<'a> Span<'a> {
         let query = events::Entity::find()
             .filter(events::Column::Position.gt(self.after))
             .filter(events::Column::Position.lte(self.upto));
-        match self.stream_types {
+        let query = match self.stream_types {
             Some(types) => query.filter(events::Column::StreamType.is_in(types.iter().copied())),
+            None => query,
+        };
+        match self.wanted {
+            Some(wanted) => query.filter(wanted.iter().fold(Condition::any(), |any, w| {
+                let stream = Condition::all().add(events::Column::StreamType.eq(w.stream_type));
+                any.add(match w.event_types {
+                    Some(types) => {
+                        stream.add(events::Column::EventType.is_in(types.iter().copied()))
+                    }
+                    None => stream,
+                })
+            })),
             None => query,
         }
     }

@@ -44,6 +44,7 @@ use crate::log::horizon::safe_horizon;
 use crate::log::reader::Span;
 use crate::metrics::Metrics;
 use crate::read::checkpoints;
+use crate::supervise::TaskHealth;
 use crate::write::event_store::{self, EventMetadata, FoldError};
 use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
 use crate::write::{CommandContext, WriteGate, Writer};
@@ -290,8 +291,14 @@ pub struct OrderSaga {
 
 impl OrderSaga {
     /// Runs until `shutdown` resolves. Returns an error only for an injected fault (the
-    /// service then stops, as a crashed process would); other failures are retried.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), SagaError> {
+    /// service then stops, as a crashed process would); other failures are retried. Each
+    /// completed tick tells the supervisor the saga is up.
+    pub async fn run(
+        self: Arc<Self>,
+        up: TaskHealth,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
+        let mut wakeup = self.wakeup.clone();
         let mut checkpoint = checkpoints::load_one(&self.db, NAME).await?;
         let mut backoff = Duration::from_millis(50);
         loop {
@@ -300,6 +307,7 @@ impl OrderSaga {
             }
             match self.tick(&mut checkpoint, &shutdown).await {
                 Ok(next_due) => {
+                    up.ready();
                     backoff = Duration::from_millis(50);
                     // Wake for new events, for the earliest retry, or to poll.
                     let retry = async {
@@ -313,7 +321,7 @@ impl OrderSaga {
                     };
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
-                        Ok(()) = self.wakeup.changed() => {}
+                        Ok(()) = wakeup.changed() => {}
                         _ = tokio::time::sleep(self.poll) => {}
                         _ = retry => {}
                     }
@@ -338,7 +346,7 @@ impl OrderSaga {
     /// Handles the new events, then the retries that are due; returns when the next
     /// retry is due.
     async fn tick(
-        &mut self,
+        &self,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
@@ -351,7 +359,7 @@ impl OrderSaga {
     }
 
     async fn follow_log(
-        &mut self,
+        &self,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {

@@ -7,17 +7,19 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder,
 };
 use uuid::Uuid;
 
 use super::bus::Change;
+use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent};
 use crate::entity::{cart_view, cart_view_items, catalog_view, events};
 use crate::log::codec::decode_row;
+use crate::log::reader::Wanted;
 
 pub const NAME: &str = "cart";
 
@@ -44,8 +46,8 @@ impl Projection for CartProjection {
         ]
     }
 
-    fn stream_types(&self) -> &'static [&'static str] {
-        &[Cart::STREAM_TYPE]
+    fn wants(&self) -> &'static [Wanted] {
+        const { &[Wanted::all(Cart::STREAM_TYPE)] }
     }
 
     async fn apply(
@@ -131,6 +133,22 @@ impl Projection for CartProjection {
     }
 }
 
+#[async_trait::async_trait]
+impl LiveView for CartProjection {
+    const NAME: &'static str = NAME;
+    type State = CartRead;
+
+    /// Every user has a cart (an empty one at position 0 before their first change).
+    async fn load(
+        db: &DatabaseConnection,
+        key: &str,
+        _position: i64,
+    ) -> Result<Option<(i64, Self::State)>, DbErr> {
+        let cart = find(db, key).await?;
+        Ok(Some((cart.position, cart)))
+    }
+}
+
 /// One line of a cart as read: the view's quantity, priced from the catalog view.
 #[derive(Debug, Clone)]
 pub struct CartLine {
@@ -150,7 +168,7 @@ pub struct CartRead {
 
 /// A user's cart, read in one snapshot: header, lines and their products (three queries,
 /// whatever its size).
-pub async fn find(db: &sea_orm::DatabaseConnection, user_id: &str) -> Result<CartRead, DbErr> {
+pub async fn find(db: &DatabaseConnection, user_id: &str) -> Result<CartRead, DbErr> {
     let txn = super::begin_snapshot(db).await?;
     let cart = find_in(&txn, user_id).await;
     txn.commit().await?;

@@ -3,17 +3,19 @@
 
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::bus::Change;
+use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, events};
 use crate::log::codec::decode_row;
+use crate::log::reader::Wanted;
 
 pub const NAME: &str = "catalog";
 
@@ -33,8 +35,8 @@ impl Projection for CatalogProjection {
         }]
     }
 
-    fn stream_types(&self) -> &'static [&'static str] {
-        &[Product::STREAM_TYPE]
+    fn wants(&self) -> &'static [Wanted] {
+        const { &[Wanted::all(Product::STREAM_TYPE)] }
     }
 
     async fn apply(
@@ -116,6 +118,20 @@ impl Projection for CatalogProjection {
             });
         }
         Ok(changes)
+    }
+}
+
+#[async_trait::async_trait]
+impl LiveView for CatalogProjection {
+    const NAME: &'static str = NAME;
+    type State = catalog_view::Model;
+
+    async fn load(
+        db: &DatabaseConnection,
+        key: &str,
+        _position: i64,
+    ) -> Result<Option<(i64, Self::State)>, DbErr> {
+        view::by_id(key, |id| find(db, id), |row| row.position).await
     }
 }
 

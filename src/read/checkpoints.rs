@@ -73,16 +73,10 @@ pub async fn load_one<C: ConnectionTrait>(db: &C, name: &str) -> Result<i64, DbE
 /// locked (`lock`) from the first fold on.
 pub async fn ensure<C: ConnectionTrait>(db: &C, names: &[&'static str]) -> Result<(), DbErr> {
     for name in names {
-        projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-            name: Set((*name).to_owned()),
-            position: Set(0),
-            updated_at: Set(Utc::now()),
-            failed_position: Set(None),
-            error: Set(None),
-        })
-        .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
-        .exec(db)
-        .await?;
+        projection_checkpoints::Entity::insert(row(name, 0, None))
+            .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
+            .exec(db)
+            .await?;
     }
     Ok(())
 }
@@ -128,25 +122,49 @@ pub async fn lock<C: ConnectionTrait>(txn: &C, name: &str, hold: Hold) -> Result
 
 /// Persists a checkpoint inside the projection's transaction.
 pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
-    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
+    use projection_checkpoints::Column;
+    upsert(
+        txn,
+        row(name, position, None),
+        &[
+            Column::Position,
+            Column::UpdatedAt,
+            Column::FailedPosition,
+            Column::Error,
+        ],
+    )
+    .await
+}
+
+/// A checkpoint row at `position`, with the event it failed at and the error, if any.
+fn row(
+    name: &str,
+    position: i64,
+    failure: Option<(i64, &str)>,
+) -> projection_checkpoints::ActiveModel {
+    projection_checkpoints::ActiveModel {
         name: Set(name.to_owned()),
         position: Set(position),
         updated_at: Set(Utc::now()),
-        failed_position: Set(None),
-        error: Set(None),
-    })
-    .on_conflict(
-        OnConflict::column(projection_checkpoints::Column::Name)
-            .update_columns([
-                projection_checkpoints::Column::Position,
-                projection_checkpoints::Column::UpdatedAt,
-                projection_checkpoints::Column::FailedPosition,
-                projection_checkpoints::Column::Error,
-            ])
-            .to_owned(),
-    )
-    .exec(txn)
-    .await?;
+        failed_position: Set(failure.map(|(at, _)| at)),
+        error: Set(failure.map(|(_, error)| error.to_owned())),
+    }
+}
+
+/// Inserts `row`, or updates `columns` of the projection's existing row.
+async fn upsert<C: ConnectionTrait>(
+    db: &C,
+    row: projection_checkpoints::ActiveModel,
+    columns: &[projection_checkpoints::Column],
+) -> Result<(), DbErr> {
+    projection_checkpoints::Entity::insert(row)
+        .on_conflict(
+            OnConflict::column(projection_checkpoints::Column::Name)
+                .update_columns(columns.iter().copied())
+                .to_owned(),
+        )
+        .exec(db)
+        .await?;
     Ok(())
 }
 
@@ -159,24 +177,13 @@ pub async fn store_failure<C: ConnectionTrait>(
     failed_position: i64,
     error: &str,
 ) -> Result<(), DbErr> {
-    projection_checkpoints::Entity::insert(projection_checkpoints::ActiveModel {
-        name: Set(name.to_owned()),
-        position: Set(position),
-        updated_at: Set(Utc::now()),
-        failed_position: Set(Some(failed_position)),
-        error: Set(Some(error.to_owned())),
-    })
-    .on_conflict(
-        OnConflict::column(projection_checkpoints::Column::Name)
-            .update_columns([
-                projection_checkpoints::Column::FailedPosition,
-                projection_checkpoints::Column::Error,
-            ])
-            .to_owned(),
+    use projection_checkpoints::Column;
+    upsert(
+        db,
+        row(name, position, Some((failed_position, error))),
+        &[Column::FailedPosition, Column::Error],
     )
-    .exec(db)
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Every stored checkpoint row (for the status table outside the server).

@@ -6,11 +6,12 @@
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 use super::bus::Change;
+use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
@@ -18,6 +19,7 @@ use crate::domain::product::ProductStatus;
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{catalog_view, dashboard_counters, dashboard_daily, dashboard_orders, events};
 use crate::log::codec::decode_row;
+use crate::log::reader::Wanted;
 
 pub const NAME: &str = "dashboard";
 
@@ -136,13 +138,15 @@ impl Projection for DashboardProjection {
         ]
     }
 
-    fn stream_types(&self) -> &'static [&'static str] {
+    fn wants(&self) -> &'static [Wanted] {
         // Product events move `lowStock`, read from the catalog view.
-        &[
-            Order::STREAM_TYPE,
-            Payment::STREAM_TYPE,
-            crate::domain::product::Product::STREAM_TYPE,
-        ]
+        const {
+            &[
+                Wanted::all(Order::STREAM_TYPE),
+                Wanted::all(Payment::STREAM_TYPE),
+                Wanted::all(crate::domain::product::Product::STREAM_TYPE),
+            ]
+        }
     }
 
     async fn apply(
@@ -229,6 +233,26 @@ impl Projection for DashboardProjection {
     }
 }
 
+#[async_trait::async_trait]
+impl LiveView for DashboardProjection {
+    const NAME: &'static str = NAME;
+    type State = DashboardRead;
+
+    async fn load(
+        db: &DatabaseConnection,
+        _key: &str,
+        position: i64,
+    ) -> Result<Option<(i64, Self::State)>, DbErr> {
+        let figures = read(db, Utc::now(), position).await?;
+        Ok(Some((figures.position, figures)))
+    }
+
+    /// One key: any figures at or above the change are the right ones to send.
+    fn sends(loaded: i64, changed: i64) -> bool {
+        loaded >= changed
+    }
+}
+
 /// The dashboard's figures as stored, and the position they reflect.
 #[derive(Debug, Clone)]
 pub struct DashboardRead {
@@ -243,7 +267,7 @@ pub struct DashboardRead {
 /// stored checkpoint is written with every change of the figures, so the larger of the
 /// two is exactly the position the figures reflect.
 pub async fn read(
-    db: &sea_orm::DatabaseConnection,
+    db: &DatabaseConnection,
     now: DateTime<Utc>,
     known: i64,
 ) -> Result<DashboardRead, DbErr> {

@@ -11,16 +11,17 @@
 //! buffer goes back to the table from its cursor: the feed never drops an event.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use futures_util::Stream;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{broadcast, watch};
 
 use super::live::Limits;
 use crate::entity::events;
 use crate::error::{AppError, AppResult};
 use crate::log::reader::Span;
+use crate::supervise::TaskHealth;
 
 /// Events read per query, by the tailer and by a subscriber catching up.
 pub const PAGE: u64 = 512;
@@ -28,6 +29,9 @@ pub const PAGE: u64 = 512;
 pub struct EventFeed {
     tx: broadcast::Sender<Arc<events::Model>>,
     published: watch::Sender<i64>,
+    /// Broadcast up to here: below `published` only while a run of the tailer is failing
+    /// to read the log (the next run broadcasts the rest first).
+    sent: AtomicI64,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -37,66 +41,55 @@ impl EventFeed {
         Arc::new(Self {
             tx,
             published: watch::Sender::new(0),
+            sent: AtomicI64::new(0),
             metrics,
         })
     }
 
-    /// Follows `horizon` (the relay's) until `shutdown`.
+    /// Follows `horizon` (the relay's) until `shutdown`. A run that cannot read the log
+    /// ends with the error (the supervisor starts another); the next run first broadcasts
+    /// what was published and not yet broadcast (skipping it would be a gap for every
+    /// live subscriber), and only then is up.
     pub async fn run(
         self: Arc<Self>,
         db: DatabaseConnection,
         mut horizon: watch::Receiver<i64>,
+        up: TaskHealth,
         shutdown: impl Future<Output = ()>,
-    ) {
+    ) -> Result<(), DbErr> {
         tokio::pin!(shutdown);
         let mut cursor = *self.published.borrow();
+        self.broadcast(&db, cursor).await?;
+        up.ready();
         loop {
             let target = *horizon.borrow_and_update();
             if target > cursor {
                 self.published.send_replace(target);
-                // Nobody listening: nothing to broadcast. A subscriber arriving from now
-                // on reads `published` ≥ target, so the table serves it up to there.
-                if self.tx.receiver_count() > 0 {
-                    self.broadcast(&db, cursor, target, &mut shutdown).await;
-                }
+                self.broadcast(&db, target).await?;
                 cursor = target;
             }
             tokio::select! {
-                _ = &mut shutdown => return,
-                changed = horizon.changed() => if changed.is_err() { return },
+                _ = &mut shutdown => return Ok(()),
+                changed = horizon.changed() => if changed.is_err() { return Ok(()) },
             }
         }
     }
 
-    /// Broadcasts `(from, to]`, retrying a failed read until it succeeds or shutdown:
-    /// skipping a range would be a gap for every live subscriber.
-    async fn broadcast(
-        &self,
-        db: &DatabaseConnection,
-        mut from: i64,
-        to: i64,
-        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) {
-        let mut backoff = Duration::from_millis(50);
-        while from < to {
-            match Span::new(from, to).page(db, PAGE).await {
-                Ok(page) => {
-                    backoff = Duration::from_millis(50);
-                    from = page.read_to;
-                    for row in page.events {
-                        let _ = self.tx.send(Arc::new(row));
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "event feed: reading the log failed; retrying");
-                    tokio::select! {
-                        _ = shutdown.as_mut() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
-                }
+    /// Broadcasts what is left up to `to`, a page at a time. Nobody listening: nothing
+    /// to broadcast; a subscriber arriving from now on reads `published` ≥ `to`, so the
+    /// table serves it up to there.
+    async fn broadcast(&self, db: &DatabaseConnection, to: i64) -> Result<(), DbErr> {
+        let mut from = self.sent.load(Ordering::Acquire);
+        while from < to && self.tx.receiver_count() > 0 {
+            let page = Span::new(from, to).page(db, PAGE).await?;
+            from = page.read_to;
+            for row in page.events {
+                let _ = self.tx.send(Arc::new(row));
             }
+            self.sent.store(from, Ordering::Release);
         }
+        self.sent.fetch_max(to, Ordering::AcqRel);
+        Ok(())
     }
 
     /// The events after `after` whose stream type is in `stream_types` (all when `None`),

@@ -1,7 +1,8 @@
 //! Live views: the fan-out between the change bus and view subscriptions.
 //!
-//! One hub per server listens on the change bus, loads each changed row **once** and
-//! broadcasts it to every subscription, so the cost of a change does not grow with the
+//! One hub per server listens on the change bus, loads each changed row **once** (by the
+//! view's own loader, `view::LiveView`, registered with its projection in `read::views`)
+//! and broadcasts it to every subscription, so the cost of a change does not grow with the
 //! number of subscribers. A subscription ([`follow`]) emits the current state first, then
 //! every change newer than what it has emitted, and never loses a change that commits
 //! between the two:
@@ -34,14 +35,13 @@ use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{broadcast, mpsc, watch};
-use uuid::Uuid;
 
 use super::bus::Change;
 use super::checkpoints::Checkpoints;
 use super::rebuild::Changed;
-use super::{cart, catalog, dashboard, orders};
-use crate::entity::{catalog_view, order_view};
+use super::view::{LiveView, View};
 use crate::error::{AppError, AppResult};
+use crate::supervise::TaskHealth;
 
 /// Rows read per query when a subscription catches up.
 pub const CATCH_UP_PAGE: u64 = 500;
@@ -50,23 +50,7 @@ pub const CATCH_UP_PAGE: u64 = 500;
 /// behind re-sends everything it watches.
 const REBUILDS_KEPT: usize = 16;
 
-/// The state of one key of one view, as the hub loaded it.
-#[derive(Debug, Clone)]
-pub enum ViewState {
-    Product(catalog_view::Model),
-    Cart(cart::CartRead),
-    Order(order_view::Model),
-    Dashboard(dashboard::DashboardRead),
-}
-
-/// One key of one view at `position`.
-#[derive(Debug)]
-pub struct ViewChange {
-    pub projection: &'static str,
-    pub key: String,
-    pub position: i64,
-    pub state: ViewState,
-}
+pub use super::view::ViewChange;
 
 #[derive(Debug, Clone)]
 pub enum LiveMsg {
@@ -76,15 +60,6 @@ pub enum LiveMsg {
     Resync,
     /// A rebuild replaced rows of the view: the subscription re-reads what it changed.
     Rebuilt,
-}
-
-/// The routing keys of a loaded row: its own key, and for an order its owner too (so a
-/// customer's `orderUpdated` is woken by their orders only).
-fn routes(change: &ViewChange) -> Vec<String> {
-    match &change.state {
-        ViewState::Order(order) => vec![change.key.clone(), user_route(&order.user_id)],
-        _ => vec![change.key.clone()],
-    }
 }
 
 /// The routing key of every order of `user_id`.
@@ -151,7 +126,11 @@ impl RebuildLog {
 /// the subscriptions watching its key (or every key of its view), each through its own
 /// bounded queue, in the hub's order.
 pub struct LiveViews {
+    /// Every registered view, by name: the loader of its changes.
+    views: HashMap<&'static str, View>,
     registry: Mutex<Registry>,
+    /// The change a run of the hub failed to load: the next run delivers it first.
+    pending: Mutex<Option<Change>>,
     capacity: usize,
     metrics: Arc<crate::metrics::Metrics>,
 }
@@ -214,9 +193,15 @@ impl Drop for Registration {
 }
 
 impl LiveViews {
-    pub fn new(capacity: usize, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+    pub fn new(
+        views: &[View],
+        capacity: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
+            views: views.iter().map(|v| (v.name(), v.clone())).collect(),
             registry: Mutex::new(Registry::default()),
+            pending: Mutex::new(None),
             capacity: capacity.max(1),
             metrics,
         })
@@ -279,11 +264,11 @@ impl LiveViews {
 
     /// Offers a loaded change to the subscriptions watching it.
     fn route(&self, change: ViewChange) {
-        let routes = routes(&change);
         let change = Arc::new(change);
         let registry = self.lock();
         let mut offered = std::collections::HashSet::new();
-        let keyed = routes
+        let keyed = change
+            .routes
             .iter()
             .filter_map(|key| registry.by_key.get(&(change.projection, key.clone())));
         let every = registry.every.get(change.projection);
@@ -350,6 +335,23 @@ impl LiveViews {
         }
     }
 
+    /// Loads the state a change names, by its view's loader. A change of a view that is
+    /// not registered is an error (the run ends, and the supervisor says so), never a
+    /// change dropped in silence; `View::of` makes every registered view loadable.
+    async fn load(
+        &self,
+        db: &DatabaseConnection,
+        change: &Change,
+    ) -> Result<Option<ViewChange>, DbErr> {
+        match self.views.get(change.projection) {
+            Some(view) => view.load(db, change).await,
+            None => Err(DbErr::Custom(format!(
+                "live views: {} is not a registered view",
+                change.projection
+            ))),
+        }
+    }
+
     /// Every subscription re-reads: the hub itself missed changes.
     fn resync_all(&self) {
         let registry = self.lock();
@@ -363,32 +365,58 @@ impl LiveViews {
         }
     }
 
-    /// Listens on `bus` until `shutdown`; `bus` must be subscribed before the relay runs.
+    /// Loads and routes one change; on failure keeps it for the next run of the hub.
+    async fn deliver(&self, db: &DatabaseConnection, change: Change) -> anyhow::Result<()> {
+        match self.load(db, &change).await {
+            Ok(Some(state)) => self.route(state),
+            Ok(None) => {}
+            Err(e) => {
+                let what = format!(
+                    "loading the change of {} {} at position {}",
+                    change.projection, change.key, change.position
+                );
+                *self.pending.lock().unwrap_or_else(|e| e.into_inner()) = Some(change);
+                return Err(anyhow::Error::new(e).context(what));
+            }
+        }
+        Ok(())
+    }
+
+    /// Listens on `changes` until `shutdown`. The first run's `changes` must be
+    /// subscribed before the relay runs. A run that cannot load a change ends with the
+    /// error (the supervisor starts another); the next run, `restarted`, first delivers
+    /// that change, and only then is up, and has every subscriber re-read what was
+    /// published while the hub was down.
     pub async fn run(
         self: Arc<Self>,
         mut changes: broadcast::Receiver<Change>,
+        restarted: bool,
         db: DatabaseConnection,
+        up: TaskHealth,
         shutdown: impl Future<Output = ()>,
-    ) {
+    ) -> anyhow::Result<()> {
         tokio::pin!(shutdown);
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(change) = pending {
+            self.deliver(&db, change).await?;
+        }
+        up.ready();
+        if restarted {
+            self.resync_all();
+        }
         loop {
             let change = tokio::select! {
-                _ = &mut shutdown => return,
+                _ = &mut shutdown => return Ok(()),
                 change = changes.recv() => change,
             };
             match change {
                 Ok(change) => {
-                    if !self.watched(change.projection) {
-                        continue;
-                    }
-                    match load(&db, &change).await {
-                        Ok(Some(state)) => self.route(state),
-                        Ok(None) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "live views: loading a change failed; subscribers re-read");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            self.resync_all();
-                        }
+                    if self.watched(change.projection) {
+                        self.deliver(&db, change).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -399,76 +427,20 @@ impl LiveViews {
                     self.metrics.subscriber_lagged("hub");
                     self.resync_all();
                 }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
     }
 }
 
-/// Loads the row a change names, if it is still at the change's position. A projection
-/// without a loader here is an error (logged, and every subscriber re-reads), never a
-/// change dropped in silence; a unit test loads a change of every registered projection.
-async fn load(db: &DatabaseConnection, change: &Change) -> Result<Option<ViewChange>, DbErr> {
-    let uuid = || Uuid::parse_str(&change.key).ok();
-    let (position, state) = match change.projection {
-        catalog::NAME => {
-            let Some(row) = (match uuid() {
-                Some(id) => catalog::find(db, id).await?,
-                None => None,
-            }) else {
-                return Ok(None);
-            };
-            (row.position, ViewState::Product(row))
-        }
-        orders::NAME => {
-            let Some(row) = (match uuid() {
-                Some(id) => orders::find(db, id).await?,
-                None => None,
-            }) else {
-                return Ok(None);
-            };
-            (row.position, ViewState::Order(row))
-        }
-        cart::NAME => {
-            let cart = cart::find(db, &change.key).await?;
-            (cart.position, ViewState::Cart(cart))
-        }
-        dashboard::NAME => {
-            // One key: any figures at or above the change are the right ones to send.
-            let figures = dashboard::read(db, Utc::now(), change.position).await?;
-            return Ok(Some(ViewChange {
-                projection: change.projection,
-                key: change.key.clone(),
-                position: figures.position,
-                state: ViewState::Dashboard(figures),
-            }));
-        }
-        other => {
-            return Err(DbErr::Custom(format!(
-                "live views: projection {other} has no live loader"
-            )));
-        }
-    };
-    // A newer row means a newer change of this key is queued behind this one: that one
-    // sends it, so that positions leave the hub in increasing order.
-    if position != change.position {
-        return Ok(None);
-    }
-    Ok(Some(ViewChange {
-        projection: change.projection,
-        key: change.key.clone(),
-        position,
-        state,
-    }))
-}
+/// The state of one key of the view `W` watches.
+pub type LiveState<W> = <<W as Watch>::View as LiveView>::State;
 
 /// What a subscription watches, and who may see what.
 #[async_trait::async_trait]
 pub trait Watch: Send + Sync + 'static {
-    type Item: Send + 'static;
-
-    /// The projection whose changes concern this watch.
-    fn projection(&self) -> &'static str;
+    /// The view whose changes concern this watch.
+    type View: LiveView;
 
     /// The routing keys watched (a row's key; `user_route` for a user's orders), or
     /// `None` for every key of the projection.
@@ -480,7 +452,7 @@ pub trait Watch: Send + Sync + 'static {
         &self,
         db: &DatabaseConnection,
         checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, Self::Item)>>, DbErr>;
+    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr>;
 
     /// Watched keys whose rows are at a position in `(after, upto]`, oldest first, at
     /// most `limit`.
@@ -490,7 +462,7 @@ pub trait Watch: Send + Sync + 'static {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr>;
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr>;
 
     /// The current rows of those of `keys` (change keys: [`Change::key`]) that this
     /// watch covers and the caller may see, oldest first.
@@ -499,10 +471,10 @@ pub trait Watch: Send + Sync + 'static {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         upto: i64,
-    ) -> Result<Vec<(i64, Self::Item)>, DbErr>;
+    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr>;
 
-    /// A live change, if it concerns this watch and the caller may see it.
-    fn accept(&self, change: &ViewChange) -> Option<Self::Item>;
+    /// Whether a live state concerns this watch and the caller may see it.
+    fn accepts(&self, state: &LiveState<Self>) -> bool;
 }
 
 /// How a subscription ends besides its client leaving.
@@ -554,7 +526,7 @@ fn catch_up<'a, W: Watch>(
     db: &'a DatabaseConnection,
     after: i64,
     upto: i64,
-) -> impl Stream<Item = Result<Vec<(i64, W::Item)>, DbErr>> + Send + 'a {
+) -> impl Stream<Item = Result<Vec<(i64, LiveState<W>)>, DbErr>> + Send + 'a {
     async_stream::try_stream! {
         let mut from = after;
         while from < upto {
@@ -583,9 +555,16 @@ pub fn follow<W: Watch>(
     watch: W,
     after: Option<i64>,
     mut limits: Limits,
-) -> impl Stream<Item = AppResult<W::Item>> + Send {
+) -> impl Stream<Item = AppResult<LiveState<W>>> + Send {
     async_stream::stream! {
-        let projection = watch.projection();
+        let projection = W::View::NAME;
+        // A view missing from `read::views()` would never change: say so at once.
+        if !source.hub.views.contains_key(projection) {
+            yield Err(AppError::Internal(anyhow::anyhow!(
+                "{projection} is not a registered view (read::views)"
+            )));
+            return;
+        }
         // Registered before the checkpoint is read: no change above it is missed.
         let mut registration = source.hub.register(projection, watch.keys());
         // The state read below is at least as new as every rebuild counted here.
@@ -639,8 +618,10 @@ pub fn follow<W: Watch>(
                         continue;
                     }
                     cursor = change.position;
-                    if let Some(item) = watch.accept(&change) {
-                        yield Ok(item);
+                    if let Some(state) = change.state.downcast_ref::<LiveState<W>>()
+                        && watch.accepts(state)
+                    {
+                        yield Ok(state.clone());
                     }
                 }
                 Step::Msg(Some(msg @ (LiveMsg::Resync | LiveMsg::Rebuilt))) => {
@@ -703,21 +684,156 @@ pub fn follow<W: Watch>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::DomainEvent;
+    use crate::domain::cart::CartEvent;
+    use crate::domain::order::{OrderEvent, OrderLine};
+    use crate::domain::payment::PaymentEvent;
+    use crate::domain::product::ProductEvent;
+    use crate::domain::values::{
+        Description, Money, PaymentToken, ProductName, ShippingAddress, Sku, UserId,
+    };
+    use crate::entity::events;
+    use sea_orm::TransactionTrait;
+    use uuid::Uuid;
 
+    /// A small log that touches every view: a product, a cart line, an order placed,
+    /// reserved and paid.
+    fn sample_log() -> Vec<events::Model> {
+        let product = Uuid::from_u128(1);
+        let order = Uuid::from_u128(2);
+        let alice = || UserId::parse("alice").expect("a user id");
+        let price = Money::from_cents(250);
+        fn row<E: DomainEvent>(
+            position: i64,
+            stream_type: &str,
+            stream_id: Uuid,
+            version: i64,
+            event: &E,
+        ) -> events::Model {
+            let (event_type, data) = crate::log::codec::encode(event).expect("encodes");
+            events::Model {
+                position,
+                stream_id,
+                stream_type: stream_type.to_owned(),
+                version,
+                event_version: crate::log::upcast::current_version(&event_type),
+                event_type,
+                data,
+                metadata: serde_json::json!({ "correlationId": Uuid::nil(), "causationId": "test" }),
+                recorded_at: Utc::now(),
+            }
+        }
+        vec![
+            row(
+                1,
+                "product",
+                product,
+                1,
+                &ProductEvent::Created {
+                    sku: Sku::parse("LIVE-1").expect("a SKU"),
+                    name: ProductName::parse("Mug").expect("a name"),
+                    description: Description::parse("Blue").expect("a description"),
+                    price,
+                    stock: 5,
+                },
+            ),
+            row(
+                2,
+                "cart",
+                Uuid::from_u128(3),
+                1,
+                &CartEvent::ItemAdded {
+                    user_id: alice(),
+                    product_id: product,
+                    added: 1,
+                    quantity: 1,
+                },
+            ),
+            row(
+                3,
+                "order",
+                order,
+                1,
+                &OrderEvent::Placed {
+                    user_id: alice(),
+                    lines: vec![OrderLine {
+                        product_id: product,
+                        sku: Sku::parse("LIVE-1").expect("a SKU"),
+                        name: ProductName::parse("Mug").expect("a name"),
+                        unit_price: price,
+                        quantity: 1,
+                    }],
+                    total: price,
+                    shipping_address: ShippingAddress::parse("1 Main St").expect("an address"),
+                    payment_token: PaymentToken::parse("tok_visa").expect("a token"),
+                },
+            ),
+            row(
+                4,
+                "product",
+                product,
+                2,
+                &ProductEvent::StockReserved {
+                    order_id: order,
+                    quantity: 1,
+                    stock: 4,
+                },
+            ),
+            row(
+                5,
+                "payment",
+                Uuid::from_u128(4),
+                1,
+                &PaymentEvent::Charged {
+                    order_id: order,
+                    amount: price,
+                    charge_id: "ch_1".into(),
+                },
+            ),
+        ]
+    }
+
+    /// Every registered view's projection announces changes of the sample log, and its
+    /// live loader loads each one at its position: a view whose loader cannot read what
+    /// its projection announces fails here, not in a subscription that stays silent.
     #[tokio::test]
-    async fn every_registered_projection_has_a_live_loader() {
+    async fn every_registered_view_loads_the_changes_its_projection_announces() {
         let db = crate::db::connect("sqlite::memory:", 1)
             .await
             .expect("an in-memory database");
         crate::db::migrate(&db).await.expect("the migrations apply");
-        for projection in super::super::all_projections() {
-            let change = Change {
-                projection: projection.name(),
-                key: Uuid::nil().to_string(),
-                position: 1,
-            };
-            if let Err(e) = load(&db, &change).await {
-                panic!("{}: {e}", projection.name());
+        let views = super::super::views();
+        let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
+        let log = sample_log();
+        for view in &views {
+            let txn = db.begin().await.expect("a transaction");
+            let wanted: Vec<events::Model> = log
+                .iter()
+                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
+                .cloned()
+                .collect();
+            let changes = view
+                .projection
+                .apply(&txn, &wanted)
+                .await
+                .unwrap_or_else(|e| panic!("{} folds the sample log: {e}", view.name()));
+            txn.commit().await.expect("commits");
+            assert!(!changes.is_empty(), "{} announces a change", view.name());
+            // The latest change of each key: an earlier one's row has moved on since (a
+            // newer change sends it), which the hub tells by loading nothing.
+            let latest: std::collections::BTreeMap<String, Change> = changes
+                .into_iter()
+                .map(|change| (change.key.clone(), change))
+                .collect();
+            for change in latest.into_values() {
+                let loaded = hub
+                    .load(&db, &change)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", view.name()))
+                    .unwrap_or_else(|| panic!("{} loads {change:?}", view.name()));
+                assert_eq!(loaded.projection, view.name());
+                assert!(loaded.position >= change.position, "{change:?}");
+                assert_eq!(loaded.routes[0], change.key);
             }
         }
         let unknown = Change {
@@ -725,6 +841,6 @@ mod tests {
             key: Uuid::nil().to_string(),
             position: 1,
         };
-        assert!(load(&db, &unknown).await.is_err());
+        assert!(hub.load(&db, &unknown).await.is_err());
     }
 }

@@ -4,12 +4,13 @@
 //! from the events of all three aggregates; and its queries.
 
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseTransaction, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
+    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::bus::Change;
+use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
@@ -17,10 +18,15 @@ use crate::domain::product::{Product, ProductEvent};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{events, order_view};
 use crate::log::codec::decode_row;
+use crate::log::reader::Wanted;
 
 pub const NAME: &str = "orders";
 
 pub struct OrderProjection;
+
+/// The product events that move an order's reservation (persisted type names; a unit test
+/// checks that the product aggregate declares them).
+const RESERVATION_EVENTS: [&str; 2] = ["ProductStockReserved", "ProductStockReleased"];
 
 #[async_trait::async_trait]
 impl Projection for OrderProjection {
@@ -36,12 +42,16 @@ impl Projection for OrderProjection {
         }]
     }
 
-    fn stream_types(&self) -> &'static [&'static str] {
-        &[
-            Order::STREAM_TYPE,
-            Product::STREAM_TYPE,
-            Payment::STREAM_TYPE,
-        ]
+    /// Of the product streams, only the reservation's events: a stock adjustment, a price
+    /// or a review never changes an order.
+    fn wants(&self) -> &'static [Wanted] {
+        const {
+            &[
+                Wanted::all(Order::STREAM_TYPE),
+                Wanted::only(Product::STREAM_TYPE, &RESERVATION_EVENTS),
+                Wanted::all(Payment::STREAM_TYPE),
+            ]
+        }
     }
 
     async fn apply(
@@ -61,6 +71,25 @@ impl Projection for OrderProjection {
             });
         }
         Ok(changes)
+    }
+}
+
+#[async_trait::async_trait]
+impl LiveView for OrderProjection {
+    const NAME: &'static str = NAME;
+    type State = order_view::Model;
+
+    async fn load(
+        db: &DatabaseConnection,
+        key: &str,
+        _position: i64,
+    ) -> Result<Option<(i64, Self::State)>, DbErr> {
+        view::by_id(key, |id| find(db, id), |row| row.position).await
+    }
+
+    /// Its owner's route too: a customer's `orderUpdated` is woken by their orders only.
+    fn routes(order: &Self::State) -> Vec<String> {
+        vec![super::live::user_route(&order.user_id)]
     }
 }
 
@@ -231,4 +260,17 @@ pub async fn page<C: ConnectionTrait>(
         has_next_page,
         total_count,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::DomainEvent;
+    use crate::domain::product::ProductEvent;
+
+    #[test]
+    fn the_reservation_events_are_product_event_types() {
+        for event_type in super::RESERVATION_EVENTS {
+            assert!(ProductEvent::TYPES.contains(&event_type), "{event_type}");
+        }
+    }
 }

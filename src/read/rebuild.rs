@@ -197,13 +197,7 @@ impl Replayer {
         F: std::future::Future<Output = Result<i64, DbErr>> + Send,
     {
         let (started, mut progress, scratch) = self.begin(projection, report).await?;
-        let run = Run {
-            live: &self.db,
-            scratch: &scratch.conn,
-            projection,
-            started,
-            report,
-        };
+        let run = Run::new(&self.db, &scratch, projection, started, report);
         let outcome = async {
             // Replay while the live view serves; the log grows meanwhile, so go again
             // until what is left is small enough to replay while holding the view.
@@ -295,13 +289,7 @@ impl Replayer {
         report: &(dyn Fn(&Progress) + Send + Sync),
     ) -> Result<VerifyReport, DbErr> {
         let (started, mut progress, scratch) = self.begin(projection, report).await?;
-        let run = Run {
-            live: &self.db,
-            scratch: &scratch.conn,
-            projection,
-            started,
-            report,
-        };
+        let run = Run::new(&self.db, &scratch, projection, started, report);
         let outcome = async {
             // Most of the replay without holding anything; the tail holding the view.
             let stored = checkpoints::load_one(&self.db, projection.name()).await?;

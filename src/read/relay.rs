@@ -18,7 +18,8 @@ use super::bus::ChangeBus;
 use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
 use crate::entity::events;
-use crate::log::reader::Span;
+use crate::log::reader::{Span, Wanted};
+use crate::supervise::TaskHealth;
 use crate::write::{WriteGate, begin_write};
 // Where the relay reads up to; the horizon itself lives with the log.
 pub use crate::log::horizon::{committed_head, safe_horizon};
@@ -63,12 +64,15 @@ pub struct Relay {
 impl Relay {
     /// Runs until `shutdown` resolves. Errors are logged and retried with backoff: a
     /// transient database failure must not stop the views for good (readyz reports it).
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+    /// Each completed tick tells the supervisor the relay is up.
+    pub async fn run(self: Arc<Self>, up: TaskHealth, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let mut wakeup = self.wakeup.clone();
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.tick().await {
                 Ok(()) => {
+                    up.ready();
                     backoff = Duration::from_millis(50);
                     self.health.failures.store(0, Ordering::Relaxed);
                     self.health
@@ -76,7 +80,7 @@ impl Relay {
                         .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
                     tokio::select! {
                         _ = &mut shutdown => return,
-                        Ok(()) = self.wakeup.changed() => {}
+                        Ok(()) = wakeup.changed() => {}
                         _ = tokio::time::sleep(self.poll) => {}
                     }
                 }
@@ -136,11 +140,7 @@ impl Relay {
                 }
                 let start = batch.partition_point(|e| e.position <= checkpoint);
                 let events = &batch[start..];
-                let types = projection.stream_types();
-                if !events
-                    .iter()
-                    .any(|e| types.contains(&e.stream_type.as_str()))
-                {
+                if !events.iter().any(|e| Wanted::any(projection.wants(), e)) {
                     // Nothing here changes this view: advance in memory only. The stored
                     // checkpoint catches up with the view's next write; after a restart
                     // the events in between are read again and change nothing.

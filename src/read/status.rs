@@ -186,7 +186,7 @@ impl Statuses {
     }
 
     /// The status table, with each projection's lag counted in the log: the events of
-    /// its streams that it has not folded yet (a view is not behind an event that cannot
+    /// the log it wants and has not folded yet (a view is not behind an event that cannot
     /// change it, even where its stored checkpoint has not moved past that event).
     pub async fn report(&self, db: &DatabaseConnection) -> Result<Vec<Report>, DbErr> {
         let head = self.head();
@@ -200,7 +200,7 @@ impl Statuses {
             } else {
                 let mut behind = Span::new(position, head);
                 if let Some(projection) = projections.iter().find(|p| p.name() == name) {
-                    behind = behind.of_types(projection.stream_types());
+                    behind = behind.wanted(projection.wants());
                 }
                 let lag = behind.count(db).await?;
                 let oldest = behind.first(db).await?.map_or(0, |e| {

@@ -1243,3 +1243,43 @@ async fn order_lines_the_service_cannot_read_are_an_internal_error_not_an_empty_
         "{resp:#}"
     );
 }
+
+/// The checkpoint the orders projection has stored (it moves with each write of its view).
+async fn stored_orders_checkpoint(app: &TestApp) -> i64 {
+    use sea_orm::EntityTrait as _;
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    ordergraph::entity::projection_checkpoints::Entity::find_by_id("orders".to_owned())
+        .one(&db)
+        .await
+        .expect("the checkpoints are readable")
+        .map_or(0, |c| c.position)
+}
+
+#[tokio::test]
+async fn a_stock_adjustment_opens_no_transaction_on_the_order_view() {
+    // Arrange: an order in the view, folded up to its confirmation.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("MUG-001", "1.00", 5).await;
+    let product_id = str_of(&product["id"]);
+    confirmed_order(&app, "alice", product_id, 1).await;
+    let before = stored_orders_checkpoint(&app).await;
+
+    // Act: a stock adjustment, an event of a product stream the order view folds.
+    let adjusted =
+        position(&data(&admin.adjust_stock(product_id, 3).await)["adjustStock"]["position"]);
+    wait_until("every projection has passed the adjustment", || async {
+        let resp = admin.gql("{ projections { position } }", json!({})).await;
+        data(&resp)["projections"]
+            .as_array()
+            .is_some_and(|all| all.iter().all(|p| position(&p["position"]) >= adjusted))
+            .then_some(())
+    })
+    .await;
+
+    // Assert: the order view was not written, not even its checkpoint.
+    assert!(before > 0);
+    assert_eq!(stored_orders_checkpoint(&app).await, before);
+}

@@ -223,26 +223,25 @@ impl LiveSide {
         .await?;
         // A differing row is a key on either side of the difference (a changed row is on
         // both): count the keys.
-        let key_expr = match backend {
-            DbBackend::Postgres => format!(
-                "jsonb_build_array({})",
-                table
-                    .key
-                    .iter()
-                    .map(|k| format!("row -> '{k}'"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            _ => format!(
-                "json_array({})",
-                table
-                    .key
-                    .iter()
-                    .map(|k| format!("json_extract(row, '$.{k}')"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
+        let postgres = backend == DbBackend::Postgres;
+        let columns = table
+            .key
+            .iter()
+            .map(|k| {
+                if postgres {
+                    format!("row -> '{k}'")
+                } else {
+                    format!("json_extract(row, '$.{k}')")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let array = if postgres {
+            "jsonb_build_array"
+        } else {
+            "json_array"
         };
+        let key_expr = format!("{array}({columns})");
         let count = scalar(format!(
             "SELECT COUNT(*) AS n FROM (SELECT {key_expr} AS k FROM ({only_live}) a \
              UNION SELECT {key_expr} AS k FROM ({only_replayed}) b) u"
@@ -268,30 +267,27 @@ impl LiveSide {
                     .collect(),
             )
         };
+        // Each sampled row beside the row of the same key on the other side, if sampled.
         let mut by_key: std::collections::BTreeMap<String, RowDifference> = Default::default();
-        for row in live_sample {
+        let sides = live_sample
+            .into_iter()
+            .map(|row| (true, row))
+            .chain(replayed_sample.into_iter().map(|row| (false, row)));
+        for (live, row) in sides {
             let key = key_of(&row);
-            by_key
+            let difference = by_key
                 .entry(key.to_string())
                 .or_insert_with(|| RowDifference {
                     table: table.name,
                     key,
                     live: None,
                     replayed: None,
-                })
-                .live = Some(row);
-        }
-        for row in replayed_sample {
-            let key = key_of(&row);
-            by_key
-                .entry(key.to_string())
-                .or_insert_with(|| RowDifference {
-                    table: table.name,
-                    key,
-                    live: None,
-                    replayed: None,
-                })
-                .replayed = Some(row);
+                });
+            if live {
+                difference.live = Some(row);
+            } else {
+                difference.replayed = Some(row);
+            }
         }
         Ok(TableDiff {
             rows,

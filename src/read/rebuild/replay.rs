@@ -3,7 +3,7 @@
 
 use super::*;
 
-/// The events of `projection`'s streams in `(from, to]`.
+/// The events `projection` wants in `(from, to]`.
 async fn count(
     db: &DatabaseConnection,
     projection: &dyn Projection,
@@ -11,7 +11,7 @@ async fn count(
     to: i64,
 ) -> Result<u64, DbErr> {
     Span::new(from, to)
-        .of_types(projection.stream_types())
+        .wanted(projection.wants())
         .count(db)
         .await
 }
@@ -25,8 +25,25 @@ pub(super) struct Run<'a> {
     pub(super) report: &'a (dyn Fn(&Progress) + Send + Sync),
 }
 
-impl Run<'_> {
-    /// Folds the events of the projection's streams in `(progress.position, to]` into
+impl<'a> Run<'a> {
+    /// A replay of `projection` into `scratch`, reported to `report`.
+    pub(super) fn new(
+        live: &'a DatabaseConnection,
+        scratch: &'a Scratch,
+        projection: &'a dyn Projection,
+        started: Instant,
+        report: &'a (dyn Fn(&Progress) + Send + Sync),
+    ) -> Self {
+        Self {
+            live,
+            scratch: &scratch.conn,
+            projection,
+            started,
+            report,
+        }
+    }
+
+    /// Folds the events the projection wants in `(progress.position, to]` into
     /// the scratch copy, a page per transaction, reading the next page while folding
     /// this one; counts them into `progress.total` first.
     pub(super) async fn replay(&self, to: i64, progress: &mut Progress) -> Result<(), DbErr> {
@@ -34,7 +51,7 @@ impl Run<'_> {
             return Ok(());
         }
         progress.total += count(self.live, self.projection, progress.position, to).await?;
-        let span = Span::new(progress.position, to).of_types(self.projection.stream_types());
+        let span = Span::new(progress.position, to).wanted(self.projection.wants());
         let mut page = span.page(self.live, PAGE).await?;
         while let Some(last) = page.events.last().map(|e| e.position) {
             let fold = async {
@@ -52,7 +69,7 @@ impl Run<'_> {
             (self.report)(progress);
             page = next?;
         }
-        // Nothing more of this projection's streams up to `to`: the view is at `to`.
+        // Nothing more this projection wants up to `to`: the view is at `to`.
         progress.position = to;
         Ok(())
     }
