@@ -152,6 +152,27 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Inserts `row`, or, where a row with the same `key` columns exists, updates its
+/// `columns` from `row`: one statement, so no read-then-write race between writers.
+pub async fn upsert<A, C>(
+    db: &C,
+    row: A,
+    key: impl IntoIterator<Item = <A::Entity as sea_orm::EntityTrait>::Column>,
+    columns: impl IntoIterator<Item = <A::Entity as sea_orm::EntityTrait>::Column>,
+) -> Result<(), sea_orm::DbErr>
+where
+    A: sea_orm::ActiveModelTrait,
+    C: ConnectionTrait,
+{
+    use sea_orm::EntityTrait as _;
+    use sea_orm::sea_query::OnConflict;
+    A::Entity::insert(row)
+        .on_conflict(OnConflict::columns(key).update_columns(columns).to_owned())
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,12 +58,40 @@ pub trait Projection: Send + Sync {
     fn tables(&self) -> &'static [ViewTable];
 
     /// Folds `events` (in position order, all above the checkpoint) into the view and
-    /// returns what changed.
+    /// returns what changed. By default: each event it [`wants`](Projection::wants), one at
+    /// a time ([`Projection::fold`]), each announcing the key it changed.
     async fn apply(
         &self,
         txn: &DatabaseTransaction,
         events: &[events::Model],
-    ) -> Result<Vec<Change>, DbErr>;
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut changes = Vec::new();
+        for row in events.iter().filter(|e| Wanted::any(self.wants(), e)) {
+            if let Some(key) = self.fold(txn, row).await? {
+                changes.push(Change {
+                    projection: self.name(),
+                    key,
+                    position: row.position,
+                });
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Folds one event it wants into the view; the key ([`Change::key`]) of what it
+    /// changed, if anything. A projection that folds a batch as a whole (the dashboard's
+    /// one key) overrides `apply` instead, and never gets here.
+    async fn fold(
+        &self,
+        _txn: &DatabaseTransaction,
+        row: &events::Model,
+    ) -> Result<Option<String>, DbErr> {
+        Err(DbErr::Custom(format!(
+            "projection {} folds no single event (at position {})",
+            self.name(),
+            row.position
+        )))
+    }
 }
 
 /// One table of a projection's view.

@@ -25,7 +25,7 @@ use crate::log::aggregates::{self, AggregateKind};
 use crate::read::cart::{CartProjection, CartRead};
 use crate::read::catalog::CatalogProjection;
 use crate::read::dashboard::{DashboardProjection, DashboardRead};
-use crate::read::live::{Limits, LiveState, Source, Watch, follow, user_route};
+use crate::read::live::{Limits, LiveState, Positioned, Source, Watch, follow, user_route};
 use crate::read::orders::OrderProjection;
 use crate::read::{cart, catalog, dashboard, orders};
 
@@ -227,7 +227,7 @@ impl Watch for ProductWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
         match &self.ids {
             Some(ids) => Ok(Some(by_position(catalog::find_many(db, ids).await?, |p| {
                 p.position
@@ -242,7 +242,7 @@ impl Watch for ProductWatch {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let rows = catalog::changed(db, self.ids.as_deref(), after, upto, limit).await?;
         Ok(by_position(rows, |p| p.position))
     }
@@ -252,7 +252,7 @@ impl Watch for ProductWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let ids: Vec<Uuid> = uuids(keys)
             .filter(|id| self.ids.as_ref().is_none_or(|ids| ids.contains(id)))
             .collect();
@@ -282,7 +282,7 @@ impl Watch for CartWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
         let cart = cart::find(db, &self.user_id).await?;
         Ok(Some(vec![(cart.position, cart)]))
     }
@@ -293,7 +293,7 @@ impl Watch for CartWatch {
         after: i64,
         upto: i64,
         _limit: u64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let cart = cart::find(db, &self.user_id).await?;
         Ok(if cart.position > after && cart.position <= upto {
             vec![(cart.position, cart)]
@@ -307,7 +307,7 @@ impl Watch for CartWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         if !keys.contains(&self.user_id) {
             return Ok(vec![]);
         }
@@ -341,7 +341,7 @@ impl Watch for OrderWatch {
         &self,
         db: &DatabaseConnection,
         _checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
         let Some(id) = self.id else { return Ok(None) };
         Ok(Some(
             orders::find(db, id)
@@ -359,7 +359,7 @@ impl Watch for OrderWatch {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let rows = match self.id {
             Some(id) => orders::find(db, id)
                 .await?
@@ -383,7 +383,7 @@ impl Watch for OrderWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         _upto: i64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let mut rows = Vec::new();
         for id in uuids(keys).filter(|id| self.id.is_none_or(|watched| watched == *id)) {
             if let Some(order) = orders::find(db, id).await?
@@ -414,7 +414,7 @@ impl Watch for DashboardWatch {
         &self,
         db: &DatabaseConnection,
         checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr> {
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
         let figures = dashboard::read(db, Utc::now(), checkpoint).await?;
         Ok(Some(vec![(figures.position, figures)]))
     }
@@ -425,7 +425,7 @@ impl Watch for DashboardWatch {
         after: i64,
         upto: i64,
         _limit: u64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         let figures = dashboard::read(db, Utc::now(), upto).await?;
         Ok(if figures.position > after {
             vec![(figures.position, figures)]
@@ -439,7 +439,7 @@ impl Watch for DashboardWatch {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         upto: i64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr> {
+    ) -> Result<Positioned<Self>, DbErr> {
         if !keys.contains(dashboard::KEY) {
             return Ok(vec![]);
         }

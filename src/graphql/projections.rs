@@ -99,6 +99,35 @@ pub struct VerifyReport {
     pub elapsed_millis: i64,
 }
 
+impl From<rebuild::VerifyReport> for VerifyReport {
+    fn from(report: rebuild::VerifyReport) -> Self {
+        Self {
+            name: report.name.to_owned(),
+            ok: report.is_ok(),
+            position: Position(report.position),
+            rows: report.rows as i64,
+            differences: report.differences as i64,
+            first_differences: report
+                .first
+                .into_iter()
+                .map(|d| RowDifference {
+                    table: d.table.to_owned(),
+                    key: Json(d.key),
+                    live: d.live.map(Json),
+                    replayed: d.replayed.map(Json),
+                })
+                .collect(),
+            elapsed_millis: report.elapsed.as_millis() as i64,
+        }
+    }
+}
+
+/// The rebuilds and verifies of the views: an admin's only.
+fn rebuilds<'a>(ctx: &Context<'a>) -> Result<&'a std::sync::Arc<rebuild::Rebuilds>, AppError> {
+    admin(ctx)?;
+    Ok(&services(ctx)?.rebuilds)
+}
+
 fn start_error(e: StartError) -> AppError {
     match e {
         StartError::Unknown(..) => AppError::BadUserInput(format!("name: {e}")),
@@ -119,14 +148,8 @@ impl ProjectionsMutation {
         ctx: &Context<'_>,
         name: String,
     ) -> async_graphql::Result<RebuildProgress> {
-        async {
-            admin(ctx)?;
-            let s = services(ctx)?;
-            let first = s.rebuilds.start(&name).map_err(start_error)?;
-            Ok(RebuildProgress::from(&first))
-        }
-        .await
-        .gql()
+        let first = rebuilds(ctx).and_then(|r| r.start(&name).map_err(start_error));
+        first.map(|first| RebuildProgress::from(&first)).gql()
     }
 
     /// Admin: replays the log into a scratch copy of a view, up to the live view's
@@ -140,27 +163,8 @@ impl ProjectionsMutation {
         name: String,
     ) -> async_graphql::Result<VerifyReport> {
         async {
-            admin(ctx)?;
-            let s = services(ctx)?;
-            let report = s.rebuilds.verify(&name).await.map_err(start_error)??;
-            Ok(VerifyReport {
-                name: report.name.to_owned(),
-                ok: report.is_ok(),
-                position: Position(report.position),
-                rows: report.rows as i64,
-                differences: report.differences as i64,
-                first_differences: report
-                    .first
-                    .into_iter()
-                    .map(|d| RowDifference {
-                        table: d.table.to_owned(),
-                        key: Json(d.key),
-                        live: d.live.map(Json),
-                        replayed: d.replayed.map(Json),
-                    })
-                    .collect(),
-                elapsed_millis: report.elapsed.as_millis() as i64,
-            })
+            let report = rebuilds(ctx)?.verify(&name).await.map_err(start_error)??;
+            Ok(VerifyReport::from(report))
         }
         .await
         .gql()
@@ -173,11 +177,8 @@ pub(crate) fn progress_stream(
     ctx: &Context<'_>,
     name: &str,
 ) -> Result<impl Stream<Item = RebuildProgress> + Send + 'static, AppError> {
-    admin(ctx)?;
-    let s = services(ctx)?;
-    let rx = s.rebuilds.watch(name).map_err(start_error)?;
-    let mut drain = s.drain.clone();
-    let mut rx = rx;
+    let mut rx = rebuilds(ctx)?.watch(name).map_err(start_error)?;
+    let mut drain = services(ctx)?.drain.clone();
     Ok(async_stream::stream! {
         let mut seen_running = false;
         loop {

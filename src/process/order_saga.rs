@@ -616,27 +616,19 @@ impl OrderSaga {
                     .await?;
                 self.boundary(Boundary::AfterConfirm)
             }
-            Step::ReleaseAndReject(reason) => {
+            step @ (Step::ReleaseAndReject(_) | Step::Release) => {
+                // Stock back either way; a declined payment also rejects the order.
+                let reject = match step {
+                    Step::ReleaseAndReject(reason) => Some(reason),
+                    _ => None,
+                };
                 self.writer
                     .execute(
                         ctx,
                         ReleaseOrder {
                             order_id,
                             products: products().into_keys().collect(),
-                            reject: Some(reason),
-                        },
-                    )
-                    .await?;
-                self.boundary(Boundary::AfterRelease)
-            }
-            Step::Release => {
-                self.writer
-                    .execute(
-                        ctx,
-                        ReleaseOrder {
-                            order_id,
-                            products: products().into_keys().collect(),
-                            reject: None,
+                            reject,
                         },
                     )
                     .await?;

@@ -5,14 +5,12 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
     EntityTrait, QueryFilter, QueryOrder,
 };
 use uuid::Uuid;
 
-use super::bus::Change;
 use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
@@ -50,86 +48,66 @@ impl Projection for CartProjection {
         const { &[Wanted::all(Cart::STREAM_TYPE)] }
     }
 
-    async fn apply(
+    async fn fold(
         &self,
         txn: &DatabaseTransaction,
-        events: &[events::Model],
-    ) -> Result<Vec<Change>, DbErr> {
-        let mut changes = Vec::new();
-        for row in events.iter().filter(|e| e.stream_type == Cart::STREAM_TYPE) {
-            let event: CartEvent = decode_row(row)?;
-            let user_id = match &event {
-                CartEvent::ItemAdded { user_id, .. }
-                | CartEvent::QuantityChanged { user_id, .. }
-                | CartEvent::ItemRemoved { user_id, .. }
-                | CartEvent::Cleared { user_id } => user_id.as_str().to_owned(),
-            };
-            match &event {
-                CartEvent::ItemAdded {
-                    product_id,
-                    quantity,
-                    ..
-                }
-                | CartEvent::QuantityChanged {
-                    product_id,
-                    quantity,
-                    ..
-                } => {
-                    cart_view_items::Entity::insert(cart_view_items::ActiveModel {
-                        user_id: Set(user_id.clone()),
-                        product_id: Set(*product_id),
-                        quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
-                        added_position: Set(row.position),
-                    })
-                    .on_conflict(
-                        OnConflict::columns([
-                            cart_view_items::Column::UserId,
-                            cart_view_items::Column::ProductId,
-                        ])
-                        .update_column(cart_view_items::Column::Quantity)
-                        .to_owned(),
-                    )
+        row: &events::Model,
+    ) -> Result<Option<String>, DbErr> {
+        let event: CartEvent = decode_row(row)?;
+        let user_id = match &event {
+            CartEvent::ItemAdded { user_id, .. }
+            | CartEvent::QuantityChanged { user_id, .. }
+            | CartEvent::ItemRemoved { user_id, .. }
+            | CartEvent::Cleared { user_id } => user_id.as_str().to_owned(),
+        };
+        match &event {
+            CartEvent::ItemAdded {
+                product_id,
+                quantity,
+                ..
+            }
+            | CartEvent::QuantityChanged {
+                product_id,
+                quantity,
+                ..
+            } => {
+                use cart_view_items::Column;
+                let item = cart_view_items::ActiveModel {
+                    user_id: Set(user_id.clone()),
+                    product_id: Set(*product_id),
+                    quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
+                    added_position: Set(row.position),
+                };
+                let key = [Column::UserId, Column::ProductId];
+                crate::db::upsert(txn, item, key, [Column::Quantity]).await?;
+            }
+            CartEvent::ItemRemoved { product_id, .. } => {
+                cart_view_items::Entity::delete_many()
+                    .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
+                    .filter(cart_view_items::Column::ProductId.eq(*product_id))
                     .exec(txn)
                     .await?;
-                }
-                CartEvent::ItemRemoved { product_id, .. } => {
-                    cart_view_items::Entity::delete_many()
-                        .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
-                        .filter(cart_view_items::Column::ProductId.eq(*product_id))
-                        .exec(txn)
-                        .await?;
-                }
-                CartEvent::Cleared { .. } => {
-                    cart_view_items::Entity::delete_many()
-                        .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
-                        .exec(txn)
-                        .await?;
-                }
             }
-            cart_view::Entity::insert(cart_view::ActiveModel {
-                user_id: Set(user_id.clone()),
-                version: Set(row.version),
-                updated_at: Set(row.recorded_at),
-                position: Set(row.position),
-            })
-            .on_conflict(
-                OnConflict::column(cart_view::Column::UserId)
-                    .update_columns([
-                        cart_view::Column::Version,
-                        cart_view::Column::UpdatedAt,
-                        cart_view::Column::Position,
-                    ])
-                    .to_owned(),
-            )
-            .exec(txn)
-            .await?;
-            changes.push(Change {
-                projection: NAME,
-                key: user_id,
-                position: row.position,
-            });
+            CartEvent::Cleared { .. } => {
+                cart_view_items::Entity::delete_many()
+                    .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
+                    .exec(txn)
+                    .await?;
+            }
         }
-        Ok(changes)
+        let header = cart_view::ActiveModel {
+            user_id: Set(user_id.clone()),
+            version: Set(row.version),
+            updated_at: Set(row.recorded_at),
+            position: Set(row.position),
+        };
+        let changed = [
+            cart_view::Column::Version,
+            cart_view::Column::UpdatedAt,
+            cart_view::Column::Position,
+        ];
+        crate::db::upsert(txn, header, [cart_view::Column::UserId], changed).await?;
+        Ok(Some(user_id))
     }
 }
 

@@ -8,7 +8,6 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::bus::Change;
 use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
@@ -39,85 +38,74 @@ impl Projection for CatalogProjection {
         const { &[Wanted::all(Product::STREAM_TYPE)] }
     }
 
-    async fn apply(
+    async fn fold(
         &self,
         txn: &DatabaseTransaction,
-        events: &[events::Model],
-    ) -> Result<Vec<Change>, DbErr> {
-        let mut changes = Vec::new();
-        for row in events
-            .iter()
-            .filter(|e| e.stream_type == Product::STREAM_TYPE)
-        {
-            let event: ProductEvent = decode_row(row)?;
-            let mut view = catalog_view::ActiveModel {
-                id: Set(row.stream_id),
-                version: Set(row.version),
-                updated_at: Set(row.recorded_at),
-                position: Set(row.position),
-                ..Default::default()
-            };
-            // A creation inserts the row; every other event updates the columns it names.
-            let created = matches!(event, ProductEvent::Created { .. });
-            match event {
-                ProductEvent::Created {
-                    sku,
-                    name,
-                    description,
-                    price,
-                    stock,
-                } => {
-                    view.sku = Set(sku.as_str().to_owned());
-                    view.name = Set(name.as_str().to_owned());
-                    view.description = Set(description.as_str().to_owned());
-                    view.price_cents = Set(price.cents());
-                    view.stock = Set(stock);
-                    view.status = Set(ProductStatus::Active.as_str().to_owned());
-                    view.review_count = Set(0);
-                    view.rating_total = Set(0);
+        row: &events::Model,
+    ) -> Result<Option<String>, DbErr> {
+        let event: ProductEvent = decode_row(row)?;
+        let mut view = catalog_view::ActiveModel {
+            id: Set(row.stream_id),
+            version: Set(row.version),
+            updated_at: Set(row.recorded_at),
+            position: Set(row.position),
+            ..Default::default()
+        };
+        // A creation inserts the row; every other event updates the columns it names.
+        let created = matches!(event, ProductEvent::Created { .. });
+        match event {
+            ProductEvent::Created {
+                sku,
+                name,
+                description,
+                price,
+                stock,
+            } => {
+                view.sku = Set(sku.as_str().to_owned());
+                view.name = Set(name.as_str().to_owned());
+                view.description = Set(description.as_str().to_owned());
+                view.price_cents = Set(price.cents());
+                view.stock = Set(stock);
+                view.status = Set(ProductStatus::Active.as_str().to_owned());
+                view.review_count = Set(0);
+                view.rating_total = Set(0);
+            }
+            ProductEvent::Updated {
+                name,
+                description,
+                price,
+            } => {
+                if let Some(n) = name {
+                    view.name = Set(n.as_str().to_owned());
                 }
-                ProductEvent::Updated {
-                    name,
-                    description,
-                    price,
-                } => {
-                    if let Some(n) = name {
-                        view.name = Set(n.as_str().to_owned());
-                    }
-                    if let Some(d) = description {
-                        view.description = Set(d.as_str().to_owned());
-                    }
-                    if let Some(p) = price {
-                        view.price_cents = Set(p.cents());
-                    }
+                if let Some(d) = description {
+                    view.description = Set(d.as_str().to_owned());
                 }
-                ProductEvent::StockUpdated { stock, .. }
-                | ProductEvent::StockReserved { stock, .. }
-                | ProductEvent::StockReleased { stock, .. } => view.stock = Set(stock),
-                ProductEvent::Discontinued {} => {
-                    view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
-                }
-                ProductEvent::Reviewed {
-                    review_count,
-                    rating_total,
-                    ..
-                } => {
-                    view.review_count = Set(review_count);
-                    view.rating_total = Set(rating_total);
+                if let Some(p) = price {
+                    view.price_cents = Set(p.cents());
                 }
             }
-            if created {
-                catalog_view::Entity::insert(view).exec(txn).await?;
-            } else {
-                catalog_view::Entity::update(view).exec(txn).await?;
+            ProductEvent::StockUpdated { stock, .. }
+            | ProductEvent::StockReserved { stock, .. }
+            | ProductEvent::StockReleased { stock, .. } => view.stock = Set(stock),
+            ProductEvent::Discontinued {} => {
+                view.status = Set(ProductStatus::Discontinued.as_str().to_owned());
             }
-            changes.push(Change {
-                projection: NAME,
-                key: row.stream_id.to_string(),
-                position: row.position,
-            });
+            ProductEvent::Reviewed {
+                review_count,
+                rating_total,
+                ..
+            } => {
+                view.review_count = Set(review_count);
+                view.rating_total = Set(rating_total);
+            }
         }
-        Ok(changes)
+        if created {
+            catalog_view::Entity::insert(view).exec(txn).await?;
+        } else {
+            catalog_view::Entity::update(view).exec(txn).await?;
+        }
+        Ok(Some(row.stream_id.to_string()))
     }
 }
 

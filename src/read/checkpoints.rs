@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Utc;
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ConnectionTrait, DbErr, EntityTrait};
 use tokio::sync::watch;
 
@@ -157,15 +156,8 @@ async fn upsert<C: ConnectionTrait>(
     row: projection_checkpoints::ActiveModel,
     columns: &[projection_checkpoints::Column],
 ) -> Result<(), DbErr> {
-    projection_checkpoints::Entity::insert(row)
-        .on_conflict(
-            OnConflict::column(projection_checkpoints::Column::Name)
-                .update_columns(columns.iter().copied())
-                .to_owned(),
-        )
-        .exec(db)
-        .await?;
-    Ok(())
+    let key = [projection_checkpoints::Column::Name];
+    crate::db::upsert(db, row, key, columns.iter().copied()).await
 }
 
 /// Records that a projection stopped at the event at `failed_position` (its checkpoint

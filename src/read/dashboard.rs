@@ -34,23 +34,24 @@ fn status_counter(status: OrderStatus) -> String {
 
 pub struct DashboardProjection;
 
+/// On a row that exists already (by `key`), adds `delta` to its `column` in the database:
+/// a counter is moved, never read and written back.
+fn increment<E: EntityTrait>(key: E::Column, column: E::Column, delta: i64) -> OnConflict {
+    OnConflict::column(key)
+        .value(column, Expr::col((E::default(), column)).add(delta))
+        .to_owned()
+}
+
 async fn bump(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), DbErr> {
     dashboard_counters::Entity::insert(dashboard_counters::ActiveModel {
         name: Set(name.to_owned()),
         value: Set(delta),
     })
-    .on_conflict(
-        OnConflict::column(dashboard_counters::Column::Name)
-            .value(
-                dashboard_counters::Column::Value,
-                Expr::col((
-                    dashboard_counters::Entity,
-                    dashboard_counters::Column::Value,
-                ))
-                .add(delta),
-            )
-            .to_owned(),
-    )
+    .on_conflict(increment::<dashboard_counters::Entity>(
+        dashboard_counters::Column::Name,
+        dashboard_counters::Column::Value,
+        delta,
+    ))
     .exec(txn)
     .await?;
     Ok(())
@@ -66,18 +67,12 @@ async fn bump_saturating(txn: &DatabaseTransaction, name: &str, delta: i64) -> R
         .one(txn)
         .await?
         .map_or(0, |c| c.value);
-    dashboard_counters::Entity::insert(dashboard_counters::ActiveModel {
+    let counter = dashboard_counters::ActiveModel {
         name: Set(name.to_owned()),
         value: Set(current.saturating_add(delta)),
-    })
-    .on_conflict(
-        OnConflict::column(dashboard_counters::Column::Name)
-            .update_column(dashboard_counters::Column::Value)
-            .to_owned(),
-    )
-    .exec(txn)
-    .await?;
-    Ok(())
+    };
+    use dashboard_counters::Column;
+    crate::db::upsert(txn, counter, [Column::Name], [Column::Value]).await
 }
 
 fn day_of(t: DateTime<Utc>) -> String {
@@ -171,18 +166,11 @@ impl Projection for DashboardProjection {
                             day: Set(day_of(row.recorded_at)),
                             orders: Set(1),
                         })
-                        .on_conflict(
-                            OnConflict::column(dashboard_daily::Column::Day)
-                                .value(
-                                    dashboard_daily::Column::Orders,
-                                    Expr::col((
-                                        dashboard_daily::Entity,
-                                        dashboard_daily::Column::Orders,
-                                    ))
-                                    .add(1),
-                                )
-                                .to_owned(),
-                        )
+                        .on_conflict(increment::<dashboard_daily::Entity>(
+                            dashboard_daily::Column::Day,
+                            dashboard_daily::Column::Orders,
+                            1,
+                        ))
                         .exec(txn)
                         .await?;
                         None

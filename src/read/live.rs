@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_util::{Stream, StreamExt};
+use futures_util::Stream;
 use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -436,6 +436,10 @@ impl LiveViews {
 /// The state of one key of the view `W` watches.
 pub type LiveState<W> = <<W as Watch>::View as LiveView>::State;
 
+/// States of keys of the view `W` watches, each with the position it reflects, oldest
+/// first.
+pub type Positioned<W> = Vec<(i64, LiveState<W>)>;
+
 /// What a subscription watches, and who may see what.
 #[async_trait::async_trait]
 pub trait Watch: Send + Sync + 'static {
@@ -452,7 +456,7 @@ pub trait Watch: Send + Sync + 'static {
         &self,
         db: &DatabaseConnection,
         checkpoint: i64,
-    ) -> Result<Option<Vec<(i64, LiveState<Self>)>>, DbErr>;
+    ) -> Result<Option<Positioned<Self>>, DbErr>;
 
     /// Watched keys whose rows are at a position in `(after, upto]`, oldest first, at
     /// most `limit`.
@@ -462,7 +466,7 @@ pub trait Watch: Send + Sync + 'static {
         after: i64,
         upto: i64,
         limit: u64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr>;
+    ) -> Result<Positioned<Self>, DbErr>;
 
     /// The current rows of those of `keys` (change keys: [`Change::key`]) that this
     /// watch covers and the caller may see, oldest first.
@@ -471,7 +475,7 @@ pub trait Watch: Send + Sync + 'static {
         db: &DatabaseConnection,
         keys: &BTreeSet<String>,
         upto: i64,
-    ) -> Result<Vec<(i64, LiveState<Self>)>, DbErr>;
+    ) -> Result<Positioned<Self>, DbErr>;
 
     /// Whether a live state concerns this watch and the caller may see it.
     fn accepts(&self, state: &LiveState<Self>) -> bool;
@@ -519,23 +523,32 @@ pub struct Source {
     pub checkpoints: Arc<Checkpoints>,
 }
 
-/// The watched keys whose rows moved into `(after, upto]`, oldest first, a page at a time
-/// (a subscription never holds more than a page of them).
+/// The current rows of the watched keys whose rows moved into `(after, upto]`, oldest
+/// first, read a page at a time (a subscription never holds more than a page of them);
+/// ends after an error.
 fn catch_up<'a, W: Watch>(
     watch: &'a W,
     db: &'a DatabaseConnection,
     after: i64,
     upto: i64,
-) -> impl Stream<Item = Result<Vec<(i64, LiveState<W>)>, DbErr>> + Send + 'a {
-    async_stream::try_stream! {
+) -> impl Stream<Item = AppResult<LiveState<W>>> + Send + 'a {
+    async_stream::stream! {
         let mut from = after;
         while from < upto {
-            let page = watch.changed(db, from, upto, CATCH_UP_PAGE).await?;
+            let page = match watch.changed(db, from, upto, CATCH_UP_PAGE).await {
+                Ok(page) => page,
+                Err(e) => {
+                    yield Err(e.into());
+                    return;
+                }
+            };
             let full = page.len() as u64 == CATCH_UP_PAGE;
             if let Some((last, _)) = page.last() {
                 from = *last;
             }
-            yield page;
+            for (_, item) in page {
+                yield Ok(item);
+            }
             if !full {
                 break;
             }
@@ -587,13 +600,10 @@ pub fn follow<W: Watch>(
             }
             Ok(None) => {
                 if let Some(after) = after {
-                    let pages = catch_up(&watch, &source.db, after, checkpoint);
-                    futures_util::pin_mut!(pages);
-                    while let Some(page) = pages.next().await {
-                        match page {
-                            Ok(page) => for (_, item) in page { yield Ok(item); },
-                            Err(e) => { yield Err(e.into()); return; }
-                        }
+                    for await item in catch_up(&watch, &source.db, after, checkpoint) {
+                        let failed = item.is_err();
+                        yield item;
+                        if failed { return; }
                     }
                 }
             }
@@ -631,13 +641,10 @@ pub fn follow<W: Watch>(
                         source.hub.metrics.subscriber_lagged(projection);
                     }
                     let upto = source.checkpoints.get(projection);
-                    let pages = catch_up(&watch, &source.db, cursor, upto);
-                    futures_util::pin_mut!(pages);
-                    while let Some(page) = pages.next().await {
-                        match page {
-                            Ok(page) => for (_, item) in page { yield Ok(item); },
-                            Err(e) => { yield Err(e.into()); return; }
-                        }
+                    for await item in catch_up(&watch, &source.db, cursor, upto) {
+                        let failed = item.is_err();
+                        yield item;
+                        if failed { return; }
                     }
                     cursor = cursor.max(upto);
                     // Then what rebuilds replaced since it last looked: the current rows
@@ -659,13 +666,10 @@ pub fn follow<W: Watch>(
                             }
                             // Open-ended, and anything may have changed: all of it.
                             Ok(None) => {
-                                let pages = catch_up(&watch, &source.db, 0, upto);
-                                futures_util::pin_mut!(pages);
-                                while let Some(page) = pages.next().await {
-                                    match page {
-                                        Ok(page) => for (_, item) in page { yield Ok(item); },
-                                        Err(e) => { yield Err(e.into()); return; }
-                                    }
+                                for await item in catch_up(&watch, &source.db, 0, upto) {
+                                    let failed = item.is_err();
+                                    yield item;
+                                    if failed { return; }
                                 }
                             }
                             Err(e) => { yield Err(e.into()); return; }

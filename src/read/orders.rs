@@ -9,7 +9,6 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::bus::Change;
 use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservation};
@@ -54,23 +53,12 @@ impl Projection for OrderProjection {
         }
     }
 
-    async fn apply(
+    async fn fold(
         &self,
         txn: &DatabaseTransaction,
-        events: &[events::Model],
-    ) -> Result<Vec<Change>, DbErr> {
-        let mut changes = Vec::new();
-        for row in events {
-            let Some(order_id) = self.fold(txn, row).await? else {
-                continue;
-            };
-            changes.push(Change {
-                projection: NAME,
-                key: order_id.to_string(),
-                position: row.position,
-            });
-        }
-        Ok(changes)
+        row: &events::Model,
+    ) -> Result<Option<String>, DbErr> {
+        Ok(self.fold_order(txn, row).await?.map(|id| id.to_string()))
     }
 }
 
@@ -95,7 +83,7 @@ impl LiveView for OrderProjection {
 
 impl OrderProjection {
     /// Folds one event into its order's row; the order's id when it touched one.
-    async fn fold(
+    async fn fold_order(
         &self,
         txn: &DatabaseTransaction,
         row: &events::Model,
