@@ -175,3 +175,70 @@ impl Drop for OpenGuard {
         self.0.metrics.subscription_closed("events");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{ActiveModelTrait as _, ActiveValue::Set};
+
+    use super::*;
+    use crate::supervise::{Failure, Supervisor, Tasks};
+
+    /// A run that dies after raising `published` leaves a range no live subscriber has
+    /// received: the next run must broadcast it before it is up, or they would have a gap.
+    #[tokio::test]
+    async fn a_restarted_feed_first_broadcasts_what_it_published_and_had_not_sent() {
+        // Arrange: three events; a run published up to 3 and broadcast up to 1.
+        let db = crate::db::connect("sqlite::memory:", 1)
+            .await
+            .expect("an in-memory database");
+        crate::db::migrate(&db).await.expect("the migrations apply");
+        for version in 1..=3 {
+            events::ActiveModel {
+                stream_id: Set(uuid::Uuid::from_u128(7)),
+                stream_type: Set("cart".into()),
+                version: Set(version),
+                event_type: Set("CartCleared".into()),
+                event_version: Set(1),
+                data: Set(serde_json::json!({ "user_id": "alice" })),
+                metadata: Set(serde_json::json!({})),
+                recorded_at: Set(chrono::Utc::now()),
+                ..Default::default()
+            }
+            .insert(&db)
+            .await
+            .expect("an event");
+        }
+        let feed = EventFeed::new(16, Arc::new(crate::metrics::Metrics::default()));
+        let mut live = feed.tx.subscribe();
+        feed.published.send_replace(3);
+        feed.sent.store(1, Ordering::Release);
+        let (_relay, horizon) = watch::channel(3);
+
+        // Act: a new run, supervised as in the server.
+        let tasks = Arc::new(Tasks::default());
+        let (stop, stopping) = watch::channel(false);
+        let mut supervisor = Supervisor::new(tasks.clone(), stopping);
+        let (tailer, log) = (feed.clone(), db.clone());
+        supervisor.spawn("event-feed", move |up, stopped| {
+            let run = tailer
+                .clone()
+                .run(log.clone(), horizon.clone(), up, stopped.wait());
+            async move { run.await.map_err(Failure::restart) }
+        });
+
+        // Assert: the subscriber gets 2 and 3, in order, and nothing twice.
+        let mut received = Vec::new();
+        for _ in 0..2 {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(10), live.recv())
+                .await
+                .expect("the range is broadcast")
+                .expect("an event");
+            received.push(event.position);
+        }
+        assert_eq!(received, [2, 3]);
+        assert!(tasks.down().is_empty());
+        stop.send_replace(true);
+        supervisor.join().await;
+        assert_eq!(feed.sent.load(Ordering::Acquire), 3);
+    }
+}
