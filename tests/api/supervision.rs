@@ -82,3 +82,44 @@ async fn a_live_views_hub_that_cannot_load_a_change_is_named_by_readyz_until_the
     assert_eq!(change["userId"], "alice");
     assert_eq!(change["itemCount"], 2);
 }
+
+#[tokio::test]
+async fn readyz_names_a_failed_projection_and_its_position_but_not_its_error() {
+    // Arrange: alice's cart stream gets an event the cart projection cannot read.
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("SUP-2", "2.00", 10).await;
+    data(
+        &app.as_user("alice")
+            .add_to_cart(str_of(&product["id"]), 1)
+            .await,
+    );
+    let alice = ordergraph::domain::values::UserId::parse("alice").expect("a valid user id");
+    let stream = ordergraph::write::cart::cart_stream_id(&alice);
+
+    // Act
+    let (_db, bad) = insert_undecodable_cart_event(&app, stream).await;
+
+    // Assert: /readyz, unauthenticated, names the view and where it stopped, and says
+    // nothing of why; an admin reads why in `projections`.
+    let body = wait_until("/readyz names the failed cart projection", || async {
+        let (status, body) = readiness(&app).await?;
+        let failed = body["failedProjections"].as_array()?;
+        (status == 503 && failed.iter().any(|p| p["name"] == "cart")).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        body["failedProjections"],
+        json!([{ "name": "cart", "position": bad.position.to_string() }]),
+        "{body}"
+    );
+    assert!(!body.to_string().contains("CartItemAdded"), "{body}");
+    let resp = app
+        .as_admin()
+        .gql("{ projections { name error } }", json!({}))
+        .await;
+    let cart = data(&resp)["projections"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == "cart").cloned())
+        .unwrap_or_default();
+    assert!(str_of(&cart["error"]).contains("CartItemAdded"), "{cart}");
+}
