@@ -108,11 +108,11 @@ impl Services {
 }
 
 fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
-    Schema::build(
+    scalars::describe(Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
         live::SubscriptionRoot,
-    )
+    ))
     // Depth and complexity are measured by validation and checked by the limits
     // extension (`build_schema`), whose errors name the limit and the query's value.
     .limit_recursive_depth(32)

@@ -7,14 +7,15 @@
 //! `application/graphql-response+json` a request error is a `400` (ADR 0005).
 
 pub mod cors;
+pub mod graphiql;
 pub mod media;
 pub mod serve;
+pub mod sse;
 pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::http::GraphiQLSource;
 use async_graphql::parser::types::OperationType;
 use async_graphql::{BatchRequest, BatchResponse, ErrorExtensions as _, ServerError};
 use axum::Router;
@@ -23,7 +24,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::ws::{WebSocketUpgrade, rejection::WebSocketUpgradeRejection};
 use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tower_http::trace::TraceLayer;
 
@@ -70,7 +71,7 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
     let max_body_bytes = state.max_message_bytes;
     let cors = state.origins.layer();
     Router::new()
-        .route("/", get(graphiql))
+        .merge(graphiql::routes())
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -145,16 +146,6 @@ fn closing(mut response: Response) -> Response {
         .headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
-}
-
-async fn graphiql() -> Html<String> {
-    Html(
-        GraphiQLSource::build()
-            .endpoint("/graphql")
-            .subscription_endpoint("/graphql")
-            .title("ordergraph")
-            .finish(),
-    )
 }
 
 /// The body of every transport-level error: GraphQL-shaped JSON with `extensions.code`.
@@ -395,9 +386,13 @@ async fn graphql_post(
     }
     let wants_multipart = media::accepts_multipart(&headers);
     let negotiated = media::response_media(&headers);
+    // graphql-sse's client asks for `text/event-stream` alone; urql, which also accepts
+    // multipart, gets multipart.
+    let wants_event_stream =
+        negotiated.is_none() && !wants_multipart && media::accepts_event_stream(&headers);
     let media = match negotiated {
         Some(media) => media,
-        None if wants_multipart => ResponseMedia::Json,
+        None if wants_multipart || wants_event_stream => ResponseMedia::Json,
         None => return not_acceptable(),
     };
     let request: BatchRequest = match serde_json::from_slice(&body) {
@@ -422,6 +417,9 @@ async fn graphql_post(
         );
     }
     let request = match request {
+        BatchRequest::Single(single) if wants_event_stream => {
+            return sse::stream(&state, &headers, single, sse::Framing::EventStream).await;
+        }
         BatchRequest::Single(single) => {
             let mut single = match prepared(&state, single, media).await {
                 Ok(single) => single,
@@ -432,13 +430,13 @@ async fn graphql_post(
             // offers multipart with every query (for @defer, whose incremental format is
             // not this one), and gets JSON for them.
             if wants_multipart && (subscription || negotiated.is_none()) {
-                return multipart(&state, &headers, single);
+                return sse::stream(&state, &headers, single, sse::Framing::Multipart).await;
             }
             if subscription {
                 return request_error(
                     media,
                     StatusCode::BAD_REQUEST,
-                    "subscriptions are served over a WebSocket (graphql-transport-ws) or with 'Accept: multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\"'",
+                    "subscriptions are served over a WebSocket (graphql-transport-ws), with 'Accept: multipart/mixed;boundary=\"graphql\";subscriptionSpec=\"1.0\"' or with 'Accept: text/event-stream'",
                 );
             }
             BatchRequest::Single(single)
@@ -484,86 +482,6 @@ async fn prepared(
                 media,
             )
         })
-}
-
-/// Subscriptions over HTTP for clients without WebSockets (Apollo's multipart subscription
-/// protocol): each event is one `multipart/mixed` part `{"payload": <response>}`, with a
-/// `{}` heartbeat part after every `multipart_heartbeat` without one (5 s, as Apollo
-/// Router), until the subscription ends.
-///
-/// Each part is written with the delimiter that *closes* it. A part ends where the next
-/// delimiter begins (RFC 2046 §5.1.1), so a part written after its opening delimiter
-/// alone is only complete, and released by the client's parser (Apollo Client's, urql's),
-/// once the next part or heartbeat arrives: every message one message late. So the body
-/// opens with the first delimiter, each part is its headers, its JSON and the next
-/// delimiter, and `--` after the last delimiter closes the body:
-///
-/// ```text
-/// \r\n--graphql
-/// \r\ncontent-type: application/json\r\n\r\n{"payload":{...}}\r\n--graphql
-/// \r\ncontent-type: application/json\r\n\r\n{}\r\n--graphql
-/// --\r\n
-/// ```
-///
-/// A multipart subscription holds a connection as long as a WebSocket does, so it counts
-/// against the same limits: a signed-in user's connection limit, or the cap on anonymous
-/// connections.
-fn multipart(state: &HttpState, headers: &HeaderMap, request: async_graphql::Request) -> Response {
-    const DELIMITER: &str = "\r\n--graphql";
-    const PART_HEADERS: &str = "\r\ncontent-type: application/json\r\n\r\n";
-    let auth = state.verifier.authenticate(authorization(headers));
-    let slot = match state.connections.claim_for(&auth, &state.ws) {
-        Ok(slot) => slot,
-        Err(refusal) => {
-            return match refusal {
-                ws::Refusal::InvalidToken(_) => error_response(
-                    StatusCode::UNAUTHORIZED,
-                    AppError::Unauthenticated(refusal.to_string()),
-                ),
-                _ => error_response(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    AppError::RateLimited(refusal.to_string()),
-                ),
-            };
-        }
-    };
-    let max_part_bytes = state.max_response_bytes;
-    let heartbeat_every = state.ws.multipart_heartbeat;
-    let responses = state.schema.execute_stream(request.data(auth));
-    let body = async_stream::stream! {
-        use futures_util::StreamExt as _;
-        // The slot is held for as long as the subscription streams.
-        let _slot = slot;
-        let mut responses = std::pin::pin!(responses);
-        let mut heartbeat = tokio::time::interval(heartbeat_every);
-        heartbeat.tick().await;
-        yield Ok::<_, std::convert::Infallible>(DELIMITER.to_owned());
-        loop {
-            let part = tokio::select! {
-                response = responses.next() => match response {
-                    Some(mut response) => {
-                        response.errors.iter_mut().for_each(ensure_code);
-                        let mut budget = max_part_bytes;
-                        format!("{{\"payload\":{}}}", bounded_json(&response, &mut budget))
-                    }
-                    None => break,
-                },
-                _ = heartbeat.tick() => "{}".to_owned(),
-            };
-            // The next heartbeat is due after this long without a part.
-            heartbeat.reset();
-            yield Ok(format!("{PART_HEADERS}{part}{DELIMITER}"));
-        }
-        yield Ok("--\r\n".to_owned());
-    };
-    (
-        [(
-            header::CONTENT_TYPE,
-            "multipart/mixed; boundary=\"graphql\"; subscriptionSpec=\"1.0\"",
-        )],
-        axum::body::Body::from_stream(body),
-    )
-        .into_response()
 }
 
 /// A WebSocket upgrade (subscriptions), or a query: a GET must not change anything

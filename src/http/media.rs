@@ -81,12 +81,23 @@ pub fn response_media(headers: &HeaderMap) -> Option<ResponseMedia> {
 /// `text/event-stream, multipart/mixed`: the boundary is the server's to choose (RFC 2046
 /// §5.1.1) and says so in its `Content-Type`.
 pub fn accepts_multipart(headers: &HeaderMap) -> bool {
+    accepts(headers, "multipart/mixed")
+}
+
+/// Whether the `Accept` header allows `text/event-stream` (GraphQL over Server-Sent
+/// Events): graphql-sse's client asks for it alone, urql beside `multipart/mixed`.
+pub fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    accepts(headers, "text/event-stream")
+}
+
+/// Whether `headers` name `media_type` with a non-zero quality, whatever its parameters.
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
     headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(ranges)
-        .any(|r| r.quality > 0 && r.media_type.eq_ignore_ascii_case("multipart/mixed"))
+        .any(|r| r.quality > 0 && r.media_type.eq_ignore_ascii_case(media_type))
 }
 
 /// Whether a request's `Content-Type` is one the GraphQL endpoint reads: `application/json`

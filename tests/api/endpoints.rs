@@ -45,21 +45,6 @@ async fn introspection_deeper_than_graphql_js_16_asks_is_answered() {
 }
 
 #[tokio::test]
-async fn the_root_page_serves_graphiql_pointed_at_the_api() {
-    // Arrange
-    let app = spawn_app().await;
-
-    // Act
-    let resp = app.http.get(app.url("/")).send().await.unwrap();
-
-    // Assert
-    assert!(resp.status().is_success());
-    let html = resp.text().await.unwrap();
-    assert!(html.contains("graphiql") || html.contains("GraphiQL"));
-    assert!(html.contains("/graphql"));
-}
-
-#[tokio::test]
 async fn every_projection_failure_gauge_is_present_at_zero_while_nothing_has_failed() {
     // Arrange
     let app = spawn_app().await;

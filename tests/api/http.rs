@@ -1,4 +1,4 @@
-//! The HTTP surface around GraphQL: GET for queries only, operationName, GraphiQL, health
+//! The HTTP surface around GraphQL: GET for queries only, operationName, health
 //! and readiness probes.
 
 use serde_json::json;
@@ -36,32 +36,6 @@ async fn readyz_answers_200_when_the_database_and_relay_are_up() {
 
     // Assert
     assert_eq!(status, reqwest::StatusCode::OK);
-}
-
-#[tokio::test]
-async fn the_root_serves_graphiql() {
-    // Arrange
-    let app = spawn_app().await;
-
-    // Act
-    let response = app
-        .http
-        .get(app.url("/"))
-        .send()
-        .await
-        .expect("the request reaches the server");
-
-    // Assert
-    assert_eq!(response.status(), reqwest::StatusCode::OK);
-    let content_type = response
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_string();
-    assert!(content_type.starts_with("text/html"), "{content_type}");
-    let body = response.text().await.expect("a body");
-    assert!(body.to_lowercase().contains("graphiql"), "{body:.500}");
 }
 
 #[tokio::test]

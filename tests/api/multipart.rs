@@ -5,6 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::streamed::Streamed;
 
 const WATCH: &str =
     "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { id stock position } }";
@@ -13,16 +14,10 @@ const WATCH: &str =
 const APOLLO_CLIENT: &str =
     r#"multipart/mixed;boundary="graphql";subscriptionSpec=1.0,application/json"#;
 
-/// How long a test waits for one part: a hung server fails, never a speed figure.
-const PART_DEADLINE: std::time::Duration = std::time::Duration::from_secs(15);
-
 /// A multipart body, split into parts as the clients' parsers do (Apollo Client's
 /// `readMultipartBody`): a part is complete once the delimiter after it has arrived.
 struct Parts {
-    response: reqwest::Response,
-    buffer: String,
-    /// Everything received, for failure messages.
-    received: String,
+    body: Streamed,
 }
 
 impl Parts {
@@ -30,44 +25,15 @@ impl Parts {
 
     fn new(response: reqwest::Response) -> Self {
         Self {
-            response,
-            buffer: String::new(),
-            received: String::new(),
+            body: Streamed::new(response),
         }
     }
 
-    /// The next complete part's JSON; `None` when the body ends.
+    /// The next complete part's JSON, skipping the empty preamble; `None` when the body
+    /// ends.
     async fn next(&mut self) -> Option<Value> {
-        tokio::time::timeout(PART_DEADLINE, async {
-            loop {
-                if let Some(part) = self.take_part() {
-                    return Some(part);
-                }
-                let chunk = self
-                    .response
-                    .chunk()
-                    .await
-                    .expect("the body streams without an error")?;
-                let text = String::from_utf8_lossy(&chunk);
-                self.buffer.push_str(&text);
-                self.received.push_str(&text);
-            }
-        })
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "no complete part within {PART_DEADLINE:?}; received so far: {:?}",
-                self.received
-            )
-        })
-    }
-
-    /// The first complete part in the buffer, skipping the empty preamble.
-    fn take_part(&mut self) -> Option<Value> {
         loop {
-            let end = self.buffer.find(Self::DELIMITER)?;
-            let part: String = self.buffer.drain(..end + Self::DELIMITER.len()).collect();
-            let part = &part[..end];
+            let part = self.body.until(Self::DELIMITER).await?;
             if part.is_empty() {
                 continue; // the preamble before the first delimiter
             }
@@ -93,7 +59,7 @@ impl Parts {
             let part = self
                 .next()
                 .await
-                .unwrap_or_else(|| panic!("the body ended; received: {:?}", self.received));
+                .unwrap_or_else(|| panic!("the body ended; received: {:?}", self.body.received));
             if part != json!({}) {
                 return part;
             }
@@ -241,9 +207,9 @@ async fn a_subscription_that_ends_closes_the_multipart_body() {
     );
     assert!(end.is_none(), "no part after the last: {end:?}");
     assert!(
-        parts.received.ends_with("\r\n--graphql--\r\n"),
+        parts.body.received.ends_with("\r\n--graphql--\r\n"),
         "the body ends with the close delimiter (RFC 2046 §5.1.1): {:?}",
-        parts.received
+        parts.body.received
     );
 }
 

@@ -350,22 +350,3 @@ async fn multipart_http_subscriptions_stream_state_then_changes() {
     let resp = app.anonymous().gql(WATCH, json!({ "ids": [id] })).await;
     assert_error(&resp, "BAD_USER_INPUT");
 }
-
-#[tokio::test]
-async fn graphiql_is_configured_for_subscriptions() {
-    let app = spawn_app().await;
-    let page = app
-        .http
-        .get(app.url("/"))
-        .send()
-        .await
-        .expect("GraphiQL answers")
-        .text()
-        .await
-        .expect("a page");
-    assert!(
-        page.contains("subscriptionUrl") || page.contains("wsClient"),
-        "GraphiQL knows the WebSocket endpoint"
-    );
-    assert!(page.contains("/graphql"));
-}
