@@ -173,6 +173,16 @@ where
     Ok(())
 }
 
+/// A migrated database in memory, for unit tests of what reads and writes tables.
+#[cfg(test)]
+pub async fn in_memory() -> DatabaseConnection {
+    let db = connect("sqlite::memory:", 1)
+        .await
+        .expect("an in-memory database");
+    migrate(&db).await.expect("the migrations apply");
+    db
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -188,10 +188,7 @@ mod tests {
     #[tokio::test]
     async fn a_restarted_feed_first_broadcasts_what_it_published_and_had_not_sent() {
         // Arrange: three events; a run published up to 3 and broadcast up to 1.
-        let db = crate::db::connect("sqlite::memory:", 1)
-            .await
-            .expect("an in-memory database");
-        crate::db::migrate(&db).await.expect("the migrations apply");
+        let db = crate::db::in_memory().await;
         for version in 1..=3 {
             events::ActiveModel {
                 stream_id: Set(uuid::Uuid::from_u128(7)),

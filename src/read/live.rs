@@ -802,10 +802,7 @@ mod tests {
     /// its projection announces fails here, not in a subscription that stays silent.
     #[tokio::test]
     async fn every_registered_view_loads_the_changes_its_projection_announces() {
-        let db = crate::db::connect("sqlite::memory:", 1)
-            .await
-            .expect("an in-memory database");
-        crate::db::migrate(&db).await.expect("the migrations apply");
+        let db = crate::db::in_memory().await;
         let views = super::super::views();
         let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
         let log = sample_log();
