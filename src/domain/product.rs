@@ -33,7 +33,12 @@ impl Stored for ProductStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+/// Serialized only for the idempotency fingerprint of a request (`write::idempotency`):
+/// untagged, a variant is its fields, and so the catalog mutations' requests are
+/// fingerprinted as they were before they were parsed straight into commands. Who asks
+/// is not part of it (a key belongs to one caller anyway).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
 pub enum ProductCommand {
     Create {
         sku: Sku,
@@ -53,6 +58,7 @@ pub enum ProductCommand {
     },
     Discontinue,
     Review {
+        #[serde(skip)]
         user_id: UserId,
         rating: Rating,
         title: ReviewTitle,
