@@ -10,26 +10,13 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent, Stored};
+use super::{Aggregate, DomainEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProductStatus {
-    #[default]
-    Active,
-    Discontinued,
-}
-
-impl Stored for ProductStatus {
-    const WHAT: &'static str = "product status";
-    const ALL: &'static [Self] = &[ProductStatus::Active, ProductStatus::Discontinued];
-
-    /// Persisted spelling in tables and views.
-    fn as_str(self) -> &'static str {
-        match self {
-            ProductStatus::Active => "ACTIVE",
-            ProductStatus::Discontinued => "DISCONTINUED",
-        }
+stored! {
+    pub enum ProductStatus as "product status" {
+        #[default]
+        Active = "ACTIVE",
+        Discontinued = "DISCONTINUED",
     }
 }
 
