@@ -200,6 +200,27 @@ where
     .gql()
 }
 
+/// The row of a command's stream in `projection`'s view, read once the view has caught up
+/// with the command's outcome (read-your-writes); NOT_FOUND, naming it `what`, when the
+/// view has no such row.
+pub(crate) async fn written<'a, T, Find>(
+    ctx: &Context<'a>,
+    projection: &str,
+    what: &str,
+    outcome: &Outcome,
+    find: impl FnOnce(&'a DatabaseConnection, uuid::Uuid) -> Find,
+) -> AppResult<T>
+where
+    Find: Future<Output = Result<Option<T>, sea_orm::DbErr>>,
+{
+    let s = services(ctx)?;
+    s.await_view(projection, outcome.position).await?;
+    let id = outcome.stream_id;
+    find(&s.db, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
+}
+
 /// Checks a Relay `first` argument.
 pub(crate) fn page_size(first: i32) -> AppResult<u64> {
     if !(0..=MAX_PAGE_SIZE).contains(&first) {

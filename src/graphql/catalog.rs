@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
 use crate::domain::product::{self, ProductCommand};
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
@@ -319,11 +319,10 @@ pub(crate) fn discontinue(id: Uuid) -> Envelope<product::Product> {
 
 /// Reads the product view once it has caught up with a command's outcome.
 async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<ProductPayload> {
-    let s = services(ctx)?;
-    s.await_view(view::NAME, outcome.position).await?;
-    let product = view::find(&s.db, outcome.stream_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("product {} not found", outcome.stream_id)))?;
+    let product = written(ctx, view::NAME, "product", &outcome, |db, id| {
+        view::find(db, id)
+    })
+    .await?;
     Ok(ProductPayload {
         position: Position(outcome.position),
         product: Product(product),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
 use crate::auth::Caller;
 use crate::domain::order::{self, OrderCommand, OrderLine as DomainLine};
 use crate::domain::payment;
@@ -442,11 +442,10 @@ impl Dashboard {
 }
 
 async fn order_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<OrderPayload> {
-    let s = services(ctx)?;
-    s.await_view(view::NAME, outcome.position).await?;
-    let order = view::find(&s.db, outcome.stream_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("order {} not found", outcome.stream_id)))?;
+    let order = written(ctx, view::NAME, "order", &outcome, |db, id| {
+        view::find(db, id)
+    })
+    .await?;
     Ok(OrderPayload {
         position: Position(outcome.position),
         order: Order(order),
