@@ -211,16 +211,15 @@ mod tests {
         TokenVerifier::new(&SecretString::from("0123456789abcdef0123".to_owned()))
     }
 
+    /// What `verifier()` makes of alice's admin token signed with `secret`.
+    fn minted_by(secret: &str) -> Auth {
+        let token = mint_token(secret, "alice", Role::Admin, Duration::from_secs(60)).unwrap();
+        verifier().authenticate(Some(&format!("Bearer {token}")))
+    }
+
     #[test]
     fn a_minted_token_verifies() {
-        let token = mint_token(
-            "0123456789abcdef0123",
-            "alice",
-            Role::Admin,
-            Duration::from_secs(60),
-        )
-        .unwrap();
-        match verifier().authenticate(Some(&format!("Bearer {token}"))) {
+        match minted_by("0123456789abcdef0123") {
             Auth::User(c) => assert!(c.is_admin() && c.user_id.as_str() == "alice"),
             other => panic!("{other:?}"),
         }
@@ -228,15 +227,8 @@ mod tests {
 
     #[test]
     fn a_token_signed_with_another_secret_is_invalid() {
-        let token = mint_token(
-            "another-secret-entirely",
-            "alice",
-            Role::Admin,
-            Duration::from_secs(60),
-        )
-        .unwrap();
         assert!(matches!(
-            verifier().authenticate(Some(&format!("Bearer {token}"))),
+            minted_by("another-secret-entirely"),
             Auth::Invalid(_)
         ));
         assert!(matches!(

@@ -6,6 +6,36 @@
 //! from the outside (another aggregate's state, an id, the time) is looked up by the command
 //! handler first and carried in the command.
 
+/// Declares a status stored by its spelling (`Stored`): each variant written once, beside
+/// its persisted spelling, and `ALL` and `as_str` follow from that one list. Snapshots
+/// carry it through serde, as they did before the macro (SCREAMING_SNAKE_CASE).
+macro_rules! stored {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident as $what:literal {
+            $($(#[$variant_meta:meta])* $variant:ident = $spelling:literal,)+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
+        }
+
+        impl $crate::domain::Stored for $name {
+            const WHAT: &'static str = $what;
+            const ALL: &'static [Self] = &[$($name::$variant,)+];
+
+            fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $spelling,)+
+                }
+            }
+        }
+    };
+}
+
 pub mod cart;
 pub mod order;
 pub mod payment;

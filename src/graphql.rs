@@ -1,12 +1,14 @@
 //! The GraphQL API: one function builds the schema (with its limits) for the server, for
-//! `ordergraph schema` and for tests. Roots are merged per area; the transport lives in
-//! `http.rs`, not here.
+//! `ordergraph schema` and for tests. Roots are merged per area; every command mutation
+//! takes the one path of `mutation`; the transport lives in `http.rs`, not here.
 
 pub mod audit;
 pub mod cart;
 pub mod catalog;
 pub mod error;
 pub mod events;
+#[cfg(test)]
+mod fingerprints;
 pub mod limits;
 pub mod live;
 pub mod orders;
@@ -28,7 +30,7 @@ use crate::read::checkpoints::Checkpoints;
 use crate::read::feed::EventFeed;
 use crate::read::live::LiveViews;
 use crate::read::status::Statuses;
-use crate::write::{CommandContext, Writer};
+use crate::write::{Command, CommandContext, Outcome, Writer};
 
 /// Largest `first` accepted by any connection field.
 pub const MAX_PAGE_SIZE: i32 = 100;
@@ -172,28 +174,51 @@ pub(crate) fn command_context(caller: &Caller, key: Option<&str>) -> AppResult<C
 }
 
 /// One command mutation, checked in the order every mutation checks: who may run it
-/// (`guard`), the idempotency key, then `run` (the input parsed into the command and
-/// executed), then `payload`, read once its view has caught up with the outcome.
-pub(crate) async fn mutation<'a, P, Run, Payload>(
+/// (`guard`), the idempotency key, the input parsed into its command (`command`: the first
+/// invalid field is BAD_USER_INPUT), the command executed, then `payload`, read once its
+/// view has caught up with the outcome.
+pub(crate) async fn mutation<'a, C, P, Payload>(
     ctx: &Context<'a>,
     guard: fn(&Context<'a>) -> AppResult<&'a Caller>,
     idempotency_key: Option<String>,
-    run: impl FnOnce(&'a Services, CommandContext, &'a Caller) -> Run,
-    payload: impl FnOnce(crate::write::Outcome) -> Payload,
+    command: impl FnOnce(&'a Caller, &CommandContext) -> AppResult<C>,
+    payload: impl FnOnce(Outcome) -> Payload,
 ) -> async_graphql::Result<P>
 where
-    Run: Future<Output = AppResult<crate::write::Outcome>>,
+    C: Command,
     Payload: Future<Output = AppResult<P>>,
 {
     use error::IntoGraphql;
     async {
         let caller = guard(ctx)?;
-        let command = command_context(caller, idempotency_key.as_deref())?;
-        let outcome = run(services(ctx)?, command, caller).await?;
+        let context = command_context(caller, idempotency_key.as_deref())?;
+        let command = command(caller, &context)?;
+        let outcome = services(ctx)?.writer.execute(&context, command).await?;
         payload(outcome).await
     }
     .await
     .gql()
+}
+
+/// The row of a command's stream in `projection`'s view, read once the view has caught up
+/// with the command's outcome (read-your-writes); NOT_FOUND, naming it `what`, when the
+/// view has no such row.
+pub(crate) async fn written<'a, T, Find>(
+    ctx: &Context<'a>,
+    projection: &str,
+    what: &str,
+    outcome: &Outcome,
+    find: impl FnOnce(&'a DatabaseConnection, uuid::Uuid) -> Find,
+) -> AppResult<T>
+where
+    Find: Future<Output = Result<Option<T>, sea_orm::DbErr>>,
+{
+    let s = services(ctx)?;
+    s.await_view(projection, outcome.position).await?;
+    let id = outcome.stream_id;
+    find(&s.db, id)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
 }
 
 /// Checks a Relay `first` argument.

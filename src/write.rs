@@ -1,6 +1,8 @@
 //! The write side: the event store, the command executor (one transaction per command:
-//! events + normalized write tables + idempotency record), and one module of command
-//! handlers per aggregate.
+//! events + normalized write tables + idempotency record), and one module per aggregate
+//! with its write tables and its multi-stream commands. A single-stream command is an
+//! `Envelope` around the domain command, built where the request is parsed
+//! (`graphql::*::into_command`, or the saga).
 
 pub mod cart;
 pub mod catalog;
@@ -16,9 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
-    SqliteTransactionMode, TransactionOptions, TransactionTrait,
+    ActiveModelTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    EntityTrait, SqliteTransactionMode, TransactionOptions, TransactionTrait,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard, watch};
@@ -134,6 +137,26 @@ fn stream_lock_key(stream_id: Uuid) -> i32 {
     i32::from_ne_bytes(folded.to_ne_bytes())
 }
 
+/// Inserts `row` into a write table, or updates the `update` columns of the row that
+/// already holds its `key`: the write tables that follow a stream's latest state (cart
+/// lines, reviews, payments) are kept in step this way.
+pub async fn upsert<A>(
+    txn: &DatabaseTransaction,
+    row: A,
+    key: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+    update: impl IntoIterator<Item = <A::Entity as EntityTrait>::Column>,
+) -> Result<(), DbErr>
+where
+    A: ActiveModelTrait + Send,
+{
+    let on_conflict = OnConflict::columns(key).update_columns(update).to_owned();
+    <A::Entity as EntityTrait>::insert(row)
+        .on_conflict(on_conflict)
+        .exec(txn)
+        .await
+        .map(|_| ())
+}
+
 /// Begins a read-write transaction (IMMEDIATE on SQLite).
 pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
     if db.get_database_backend() == DbBackend::Sqlite {
@@ -192,6 +215,25 @@ impl CommandContext {
             causation_id: format!("command:{id}"),
         }
     }
+
+    /// The id of the stream a creating command starts: derived from the caller and the
+    /// idempotency key when there is one, so that a retry lands on the same stream (and
+    /// finds it created); otherwise a fresh, time-ordered id. `namespace` keeps the ids of
+    /// different kinds apart.
+    pub fn new_stream_id(&self, namespace: &Uuid) -> Uuid {
+        match &self.idempotency_key {
+            Some(key) => keyed_id(namespace, &self.user_id, key),
+            None => Uuid::now_v7(),
+        }
+    }
+}
+
+/// The id of the stream that `caller` creates with `key`, in `namespace`.
+pub fn keyed_id(namespace: &Uuid, caller: &UserId, key: &IdempotencyKey) -> Uuid {
+    Uuid::new_v5(
+        namespace,
+        format!("{caller}\u{0}{}", key.as_str()).as_bytes(),
+    )
 }
 
 /// The result of a command, as returned to the caller and replayed for its idempotency key.
@@ -378,6 +420,31 @@ pub struct Envelope<A: Aggregate> {
     pub stream_id: Uuid,
     pub expected_version: Option<i64>,
     pub command: A::Command,
+}
+
+impl<A: Aggregate> Envelope<A> {
+    /// `operation` asking `command` of `stream_id`, its request fingerprinted as
+    /// `request_hash`; decided again after a lost race.
+    pub fn new(
+        operation: &'static str,
+        stream_id: Uuid,
+        request_hash: String,
+        command: A::Command,
+    ) -> Self {
+        Self {
+            operation,
+            request_hash,
+            stream_id,
+            expected_version: None,
+            command,
+        }
+    }
+
+    /// Refused with CONFLICT unless the stream is at `version` (when given).
+    pub fn expecting(mut self, version: Option<i64>) -> Self {
+        self.expected_version = version;
+        self
+    }
 }
 
 impl<A> Command for Envelope<A>

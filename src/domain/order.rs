@@ -9,42 +9,16 @@ use uuid::Uuid;
 use super::values::{Money, PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
 use super::{Aggregate, DomainEvent, Stored};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OrderStatus {
-    #[default]
-    Pending,
-    Reserved,
-    Confirmed,
-    Shipped,
-    Delivered,
-    Cancelled,
-    Rejected,
-}
-
-impl Stored for OrderStatus {
-    const WHAT: &'static str = "order status";
-    const ALL: &'static [Self] = &[
-        OrderStatus::Pending,
-        OrderStatus::Reserved,
-        OrderStatus::Confirmed,
-        OrderStatus::Shipped,
-        OrderStatus::Delivered,
-        OrderStatus::Cancelled,
-        OrderStatus::Rejected,
-    ];
-
-    /// Persisted spelling in tables and views.
-    fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "PENDING",
-            OrderStatus::Reserved => "RESERVED",
-            OrderStatus::Confirmed => "CONFIRMED",
-            OrderStatus::Shipped => "SHIPPED",
-            OrderStatus::Delivered => "DELIVERED",
-            OrderStatus::Cancelled => "CANCELLED",
-            OrderStatus::Rejected => "REJECTED",
-        }
+stored! {
+    pub enum OrderStatus as "order status" {
+        #[default]
+        Pending = "PENDING",
+        Reserved = "RESERVED",
+        Confirmed = "CONFIRMED",
+        Shipped = "SHIPPED",
+        Delivered = "DELIVERED",
+        Cancelled = "CANCELLED",
+        Rejected = "REJECTED",
     }
 }
 
@@ -55,34 +29,14 @@ impl OrderStatus {
     }
 }
 
-/// What the order knows of its inventory reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Reservation {
-    #[default]
-    NotStarted,
-    Reserved,
-    Failed,
-    Released,
-}
-
-impl Stored for Reservation {
-    const WHAT: &'static str = "reservation status";
-    const ALL: &'static [Self] = &[
-        Reservation::NotStarted,
-        Reservation::Reserved,
-        Reservation::Failed,
-        Reservation::Released,
-    ];
-
-    /// Persisted spelling in views.
-    fn as_str(self) -> &'static str {
-        match self {
-            Reservation::NotStarted => "NOT_STARTED",
-            Reservation::Reserved => "RESERVED",
-            Reservation::Failed => "FAILED",
-            Reservation::Released => "RELEASED",
-        }
+stored! {
+    /// What the order knows of its inventory reservation.
+    pub enum Reservation as "reservation status" {
+        #[default]
+        NotStarted = "NOT_STARTED",
+        Reserved = "RESERVED",
+        Failed = "FAILED",
+        Released = "RELEASED",
     }
 }
 

@@ -6,35 +6,15 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::Money;
-use super::{Aggregate, DomainEvent, Stored};
+use super::{Aggregate, DomainEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum PaymentStatus {
-    #[default]
-    NotStarted,
-    Succeeded,
-    Declined,
-    Refunded,
-}
-
-impl Stored for PaymentStatus {
-    const WHAT: &'static str = "payment status";
-    const ALL: &'static [Self] = &[
-        PaymentStatus::NotStarted,
-        PaymentStatus::Succeeded,
-        PaymentStatus::Declined,
-        PaymentStatus::Refunded,
-    ];
-
-    /// Persisted spelling in tables and views.
-    fn as_str(self) -> &'static str {
-        match self {
-            PaymentStatus::NotStarted => "NOT_STARTED",
-            PaymentStatus::Succeeded => "SUCCEEDED",
-            PaymentStatus::Declined => "DECLINED",
-            PaymentStatus::Refunded => "REFUNDED",
-        }
+stored! {
+    pub enum PaymentStatus as "payment status" {
+        #[default]
+        NotStarted = "NOT_STARTED",
+        Succeeded = "SUCCEEDED",
+        Declined = "DECLINED",
+        Refunded = "REFUNDED",
     }
 }
 
@@ -107,6 +87,15 @@ pub struct Payment {
     pub version: i64,
 }
 
+impl Payment {
+    /// What the gateway answered when charging `amount` for the order.
+    fn answered(&mut self, order_id: Uuid, amount: Money, status: PaymentStatus) {
+        self.order_id = Some(order_id);
+        self.amount = amount;
+        self.status = status;
+    }
+}
+
 impl Aggregate for Payment {
     const STREAM_TYPE: &'static str = "payment";
     type Command = PaymentCommand;
@@ -121,20 +110,16 @@ impl Aggregate for Payment {
                 amount,
                 charge_id,
             } => {
-                self.order_id = Some(*order_id);
-                self.amount = *amount;
+                self.answered(*order_id, *amount, PaymentStatus::Succeeded);
                 self.charge_id = Some(charge_id.clone());
-                self.status = PaymentStatus::Succeeded;
             }
             PaymentEvent::Declined {
                 order_id,
                 amount,
                 reason,
             } => {
-                self.order_id = Some(*order_id);
-                self.amount = *amount;
+                self.answered(*order_id, *amount, PaymentStatus::Declined);
                 self.decline_reason = Some(reason.clone());
-                self.status = PaymentStatus::Declined;
             }
             PaymentEvent::Refunded { .. } => self.status = PaymentStatus::Refunded,
         }

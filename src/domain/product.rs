@@ -10,30 +10,22 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent, Stored};
+use super::{Aggregate, DomainEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ProductStatus {
-    #[default]
-    Active,
-    Discontinued,
-}
-
-impl Stored for ProductStatus {
-    const WHAT: &'static str = "product status";
-    const ALL: &'static [Self] = &[ProductStatus::Active, ProductStatus::Discontinued];
-
-    /// Persisted spelling in tables and views.
-    fn as_str(self) -> &'static str {
-        match self {
-            ProductStatus::Active => "ACTIVE",
-            ProductStatus::Discontinued => "DISCONTINUED",
-        }
+stored! {
+    pub enum ProductStatus as "product status" {
+        #[default]
+        Active = "ACTIVE",
+        Discontinued = "DISCONTINUED",
     }
 }
 
-#[derive(Debug, Clone)]
+/// Serialized only for the idempotency fingerprint of a request (`write::idempotency`):
+/// untagged, a variant is its fields, and so the catalog mutations' requests are
+/// fingerprinted as they were before they were parsed straight into commands. Who asks
+/// is not part of it (a key belongs to one caller anyway).
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
 pub enum ProductCommand {
     Create {
         sku: Sku,
@@ -53,6 +45,7 @@ pub enum ProductCommand {
     },
     Discontinue,
     Review {
+        #[serde(skip)]
         user_id: UserId,
         rating: Rating,
         title: ReviewTitle,

@@ -356,6 +356,20 @@ impl Rating {
     }
 }
 
+/// `raw` exactly as given, when it is 1 to 128 bytes long and every character is
+/// `allowed`: an identifier chosen outside (a token's subject, a client's key).
+fn identifier(
+    raw: &str,
+    allowed: fn(char) -> bool,
+    field: &'static str,
+    message: &'static str,
+) -> Result<String, ValidationError> {
+    if raw.is_empty() || raw.len() > 128 || !raw.chars().all(allowed) {
+        return Err(ValidationError::new(field, message));
+    }
+    Ok(raw.to_owned())
+}
+
 /// The id of a signed-in user (the JWT `sub`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -363,13 +377,9 @@ pub struct UserId(String);
 
 impl UserId {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        if raw.is_empty() || raw.len() > 128 || raw.chars().any(char::is_control) {
-            return Err(ValidationError::new(
-                "sub",
-                "user id must be 1 to 128 printable characters",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
+        let printable = |c: char| !c.is_control();
+        let message = "user id must be 1 to 128 printable characters";
+        identifier(raw, printable, "sub", message).map(Self)
     }
 
     pub fn as_str(&self) -> &str {
@@ -389,13 +399,8 @@ pub struct IdempotencyKey(String);
 
 impl IdempotencyKey {
     pub fn parse(raw: &str) -> Result<Self, ValidationError> {
-        if raw.is_empty() || raw.len() > 128 || !raw.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ValidationError::new(
-                "idempotencyKey",
-                "must be 1 to 128 printable ASCII characters",
-            ));
-        }
-        Ok(Self(raw.to_owned()))
+        let message = "must be 1 to 128 printable ASCII characters";
+        identifier(raw, |c| c.is_ascii_graphic(), "idempotencyKey", message).map(Self)
     }
 
     pub fn as_str(&self) -> &str {

@@ -1,5 +1,6 @@
 //! The cart area: the caller's own cart (read from the cart view, priced from the catalog
-//! view) and the cart mutations. Every operation here needs a signed-in user.
+//! view) and the cart mutations, each input parsed straight into its command. Every
+//! operation here needs a signed-in user.
 
 use async_graphql::{Context, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -9,10 +10,12 @@ use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
 use super::{mutation, services, signed_in};
+use crate::domain::cart::{self, CartCommand};
 use crate::domain::values::{Money, Quantity};
 use crate::error::{AppError, AppResult};
 use crate::read::cart::{self as view, CartLine, CartRead};
-use crate::write::Outcome;
+use crate::write::cart::{CartLineCommand, cart_command};
+use crate::write::{CommandContext, Envelope, Outcome};
 
 /// A user's cart.
 pub struct Cart(pub(crate) CartRead);
@@ -129,6 +132,44 @@ async fn cart_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<CartPayl
     })
 }
 
+impl CartItemInput {
+    /// `addToCart`: the quantity parsed at its type (1 to 99).
+    pub(crate) fn into_add(self, ctx: &CommandContext) -> AppResult<CartLineCommand> {
+        let quantity = Quantity::parse(self.quantity)?;
+        Ok(CartLineCommand::add(ctx, self.product_id, quantity))
+    }
+
+    /// `setCartItemQuantity`: the quantity parsed at its type, 0 removing the line.
+    pub(crate) fn into_set(self, ctx: &CommandContext) -> AppResult<CartLineCommand> {
+        let quantity = match self.quantity {
+            0 => None,
+            n if n < 0 => {
+                return Err(AppError::BadUserInput(
+                    "quantity: must be between 0 and 99".into(),
+                ));
+            }
+            n => Some(Quantity::parse(n)?),
+        };
+        Ok(CartLineCommand::set(ctx, self.product_id, quantity))
+    }
+}
+
+/// `removeFromCart`: its request is the product's id.
+pub(crate) fn remove_item(ctx: &CommandContext, product_id: Uuid) -> Envelope<cart::Cart> {
+    let user_id = ctx.user_id.clone();
+    let remove = CartCommand::RemoveItem {
+        user_id,
+        product_id,
+    };
+    cart_command(ctx, "removeFromCart", &product_id, remove)
+}
+
+/// `clearCart`: its request is empty.
+pub(crate) fn clear(ctx: &CommandContext) -> Envelope<cart::Cart> {
+    let user_id = ctx.user_id.clone();
+    cart_command(ctx, "clearCart", &(), CartCommand::Clear { user_id })
+}
+
 #[derive(Default)]
 pub struct CartMutation;
 
@@ -140,19 +181,9 @@ impl CartMutation {
         ctx: &Context<'_>,
         input: CartItemInput,
     ) -> async_graphql::Result<CartPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let quantity = Quantity::parse(input.quantity)?;
-                s.writer
-                    .add_to_cart(&command, input.product_id, quantity)
-                    .await
-            },
-            |outcome| cart_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, cx: &_| input.into_add(cx);
+        mutation(ctx, signed_in, key, command, |o| cart_payload(ctx, o)).await
     }
 
     /// Sets the quantity of a line; 0 removes it.
@@ -161,27 +192,9 @@ impl CartMutation {
         ctx: &Context<'_>,
         input: CartItemInput,
     ) -> async_graphql::Result<CartPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let quantity = match input.quantity {
-                    0 => None,
-                    n if n < 0 => {
-                        return Err(AppError::BadUserInput(
-                            "quantity: must be between 0 and 99".into(),
-                        ));
-                    }
-                    n => Some(Quantity::parse(n)?),
-                };
-                s.writer
-                    .set_cart_item_quantity(&command, input.product_id, quantity)
-                    .await
-            },
-            |outcome| cart_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, cx: &_| input.into_set(cx);
+        mutation(ctx, signed_in, key, command, |o| cart_payload(ctx, o)).await
     }
 
     /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
@@ -192,15 +205,10 @@ impl CartMutation {
         product_id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<CartPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            idempotency_key.clone(),
-            move |s, command, _| async move {
-                s.writer.remove_from_cart(&command, product_id).await
-            },
-            |outcome| cart_payload(ctx, outcome),
-        )
+        let command = |_: &_, cx: &_| Ok(remove_item(cx, product_id));
+        mutation(ctx, signed_in, idempotency_key, command, |o| {
+            cart_payload(ctx, o)
+        })
         .await
     }
 
@@ -210,13 +218,10 @@ impl CartMutation {
         ctx: &Context<'_>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<CartPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            idempotency_key.clone(),
-            move |s, command, _| async move { s.writer.clear_cart(&command).await },
-            |outcome| cart_payload(ctx, outcome),
-        )
+        let command = |_: &_, cx: &_| Ok(clear(cx));
+        mutation(ctx, signed_in, idempotency_key, command, |o| {
+            cart_payload(ctx, o)
+        })
         .await
     }
 }

@@ -1,5 +1,6 @@
 //! The catalog area: products (read from the catalog view), reviews, and the admin's
-//! catalog mutations.
+//! catalog mutations, whose inputs are parsed straight into a `ProductCommand`
+//! (`into_command`).
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -7,8 +8,8 @@ use uuid::Uuid;
 
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
-use crate::domain::product;
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
+use crate::domain::product::{self, ProductCommand};
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel,
@@ -16,8 +17,9 @@ use crate::domain::values::{
 use crate::entity::catalog_view;
 use crate::error::{AppError, AppResult};
 use crate::read::catalog::{self as view, CatalogFilter};
-use crate::write::Outcome;
-use crate::write::catalog::{NewProduct, ProductChanges, Review, StockAdjustment};
+use crate::write::catalog::new_product_id;
+use crate::write::idempotency::{Fingerprint, request_hash};
+use crate::write::{CommandContext, Envelope, Outcome};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "product::ProductStatus")]
@@ -221,13 +223,106 @@ pub struct ReviewProductInput {
     pub idempotency_key: Option<String>,
 }
 
+impl CreateProductInput {
+    /// The command, each field parsed at its type, for a new product stream (the same one
+    /// for a retry with the same key).
+    pub(crate) fn into_command(
+        self,
+        ctx: &CommandContext,
+    ) -> AppResult<Envelope<product::Product>> {
+        let command = ProductCommand::Create {
+            sku: Sku::parse(&self.sku)?,
+            name: ProductName::parse(&self.name)?,
+            description: Description::parse(self.description.as_deref().unwrap_or(""))?,
+            price: self.price.0,
+            initial_stock: StockLevel::parse(self.initial_stock)?,
+        };
+        let request = Fingerprint::default().fields(&command).hash()?;
+        let id = new_product_id(ctx);
+        Ok(Envelope::new("createProduct", id, request, command))
+    }
+}
+
+impl UpdateProductInput {
+    /// The command, each given field parsed at its type.
+    pub(crate) fn into_command(self) -> AppResult<Envelope<product::Product>> {
+        let command = ProductCommand::Update {
+            name: self.name.as_deref().map(ProductName::parse).transpose()?,
+            description: self
+                .description
+                .as_deref()
+                .map(Description::parse)
+                .transpose()?,
+            price: self.price.map(|p| p.0),
+        };
+        let request = Fingerprint::default().field("id", &self.id);
+        let request = request.fields(&command).hash()?;
+        Ok(Envelope::new("updateProduct", self.id, request, command))
+    }
+}
+
+impl AdjustStockInput {
+    /// The command, each field parsed at its type.
+    pub(crate) fn into_command(self) -> AppResult<Envelope<product::Product>> {
+        if self.expected_version.is_some_and(|v| v < 0) {
+            return Err(AppError::BadUserInput(
+                "expectedVersion must not be negative".into(),
+            ));
+        }
+        let command = ProductCommand::AdjustStock {
+            delta: StockDelta::parse(self.delta)?,
+            reason: self.reason.as_deref().map(Reason::parse).transpose()?,
+        };
+        let request = Fingerprint::default()
+            .field("product_id", &self.product_id)
+            .fields(&command)
+            .field("expected_version", &self.expected_version)
+            .hash()?;
+        let envelope = Envelope::new("adjustStock", self.product_id, request, command);
+        Ok(envelope.expecting(self.expected_version))
+    }
+}
+
+impl ReviewProductInput {
+    /// The caller's review, each field parsed at its type.
+    pub(crate) fn into_command(
+        self,
+        ctx: &CommandContext,
+    ) -> AppResult<Envelope<product::Product>> {
+        let command = ProductCommand::Review {
+            user_id: ctx.user_id.clone(),
+            rating: Rating::parse(self.rating)?,
+            title: ReviewTitle::parse(self.title.as_deref().unwrap_or(""))?,
+            comment: Comment::parse(self.comment.as_deref().unwrap_or(""))?,
+        };
+        let request = Fingerprint::default().field("product_id", &self.product_id);
+        let request = request.fields(&command).hash()?;
+        Ok(Envelope::new(
+            "reviewProduct",
+            self.product_id,
+            request,
+            command,
+        ))
+    }
+}
+
+/// `discontinueProduct`: its request is the product's id.
+pub(crate) fn discontinue(id: Uuid) -> Envelope<product::Product> {
+    let request = request_hash(&id);
+    Envelope::new(
+        "discontinueProduct",
+        id,
+        request,
+        ProductCommand::Discontinue,
+    )
+}
+
 /// Reads the product view once it has caught up with a command's outcome.
 async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<ProductPayload> {
-    let s = services(ctx)?;
-    s.await_view(view::NAME, outcome.position).await?;
-    let product = view::find(&s.db, outcome.stream_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("product {} not found", outcome.stream_id)))?;
+    let product = written(ctx, view::NAME, "product", &outcome, |db, id| {
+        view::find(db, id)
+    })
+    .await?;
     Ok(ProductPayload {
         position: Position(outcome.position),
         product: Product(product),
@@ -245,23 +340,9 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: CreateProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        mutation(
-            ctx,
-            admin,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let parsed = NewProduct {
-                    sku: Sku::parse(&input.sku)?,
-                    name: ProductName::parse(&input.name)?,
-                    description: Description::parse(input.description.as_deref().unwrap_or(""))?,
-                    price: input.price.0,
-                    initial_stock: StockLevel::parse(input.initial_stock)?,
-                };
-                s.writer.create_product(&command, parsed).await
-            },
-            |outcome| product_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, cx: &_| input.into_command(cx);
+        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
     }
 
     /// Admin: changes name, description or price; omitted fields stay as they are.
@@ -270,26 +351,9 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: UpdateProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        mutation(
-            ctx,
-            admin,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let parsed = ProductChanges {
-                    id: input.id,
-                    name: input.name.as_deref().map(ProductName::parse).transpose()?,
-                    description: input
-                        .description
-                        .as_deref()
-                        .map(Description::parse)
-                        .transpose()?,
-                    price: input.price.map(|p| p.0),
-                };
-                s.writer.update_product(&command, parsed).await
-            },
-            |outcome| product_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, _: &_| input.into_command();
+        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
     }
 
     /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
@@ -298,27 +362,9 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: AdjustStockInput,
     ) -> async_graphql::Result<ProductPayload> {
-        mutation(
-            ctx,
-            admin,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                if input.expected_version.is_some_and(|v| v < 0) {
-                    return Err(AppError::BadUserInput(
-                        "expectedVersion must not be negative".into(),
-                    ));
-                }
-                let parsed = StockAdjustment {
-                    product_id: input.product_id,
-                    delta: StockDelta::parse(input.delta)?,
-                    reason: input.reason.as_deref().map(Reason::parse).transpose()?,
-                    expected_version: input.expected_version,
-                };
-                s.writer.adjust_stock(&command, parsed).await
-            },
-            |outcome| product_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, _: &_| input.into_command();
+        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
     }
 
     /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
@@ -329,13 +375,10 @@ impl CatalogMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<ProductPayload> {
-        mutation(
-            ctx,
-            admin,
-            idempotency_key.clone(),
-            move |s, command, _| async move { s.writer.discontinue_product(&command, id).await },
-            |outcome| product_payload(ctx, outcome),
-        )
+        let command = |_: &_, _: &_| Ok(discontinue(id));
+        mutation(ctx, admin, idempotency_key, command, |o| {
+            product_payload(ctx, o)
+        })
         .await
     }
 
@@ -346,21 +389,8 @@ impl CatalogMutation {
         ctx: &Context<'_>,
         input: ReviewProductInput,
     ) -> async_graphql::Result<ProductPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let parsed = Review {
-                    product_id: input.product_id,
-                    rating: Rating::parse(input.rating)?,
-                    title: ReviewTitle::parse(input.title.as_deref().unwrap_or(""))?,
-                    comment: Comment::parse(input.comment.as_deref().unwrap_or(""))?,
-                };
-                s.writer.review_product(&command, parsed).await
-            },
-            |outcome| product_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, cx: &_| input.into_command(cx);
+        mutation(ctx, signed_in, key, command, |o| product_payload(ctx, o)).await
     }
 }

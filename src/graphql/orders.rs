@@ -1,5 +1,6 @@
 //! The orders area: checkout, the order details view (order + inventory + payment in one
-//! row), cancellation, fulfilment, the admin dashboard, and the orders the saga parked.
+//! row), cancellation, fulfilment (each input parsed straight into its command), the
+//! admin dashboard, and the orders the saga parked.
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -8,8 +9,9 @@ use uuid::Uuid;
 use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored};
-use crate::domain::order::{self, OrderLine as DomainLine};
+use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
+use crate::auth::Caller;
+use crate::domain::order::{self, OrderCommand, OrderLine as DomainLine};
 use crate::domain::payment;
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
 use crate::entity::{order_view, saga_dead_letters};
@@ -17,7 +19,9 @@ use crate::error::{AppError, AppResult};
 use crate::process::dead_letters::Status as DeadLetterStatus;
 use crate::read::dashboard as dashboard_view;
 use crate::read::orders as view;
-use crate::write::Outcome;
+use crate::write::idempotency::request_hash;
+use crate::write::orders::{Checkout, order_command};
+use crate::write::{CommandContext, Envelope, Outcome};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq, Debug)]
 #[graphql(remote = "order::OrderStatus")]
@@ -438,15 +442,50 @@ impl Dashboard {
 }
 
 async fn order_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<OrderPayload> {
-    let s = services(ctx)?;
-    s.await_view(view::NAME, outcome.position).await?;
-    let order = view::find(&s.db, outcome.stream_id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("order {} not found", outcome.stream_id)))?;
+    let order = written(ctx, view::NAME, "order", &outcome, |db, id| {
+        view::find(db, id)
+    })
+    .await?;
     Ok(OrderPayload {
         position: Position(outcome.position),
         order: Order(order),
     })
+}
+
+impl CheckoutInput {
+    /// The caller's checkout, each field parsed at its type.
+    pub(crate) fn into_command(self, ctx: &CommandContext) -> AppResult<Checkout> {
+        let address = ShippingAddress::parse(&self.shipping_address)?;
+        let token = PaymentToken::parse(&self.payment_token)?;
+        Ok(Checkout::new(ctx, address, token))
+    }
+}
+
+/// `cancelOrder` by `caller`: its request is the order and the reason.
+pub(crate) fn cancel(
+    caller: &Caller,
+    ctx: &CommandContext,
+    id: Uuid,
+    reason: Option<String>,
+) -> AppResult<Envelope<order::Order>> {
+    let reason = reason.as_deref().map(Reason::parse).transpose()?;
+    let request = request_hash(&(id, reason.as_ref().map(Reason::as_str)));
+    let command = OrderCommand::Cancel {
+        by: ctx.user_id.clone(),
+        as_admin: caller.is_admin(),
+        reason,
+    };
+    Ok(Envelope::new("cancelOrder", id, request, command))
+}
+
+/// `shipOrder`: its request is the order's id.
+pub(crate) fn ship(id: Uuid) -> Envelope<order::Order> {
+    order_command("shipOrder", id, OrderCommand::Ship)
+}
+
+/// `deliverOrder`: its request is the order's id.
+pub(crate) fn deliver(id: Uuid) -> Envelope<order::Order> {
+    order_command("deliverOrder", id, OrderCommand::Deliver)
 }
 
 #[derive(Default)]
@@ -460,18 +499,9 @@ impl OrdersMutation {
         ctx: &Context<'_>,
         input: CheckoutInput,
     ) -> async_graphql::Result<OrderPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            input.idempotency_key.clone(),
-            move |s, command, _| async move {
-                let address = ShippingAddress::parse(&input.shipping_address)?;
-                let token = PaymentToken::parse(&input.payment_token)?;
-                s.writer.checkout(&command, address, token).await
-            },
-            |outcome| order_payload(ctx, outcome),
-        )
-        .await
+        let key = input.idempotency_key.clone();
+        let command = |_: &_, cx: &_| input.into_command(cx);
+        mutation(ctx, signed_in, key, command, |o| order_payload(ctx, o)).await
     }
 
     /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
@@ -484,18 +514,10 @@ impl OrdersMutation {
         reason: Option<String>,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        mutation(
-            ctx,
-            signed_in,
-            idempotency_key.clone(),
-            move |s, command, caller| async move {
-                let reason = reason.as_deref().map(Reason::parse).transpose()?;
-                s.writer
-                    .cancel_order(&command, id, caller.is_admin(), reason)
-                    .await
-            },
-            |outcome| order_payload(ctx, outcome),
-        )
+        let command = |caller: &_, cx: &_| cancel(caller, cx, id, reason);
+        mutation(ctx, signed_in, idempotency_key, command, |o| {
+            order_payload(ctx, o)
+        })
         .await
     }
 
@@ -506,13 +528,10 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        mutation(
-            ctx,
-            admin,
-            idempotency_key.clone(),
-            move |s, command, _| async move { s.writer.ship_order(&command, id).await },
-            |outcome| order_payload(ctx, outcome),
-        )
+        let command = |_: &_, _: &_| Ok(ship(id));
+        mutation(ctx, admin, idempotency_key, command, |o| {
+            order_payload(ctx, o)
+        })
         .await
     }
 
@@ -542,13 +561,10 @@ impl OrdersMutation {
         id: Uuid,
         idempotency_key: Option<String>,
     ) -> async_graphql::Result<OrderPayload> {
-        mutation(
-            ctx,
-            admin,
-            idempotency_key.clone(),
-            move |s, command, _| async move { s.writer.deliver_order(&command, id).await },
-            |outcome| order_payload(ctx, outcome),
-        )
+        let command = |_: &_, _: &_| Ok(deliver(id));
+        mutation(ctx, admin, idempotency_key, command, |o| {
+            order_payload(ctx, o)
+        })
         .await
     }
 }

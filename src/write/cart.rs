@@ -1,8 +1,8 @@
-//! Cart commands: add, set quantity, remove, clear. One stream per user's cart; each keeps
-//! the normalized `cart_lines` table in step with it.
+//! Cart commands: add, set quantity (decided on the product as it is in the command's own
+//! transaction), remove, clear. One stream per user's cart; each keeps the normalized
+//! `cart_lines` table in step with it.
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter};
 use serde::Serialize;
 use uuid::Uuid;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::catalog::product_facts;
 use super::constraint::{ConstraintExt, Violation};
 use super::idempotency::request_hash;
-use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer};
+use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, upsert};
 use crate::domain::cart::{Cart, CartCommand, CartEvent, ProductFacts};
 use crate::domain::values::{Quantity, UserId};
 use crate::entity::cart_lines;
@@ -32,6 +32,7 @@ impl WriteModel for Cart {
         events: &[CartEvent],
         now: DateTime<Utc>,
     ) -> AppResult<()> {
+        use cart_lines::Column;
         for event in events {
             let written = match event {
                 CartEvent::ItemAdded {
@@ -44,34 +45,27 @@ impl WriteModel for Cart {
                     user_id,
                     product_id,
                     quantity,
-                } => cart_lines::Entity::insert(cart_lines::ActiveModel {
-                    user_id: Set(user_id.as_str().to_owned()),
-                    product_id: Set(*product_id),
-                    quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
-                    updated_at: Set(now),
-                })
-                .on_conflict(
-                    OnConflict::columns([
-                        cart_lines::Column::UserId,
-                        cart_lines::Column::ProductId,
-                    ])
-                    .update_columns([cart_lines::Column::Quantity, cart_lines::Column::UpdatedAt])
-                    .to_owned(),
-                )
-                .exec(txn)
-                .await
-                .map(|_| ()),
+                } => {
+                    let line = cart_lines::ActiveModel {
+                        user_id: Set(user_id.as_str().to_owned()),
+                        product_id: Set(*product_id),
+                        quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
+                        updated_at: Set(now),
+                    };
+                    let key = [Column::UserId, Column::ProductId];
+                    upsert(txn, line, key, [Column::Quantity, Column::UpdatedAt]).await
+                }
                 CartEvent::ItemRemoved {
                     user_id,
                     product_id,
                 } => cart_lines::Entity::delete_many()
-                    .filter(cart_lines::Column::UserId.eq(user_id.as_str()))
-                    .filter(cart_lines::Column::ProductId.eq(*product_id))
+                    .filter(Column::UserId.eq(user_id.as_str()))
+                    .filter(Column::ProductId.eq(*product_id))
                     .exec(txn)
                     .await
                     .map(|_| ()),
                 CartEvent::Cleared { user_id } => cart_lines::Entity::delete_many()
-                    .filter(cart_lines::Column::UserId.eq(user_id.as_str()))
+                    .filter(Column::UserId.eq(user_id.as_str()))
                     .exec(txn)
                     .await
                     .map(|_| ()),
@@ -87,27 +81,55 @@ impl WriteModel for Cart {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct CartLineInput {
-    pub product_id: Uuid,
-    /// 0 only for set-quantity (removes the line).
-    pub quantity: u32,
-}
-
 /// `addToCart` and `setCartItemQuantity`: cart commands decided on what the product is
 /// *now*. Its facts are read inside the command's transaction, again at each attempt (a
 /// retry after a lost race must not decide on what the first attempt saw), with a shared
 /// row lock on PostgreSQL, and the command queues behind the product's writers of this
 /// process: no stock change commits between the read and the decision, and one that
 /// commits after it also comes after it in the log.
-struct CartLineCommand {
+///
+/// Serialized, it is the request's fingerprint: the product and the quantity (0 to remove).
+#[derive(Serialize)]
+pub struct CartLineCommand {
+    #[serde(skip)]
     operation: &'static str,
+    #[serde(skip)]
     user_id: UserId,
     product_id: Uuid,
     /// `None` only for set-quantity (removes the line, whatever the product is).
+    #[serde(serialize_with = "zero_for_none")]
     quantity: Option<Quantity>,
     /// Adds `quantity` to the line (true) or sets the line to it (false).
+    #[serde(skip)]
     add: bool,
+}
+
+fn zero_for_none<S: serde::Serializer>(q: &Option<Quantity>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u32(q.map_or(0, Quantity::get))
+}
+
+impl CartLineCommand {
+    /// `addToCart`: adds `quantity` units to the caller's line of the product.
+    pub fn add(ctx: &CommandContext, product_id: Uuid, quantity: Quantity) -> Self {
+        Self {
+            operation: "addToCart",
+            user_id: ctx.user_id.clone(),
+            product_id,
+            quantity: Some(quantity),
+            add: true,
+        }
+    }
+
+    /// `setCartItemQuantity`: sets the caller's line of the product; `None` removes it.
+    pub fn set(ctx: &CommandContext, product_id: Uuid, quantity: Option<Quantity>) -> Self {
+        Self {
+            operation: "setCartItemQuantity",
+            user_id: ctx.user_id.clone(),
+            product_id,
+            quantity,
+            add: false,
+        }
+    }
 }
 
 impl Command for CartLineCommand {
@@ -116,10 +138,7 @@ impl Command for CartLineCommand {
     }
 
     fn request_hash(&self) -> String {
-        request_hash(&CartLineInput {
-            product_id: self.product_id,
-            quantity: self.quantity.map_or(0, Quantity::get),
-        })
+        request_hash(self)
     }
 
     fn streams(&self) -> Vec<Uuid> {
@@ -154,79 +173,18 @@ impl Command for CartLineCommand {
     }
 }
 
-impl Writer {
-    pub async fn add_to_cart(
-        &self,
-        ctx: &CommandContext,
-        product_id: Uuid,
-        quantity: Quantity,
-    ) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            CartLineCommand {
-                operation: "addToCart",
-                user_id: ctx.user_id.clone(),
-                product_id,
-                quantity: Some(quantity),
-                add: true,
-            },
-        )
-        .await
-    }
-
-    pub async fn set_cart_item_quantity(
-        &self,
-        ctx: &CommandContext,
-        product_id: Uuid,
-        quantity: Option<Quantity>,
-    ) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            CartLineCommand {
-                operation: "setCartItemQuantity",
-                user_id: ctx.user_id.clone(),
-                product_id,
-                quantity,
-                add: false,
-            },
-        )
-        .await
-    }
-
-    pub async fn remove_from_cart(
-        &self,
-        ctx: &CommandContext,
-        product_id: Uuid,
-    ) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            Envelope::<Cart> {
-                operation: "removeFromCart",
-                request_hash: request_hash(&product_id),
-                stream_id: cart_stream_id(&ctx.user_id),
-                expected_version: None,
-                command: CartCommand::RemoveItem {
-                    user_id: ctx.user_id.clone(),
-                    product_id,
-                },
-            },
-        )
-        .await
-    }
-
-    pub async fn clear_cart(&self, ctx: &CommandContext) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            Envelope::<Cart> {
-                operation: "clearCart",
-                request_hash: request_hash(&()),
-                stream_id: cart_stream_id(&ctx.user_id),
-                expected_version: None,
-                command: CartCommand::Clear {
-                    user_id: ctx.user_id.clone(),
-                },
-            },
-        )
-        .await
-    }
+/// `removeFromCart` and `clearCart`: a command on the caller's cart alone, its request
+/// fingerprinted as `request`.
+pub fn cart_command(
+    ctx: &CommandContext,
+    operation: &'static str,
+    request: &impl Serialize,
+    command: CartCommand,
+) -> Envelope<Cart> {
+    Envelope::new(
+        operation,
+        cart_stream_id(&ctx.user_id),
+        request_hash(request),
+        command,
+    )
 }

@@ -1,25 +1,27 @@
-//! Order commands: checkout (cart → order, in one transaction over both streams), cancel,
-//! ship, deliver; and the saga's steps: reserve inventory for an order (all products or
-//! none), record a payment outcome, confirm, release and reject. Each keeps the
-//! normalized `orders`, `order_lines` and `payments` tables in step.
+//! Order commands: checkout (cart → order, in one transaction over both streams), the
+//! envelope of a single-order command (cancel, ship, deliver, the saga's confirm); and the
+//! saga's steps: reserve inventory for an order (all products or none), record a payment
+//! outcome, release and reject. Each keeps the normalized `orders`, `order_lines` and
+//! `payments` tables in step.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::OnConflict;
 use sea_orm::{ActiveValue::Set, DatabaseTransaction, EntityTrait};
 use serde::Serialize;
 use uuid::Uuid;
 
 use super::cart::cart_stream_id;
 use super::idempotency::request_hash;
-use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer};
+use super::{
+    Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer, upsert,
+};
 use crate::domain::cart::{Cart, CartCommand};
 use crate::domain::order::{Order, OrderCommand, OrderEvent, OrderLine, RejectedAt};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent};
 use crate::domain::product::{Product, ProductCommand, ProductError, ProductStatus};
 use crate::domain::values::Money;
-use crate::domain::values::{PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
+use crate::domain::values::{PaymentToken, ProductName, ShippingAddress, Sku, UserId};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::{order_lines, orders, payments, products};
 use crate::error::{AppError, AppResult};
@@ -86,27 +88,19 @@ impl WriteModel for Payment {
         _events: &[PaymentEvent],
         now: DateTime<Utc>,
     ) -> AppResult<()> {
+        use payments::Column;
         let Some(order_id) = state.order_id else {
             return Ok(());
         };
-        payments::Entity::insert(payments::ActiveModel {
+        let payment = payments::ActiveModel {
             order_id: Set(order_id),
             status: Set(state.status.as_str().to_owned()),
             amount_cents: Set(state.amount.cents()),
             charge_id: Set(state.charge_id.clone()),
             updated_at: Set(now),
-        })
-        .on_conflict(
-            OnConflict::column(payments::Column::OrderId)
-                .update_columns([
-                    payments::Column::Status,
-                    payments::Column::ChargeId,
-                    payments::Column::UpdatedAt,
-                ])
-                .to_owned(),
-        )
-        .exec(txn)
-        .await?;
+        };
+        let update = [Column::Status, Column::ChargeId, Column::UpdatedAt];
+        upsert(txn, payment, [Column::OrderId], update).await?;
         Ok(())
     }
 }
@@ -120,6 +114,23 @@ pub struct Checkout {
     pub order_id: Uuid,
     pub shipping_address: ShippingAddress,
     pub payment_token: PaymentToken,
+}
+
+impl Checkout {
+    /// The caller's checkout, on an order id derived from the idempotency key when there
+    /// is one: a retried checkout lands on the same order.
+    pub fn new(
+        ctx: &CommandContext,
+        shipping_address: ShippingAddress,
+        payment_token: PaymentToken,
+    ) -> Self {
+        Self {
+            user_id: ctx.user_id.clone(),
+            order_id: ctx.new_stream_id(&ORDER_NAMESPACE),
+            shipping_address,
+            payment_token,
+        }
+    }
 }
 
 impl Command for Checkout {
@@ -339,68 +350,17 @@ impl Command for ReleaseOrder {
     }
 }
 
+/// A command on one order, its request fingerprinted as the order's id.
+pub fn order_command(
+    operation: &'static str,
+    order_id: Uuid,
+    command: OrderCommand,
+) -> Envelope<Order> {
+    Envelope::new(operation, order_id, request_hash(&order_id), command)
+}
+
 impl Writer {
-    pub async fn checkout(
-        &self,
-        ctx: &CommandContext,
-        shipping_address: ShippingAddress,
-        payment_token: PaymentToken,
-    ) -> AppResult<Outcome> {
-        // A retried checkout must land on the same order: derive the id from the key.
-        let order_id = match &ctx.idempotency_key {
-            Some(key) => Uuid::new_v5(
-                &ORDER_NAMESPACE,
-                format!("{}\u{0}{}", ctx.user_id, key.as_str()).as_bytes(),
-            ),
-            None => Uuid::now_v7(),
-        };
-        self.execute(
-            ctx,
-            Checkout {
-                user_id: ctx.user_id.clone(),
-                order_id,
-                shipping_address,
-                payment_token,
-            },
-        )
-        .await
-    }
-
-    pub async fn cancel_order(
-        &self,
-        ctx: &CommandContext,
-        order_id: Uuid,
-        as_admin: bool,
-        reason: Option<Reason>,
-    ) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            Envelope::<Order> {
-                operation: "cancelOrder",
-                request_hash: request_hash(&(order_id, reason.as_ref().map(Reason::as_str))),
-                stream_id: order_id,
-                expected_version: None,
-                command: OrderCommand::Cancel {
-                    by: ctx.user_id.clone(),
-                    as_admin,
-                    reason,
-                },
-            },
-        )
-        .await
-    }
-
-    pub async fn ship_order(&self, ctx: &CommandContext, order_id: Uuid) -> AppResult<Outcome> {
-        self.order_step(ctx, "shipOrder", order_id, OrderCommand::Ship)
-            .await
-    }
-
-    pub async fn deliver_order(&self, ctx: &CommandContext, order_id: Uuid) -> AppResult<Outcome> {
-        self.order_step(ctx, "deliverOrder", order_id, OrderCommand::Deliver)
-            .await
-    }
-
-    /// A single-stream command on an order.
+    /// Saga: a single-stream command on an order.
     pub async fn order_step(
         &self,
         ctx: &CommandContext,
@@ -408,17 +368,8 @@ impl Writer {
         order_id: Uuid,
         command: OrderCommand,
     ) -> AppResult<Outcome> {
-        self.execute(
-            ctx,
-            Envelope::<Order> {
-                operation,
-                request_hash: request_hash(&order_id),
-                stream_id: order_id,
-                expected_version: None,
-                command,
-            },
-        )
-        .await
+        self.execute(ctx, order_command(operation, order_id, command))
+            .await
     }
 
     /// Saga: records what the gateway answered on the order's payment stream.
@@ -428,15 +379,11 @@ impl Writer {
         order_id: Uuid,
         command: PaymentCommand,
     ) -> AppResult<Outcome> {
+        let stream_id = payment_stream_id(order_id);
+        let request_hash = request_hash(&order_id);
         self.execute(
             ctx,
-            Envelope::<Payment> {
-                operation: "recordPayment",
-                request_hash: request_hash(&order_id),
-                stream_id: payment_stream_id(order_id),
-                expected_version: None,
-                command,
-            },
+            Envelope::<Payment>::new("recordPayment", stream_id, request_hash, command),
         )
         .await
     }
