@@ -129,6 +129,7 @@ impl Application {
             live.clone(),
         ));
         let document_limits = settings.document_limits();
+        let persisted = settings.persisted_queries()?;
         let schema = graphql::build_schema(
             graphql::Services {
                 db: db.clone(),
@@ -142,7 +143,9 @@ impl Application {
                 rebuilds,
                 dead_letters: dead_letters.clone(),
             },
+            persisted.clone(),
             document_limits.clone(),
+            metrics.clone(),
         );
         let router = http::router(
             http::HttpState {
@@ -163,6 +166,7 @@ impl Application {
                 max_batch_operations: settings.max_batch_operations,
                 max_batch_complexity: settings.max_batch_complexity,
                 document_limits,
+                persisted,
                 projections: statuses.clone(),
                 origins: settings.cors_origins.clone(),
             },
