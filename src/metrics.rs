@@ -195,7 +195,7 @@ impl Default for Metrics {
             Family::<GraphqlOperationLabels, Histogram>::new_with_constructor(latency);
         registry.register(
             "graphql_operation_duration_seconds",
-            "Time to execute a GraphQL query or mutation that validated, by type and name",
+            "Time to execute a GraphQL query or mutation that validated (any transport), by type and name",
             operation_seconds.clone(),
         );
         let graphql_errors = Family::<CodeLabel, Counter>::default();
@@ -433,6 +433,12 @@ impl Metrics {
             .inc();
     }
 
+    fn graphql_errors(&self, response: &async_graphql::Response) {
+        for error in &response.errors {
+            self.graphql_error(crate::graphql::error::code_of(error));
+        }
+    }
+
     /// Measures what is measured at each scrape: the views' lag in seconds, the database
     /// pool and the process.
     pub async fn scrape(
@@ -607,13 +613,44 @@ struct OperationTimer {
 
 #[async_trait::async_trait]
 impl async_graphql::extensions::Extension for OperationTimer {
+    /// Errors of a request over HTTP (its refusals included).
     async fn request(
         &self,
         ctx: &async_graphql::extensions::ExtensionContext<'_>,
         next: async_graphql::extensions::NextRequest<'_>,
     ) -> async_graphql::Response {
-        let started = Instant::now();
         let response = next.run(ctx).await;
+        self.metrics.graphql_errors(&response);
+        response
+    }
+
+    /// Errors of a stream (WebSocket and multipart operations, subscriptions' events).
+    fn subscribe<'s>(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        stream: futures_util::stream::BoxStream<'s, async_graphql::Response>,
+        next: async_graphql::extensions::NextSubscribe<'_>,
+    ) -> futures_util::stream::BoxStream<'s, async_graphql::Response> {
+        use futures_util::StreamExt as _;
+        let metrics = self.metrics.clone();
+        next.run(
+            ctx,
+            stream
+                .inspect(move |response| metrics.graphql_errors(response))
+                .boxed(),
+        )
+    }
+
+    /// The time to execute a query or mutation, over any transport (a subscription is
+    /// not timed: it lasts as long as its client wants).
+    async fn execute(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: async_graphql::extensions::NextExecute<'_>,
+    ) -> async_graphql::Response {
+        let started = Instant::now();
+        let response = next.run(ctx, operation_name).await;
         let operation = self
             .operation
             .lock()
@@ -622,10 +659,6 @@ impl async_graphql::extensions::Extension for OperationTimer {
         if let Some((ty, name)) = operation {
             self.metrics
                 .operation(ty, name.as_deref(), started.elapsed().as_secs_f64());
-        }
-        for error in &response.errors {
-            self.metrics
-                .graphql_error(crate::graphql::error::code_of(error));
         }
         response
     }

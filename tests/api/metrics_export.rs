@@ -125,3 +125,30 @@ async fn latency_errors_pool_and_process_are_exported_with_bounded_labels() {
     assert!(!metrics.contains("/no/such/path"), "{metrics}");
     assert_eq!(metrics.matches("# EOF").count(), 1, "one end marker");
 }
+
+#[tokio::test]
+async fn operations_and_errors_over_a_websocket_are_counted_too() {
+    let app = spawn_app().await;
+    let mut client = WsClient::connect(&app, None).await;
+    client
+        .send(json!({ "type": "subscribe", "id": "q", "payload": { "query": "query OverWs { __typename }" } }))
+        .await;
+    assert_eq!(client.next_data("q", "__typename").await, "Query");
+    client
+        .send(json!({ "type": "subscribe", "id": "e", "payload": { "query": "{ cart { itemCount } }" } }))
+        .await;
+    // Past the first operation's `complete`.
+    let mut refused = client.recv().await;
+    while refused["id"] != "e" {
+        refused = client.recv().await;
+    }
+    assert!(refused.to_string().contains("UNAUTHENTICATED"), "{refused}");
+
+    let metrics = metrics_text(&app).await;
+    for expected in [
+        r#"ordergraph_graphql_operation_duration_seconds_count{type="query",name="OverWs"} 1"#,
+        r#"ordergraph_graphql_errors_total{code="UNAUTHENTICATED"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+}
