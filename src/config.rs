@@ -75,6 +75,21 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_MAX_BATCH_COMPLEXITY", default_value_t = crate::graphql::MAX_COMPLEXITY)]
     pub max_batch_complexity: usize,
 
+    /// A persisted query manifest (Apollo's `apollo-persisted-query-manifest` JSON, or a
+    /// `{"<sha256>": "<document>"}` object): when set, only its documents run (ADR 0010).
+    /// Unset: any document runs, and automatic persisted queries register documents.
+    #[arg(long, env = "ORDERGRAPH_PERSISTED_QUERIES")]
+    pub persisted_queries: Option<PathBuf>,
+
+    /// Bytes of query text the automatic persisted query registry may hold (least
+    /// recently used documents are evicted past it).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_PERSISTED_QUERY_CACHE_BYTES",
+        default_value_t = 8 * 1024 * 1024
+    )]
+    pub persisted_query_cache_bytes: usize,
+
     /// Time a client has to send a request's headers, on a new connection and between
     /// two requests on a kept-alive one (an idle keep-alive connection is closed after it).
     #[arg(long, env = "ORDERGRAPH_HEADER_TIMEOUT_SECS", default_value_t = 30)]
@@ -194,6 +209,8 @@ impl Default for Settings {
             max_document_nodes: crate::graphql::MAX_DOCUMENT_NODES,
             max_batch_operations: 10,
             max_batch_complexity: crate::graphql::MAX_COMPLEXITY,
+            persisted_queries: None,
+            persisted_query_cache_bytes: 8 * 1024 * 1024,
             header_timeout_secs: 30,
             max_connections: 10_000,
             max_anonymous_connections: 1_000,
@@ -277,6 +294,18 @@ impl Settings {
             self.max_document_tokens,
             self.max_document_nodes,
         )
+    }
+
+    /// The persisted queries: the manifest's allow-list when one is configured, else
+    /// automatic persisted queries.
+    pub fn persisted_queries(&self) -> anyhow::Result<crate::graphql::persisted::PersistedQueries> {
+        use crate::graphql::persisted::PersistedQueries;
+        match &self.persisted_queries {
+            Some(manifest) => PersistedQueries::allow_list(manifest),
+            None => Ok(PersistedQueries::automatic(
+                self.persisted_query_cache_bytes,
+            )),
+        }
     }
 
     /// Limits of the HTTP server; the connection cap is lowered to what the process's

@@ -11,7 +11,9 @@ pub mod events;
 mod fingerprints;
 pub mod limits;
 pub mod live;
+pub mod node;
 pub mod orders;
+pub mod persisted;
 pub mod projections;
 pub mod scalars;
 
@@ -60,6 +62,7 @@ pub struct QueryRoot(
     cart::CartQuery,
     orders::OrdersQuery,
     audit::AuditQuery,
+    node::NodeQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -121,9 +124,21 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
     .limit_directives(8)
 }
 
-/// The schema served by the application.
-pub fn build_schema(services: Services, limits: limits::DocumentLimits) -> AppSchema {
-    builder().extension(limits).data(services).finish()
+/// The schema served by the application. The metrics see every request, refusals
+/// included; persisted queries are resolved before the limits, so that a document named
+/// by its hash is held to them like any other.
+pub fn build_schema(
+    services: Services,
+    persisted: persisted::PersistedQueries,
+    limits: limits::DocumentLimits,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> AppSchema {
+    builder()
+        .extension(crate::metrics::OperationMetrics(metrics))
+        .extension(persisted)
+        .extension(limits)
+        .data(services)
+        .finish()
 }
 
 /// The SDL of the schema, as checked in to `schema.graphql`.
@@ -221,11 +236,11 @@ where
         .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
 }
 
-/// Checks a Relay `first` argument.
+/// Checks a Relay `first` (or `last`) argument.
 pub(crate) fn page_size(first: i32) -> AppResult<u64> {
     if !(0..=MAX_PAGE_SIZE).contains(&first) {
         return Err(AppError::BadUserInput(format!(
-            "first must be between 0 and {MAX_PAGE_SIZE}"
+            "first and last must be between 0 and {MAX_PAGE_SIZE}"
         )));
     }
     Ok(first as u64)
@@ -254,14 +269,39 @@ impl Cursor {
                     .and_then(|v| v.parse().ok())
             })
             .ok_or_else(|| {
-                AppError::BadUserInput("after: not a cursor returned by this API".into())
+                AppError::BadUserInput("after/before: not a cursor returned by this API".into())
             })
     }
 }
 
-/// Relay `PageInfo`.
+/// Relay `PageInfo` (the Relay cursor connections specification, §5).
 #[derive(async_graphql::SimpleObject)]
 pub struct PageInfo {
+    /// Paginating forwards (`first`/`after`): whether items follow this page. Backwards
+    /// (`last`/`before`): whether items follow `before`.
     pub has_next_page: bool,
+    /// Paginating backwards (`last`/`before`): whether items precede this page.
+    /// Forwards: whether items precede `after` (a connection that cannot tell cheaply
+    /// says false, as the specification allows).
+    pub has_previous_page: bool,
+    /// The cursor of the page's first edge; null when the page is empty.
+    pub start_cursor: Option<String>,
+    /// The cursor of the page's last edge; null when the page is empty.
     pub end_cursor: Option<String>,
+}
+
+impl PageInfo {
+    /// A page read forwards by a connection that does not look for items before it.
+    pub(crate) fn forward(
+        has_next_page: bool,
+        start_cursor: Option<String>,
+        end_cursor: Option<String>,
+    ) -> Self {
+        Self {
+            has_next_page,
+            has_previous_page: false,
+            start_cursor,
+            end_cursor,
+        }
+    }
 }

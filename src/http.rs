@@ -58,6 +58,8 @@ pub struct HttpState {
     /// Limits on one document (checked here too, before the transport parses one to see
     /// its operation's type).
     pub document_limits: crate::graphql::limits::DocumentLimits,
+    /// Persisted queries (resolved here too, before the transport parses a document).
+    pub persisted: crate::graphql::persisted::PersistedQueries,
     /// Each projection's status (a failed one makes the service not ready).
     pub projections: Arc<crate::read::status::Statuses>,
     /// The background tasks that are down (one makes the service not ready).
@@ -96,6 +98,11 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
         .layer(axum::middleware::from_fn(move |request, next| {
             deadline(request_timeout, request, next)
         }))
+        // Latency by route: inside the router, where the matched route is known.
+        .layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track_http,
+        ))
         // Outside the deadline and the routes: a preflight is answered here, and every
         // response, errors included, carries the CORS headers its origin is due.
         .layer(cors)
@@ -448,9 +455,9 @@ async fn graphql_post(
 
 /// Whether a request carries a document: `query` is required (GraphQL-over-HTTP draft,
 /// §"Request Parameters"), and a request without one is malformed, not a document that
-/// fails to parse.
+/// fails to parse; unless it names a persisted query by its hash (`graphql/persisted.rs`).
 fn has_query(request: &async_graphql::Request) -> bool {
-    !request.query.is_empty()
+    !request.query.is_empty() || request.extensions.contains_key("persistedQuery")
 }
 
 /// `406`: the client accepts neither response media type (GraphQL-over-HTTP draft,
@@ -464,24 +471,31 @@ fn not_acceptable() -> Response {
     )
 }
 
-/// The request with its document parsed within the limits (see `graphql/limits.rs`), or
-/// the GraphQL error response that refuses it.
+/// The request with its persisted query resolved (`graphql/persisted.rs`) and its
+/// document parsed within the limits (`graphql/limits.rs`), or the GraphQL error
+/// response that refuses it.
 async fn prepared(
     state: &HttpState,
     request: async_graphql::Request,
     media: ResponseMedia,
 ) -> Result<async_graphql::Request, Response> {
-    crate::graphql::limits::prepare(request, &state.document_limits)
-        .await
-        .map_err(|mut error| {
-            ensure_code(&mut error);
-            let response = async_graphql::Response::from_errors(vec![error]);
-            graphql_response(
-                &BatchResponse::Single(response),
-                state.max_response_bytes,
-                media,
-            )
-        })
+    let prepared = match state.persisted.resolve(request) {
+        Ok((request, _)) => crate::graphql::limits::prepare(request, &state.document_limits).await,
+        Err(error) => Err(error),
+    };
+    prepared.map_err(|mut error| {
+        ensure_code(&mut error);
+        // Refused before the schema saw it: counted here (the schema counts the rest).
+        state
+            .metrics
+            .graphql_error(crate::graphql::error::code_of(&error));
+        let response = async_graphql::Response::from_errors(vec![error]);
+        graphql_response(
+            &BatchResponse::Single(response),
+            state.max_response_bytes,
+            media,
+        )
+    })
 }
 
 /// A WebSocket upgrade (subscriptions), or a query: a GET must not change anything
@@ -591,6 +605,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             .metrics
             .projection_failed(name, state.projections.is_failed(name));
     }
+    state.metrics.scrape(&state.db, &state.projections).await;
     (
         [(
             header::CONTENT_TYPE,

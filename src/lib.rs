@@ -77,6 +77,10 @@ struct Core {
     drain: watch::Receiver<bool>,
     connections: Arc<http::ws::Connections>,
     tasks: Arc<Tasks>,
+    /// The bounds on a document, shared by every transport (one parsing semaphore).
+    document_limits: graphql::limits::DocumentLimits,
+    /// The registry of persisted queries, shared by the schema and the transport.
+    persisted: graphql::persisted::PersistedQueries,
 }
 
 impl Core {
@@ -116,6 +120,8 @@ impl Core {
             relay_health: Arc::new(RelayHealth::default()),
             connections: Arc::new(http::ws::Connections::default()),
             tasks: Arc::new(Tasks::default()),
+            document_limits: settings.document_limits(),
+            persisted: settings.persisted_queries()?,
             projections,
             checkpoints,
             metrics,
@@ -210,7 +216,9 @@ impl Core {
                 rebuilds: Arc::new(rebuilds),
                 dead_letters: self.dead_letters(),
             },
-            self.settings.document_limits(),
+            self.persisted.clone(),
+            self.document_limits.clone(),
+            self.metrics.clone(),
         )
     }
 
@@ -230,7 +238,8 @@ impl Core {
                 max_response_bytes: s.max_response_bytes,
                 max_batch_operations: s.max_batch_operations,
                 max_batch_complexity: s.max_batch_complexity,
-                document_limits: s.document_limits(),
+                document_limits: self.document_limits.clone(),
+                persisted: self.persisted.clone(),
                 projections: self.statuses.clone(),
                 tasks: self.tasks.clone(),
                 origins: s.cors_origins.clone(),

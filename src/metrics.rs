@@ -1,5 +1,18 @@
 //! Prometheus metrics, served on `/metrics`. The registry belongs to the application (no
 //! process-global recorder), so several applications can live in one process (tests).
+//!
+//! Besides the domain's figures: HTTP latency by route, method and status class
+//! ([`track_http`]); GraphQL operation latency by type and name and errors by
+//! `extensions.code` ([`OperationMetrics`], an async-graphql extension); and, measured
+//! at each scrape ([`Metrics::scrape`]), each projection's lag in seconds, the database
+//! pool and the process (the standard unprefixed `process_*` names, read from `/proc`).
+//! Every label's values are bounded: routes are the router's, operation names are only
+//! those of documents that validated, at most [`MAX_OPERATION_NAMES`] of them, later ones
+//! counted as `other`, and codes are the API's.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -25,6 +38,37 @@ pub struct ProjectionLabel {
     pub projection: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The route's path pattern (`/graphql`), or `unmatched`.
+    pub route: String,
+    pub method: String,
+    /// `2xx`, `4xx`, …
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GraphqlOperationLabels {
+    /// `query`, `mutation` or `subscription`.
+    pub r#type: String,
+    /// The operation's name, `anonymous`, or `other` past the cap on names.
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabel {
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolLabel {
+    /// `in_use` or `idle`.
+    pub state: String,
+}
+
+/// Most distinct operation names labelled; the rest are `other`.
+pub const MAX_OPERATION_NAMES: usize = 200;
+
 pub struct Metrics {
     registry: Registry,
     commands: Family<CommandLabels, Counter>,
@@ -39,6 +83,21 @@ pub struct Metrics {
     saga_parked: Gauge,
     saga_retrying: Gauge,
     ws_connections: Gauge,
+    http_seconds: Family<HttpLabels, Histogram>,
+    operation_seconds: Family<GraphqlOperationLabels, Histogram>,
+    operation_names: Mutex<HashSet<String>>,
+    graphql_errors: Family<CodeLabel, Counter>,
+    projection_lag_seconds: Family<ProjectionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pool_connections: Family<PoolLabel, Gauge>,
+    pool_max: Gauge,
+    /// The `process_*` metrics, unprefixed as every exporter names them.
+    process: Registry,
+    process_rss: Gauge,
+    process_cpu: Counter<f64, std::sync::atomic::AtomicU64>,
+    /// The CPU seconds the counter was last brought up to.
+    process_cpu_seen: Mutex<f64>,
+    process_fds: Gauge,
+    process_threads: Gauge,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -125,7 +184,83 @@ impl Default for Metrics {
             "Orders whose next saga attempt is scheduled after a failure",
             saga_retrying.clone(),
         );
+        let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
+        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request (to the response's head: a streamed subscription is not counted to its end), by route, method and status class",
+            http_seconds.clone(),
+        );
+        let operation_seconds =
+            Family::<GraphqlOperationLabels, Histogram>::new_with_constructor(latency);
+        registry.register(
+            "graphql_operation_duration_seconds",
+            "Time to execute a GraphQL query or mutation that validated (any transport), by type and name",
+            operation_seconds.clone(),
+        );
+        let graphql_errors = Family::<CodeLabel, Counter>::default();
+        registry.register(
+            "graphql_errors",
+            "GraphQL errors sent, by extensions.code",
+            graphql_errors.clone(),
+        );
+        let projection_lag_seconds = Family::default();
+        registry.register(
+            "projection_lag_seconds",
+            "Time since the oldest event a view has not folded yet was recorded (0 when caught up)",
+            projection_lag_seconds.clone(),
+        );
+        let pool_connections = Family::<PoolLabel, Gauge>::default();
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, by state (in_use or idle); sqlx does not expose its waiters",
+            pool_connections.clone(),
+        );
+        let pool_max = Gauge::default();
+        registry.register(
+            "db_pool_max_connections",
+            "Size limit of the database pool",
+            pool_max.clone(),
+        );
+        let mut process = Registry::default();
+        let process_rss = Gauge::default();
+        process.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            process_rss.clone(),
+        );
+        let process_cpu = Counter::default();
+        process.register(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            process_cpu.clone(),
+        );
+        let process_fds = Gauge::default();
+        process.register(
+            "process_open_fds",
+            "Number of open file descriptors",
+            process_fds.clone(),
+        );
+        let process_threads = Gauge::default();
+        process.register(
+            "process_threads",
+            "Number of OS threads in the process",
+            process_threads.clone(),
+        );
         Self {
+            http_seconds,
+            operation_seconds,
+            operation_names: Mutex::new(HashSet::new()),
+            graphql_errors,
+            projection_lag_seconds,
+            pool_connections,
+            pool_max,
+            process,
+            process_rss,
+            process_cpu,
+            process_cpu_seen: Mutex::new(0.0),
+            process_fds,
+            process_threads,
             registry,
             saga_parked,
             saga_retrying,
@@ -233,8 +368,411 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        // Writing into a String cannot fail. The text ends with `# EOF`, written once,
+        // after both registries.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.process);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
         out
+    }
+
+    /// One HTTP request answered.
+    pub fn http_request(&self, route: &str, method: &str, status: u16, seconds: f64) {
+        self.http_seconds
+            .get_or_create(&HttpLabels {
+                route: route.to_owned(),
+                method: method.to_owned(),
+                status: format!("{}xx", status / 100),
+            })
+            .observe(seconds);
+    }
+
+    /// One GraphQL operation executed. `name` is labelled as is while fewer than
+    /// [`MAX_OPERATION_NAMES`] names are known, else `other`.
+    fn operation(&self, ty: &str, name: Option<&str>, seconds: f64) {
+        let name = match name {
+            None => "anonymous".to_owned(),
+            Some(name) => {
+                let mut names = self
+                    .operation_names
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if names.contains(name) || names.len() < MAX_OPERATION_NAMES {
+                    names.insert(name.to_owned());
+                    name.to_owned()
+                } else {
+                    "other".to_owned()
+                }
+            }
+        };
+        self.operation_seconds
+            .get_or_create(&GraphqlOperationLabels {
+                r#type: ty.to_owned(),
+                name,
+            })
+            .observe(seconds);
+    }
+
+    /// One GraphQL error sent with `code` (an error without one is BAD_USER_INPUT, as
+    /// the transport labels it).
+    pub fn graphql_error(&self, code: Option<&str>) {
+        let code = match code {
+            None => "BAD_USER_INPUT",
+            Some(code)
+                if code.len() <= 40
+                    && code.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') =>
+            {
+                code
+            }
+            Some(_) => "other",
+        };
+        self.graphql_errors
+            .get_or_create(&CodeLabel {
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    fn graphql_errors(&self, response: &async_graphql::Response) {
+        for error in &response.errors {
+            self.graphql_error(crate::graphql::error::code_of(error));
+        }
+    }
+
+    /// Measures what is measured at each scrape: the views' lag in seconds, the database
+    /// pool and the process.
+    pub async fn scrape(
+        &self,
+        db: &sea_orm::DatabaseConnection,
+        projections: &crate::read::status::Statuses,
+    ) {
+        match projections.report(db).await {
+            Ok(report) => {
+                for line in report {
+                    self.projection_lag_seconds
+                        .get_or_create(&Self::projection(line.name))
+                        .set(line.lag_millis as f64 / 1000.0);
+                }
+            }
+            // The other figures are still worth serving; the series keep their last value.
+            Err(e) => tracing::warn!(error = %e, "could not measure the projections' lag"),
+        }
+        self.pool(db);
+        self.process();
+    }
+
+    fn pool(&self, db: &sea_orm::DatabaseConnection) {
+        use sea_orm::DatabaseBackend;
+        // Each getter panics for another backend: ask the one this connection has.
+        let (size, idle, max) = match db.get_database_backend() {
+            DatabaseBackend::Postgres => {
+                let pool = db.get_postgres_connection_pool();
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
+            }
+            DatabaseBackend::Sqlite => {
+                let pool = db.get_sqlite_connection_pool();
+                (
+                    pool.size(),
+                    pool.num_idle(),
+                    pool.options().get_max_connections(),
+                )
+            }
+            _ => return,
+        };
+        let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+        let state = |state: &str| PoolLabel {
+            state: state.to_owned(),
+        };
+        self.pool_connections
+            .get_or_create(&state("in_use"))
+            .set((i64::from(size) - idle).max(0));
+        self.pool_connections
+            .get_or_create(&state("idle"))
+            .set(idle);
+        self.pool_max.set(i64::from(max));
+    }
+
+    /// The process's figures from `/proc/self` (Linux); elsewhere they stay at 0.
+    fn process(&self) {
+        let Some(process) = ProcSelf::read() else {
+            return;
+        };
+        self.process_rss.set(process.rss_bytes);
+        let mut seen = self
+            .process_cpu_seen
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if process.cpu_seconds > *seen {
+            self.process_cpu.inc_by(process.cpu_seconds - *seen);
+            *seen = process.cpu_seconds;
+        }
+        self.process_fds.set(process.open_fds);
+        self.process_threads.set(process.threads);
+    }
+}
+
+/// What `/proc/self` says about this process.
+#[derive(Debug, Default)]
+struct ProcSelf {
+    rss_bytes: i64,
+    cpu_seconds: f64,
+    open_fds: i64,
+    threads: i64,
+}
+
+impl ProcSelf {
+    fn read() -> Option<Self> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        // The fields after the command name (which may hold spaces, within parentheses):
+        // utime and stime are the 12th and 13th, in clock ticks of USER_HZ, which Linux
+        // fixes at 100 for user space.
+        let after_name = stat.rsplit_once(')')?.1;
+        let ticks: Vec<f64> = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        Some(Self {
+            rss_bytes: field("VmRSS:")?.saturating_mul(1024),
+            cpu_seconds: ticks.iter().sum::<f64>() / 100.0,
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .map(|dir| i64::try_from(dir.count()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+            threads: field("Threads:")?,
+        })
+    }
+}
+
+/// Axum middleware: the latency of every HTTP request, by route pattern (bounded: the
+/// router's, or `unmatched`), method and status class.
+pub async fn track_http(
+    axum::extract::State(metrics): axum::extract::State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |path| path.as_str())
+        .to_owned();
+    let method = match request.method().as_str() {
+        m @ ("GET" | "POST" | "OPTIONS" | "HEAD" | "PUT" | "DELETE" | "PATCH") => m.to_owned(),
+        _ => "other".to_owned(),
+    };
+    let started = Instant::now();
+    let response = next.run(request).await;
+    metrics.http_request(
+        &route,
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// An async-graphql extension that times each query and mutation by type and name, and
+/// counts the errors sent by code. A name is labelled only once its document validated
+/// (a client cannot fill the label space with names that never ran).
+pub struct OperationMetrics(pub Arc<Metrics>);
+
+impl async_graphql::extensions::ExtensionFactory for OperationMetrics {
+    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
+        Arc::new(OperationTimer {
+            metrics: self.0.clone(),
+            requested_name: Mutex::new(None),
+            parsed: Mutex::new(None),
+            operation: Mutex::new(None),
+        })
+    }
+}
+
+type Operation = (&'static str, Option<String>);
+
+struct OperationTimer {
+    metrics: Arc<Metrics>,
+    /// The request's `operationName`.
+    requested_name: Mutex<Option<String>>,
+    /// The type and name of the operation the document runs, once parsed.
+    parsed: Mutex<Option<Operation>>,
+    /// The same, once the document validated: only then is it labelled.
+    operation: Mutex<Option<Operation>>,
+}
+
+#[async_trait::async_trait]
+impl async_graphql::extensions::Extension for OperationTimer {
+    /// Errors of a request over HTTP (its refusals included).
+    async fn request(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextRequest<'_>,
+    ) -> async_graphql::Response {
+        let response = next.run(ctx).await;
+        self.metrics.graphql_errors(&response);
+        response
+    }
+
+    /// Errors of a stream (WebSocket and multipart operations, subscriptions' events).
+    fn subscribe<'s>(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        stream: futures_util::stream::BoxStream<'s, async_graphql::Response>,
+        next: async_graphql::extensions::NextSubscribe<'_>,
+    ) -> futures_util::stream::BoxStream<'s, async_graphql::Response> {
+        use futures_util::StreamExt as _;
+        let metrics = self.metrics.clone();
+        next.run(
+            ctx,
+            stream
+                .inspect(move |response| metrics.graphql_errors(response))
+                .boxed(),
+        )
+    }
+
+    /// The time to execute a query or mutation, over any transport (a subscription is
+    /// not timed: it lasts as long as its client wants).
+    async fn execute(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: async_graphql::extensions::NextExecute<'_>,
+    ) -> async_graphql::Response {
+        let started = Instant::now();
+        let response = next.run(ctx, operation_name).await;
+        let operation = self
+            .operation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some((ty, name)) = operation {
+            self.metrics
+                .operation(ty, name.as_deref(), started.elapsed().as_secs_f64());
+        }
+        response
+    }
+
+    async fn prepare_request(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        request: async_graphql::Request,
+        next: async_graphql::extensions::NextPrepareRequest<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::Request> {
+        *self
+            .requested_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = request.operation_name.clone();
+        next.run(ctx, request).await
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        query: &str,
+        variables: &async_graphql::Variables,
+        next: async_graphql::extensions::NextParseQuery<'_>,
+    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
+        use async_graphql::parser::types::{DocumentOperations, OperationType};
+        let document = next.run(ctx, query, variables).await?;
+        let requested = self
+            .requested_name
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let operation = match (&document.operations, requested) {
+            (DocumentOperations::Single(op), requested) => Some((op.node.ty, requested)),
+            (DocumentOperations::Multiple(ops), Some(name)) => {
+                ops.get(name.as_str()).map(|op| (op.node.ty, Some(name)))
+            }
+            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
+                .iter()
+                .next()
+                .map(|(name, op)| (op.node.ty, Some(name.to_string()))),
+            (DocumentOperations::Multiple(_), None) => None,
+        };
+        let operation = operation.map(|(ty, name)| {
+            let ty = match ty {
+                OperationType::Query => "query",
+                OperationType::Mutation => "mutation",
+                OperationType::Subscription => "subscription",
+            };
+            (ty, name)
+        });
+        *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = operation;
+        Ok(document)
+    }
+
+    async fn validation(
+        &self,
+        ctx: &async_graphql::extensions::ExtensionContext<'_>,
+        next: async_graphql::extensions::NextValidation<'_>,
+    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
+        let result = next.run(ctx).await?;
+        let parsed = self
+            .parsed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        *self
+            .operation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = parsed;
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operation_names_past_the_cap_are_counted_as_other() {
+        let metrics = Metrics::default();
+        for i in 0..MAX_OPERATION_NAMES + 50 {
+            metrics.operation("query", Some(&format!("Op{i}")), 0.001);
+        }
+        // A name known before the cap is still labelled after it.
+        metrics.operation("query", Some("Op0"), 0.001);
+        metrics.operation("mutation", None, 0.001);
+        let text = metrics.render();
+        let labelled = |name: &str| {
+            text.contains(&format!(
+                "ordergraph_graphql_operation_duration_seconds_count{{type=\"query\",name=\"{name}\"}}"
+            ))
+        };
+        assert!(labelled("Op0") && labelled(&format!("Op{}", MAX_OPERATION_NAMES - 1)));
+        assert!(!labelled(&format!("Op{MAX_OPERATION_NAMES}")));
+        assert!(text.contains(
+            "ordergraph_graphql_operation_duration_seconds_count{type=\"query\",name=\"other\"} 50"
+        ));
+        assert!(text.contains("name=\"anonymous\""));
+    }
+
+    #[test]
+    fn an_unexpected_code_is_counted_as_other() {
+        let metrics = Metrics::default();
+        metrics.graphql_error(Some("NOT_FOUND"));
+        metrics.graphql_error(Some("a code {with} \"quotes\""));
+        metrics.graphql_error(None);
+        let text = metrics.render();
+        for code in ["NOT_FOUND", "other", "BAD_USER_INPUT"] {
+            assert!(
+                text.contains(&format!(
+                    "ordergraph_graphql_errors_total{{code=\"{code}\"}} 1"
+                )),
+                "{code}: {text}"
+            );
+        }
     }
 }

@@ -44,10 +44,7 @@ impl EventConnection {
     fn empty() -> Self {
         Self {
             edges: vec![],
-            page_info: PageInfo {
-                has_next_page: false,
-                end_cursor: None,
-            },
+            page_info: PageInfo::forward(false, None, None),
         }
     }
 }
@@ -202,10 +199,11 @@ impl AuditQuery {
                 })
                 .collect();
             Ok(EventConnection {
-                page_info: PageInfo {
+                page_info: PageInfo::forward(
                     has_next_page,
-                    end_cursor: edges.last().map(|e| e.cursor.clone()),
-                },
+                    edges.first().map(|e| e.cursor.clone()),
+                    edges.last().map(|e| e.cursor.clone()),
+                ),
                 edges,
             })
         }

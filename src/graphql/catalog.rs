@@ -36,6 +36,10 @@ impl Product {
     async fn id(&self) -> Uuid {
         self.0.id
     }
+    /// Global id (`Product:<id>`), for Relay's `Node` interface and `node(id:)`.
+    pub(crate) async fn node_id(&self) -> async_graphql::ID {
+        super::node::NodeKind::Product.global_id(self.0.id)
+    }
     /// Stock keeping unit, unique in the catalog.
     async fn sku(&self) -> &str {
         &self.0.sku
@@ -127,24 +131,46 @@ impl CatalogQuery {
             .map(Product))
     }
 
-    /// Catalog view in SKU order, Relay cursor pagination (`first` at most 100). Public.
-    /// Discontinued products are hidden unless includeDiscontinued. `search` matches
-    /// name, SKU or description, case-insensitively.
-    #[graphql(complexity = "5 + first.unwrap_or(20).clamp(0, 100) as usize * child_complexity")]
+    /// Catalog view in SKU order, Relay cursor pagination. Public. Forwards: `first`
+    /// (at most 100) products after the cursor `after`; backwards: `last` (at most 100)
+    /// products before the cursor `before` (given `last` or `before`, `first` is not
+    /// used). Discontinued products are hidden unless includeDiscontinued. `search`
+    /// matches name, SKU or description, case-insensitively.
+    #[graphql(
+        complexity = "5 + last.or(first).unwrap_or(20).clamp(0, 100) as usize * child_complexity"
+    )]
+    #[allow(clippy::too_many_arguments)]
     async fn products(
         &self,
         ctx: &Context<'_>,
         #[graphql(default_with = "Some(20)")] first: Option<i32>,
         after: Option<String>,
+        last: Option<i32>,
+        before: Option<String>,
         search: Option<String>,
         #[graphql(default_with = "Some(false)")] in_stock_only: Option<bool>,
         #[graphql(default_with = "Some(false)")] include_discontinued: Option<bool>,
     ) -> async_graphql::Result<ProductConnection> {
         async {
             let s = services(ctx)?;
-            // Explicit nulls mean the defaults.
-            let first = page_size(first.unwrap_or(20))?;
             let after = after.as_deref().map(decode_cursor).transpose()?;
+            let before = before.as_deref().map(decode_cursor).transpose()?;
+            // Explicit nulls mean the defaults.
+            let bound = match (last, &before) {
+                (None, None) => view::PageBound::First {
+                    n: page_size(first.unwrap_or(20))?,
+                    after: after.as_deref(),
+                },
+                _ if after.is_some() => {
+                    return Err(AppError::BadUserInput(
+                        "after goes with first, and before with last: send one pair".into(),
+                    ));
+                }
+                _ => view::PageBound::Last {
+                    n: page_size(last.unwrap_or(20))?,
+                    before: before.as_deref(),
+                },
+            };
             if search.as_ref().is_some_and(|q| q.chars().count() > 200) {
                 return Err(AppError::BadUserInput(
                     "search: at most 200 characters".into(),
@@ -155,7 +181,8 @@ impl CatalogQuery {
                 in_stock_only: in_stock_only.unwrap_or(false),
                 include_discontinued: include_discontinued.unwrap_or(false),
             };
-            let page = view::page(&s.db, &filter, first, after.as_deref()).await?;
+            let page = view::page(&s.db, &filter, bound).await?;
+            let start_cursor = page.items.first().map(|p| encode_cursor(&p.sku));
             let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
             Ok(ProductConnection {
                 edges: page
@@ -168,6 +195,8 @@ impl CatalogQuery {
                     .collect(),
                 page_info: PageInfo {
                     has_next_page: page.has_next_page,
+                    has_previous_page: page.has_previous_page,
+                    start_cursor,
                     end_cursor,
                 },
                 total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),

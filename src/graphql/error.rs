@@ -115,6 +115,24 @@ pub fn ensure_code(error: &mut ServerError) {
     }
 }
 
+/// An error raised before execution (a request error), with `extensions.code`.
+pub fn request_error(message: String, code: &str) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    error
+        .extensions
+        .get_or_insert_with(Default::default)
+        .set("code", code);
+    error
+}
+
+/// The error's `extensions.code`, when it has one.
+pub fn code_of(error: &ServerError) -> Option<&str> {
+    match error.extensions.as_ref()?.get("code")? {
+        async_graphql::Value::String(code) => Some(code),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::Write;

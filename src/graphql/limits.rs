@@ -119,12 +119,7 @@ impl BatchBudget {
 }
 
 fn bad_request(message: String) -> ServerError {
-    let mut error = ServerError::new(message, None);
-    error
-        .extensions
-        .get_or_insert_with(Default::default)
-        .set("code", "BAD_USER_INPUT");
-    error
+    super::error::request_error(message, "BAD_USER_INPUT")
 }
 
 #[async_trait::async_trait]

@@ -61,6 +61,10 @@ impl Order {
     async fn id(&self) -> Uuid {
         self.0.id
     }
+    /// Global id (`Order:<id>`), for Relay's `Node` interface and `node(id:)`.
+    pub(crate) async fn node_id(&self) -> async_graphql::ID {
+        super::node::NodeKind::Order.global_id(self.0.id)
+    }
     async fn user_id(&self) -> &str {
         &self.0.user_id
     }
@@ -304,6 +308,7 @@ impl OrdersQuery {
                 after,
             )
             .await?;
+            let start_cursor = page.items.first().map(|o| encode_cursor(o.placed_position));
             let end_cursor = page.items.last().map(|o| encode_cursor(o.placed_position));
             Ok(OrderConnection {
                 edges: page
@@ -314,10 +319,7 @@ impl OrdersQuery {
                         node: Order(o),
                     })
                     .collect(),
-                page_info: PageInfo {
-                    has_next_page: page.has_next_page,
-                    end_cursor,
-                },
+                page_info: PageInfo::forward(page.has_next_page, start_cursor, end_cursor),
                 total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
             })
         }
@@ -345,6 +347,7 @@ impl OrdersQuery {
                 .transpose()?;
             let page = s.dead_letters.parked(first, after).await?;
             let cursor = |m: &saga_dead_letters::Model| Cursor::encode("parked", m.position);
+            let start_cursor = page.items.first().map(cursor);
             let end_cursor = page.items.last().map(cursor);
             Ok(ParkedOrderConnection {
                 edges: page
@@ -355,10 +358,7 @@ impl OrdersQuery {
                         node: ParkedOrder(m),
                     })
                     .collect(),
-                page_info: PageInfo {
-                    has_next_page: page.has_next_page,
-                    end_cursor,
-                },
+                page_info: PageInfo::forward(page.has_next_page, start_cursor, end_cursor),
                 total_count: i64::try_from(page.total_count).unwrap_or(i64::MAX),
             })
         }

@@ -132,9 +132,21 @@ pub struct CatalogFilter {
 }
 
 pub struct CatalogPage {
+    /// In SKU order, whichever way the page was read.
     pub items: Vec<catalog_view::Model>,
     pub has_next_page: bool,
+    pub has_previous_page: bool,
     pub total_count: u64,
+}
+
+/// Which page of the catalog: Relay's `first`/`after`, read forwards on the SKU index, or
+/// `last`/`before`, read backwards on the same index.
+#[derive(Debug, Clone, Copy)]
+pub enum PageBound<'a> {
+    /// The first `n` products after the SKU `after` (from the start without it).
+    First { n: u64, after: Option<&'a str> },
+    /// The last `n` products before the SKU `before` (up to the end without it).
+    Last { n: u64, before: Option<&'a str> },
 }
 
 pub async fn find<C: ConnectionTrait>(
@@ -192,12 +204,13 @@ fn escape_like(s: &str) -> String {
     out
 }
 
-/// One page of the catalog in SKU order, after the SKU `after` (the Relay cursor).
+/// One page of the catalog in SKU order, from either end (the Relay cursors are SKUs).
+/// Whether products lie beyond the page's far end comes with the page (one more row
+/// read); whether any lie beyond the cursor is one indexed lookup of a single row.
 pub async fn page<C: ConnectionTrait>(
     db: &C,
     filter: &CatalogFilter,
-    first: u64,
-    after: Option<&str>,
+    bound: PageBound<'_>,
 ) -> Result<CatalogPage, DbErr> {
     let mut cond = Condition::all();
     if !filter.include_discontinued {
@@ -228,19 +241,46 @@ pub async fn page<C: ConnectionTrait>(
         .filter(cond.clone())
         .count(db)
         .await?;
-    let mut query = catalog_view::Entity::find().filter(cond);
-    if let Some(after) = after {
-        query = query.filter(catalog_view::Column::Sku.gt(after));
-    }
-    let items = query
-        .order_by_asc(catalog_view::Column::Sku)
-        .limit(first + 1)
-        .all(db)
-        .await?;
-    let (items, has_next_page) = super::split_page(items, first);
+    let any = |beyond: Condition| {
+        catalog_view::Entity::find()
+            .filter(cond.clone())
+            .filter(beyond)
+            .one(db)
+    };
+    let sku = catalog_view::Column::Sku;
+    let (items, has_next_page, has_previous_page) = match bound {
+        PageBound::First { n, after } => {
+            let mut query = catalog_view::Entity::find().filter(cond.clone());
+            if let Some(after) = after {
+                query = query.filter(sku.gt(after));
+            }
+            let items = query.order_by_asc(sku).limit(n + 1).all(db).await?;
+            let (items, has_next_page) = super::split_page(items, n);
+            let has_previous_page = match after {
+                Some(after) => any(Condition::all().add(sku.lte(after))).await?.is_some(),
+                None => false,
+            };
+            (items, has_next_page, has_previous_page)
+        }
+        PageBound::Last { n, before } => {
+            let mut query = catalog_view::Entity::find().filter(cond.clone());
+            if let Some(before) = before {
+                query = query.filter(sku.lt(before));
+            }
+            let items = query.order_by_desc(sku).limit(n + 1).all(db).await?;
+            let (mut items, has_previous_page) = super::split_page(items, n);
+            items.reverse();
+            let has_next_page = match before {
+                Some(before) => any(Condition::all().add(sku.gte(before))).await?.is_some(),
+                None => false,
+            };
+            (items, has_next_page, has_previous_page)
+        }
+    };
     Ok(CatalogPage {
         items,
         has_next_page,
+        has_previous_page,
         total_count,
     })
 }

@@ -482,7 +482,7 @@ async fn a_failing_projection_stops_at_its_event_and_resumes_after_a_fix() {
 }
 
 /// The Prometheus text of `/metrics`.
-async fn metrics_text(app: &TestApp) -> String {
+pub(crate) async fn metrics_text(app: &TestApp) -> String {
     app.http
         .get(app.url("/metrics"))
         .send()

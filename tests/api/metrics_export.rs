@@ -1,0 +1,154 @@
+//! `/metrics` has what operators expect (issue 15): HTTP and GraphQL latency, errors by
+//! code, lag in seconds, the database pool, the process; and every metric that
+//! `deploy/`'s alert rules and dashboard name is exported by a running server.
+
+use std::collections::BTreeSet;
+
+use serde_json::json;
+
+use crate::audit::metrics_text;
+use crate::helpers::*;
+use crate::ws_client::WsClient;
+
+/// The sample names of an exposition (`name{labels} value` or `name value`).
+fn exported(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.split(['{', ' ']).next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Every metric name a deploy file mentions.
+fn named_in(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts_word = i == 0 || !word(bytes[i - 1]);
+        let rest = &text[i..];
+        if starts_word && (rest.starts_with("ordergraph_") || rest.starts_with("process_")) {
+            let end = rest.bytes().position(|b| !word(b)).unwrap_or(rest.len());
+            names.insert(rest[..end].to_owned());
+            i += end;
+        } else {
+            i += 1;
+        }
+    }
+    names
+}
+
+/// A server that has answered a little of everything, so that every labelled series
+/// exists.
+async fn busy_app() -> TestApp {
+    let app = spawn_app().await;
+    let product = app.as_admin().create_product("METRICS-1", "1.00", 1).await;
+    let named = app
+        .gql("query Catalog { products { totalCount } }", json!({}))
+        .await;
+    assert!(named["errors"].is_null(), "{named}");
+    let refused = app.gql("{ noSuchField }", json!({})).await;
+    assert_error(&refused, "BAD_USER_INPUT");
+    let mut client = WsClient::connect(&app, None).await;
+    client
+        .subscribe(
+            "p",
+            "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { sku } }",
+            json!({ "ids": [product["id"]] }),
+        )
+        .await;
+    client.next_data("p", "productUpdated").await;
+    app
+}
+
+#[tokio::test]
+async fn every_metric_the_alert_rules_and_the_dashboard_name_is_exported() {
+    // Arrange
+    let app = busy_app().await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let rules = std::fs::read_to_string(root.join("prometheus/alerts.yml")).expect("the rules");
+    let dashboard =
+        std::fs::read_to_string(root.join("grafana/ordergraph.json")).expect("the dashboard");
+
+    // Act
+    let exported = exported(&metrics_text(&app).await);
+
+    // Assert
+    for (file, text) in [("alerts.yml", &rules), ("ordergraph.json", &dashboard)] {
+        let named = named_in(text);
+        assert!(named.len() >= 8, "{file} names metrics: {named:?}");
+        let missing: Vec<&String> = named.difference(&exported).collect();
+        assert!(
+            missing.is_empty(),
+            "{file} names metrics /metrics lacks: {missing:?}\nexported: {exported:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn latency_errors_pool_and_process_are_exported_with_bounded_labels() {
+    let app = busy_app().await;
+    let metrics = metrics_text(&app).await;
+
+    for expected in [
+        r#"ordergraph_http_request_duration_seconds_count{route="/graphql",method="POST",status="2xx"}"#,
+        r#"ordergraph_graphql_operation_duration_seconds_count{type="query",name="Catalog"} 1"#,
+        r#"ordergraph_graphql_operation_duration_seconds_count{type="mutation",name="CreateProduct"} 1"#,
+        r#"ordergraph_graphql_errors_total{code="BAD_USER_INPUT"} 1"#,
+        r#"ordergraph_projection_lag_seconds{projection="catalog"}"#,
+        r#"ordergraph_db_pool_connections{state="in_use"}"#,
+        r#"ordergraph_db_pool_connections{state="idle"}"#,
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_threads ",
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+    // The refused document's operation is not labelled, nor is any route the router
+    // does not have.
+    assert!(!metrics.contains("noSuchField"), "{metrics}");
+    let unknown = app
+        .http
+        .get(app.url("/no/such/path"))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(unknown.status(), 404);
+    let metrics = metrics_text(&app).await;
+    assert!(
+        metrics.contains(r#"route="unmatched",method="GET",status="4xx""#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("/no/such/path"), "{metrics}");
+    assert_eq!(metrics.matches("# EOF").count(), 1, "one end marker");
+}
+
+#[tokio::test]
+async fn operations_and_errors_over_a_websocket_are_counted_too() {
+    let app = spawn_app().await;
+    let mut client = WsClient::connect(&app, None).await;
+    client
+        .send(json!({ "type": "subscribe", "id": "q", "payload": { "query": "query OverWs { __typename }" } }))
+        .await;
+    assert_eq!(client.next_data("q", "__typename").await, "Query");
+    client
+        .send(json!({ "type": "subscribe", "id": "e", "payload": { "query": "{ cart { itemCount } }" } }))
+        .await;
+    // Past the first operation's `complete`.
+    let mut refused = client.recv().await;
+    while refused["id"] != "e" {
+        refused = client.recv().await;
+    }
+    assert!(refused.to_string().contains("UNAUTHENTICATED"), "{refused}");
+
+    let metrics = metrics_text(&app).await;
+    for expected in [
+        r#"ordergraph_graphql_operation_duration_seconds_count{type="query",name="OverWs"} 1"#,
+        r#"ordergraph_graphql_errors_total{code="UNAUTHENTICATED"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
+    }
+}
