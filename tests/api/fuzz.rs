@@ -470,6 +470,25 @@ impl Gen {
         }
     }
 
+    /// Names `query` by an Apollo persisted-query hash in `body`: its true hash (with or
+    /// without the text), a hash of another text, or a malformed extension.
+    fn persisted_query(&mut self, body: &mut Value, query: &str) {
+        use sha2::Digest as _;
+        let hash = format!("{:x}", sha2::Sha256::digest(query.as_bytes()));
+        let extension = match self.rng.random_range(0..6) {
+            0 => json!({ "version": 1, "sha256Hash": hash }),
+            1 => {
+                body["query"] = Value::Null;
+                json!({ "version": 1, "sha256Hash": hash })
+            }
+            2 => json!({ "version": 1, "sha256Hash": "0".repeat(64) }),
+            3 => json!({ "version": 2, "sha256Hash": hash }),
+            4 => json!({ "version": 1, "sha256Hash": self.edge_value(&[]) }),
+            _ => self.edge_value(&[]),
+        };
+        body["extensions"] = json!({ "persistedQuery": extension });
+    }
+
     fn case(&mut self, ids: &[String]) -> Case {
         match self.rng.random_range(0..20) {
             0..=6 => {
@@ -480,7 +499,10 @@ impl Gen {
                     query.to_owned()
                 };
                 let variables = self.variables(&query, ids);
-                let body = json!({ "query": query, "variables": variables });
+                let mut body = json!({ "query": query, "variables": variables });
+                if self.chance(0.2) {
+                    self.persisted_query(&mut body, &query);
+                }
                 Case::Post {
                     body: body.to_string().into_bytes(),
                     content_type: "application/json",
