@@ -251,7 +251,16 @@ async fn execute(
     };
     let auth = state.verifier.authenticate(authorization(headers));
     let request = request.data(auth);
-    let mut response = state.schema.execute_batch(request).await;
+    let run = state.schema.execute_batch(request);
+    // The caller's trace (W3C `traceparent`), current while the request runs: the
+    // operation's span joins it (`graphql/traces.rs`).
+    let mut response = if headers.contains_key("traceparent") && crate::graphql::traces::enabled() {
+        use opentelemetry::context::FutureExt as _;
+        run.with_context(crate::telemetry::remote_parent(headers))
+            .await
+    } else {
+        run.await
+    };
     match &mut response {
         BatchResponse::Single(r) => r.errors.iter_mut().for_each(ensure_code),
         BatchResponse::Batch(rs) => rs
