@@ -7,12 +7,13 @@
 //! conventions for GraphQL name it (`mutation PlaceOrder`; `mutation` for an anonymous
 //! one; `GraphQL Operation` when the document did not parse), with
 //! `graphql.operation.type` and `graphql.operation.name`. Over HTTP it covers parsing and
-//! validation too, and joins the trace of the request's W3C `traceparent`, which
-//! the transport attaches as the current OpenTelemetry context while the request runs. The command a mutation ran is its `ordergraph.command` (the
-//! operation name of `ordergraph_commands_total`), and its read-your-writes wait a child
-//! span with the projection, the position waited for and the time it took. A command's
-//! `execute` (write.rs) is a child span of its own. Subscriptions are not traced: a span
-//! is exported when it ends, and a subscription lasts as long as its client wants.
+//! validation too, and joins the trace of the request's W3C `traceparent`, which the
+//! transport makes the current OpenTelemetry context while the request runs. The command
+//! a mutation ran is its `ordergraph.command` (the operation name of
+//! `ordergraph_commands_total`), and its read-your-writes wait a child span with the
+//! projection, the position waited for and the time it took. A command's `execute`
+//! (write.rs) is a child span of its own. Subscriptions are not traced: a span is
+//! exported when it ends, and a subscription lasts as long as its client wants.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,10 +21,10 @@ use std::time::Instant;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
-    NextRequest,
+    NextRequest, NextValidation,
 };
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Request, Response, ServerResult, Variables};
+use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -204,6 +205,20 @@ impl Extension for OperationSpan {
             span.context().span().update_name(span_name);
         }
         Ok(document)
+    }
+
+    /// A document that does not validate: the span says so (over a WebSocket, nothing
+    /// executes after it, and `request` does not run).
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        let result = next.run(ctx).await;
+        if let (Err(errors), Some(span)) = (&result, self.span()) {
+            Self::finish(&span, &Response::from_errors(errors.clone()));
+        }
+        result
     }
 
     /// Over a WebSocket, the span of the operation covers its execution.

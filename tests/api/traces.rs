@@ -384,6 +384,66 @@ async fn a_request_error_is_a_span_with_its_code_and_a_refused_command_too() {
 }
 
 #[tokio::test]
+async fn an_operation_over_a_websocket_is_a_span_too() {
+    use futures_util::{SinkExt as _, StreamExt as _};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+
+    // Arrange
+    let collector = Collector::start().await;
+    let mut server = Server::start(&format!("http://{}", collector.address)).await;
+    let mut request = format!("ws://127.0.0.1:{}/graphql", server.port)
+        .into_client_request()
+        .expect("a WebSocket request");
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().expect("a header value"),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a WebSocket");
+
+    // Act: a query over graphql-transport-ws, to its `complete`.
+    for message in [
+        json!({ "type": "connection_init", "payload": {} }),
+        json!({ "type": "subscribe", "id": "1", "payload": {
+            "query": "query OverTheSocket { products(first: 1) { totalCount } }" } }),
+    ] {
+        socket
+            .send(Message::text(message.to_string()))
+            .await
+            .expect("a message is sent");
+    }
+    let completed = tokio::time::timeout(DEADLINE, async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Text(text) = message
+                && serde_json::from_str::<Value>(text.as_str())
+                    .is_ok_and(|m| m["type"] == "complete")
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(completed.ok(), Some(true), "the query completes");
+
+    // Assert
+    let span = collector
+        .span("query OverTheSocket", |s| {
+            s.span.name == "query OverTheSocket"
+        })
+        .await;
+    assert_eq!(span.string("graphql.operation.type"), Some("query"));
+    assert_eq!(span.string("graphql.operation.name"), Some("OverTheSocket"));
+    assert!(span.span.parent_span_id.is_empty(), "a root span");
+    assert!(span.span.end_time_unix_nano > span.span.start_time_unix_nano);
+
+    let _ = socket.close(None).await;
+    server.terminate().await;
+}
+
+#[tokio::test]
 async fn a_collector_that_never_answers_holds_up_neither_requests_nor_shutdown() {
     // Arrange: a "collector" that accepts connections and never answers one.
     let black_hole = std::net::TcpListener::bind("127.0.0.1:0").expect("a listener");
