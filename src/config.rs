@@ -185,6 +185,13 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_SAGA_MAX_ATTEMPTS", default_value_t = 10)]
     pub saga_max_attempts: u32,
 
+    /// Base URL of an OpenTelemetry collector's OTLP/HTTP receiver
+    /// (`http://collector:4318`): exports a trace span per GraphQL operation (ADR 0014).
+    /// Unset: OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT` (or `…_TRACES_ENDPOINT`)
+    /// if set, else no traces.
+    #[arg(long, env = "ORDERGRAPH_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+
     /// Test hook: stop the order saga at a step boundary, as if the process died there.
     #[cfg(feature = "test-hooks")]
     #[arg(skip)]
@@ -228,6 +235,7 @@ impl Default for Settings {
             saga_retry_initial_ms: 20,
             saga_retry_max_ms: 5_000,
             saga_max_attempts: 10,
+            otlp_endpoint: None,
             #[cfg(feature = "test-hooks")]
             saga_fault: None,
         }

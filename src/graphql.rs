@@ -16,6 +16,7 @@ pub mod orders;
 pub mod persisted;
 pub mod projections;
 pub mod scalars;
+pub mod traces;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -100,11 +101,10 @@ pub struct Services {
 impl Services {
     /// Read-your-writes: waits until `projection` has folded `position`.
     pub async fn await_view(&self, projection: &str, position: i64) -> AppResult<()> {
-        if self
+        let wait = self
             .checkpoints
-            .wait_for(projection, position, self.consistency_wait)
-            .await
-        {
+            .wait_for(projection, position, self.consistency_wait);
+        if traces::read_your_writes(projection, position, wait).await {
             Ok(())
         } else {
             Err(AppError::ConsistencyTimeout { position })
@@ -124,16 +124,21 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
     .limit_directives(8)
 }
 
-/// The schema served by the application. The metrics see every request, refusals
-/// included; persisted queries are resolved before the limits, so that a document named
-/// by its hash is held to them like any other.
+/// The schema served by the application. The trace spans (only when they are exported)
+/// wrap everything else; the metrics see every request, refusals included; persisted
+/// queries are resolved before the limits, so that a document named by its hash is held
+/// to them like any other.
 pub fn build_schema(
     services: Services,
     persisted: persisted::PersistedQueries,
     limits: limits::DocumentLimits,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> AppSchema {
-    builder()
+    let mut schema = builder();
+    if traces::enabled() {
+        schema = schema.extension(traces::OperationSpans);
+    }
+    schema
         .extension(crate::metrics::OperationMetrics(metrics))
         .extension(persisted)
         .extension(limits)
@@ -208,6 +213,7 @@ where
         let caller = guard(ctx)?;
         let context = command_context(caller, idempotency_key.as_deref())?;
         let command = command(caller, &context)?;
+        traces::command(command.operation());
         let outcome = services(ctx)?.writer.execute(&context, command).await?;
         payload(outcome).await
     }

@@ -251,7 +251,16 @@ async fn execute(
     };
     let auth = state.verifier.authenticate(authorization(headers));
     let request = request.data(auth);
-    let mut response = state.schema.execute_batch(request).await;
+    let run = state.schema.execute_batch(request);
+    // The caller's trace (W3C `traceparent`), current while the request runs: the
+    // operation's span joins it (`graphql/traces.rs`).
+    let mut response = if headers.contains_key("traceparent") && crate::graphql::traces::enabled() {
+        use opentelemetry::context::FutureExt as _;
+        run.with_context(crate::telemetry::remote_parent(headers))
+            .await
+    } else {
+        run.await
+    };
     match &mut response {
         BatchResponse::Single(r) => r.errors.iter_mut().for_each(ensure_code),
         BatchResponse::Batch(rs) => rs
@@ -425,6 +434,7 @@ async fn graphql_post(
     }
     let request = match request {
         BatchRequest::Single(single) if wants_event_stream => {
+            let single = resolved(&state, single).await;
             return sse::stream(&state, &headers, single, sse::Framing::EventStream).await;
         }
         BatchRequest::Single(single) => {
@@ -437,7 +447,7 @@ async fn graphql_post(
             // offers multipart with every query (for @defer, whose incremental format is
             // not this one), and gets JSON for them.
             if wants_multipart && (subscription || negotiated.is_none()) {
-                return sse::stream(&state, &headers, single, sse::Framing::Multipart).await;
+                return sse::stream(&state, &headers, Ok(single), sse::Framing::Multipart).await;
             }
             if subscription {
                 return request_error(
@@ -479,11 +489,7 @@ async fn prepared(
     request: async_graphql::Request,
     media: ResponseMedia,
 ) -> Result<async_graphql::Request, Response> {
-    let prepared = match state.persisted.resolve(request) {
-        Ok((request, _)) => crate::graphql::limits::prepare(request, &state.document_limits).await,
-        Err(error) => Err(error),
-    };
-    prepared.map_err(|mut error| {
+    resolved(state, request).await.map_err(|mut error| {
         ensure_code(&mut error);
         // Refused before the schema saw it: counted here (the schema counts the rest).
         state
@@ -498,8 +504,22 @@ async fn prepared(
     })
 }
 
-/// A WebSocket upgrade (subscriptions), or a query: a GET must not change anything
-/// (caches and prefetchers replay GETs).
+/// The request with its persisted query resolved (`graphql/persisted.rs`) and its
+/// document parsed within the limits (`graphql/limits.rs`), or the error that refuses it.
+async fn resolved(
+    state: &HttpState,
+    request: async_graphql::Request,
+) -> async_graphql::ServerResult<async_graphql::Request> {
+    match state.persisted.resolve(request) {
+        Ok((request, _)) => crate::graphql::limits::prepare(request, &state.document_limits).await,
+        Err(error) => Err(error),
+    }
+}
+
+/// A WebSocket upgrade (subscriptions), a query, or, for a client that accepts only
+/// `text/event-stream` (a browser's `EventSource`), a query or subscription over
+/// Server-Sent Events: a GET must not change anything (caches and prefetchers replay
+/// GETs).
 async fn graphql_get(
     State(state): State<HttpState>,
     headers: HeaderMap,
@@ -515,7 +535,11 @@ async fn graphql_get(
         }
         return ws::upgrade(state, upgrade, &headers);
     }
-    let Some(media) = media::response_media(&headers) else {
+    let negotiated = media::response_media(&headers);
+    if negotiated.is_none() && media::accepts_event_stream(&headers) {
+        return event_stream_get(&state, &headers, &uri).await;
+    }
+    let Some(media) = negotiated else {
         return not_acceptable();
     };
     let request = match get_request(&uri) {
@@ -527,18 +551,44 @@ async fn graphql_get(
         Err(response) => return response,
     };
     if operation_is(&mut request, OperationType::Mutation) {
-        // GraphQL-over-HTTP draft, §"GET": a mutation over GET is a 405.
-        let mut response = request_error(
-            media,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "mutations are only accepted over POST",
-        );
-        response
-            .headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return response;
+        return mutation_over_get(media);
     }
     execute(&state, &headers, BatchRequest::Single(request), media).await
+}
+
+/// GraphQL-over-HTTP draft, §"GET": a mutation over GET is a 405.
+fn mutation_over_get(media: ResponseMedia) -> Response {
+    let mut response = request_error(
+        media,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "mutations are only accepted over POST",
+    );
+    response
+        .headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
+}
+
+/// GraphQL over Server-Sent Events on a GET (graphql-sse's distinct connections mode
+/// allows the request's parameters in the URL, as GraphQL over HTTP's GET has them):
+/// what a browser's `EventSource`, which can only GET, subscribes with. A query or a
+/// subscription; a mutation is a `405`, as over any GET. A query string that is not a
+/// GraphQL request is a `400`, as over POST a body that is not one; a document that is
+/// refused is a `next` event with its error, as over POST.
+async fn event_stream_get(state: &HttpState, headers: &HeaderMap, uri: &Uri) -> Response {
+    let request = match get_request(uri) {
+        Ok(request) => request,
+        Err(message) => {
+            return request_error(ResponseMedia::Json, StatusCode::BAD_REQUEST, message);
+        }
+    };
+    let mut request = resolved(state, request).await;
+    if let Ok(request) = &mut request
+        && operation_is(request, OperationType::Mutation)
+    {
+        return mutation_over_get(ResponseMedia::Json);
+    }
+    sse::stream(state, headers, request, sse::Framing::EventStream).await
 }
 
 /// The GraphQL request in a GET's query string (GraphQL-over-HTTP draft, §"GET"):

@@ -295,7 +295,10 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Command::Migrate => {
-            telemetry::init(matches!(cli.log_format, LogFormat::Json));
+            let telemetry = telemetry::init(
+                matches!(cli.log_format, LogFormat::Json),
+                &telemetry::Traces::Off,
+            )?;
             if cli.settings.database_url.is_none() {
                 std::fs::create_dir_all(&cli.settings.data_dir)?;
             }
@@ -303,14 +306,26 @@ async fn main() -> anyhow::Result<()> {
             let conn = db::connect(&url, 2).await?;
             db::migrate(&conn).await?;
             tracing::info!(database = %db::redact(&url), "migrations applied");
+            telemetry.shutdown().await;
             Ok(())
         }
         Command::Serve => {
-            telemetry::init(matches!(cli.log_format, LogFormat::Json));
-            let app = Application::build(cli.settings)
-                .await
-                .context("starting ordergraph")?;
-            app.run_until_stopped(shutdown_signal()).await
+            let traces =
+                telemetry::Traces::configured(cli.settings.otlp_endpoint.as_deref(), |name| {
+                    std::env::var(name).ok()
+                })?;
+            let telemetry = telemetry::init(matches!(cli.log_format, LogFormat::Json), &traces)?;
+            let served = async {
+                Application::build(cli.settings)
+                    .await
+                    .context("starting ordergraph")?
+                    .run_until_stopped(shutdown_signal())
+                    .await
+            }
+            .await;
+            // The last spans, after the last request: at most a few seconds.
+            telemetry.shutdown().await;
+            served
         }
     }
 }

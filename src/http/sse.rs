@@ -12,7 +12,7 @@
 //! framing is gzip-compressed (the router's compression layer skips both types), since a
 //! compressor holds bytes back.
 
-use async_graphql::Request;
+use async_graphql::{Request, ServerResult};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt as _;
@@ -108,18 +108,17 @@ impl Framing {
     }
 }
 
-/// Streams `request`'s results in `framing` until its stream ends. A streamed operation
-/// holds a connection as long as a WebSocket does, so it counts against the same limits:
-/// a signed-in user's connection limit, or the cap on anonymous connections; a refusal
-/// is a `401` or a `429` before the stream starts.
-///
-/// Under `EventStream` the document is parsed and measured here, so that a request error
-/// is a `next` event (see [`Framing::EventStream`]); under `Multipart` the caller has
-/// already done so (`super::prepared`).
+/// Streams the results of `request` (its document already resolved and measured:
+/// `super::resolved`) in `framing` until its stream ends; a request refused there is
+/// streamed as its error, a `next` event under `EventStream` (see
+/// [`Framing::EventStream`]). A streamed operation holds a connection as long as a
+/// WebSocket does, so it counts against the same limits: a signed-in user's connection
+/// limit, or the cap on anonymous connections; a refusal is a `401` or a `429` before the
+/// stream starts.
 pub async fn stream(
     state: &HttpState,
     headers: &HeaderMap,
-    request: Request,
+    request: ServerResult<Request>,
     framing: Framing,
 ) -> Response {
     let auth = state.verifier.authenticate(authorization(headers));
@@ -138,15 +137,14 @@ pub async fn stream(
             };
         }
     };
-    let prepared = match framing {
-        Framing::Multipart => Ok(request),
-        Framing::EventStream => {
-            crate::graphql::limits::prepare(request, &state.document_limits).await
-        }
-    };
-    let responses = match prepared {
+    let responses = match request {
         Ok(request) => state.schema.execute_stream(request.data(auth)).boxed(),
-        Err(error) => {
+        Err(mut error) => {
+            ensure_code(&mut error);
+            // Refused before the schema saw it: counted here (the schema counts the rest).
+            state
+                .metrics
+                .graphql_error(crate::graphql::error::code_of(&error));
             futures_util::stream::iter([async_graphql::Response::from_errors(vec![error])]).boxed()
         }
     };

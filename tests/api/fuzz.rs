@@ -1,8 +1,9 @@
 //! A seeded fuzz test of hostile input against the real server process (the `ordergraph`
 //! binary, on its own database): mangled documents, fragment bombs, deep nesting, huge
-//! lists, boundary values of every scalar and input field, ids of the wrong kind,
-//! malformed and oversized bodies, batches, hostile WebSocket messages — from anonymous
-//! callers, customers, admins and bad tokens, several at once.
+//! lists, boundary values of every scalar and input field, ids of the wrong kind, Relay
+//! node ids (valid, of the wrong kind, malformed), malformed and oversized bodies,
+//! batches, hostile WebSocket messages, Server-Sent Events streams over POST and GET —
+//! from anonymous callers, customers, admins and bad tokens, several at once.
 //!
 //! Every answer must come within a bound, never be a 5xx, be GraphQL-shaped JSON whose
 //! every error names its `extensions.code` (and never `INTERNAL`: bad input is the
@@ -158,6 +159,12 @@ enum Case {
     WebSocket {
         messages: Vec<String>,
     },
+    /// GraphQL over Server-Sent Events (`Accept: text/event-stream`): a POST of `body`,
+    /// or a GET with `params` in the query string.
+    EventStream {
+        body: Option<Vec<u8>>,
+        params: Vec<(String, String)>,
+    },
 }
 
 /// The operations of the API, each with variables to fill.
@@ -187,6 +194,8 @@ const OPERATIONS: &[&str] = &[
     "mutation ($id: UUID!) { shipOrder(id: $id) { position order { id status } } }",
     "mutation ($id: UUID!) { deliverOrder(id: $id) { position order { id status } } }",
     "mutation ($name: String!) { verifyProjection(name: $name) { ok differences } }",
+    "query ($nid: ID!) { node(id: $nid) { nodeId ... on Product { sku stock } ... on Order { status total } } }",
+    "query ($nids: [ID!]!) { nodes(ids: $nids) { nodeId ... on Product { id } ... on Order { id } } }",
 ];
 
 /// Subscriptions, for the WebSocket cases.
@@ -320,6 +329,31 @@ impl Gen {
         self.variables_sized(query, ids, true)
     }
 
+    /// A Relay global id (`<Type>:<uuid>`): of a known object under its own kind or
+    /// another, of no object, or malformed (bad type, bad UUID, base64 as other servers
+    /// encode theirs, oversized).
+    fn node_id(&mut self, ids: &[String]) -> Value {
+        use base64::Engine as _;
+        let uuid = if ids.is_empty() || self.chance(0.2) {
+            uuid::Uuid::new_v4().to_string()
+        } else {
+            self.pick(ids).clone()
+        };
+        let kind = *self.pick(&["Product", "Order", "Cart", "Payment", "product", ""]);
+        let id = match self.rng.random_range(0..10) {
+            0..=4 => format!("{kind}:{uuid}"),
+            5 => base64::engine::general_purpose::STANDARD.encode(format!("{kind}:{uuid}")),
+            6 => format!("{kind}:{}", &uuid[..uuid.len() / 2]),
+            7 => format!("{kind}:{uuid}:{uuid}"),
+            8 => format!("{kind}:{}", "f".repeat(self.rng.random_range(0..5_000))),
+            _ => match self.edge_value(ids) {
+                Value::String(s) => s,
+                other => return other,
+            },
+        };
+        json!(id)
+    }
+
     /// Variables, with at most one large value when `big_ok` (a batch has none: fifty
     /// operations of large values would only test the body limit).
     fn variables_sized(&mut self, query: &str, ids: &[String], big_ok: bool) -> Value {
@@ -330,7 +364,14 @@ impl Gen {
             .skip(1)
             .filter_map(|s| s.split(|c: char| !c.is_alphanumeric()).next())
         {
-            if self.chance(0.9) {
+            if name == "nid" && self.chance(0.9) {
+                vars.insert(name.to_owned(), self.node_id(ids));
+            } else if name == "nids" && self.chance(0.9) {
+                // Around the limit of 100 ids.
+                let n = *self.pick(&[0usize, 1, 3, 100, 101]);
+                let nids = (0..n).map(|_| self.node_id(ids)).collect();
+                vars.insert(name.to_owned(), Value::Array(nids));
+            } else if self.chance(0.9) {
                 let big = big_left && self.chance(0.2);
                 big_left &= !big;
                 vars.insert(name.to_owned(), self.edge_value_sized(ids, big));
@@ -470,6 +511,43 @@ impl Gen {
         }
     }
 
+    /// A request for a Server-Sent Events stream: a subscription, a query or a mutation
+    /// (mangled or hostile at times), over POST or GET.
+    fn event_stream(&mut self, ids: &[String]) -> Case {
+        let query = match self.rng.random_range(0..5) {
+            0 => self.hostile_document().chars().take(10_000).collect(),
+            1 => {
+                let q = *self.pick(SUBSCRIPTIONS);
+                self.mangled(q)
+            }
+            2 => (*self.pick(OPERATIONS)).to_owned(),
+            _ => (*self.pick(SUBSCRIPTIONS)).to_owned(),
+        };
+        let variables = self.variables_sized(&query, ids, false);
+        if self.chance(0.5) {
+            let mut body = json!({ "query": query, "variables": variables });
+            if self.chance(0.2) {
+                self.persisted_query(&mut body, &query);
+            }
+            Case::EventStream {
+                body: Some(body.to_string().into_bytes()),
+                params: Vec::new(),
+            }
+        } else {
+            // Within what a URL carries, percent-encoded (hyper refuses a longer one with
+            // 414, and a client cannot even build one past 64 KiB).
+            let mut params = vec![("query".to_owned(), query)];
+            let variables = variables.to_string();
+            match self.rng.random_range(0..4) {
+                0 => params.push(("variables".into(), "[not json".into())),
+                1 => params.push(("operationName".into(), "Nope".into())),
+                _ if variables.len() <= 4_000 => params.push(("variables".into(), variables)),
+                _ => {}
+            }
+            Case::EventStream { body: None, params }
+        }
+    }
+
     /// Names `query` by an Apollo persisted-query hash in `body`: its true hash (with or
     /// without the text), a hash of another text, or a malformed extension.
     fn persisted_query(&mut self, body: &mut Value, query: &str) {
@@ -490,7 +568,7 @@ impl Gen {
     }
 
     fn case(&mut self, ids: &[String]) -> Case {
-        match self.rng.random_range(0..20) {
+        match self.rng.random_range(0..23) {
             0..=6 => {
                 let query = *self.pick(OPERATIONS);
                 let query = if self.chance(0.3) {
@@ -560,6 +638,7 @@ impl Gen {
                 };
                 Case::Get { query }
             }
+            20..=22 => self.event_stream(ids),
             _ => {
                 let mut messages =
                     vec![json!({ "type": "connection_init", "payload": {} }).to_string()];
@@ -640,6 +719,17 @@ async fn run(
                 .map_err(|e| e.to_string())?;
             exchange(http.get(url), token, false).await
         }
+        Case::EventStream { body, params } => {
+            let request = match body {
+                Some(body) => http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+                None => http
+                    .get(reqwest::Url::parse_with_params(&url, params).map_err(|e| e.to_string())?),
+            };
+            event_stream(request.header("accept", "text/event-stream"), token).await
+        }
         Case::WebSocket { messages } => {
             let mut request =
                 tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
@@ -715,6 +805,76 @@ async fn exchange(
     check_body(status, &body)
 }
 
+/// Sends a request for an event stream as `token` and checks what comes back for a
+/// moment (a subscription never ends): each `next` event is GraphQL-shaped JSON whose
+/// errors have codes; a refusal before the stream is checked as any other answer.
+async fn event_stream(
+    mut request: reqwest::RequestBuilder,
+    token: Option<&str>,
+) -> Result<(), String> {
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let mut response = request
+        .send()
+        .await
+        .map_err(|e| format!("no answer: {}", chain(&e)))?;
+    let status = response.status().as_u16();
+    let is_stream = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("text/event-stream"));
+    if !is_stream {
+        let body = response
+            .text()
+            .await
+            .map_err(|e| format!("unreadable body: {e}"))?;
+        return check_body(status, &body);
+    }
+    if status != 200 {
+        return Err(format!("an event stream with status {status}"));
+    }
+    let mut received = String::new();
+    let deadline = tokio::time::sleep(Duration::from_millis(300));
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            chunk = response.chunk() => match chunk {
+                Ok(Some(bytes)) => received.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(None) => break,
+                Err(e) => return Err(format!("the stream broke: {}", chain(&e))),
+            },
+        }
+    }
+    // Only the complete events: the last one may have been cut by the deadline.
+    let complete = received
+        .rsplit_once("\n\n")
+        .map_or("", |(events, _)| events);
+    for event in complete.split("\n\n") {
+        let mut name = None;
+        let mut data = String::new();
+        for line in event.lines() {
+            if let Some(n) = line.strip_prefix("event:") {
+                name = Some(n.trim());
+            } else if let Some(d) = line.strip_prefix("data:") {
+                data.push_str(d.trim_start());
+            }
+        }
+        match name {
+            Some("next") => {
+                let value: Value = serde_json::from_str(&data)
+                    .map_err(|e| format!("a next event that is not JSON ({e}): {data}"))?;
+                check_errors(&value)?;
+            }
+            Some("complete") | None => {}
+            Some(other) => return Err(format!("an unknown event {other:?}")),
+        }
+    }
+    Ok(())
+}
+
 /// An error with its causes.
 fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
@@ -736,6 +896,16 @@ fn describe(case: &Case) -> String {
         ),
         Case::Get { query } => format!("GET ({} bytes) {}", query.len(), cut(query)),
         Case::WebSocket { messages } => format!("WebSocket {}", cut(&messages.join(" | "))),
+        Case::EventStream {
+            body: Some(body), ..
+        } => format!(
+            "SSE POST ({} bytes) {}",
+            body.len(),
+            cut(&String::from_utf8_lossy(body))
+        ),
+        Case::EventStream { body: None, params } => {
+            format!("SSE GET {}", cut(&format!("{params:?}")))
+        }
     }
 }
 
@@ -858,8 +1028,9 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
                     biggest = (grew, describe(&case));
                 }
                 cases += 1;
-                // A WebSocket case listens for a fixed window: not a latency.
-                if !matches!(case, Case::WebSocket { .. }) {
+                // A WebSocket or event stream case listens for a fixed window: not a
+                // latency.
+                if !matches!(case, Case::WebSocket { .. } | Case::EventStream { .. }) {
                     slowest.push((took, describe(&case)));
                 }
                 slowest.sort_by_key(|s| std::cmp::Reverse(s.0));

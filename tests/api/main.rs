@@ -38,6 +38,7 @@ mod sse;
 mod streamed;
 mod subscriptions;
 mod supervision;
+mod traces;
 mod wrong_kind_ids;
 mod ws_client;
 mod ws_protocol;

@@ -259,3 +259,108 @@ async fn an_event_too_large_for_a_response_is_replaced_by_an_error() {
     let message = result["errors"][0]["message"].as_str().unwrap_or_default();
     assert!(message.contains("larger than"), "{message}");
 }
+
+/// A GET with the request in its query string and `Accept: text/event-stream`, as a
+/// browser's `EventSource` sends it.
+async fn event_stream_get(app: &TestApp, params: &[(&str, &str)]) -> reqwest::Response {
+    let url = reqwest::Url::parse_with_params(&app.url("/graphql"), params)
+        .expect("a URL with a query string");
+    app.http
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .expect("the request reaches the server")
+}
+
+#[tokio::test]
+async fn a_subscription_over_get_streams_each_change_as_eventsource_asks() {
+    // Arrange
+    let app = spawn_app_with(|s| s.multipart_heartbeat_ms = 3_600_000).await;
+    let admin = app.as_admin();
+    let product = admin.create_product("SSE-GET-1", "1.00", 3).await;
+    let id = product["id"].as_str().expect("an id").to_owned();
+    let variables = json!({ "ids": [id] }).to_string();
+
+    // Act
+    let response = event_stream_get(&app, &[("query", WATCH), ("variables", &variables)]).await;
+
+    // Assert
+    assert_eq!(response.status(), 200);
+    assert_eq!(content_type(&response), "text/event-stream; charset=utf-8");
+    let mut events = Events::new(response);
+    let state = events.next_result().await;
+    assert_eq!(state["data"]["productUpdated"]["stock"], 3, "{state}");
+    admin.adjust_stock(&id, 2).await;
+    let change = events.next_result().await;
+    assert_eq!(change["data"]["productUpdated"]["stock"], 5, "{change}");
+}
+
+#[tokio::test]
+async fn a_query_over_get_is_one_next_event_and_a_refused_document_its_error() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act: a query, named among several operations.
+    let response = event_stream_get(
+        &app,
+        &[
+            (
+                "query",
+                "query A { __typename } query B { products(first: 1) { totalCount } }",
+            ),
+            ("operationName", "A"),
+        ],
+    )
+    .await;
+
+    // Assert
+    assert_eq!(response.status(), 200);
+    let mut events = Events::new(response);
+    assert_eq!(
+        events.next_result().await,
+        json!({ "data": { "__typename": "Query" } })
+    );
+    let complete = events.next().await.expect("a complete event");
+    assert_eq!(complete.event.as_deref(), Some("complete"), "{complete:?}");
+
+    // A document that does not parse: its error as a next event, as over POST.
+    let response = event_stream_get(&app, &[("query", "subscription { productUpdated(")]).await;
+    assert_eq!(response.status(), 200);
+    let mut events = Events::new(response);
+    let result = events.next_result().await;
+    assert_eq!(result.get("data"), None, "{result}");
+    assert_error(&result, "BAD_USER_INPUT");
+}
+
+#[tokio::test]
+async fn a_mutation_or_a_malformed_request_over_get_is_refused_before_any_stream() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act: a mutation over GET changes nothing (GraphQL over HTTP, §GET).
+    let response =
+        event_stream_get(&app, &[("query", "mutation { clearCart { position } }")]).await;
+
+    // Assert
+    assert_eq!(response.status(), 405);
+    assert_eq!(
+        response
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok()),
+        Some("POST")
+    );
+    let body: Value = response.json().await.expect("a GraphQL-shaped body");
+    assert_error(&body, "BAD_USER_INPUT");
+
+    for params in [
+        vec![("variables", "{}")],
+        vec![("query", "{ __typename }"), ("variables", "[not json")],
+    ] {
+        let response = event_stream_get(&app, &params).await;
+        assert_eq!(response.status(), 400, "{params:?}");
+        let body: Value = response.json().await.expect("a GraphQL-shaped body");
+        assert_error(&body, "BAD_USER_INPUT");
+    }
+}
