@@ -11,13 +11,41 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::catalog::catalog_view;
 use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent};
-use crate::entity::{cart_view, cart_view_items, catalog_view, events};
+use crate::entity::events;
 use crate::log::codec::decode_row;
 use crate::log::reader::Wanted;
+
+/// The `cart_view` table. The header row of each user's cart: its version and position.
+pub mod cart_view {
+    crate::entity::table! {
+        "cart_view" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub user_id: String,
+            pub version: i64,
+            pub updated_at: DateTimeUtc,
+            pub position: i64,
+        }
+    }
+}
+
+/// The `cart_view_items` table. The items of each user's cart, one row per product.
+pub mod cart_view_items {
+    crate::entity::table! {
+        "cart_view_items" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub user_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub product_id: Uuid,
+            pub quantity: i32,
+            pub added_position: i64,
+        }
+    }
+}
 
 pub const NAME: &str = "cart";
 
