@@ -9,7 +9,15 @@ use uuid::Uuid;
 
 use super::product::ProductStatus;
 use super::values::{Quantity, UserId};
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, WriteTables};
+
+/// Namespace of cart stream ids: one deterministic stream per user.
+const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d63_6172_7473);
+
+/// The id of a user's cart stream.
+pub fn cart_stream_id(user: &UserId) -> Uuid {
+    Uuid::new_v5(&CART_NAMESPACE, user.as_str().as_bytes())
+}
 
 /// What the handler knew about a product when the command was issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +151,7 @@ impl Aggregate for Cart {
     type Command = CartCommand;
     type Event = CartEvent;
     type Error = CartError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &CartEvent) -> Self {
         self.version += 1;

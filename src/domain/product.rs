@@ -10,7 +10,7 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, WriteTables};
 
 stored! {
     pub enum ProductStatus as "product status" {
@@ -200,6 +200,7 @@ impl Aggregate for Product {
     type Command = ProductCommand;
     type Event = ProductEvent;
     type Error = ProductError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &ProductEvent) -> Self {
         self.version += 1;

@@ -16,13 +16,7 @@ use crate::domain::values::{Quantity, UserId};
 use crate::entity::cart_lines;
 use crate::error::{AppError, AppResult};
 
-/// Namespace of cart stream ids: one deterministic stream per user.
-const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d63_6172_7473);
-
-/// The id of a user's cart stream.
-pub fn cart_stream_id(user: &UserId) -> Uuid {
-    Uuid::new_v5(&CART_NAMESPACE, user.as_str().as_bytes())
-}
+pub use crate::domain::cart::cart_stream_id;
 
 impl WriteModel for Cart {
     async fn update_write_tables(
