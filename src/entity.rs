@@ -48,3 +48,29 @@ pub mod projection_checkpoints;
 pub mod saga_dead_letters;
 pub mod snapshots;
 
+#[cfg(test)]
+mod tests {
+    use migration::MigratorTrait;
+
+    /// `migration/build.rs` lists the steps: each file of `migration/src` is one, run in
+    /// the order of its name (date, then order), so none can be left out or run early.
+    #[test]
+    fn every_migration_file_is_a_step_in_the_order_of_its_name() {
+        let steps: Vec<String> = migration::Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migration/src");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("migration/src is a directory")
+            .filter_map(|entry| {
+                let name = entry.ok()?.file_name().into_string().ok()?;
+                let step = name.strip_suffix(".rs")?;
+                (step != "lib").then(|| step.to_owned())
+            })
+            .collect();
+        files.sort();
+        assert_eq!(steps, files);
+        assert_eq!(steps[0], "m20261123_000001_event_store");
+    }
+}
