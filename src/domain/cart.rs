@@ -93,6 +93,53 @@ impl DomainEvent for CartEvent {
     }
 }
 
+/// What a cart event does to the user's lines: the one reading of the events that the
+/// aggregate, the `cart_lines` write table and the cart view each apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineChange {
+    /// The product's line now holds `quantity` (an addition or a new quantity).
+    Set { product_id: Uuid, quantity: u32 },
+    /// The product's line is gone.
+    Remove { product_id: Uuid },
+    /// Every line is gone.
+    Clear,
+}
+
+impl CartEvent {
+    /// The user whose cart changed, and how its lines changed.
+    pub fn change(&self) -> (&UserId, LineChange) {
+        match self {
+            CartEvent::ItemAdded {
+                user_id,
+                product_id,
+                quantity,
+                ..
+            }
+            | CartEvent::QuantityChanged {
+                user_id,
+                product_id,
+                quantity,
+            } => (
+                user_id,
+                LineChange::Set {
+                    product_id: *product_id,
+                    quantity: *quantity,
+                },
+            ),
+            CartEvent::ItemRemoved {
+                user_id,
+                product_id,
+            } => (
+                user_id,
+                LineChange::Remove {
+                    product_id: *product_id,
+                },
+            ),
+            CartEvent::Cleared { user_id } => (user_id, LineChange::Clear),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CartError {
     /// NOT_FOUND
@@ -155,23 +202,17 @@ impl Aggregate for Cart {
 
     fn apply(mut self, event: &CartEvent) -> Self {
         self.version += 1;
-        match event {
-            CartEvent::ItemAdded {
+        match event.change().1 {
+            LineChange::Set {
                 product_id,
                 quantity,
-                ..
-            }
-            | CartEvent::QuantityChanged {
-                product_id,
-                quantity,
-                ..
             } => {
-                self.lines.insert(*product_id, *quantity);
+                self.lines.insert(product_id, quantity);
             }
-            CartEvent::ItemRemoved { product_id, .. } => {
-                self.lines.remove(product_id);
+            LineChange::Remove { product_id } => {
+                self.lines.remove(&product_id);
             }
-            CartEvent::Cleared { .. } => self.lines.clear(),
+            LineChange::Clear => self.lines.clear(),
         }
         self
     }
