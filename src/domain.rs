@@ -57,6 +57,12 @@ pub trait Aggregate:
     type Command: Send;
     type Event: DomainEvent;
     type Error: std::error::Error + Send + Sync + 'static;
+    /// Whether normalized write tables follow this aggregate's streams, updated in the
+    /// transaction that appends its events: [`WriteTables`] when they do (the write side
+    /// then implements `write::WriteModel` for it, or none of its commands compiles), or
+    /// [`EventsOnly`] when its events are its whole write model, and its single-stream
+    /// commands need nothing on the write side (`write::Envelope` runs them).
+    type Tables;
 
     /// Folds one event into the state. No business rules: events are facts.
     fn apply(self, event: &Self::Event) -> Self;
@@ -67,6 +73,14 @@ pub trait Aggregate:
     /// Number of events folded so far (the stream version).
     fn version(&self) -> i64;
 }
+
+/// [`Aggregate::Tables`]: normalized write tables follow the aggregate's streams (the
+/// products table, cart lines, …), for constraints and for the facts other commands decide
+/// on.
+pub enum WriteTables {}
+
+/// [`Aggregate::Tables`]: the aggregate's events are its whole write model.
+pub enum EventsOnly {}
 
 /// An event as persisted: `event_type()` is a stored identifier that must never change
 /// once written (rename the Rust variant freely, never the string). Its version and the

@@ -78,6 +78,14 @@ impl From<crate::domain::UnknownStored> for AppError {
     }
 }
 
+/// The error of an aggregate that refuses no command (`type Error = Infallible`): its
+/// commands run through `Envelope` without a variant here.
+impl From<std::convert::Infallible> for AppError {
+    fn from(e: std::convert::Infallible) -> Self {
+        match e {}
+    }
+}
+
 impl From<PaymentError> for AppError {
     fn from(e: PaymentError) -> Self {
         match e {}

@@ -21,7 +21,7 @@ pub mod traces;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::{Context, MergedObject, Schema, SchemaBuilder};
+use async_graphql::{Context, MergedObject, MergedSubscription, Schema, SchemaBuilder};
 use sea_orm::DatabaseConnection;
 use tokio::sync::watch;
 
@@ -75,7 +75,17 @@ pub struct MutationRoot(
     projections::ProjectionsMutation,
 );
 
-pub type AppSchema = Schema<QueryRoot, MutationRoot, live::SubscriptionRoot>;
+#[derive(MergedSubscription, Default)]
+#[graphql(name = "Subscription")]
+pub struct SubscriptionRoot(
+    catalog::CatalogSubscription,
+    cart::CartSubscription,
+    orders::OrdersSubscription,
+    events::EventsSubscription,
+    projections::ProjectionsSubscription,
+);
+
+pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// What resolvers need, injected once into the schema.
 #[derive(Clone)]
@@ -112,11 +122,11 @@ impl Services {
     }
 }
 
-fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, live::SubscriptionRoot> {
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     scalars::describe(Schema::build(
         QueryRoot::default(),
         MutationRoot::default(),
-        live::SubscriptionRoot,
+        SubscriptionRoot::default(),
     ))
     // Depth and complexity are measured by validation and checked by the limits
     // extension (`build_schema`), whose errors name the limit and the query's value.

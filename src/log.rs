@@ -3,10 +3,13 @@
 //! back), the safe horizon and the committed head (how far it can be read), and the one
 //! paged reader of a span of positions. The relay, the saga, the event feed, rebuild and
 //! verify, the projection status and the audit trail all read the log through here; the
-//! write side appends through `write::event_store`.
+//! write side appends through `write::event_store`. The golden fixtures, one stream per
+//! aggregate, are read by the tests through `golden`.
 
 pub mod aggregates;
 pub mod codec;
+#[cfg(test)]
+pub mod golden;
 pub mod horizon;
 pub mod reader;
 pub mod upcast;

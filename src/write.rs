@@ -2,7 +2,8 @@
 //! events + normalized write tables + idempotency record), and one module per aggregate
 //! with its write tables and its multi-stream commands. A single-stream command is an
 //! `Envelope` around the domain command, built where the request is parsed
-//! (`graphql::*::into_command`, or the saga).
+//! (`graphql::*::into_command`, or the saga): an aggregate whose events are its whole
+//! write model (`type Tables = EventsOnly`) needs no module here at all.
 
 pub mod cart;
 pub mod catalog;
@@ -27,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, MutexGuard, watch};
 use uuid::Uuid;
 
-use crate::domain::Aggregate;
 use crate::domain::values::{IdempotencyKey, UserId};
+use crate::domain::{Aggregate, EventsOnly, WriteTables};
 use crate::error::{AppError, AppResult};
 use event_store::{AppendError, EventMetadata};
 
@@ -247,8 +248,19 @@ pub struct Outcome {
     pub version: i64,
 }
 
-/// An aggregate whose events also update normalized write tables in the same transaction.
-pub trait WriteModel: Aggregate {
+/// What one append did to a stream, as its write tables see it: the stream's state after
+/// `events`, in the transaction that appended them.
+pub struct Appended<'a, A: Aggregate> {
+    pub txn: &'a DatabaseTransaction,
+    pub stream_id: Uuid,
+    pub state: &'a A,
+    pub events: &'a [A::Event],
+    pub now: DateTime<Utc>,
+}
+
+/// An aggregate whose events also update normalized write tables in the same transaction
+/// (it declares `type Tables = WriteTables`).
+pub trait WriteModel: Aggregate<Tables = WriteTables> {
     fn update_write_tables(
         txn: &DatabaseTransaction,
         stream_id: Uuid,
@@ -256,6 +268,25 @@ pub trait WriteModel: Aggregate {
         events: &[Self::Event],
         now: DateTime<Utc>,
     ) -> impl Future<Output = AppResult<()>> + Send;
+}
+
+/// How the write tables of an aggregate are kept in step with what it appends, chosen by
+/// what it declares as its `Aggregate::Tables`: through its `WriteModel`, or not at all
+/// when its events are its whole write model.
+pub trait Tables<A: Aggregate> {
+    fn update(appended: Appended<'_, A>) -> impl Future<Output = AppResult<()>> + Send;
+}
+
+impl<A: WriteModel> Tables<A> for WriteTables {
+    fn update(a: Appended<'_, A>) -> impl Future<Output = AppResult<()>> + Send {
+        A::update_write_tables(a.txn, a.stream_id, a.state, a.events, a.now)
+    }
+}
+
+impl<A: Aggregate> Tables<A> for EventsOnly {
+    async fn update(_: Appended<'_, A>) -> AppResult<()> {
+        Ok(())
+    }
 }
 
 /// Why one attempt at a command's transaction ended without commit.
@@ -340,11 +371,15 @@ impl UnitOfWork {
 
     /// Appends events after the loaded version (optimistic concurrency) and updates the
     /// write tables; returns the new state.
-    pub async fn append<A: WriteModel>(
+    pub async fn append<A>(
         &mut self,
         loaded: Loaded<A>,
         events: &[A::Event],
-    ) -> Result<Loaded<A>, TxError> {
+    ) -> Result<Loaded<A>, TxError>
+    where
+        A: Aggregate,
+        A::Tables: Tables<A>,
+    {
         if events.is_empty() {
             return Ok(loaded);
         }
@@ -375,7 +410,14 @@ impl UnitOfWork {
         })?;
         let before = loaded.state.version();
         let state = events.iter().fold(loaded.state, |s, e| s.apply(e));
-        A::update_write_tables(&self.txn, loaded.stream_id, &state, events, self.now).await?;
+        A::Tables::update(Appended {
+            txn: &self.txn,
+            stream_id: loaded.stream_id,
+            state: &state,
+            events,
+            now: self.now,
+        })
+        .await?;
         let position = positions.last().copied().unwrap_or(loaded.position);
         if snapshots::due(before, state.version(), self.snapshot_every) {
             snapshots::store(&self.txn, loaded.stream_id, &state, position, self.now).await?;
@@ -395,7 +437,8 @@ impl UnitOfWork {
         expected_version: Option<i64>,
     ) -> Result<Loaded<A>, TxError>
     where
-        A: WriteModel,
+        A: Aggregate,
+        A::Tables: Tables<A>,
         AppError: From<A::Error>,
     {
         let loaded = self.load::<A>(stream_id).await?;
@@ -449,7 +492,8 @@ impl<A: Aggregate> Envelope<A> {
 
 impl<A> Command for Envelope<A>
 where
-    A: WriteModel,
+    A: Aggregate,
+    A::Tables: Tables<A>,
     A::Command: Clone + Sync,
     AppError: From<A::Error>,
 {

@@ -9,7 +9,15 @@ use uuid::Uuid;
 
 use super::product::ProductStatus;
 use super::values::{Quantity, UserId};
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, WriteTables};
+
+/// Namespace of cart stream ids: one deterministic stream per user.
+const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d63_6172_7473);
+
+/// The id of a user's cart stream.
+pub fn cart_stream_id(user: &UserId) -> Uuid {
+    Uuid::new_v5(&CART_NAMESPACE, user.as_str().as_bytes())
+}
 
 /// What the handler knew about a product when the command was issued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +93,53 @@ impl DomainEvent for CartEvent {
     }
 }
 
+/// What a cart event does to the user's lines: the one reading of the events that the
+/// aggregate, the `cart_lines` write table and the cart view each apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LineChange {
+    /// The product's line now holds `quantity` (an addition or a new quantity).
+    Set { product_id: Uuid, quantity: u32 },
+    /// The product's line is gone.
+    Remove { product_id: Uuid },
+    /// Every line is gone.
+    Clear,
+}
+
+impl CartEvent {
+    /// The user whose cart changed, and how its lines changed.
+    pub fn change(&self) -> (&UserId, LineChange) {
+        match self {
+            CartEvent::ItemAdded {
+                user_id,
+                product_id,
+                quantity,
+                ..
+            }
+            | CartEvent::QuantityChanged {
+                user_id,
+                product_id,
+                quantity,
+            } => (
+                user_id,
+                LineChange::Set {
+                    product_id: *product_id,
+                    quantity: *quantity,
+                },
+            ),
+            CartEvent::ItemRemoved {
+                user_id,
+                product_id,
+            } => (
+                user_id,
+                LineChange::Remove {
+                    product_id: *product_id,
+                },
+            ),
+            CartEvent::Cleared { user_id } => (user_id, LineChange::Clear),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CartError {
     /// NOT_FOUND
@@ -143,26 +198,21 @@ impl Aggregate for Cart {
     type Command = CartCommand;
     type Event = CartEvent;
     type Error = CartError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &CartEvent) -> Self {
         self.version += 1;
-        match event {
-            CartEvent::ItemAdded {
+        match event.change().1 {
+            LineChange::Set {
                 product_id,
                 quantity,
-                ..
-            }
-            | CartEvent::QuantityChanged {
-                product_id,
-                quantity,
-                ..
             } => {
-                self.lines.insert(*product_id, *quantity);
+                self.lines.insert(product_id, quantity);
             }
-            CartEvent::ItemRemoved { product_id, .. } => {
-                self.lines.remove(product_id);
+            LineChange::Remove { product_id } => {
+                self.lines.remove(&product_id);
             }
-            CartEvent::Cleared { .. } => self.lines.clear(),
+            LineChange::Clear => self.lines.clear(),
         }
         self
     }

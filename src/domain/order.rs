@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::{Money, PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
-use super::{Aggregate, DomainEvent, Stored};
+use super::{Aggregate, DomainEvent, Stored, WriteTables};
 
 stored! {
     pub enum OrderStatus as "order status" {
@@ -209,6 +209,7 @@ impl Aggregate for Order {
     type Command = OrderCommand;
     type Event = OrderEvent;
     type Error = OrderError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &OrderEvent) -> Self {
         self.version += 1;

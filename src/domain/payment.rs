@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::Money;
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, WriteTables};
 
 stored! {
     pub enum PaymentStatus as "payment status" {
@@ -101,6 +101,7 @@ impl Aggregate for Payment {
     type Command = PaymentCommand;
     type Event = PaymentEvent;
     type Error = PaymentError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &PaymentEvent) -> Self {
         self.version += 1;

@@ -10,7 +10,7 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent};
+use super::{Aggregate, DomainEvent, WriteTables};
 
 stored! {
     pub enum ProductStatus as "product status" {
@@ -200,6 +200,7 @@ impl Aggregate for Product {
     type Command = ProductCommand;
     type Event = ProductEvent;
     type Error = ProductError;
+    type Tables = WriteTables;
 
     fn apply(mut self, event: &ProductEvent) -> Self {
         self.version += 1;
@@ -459,19 +460,22 @@ mod tests {
         );
     }
 
+    /// `command`, asking for 3 units of a product with 2 on hand, is refused as such.
+    fn refused_three_of_two(command: ProductCommand) {
+        let result = given::<Product>(&[created(2)]).when(command);
+        let refused = ProductError::InsufficientStock {
+            available: 2,
+            requested: 3,
+        };
+        assert_eq!(result, Err(refused));
+    }
+
     #[test]
     fn stock_never_goes_below_zero() {
-        let result = given::<Product>(&[created(2)]).when(ProductCommand::AdjustStock {
+        refused_three_of_two(ProductCommand::AdjustStock {
             delta: StockDelta::parse(-3).unwrap(),
             reason: None,
         });
-        assert_eq!(
-            result,
-            Err(ProductError::InsufficientStock {
-                available: 2,
-                requested: 3
-            })
-        );
     }
 
     #[test]
@@ -610,17 +614,10 @@ mod tests {
 
     #[test]
     fn a_reservation_beyond_the_stock_on_hand_is_refused() {
-        let result = given::<Product>(&[created(2)]).when(ProductCommand::Reserve {
+        refused_three_of_two(ProductCommand::Reserve {
             order_id: Uuid::from_u128(1),
             quantity: 3,
         });
-        assert_eq!(
-            result,
-            Err(ProductError::InsufficientStock {
-                available: 2,
-                requested: 3
-            })
-        );
     }
 
     #[test]

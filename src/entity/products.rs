@@ -1,24 +1,17 @@
 //! Entity for the `products` table.
 
-use sea_orm::entity::prelude::*;
-
-#[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
-#[sea_orm(table_name = "products")]
-pub struct Model {
-    #[sea_orm(primary_key, auto_increment = false)]
-    pub id: Uuid,
-    #[sea_orm(unique)]
-    pub sku: String,
-    pub name: String,
-    pub description: String,
-    pub price_cents: i64,
-    pub stock: i64,
-    pub status: String,
-    pub version: i64,
-    pub updated_at: DateTimeUtc,
+super::table! {
+    "products" {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        #[sea_orm(unique)]
+        pub sku: String,
+        pub name: String,
+        pub description: String,
+        pub price_cents: i64,
+        pub stock: i64,
+        pub status: String,
+        pub version: i64,
+        pub updated_at: DateTimeUtc,
+    }
 }
-
-#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
-
-impl ActiveModelBehavior for ActiveModel {}

@@ -141,7 +141,7 @@ async fn may_read_stream(
     }
     Ok(
         match AggregateKind::find(stream_type).map(|kind| kind.reader) {
-            Some(StreamReader::CartOwner) => cart_stream_id(&caller.user_id) == stream_id,
+            Some(StreamReader::UserStream(stream_of)) => stream_of(&caller.user_id) == stream_id,
             Some(StreamReader::OrderOwner) => {
                 let s = services(ctx)?;
                 crate::read::orders::find(&s.db, stream_id)

@@ -2,11 +2,15 @@
 //! catalog mutations, whose inputs are parsed straight into a `ProductCommand`
 //! (`into_command`).
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use std::collections::BTreeSet;
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
 use uuid::Uuid;
 
 use super::error::IntoGraphql;
+use super::live::{Live, by_position, live, uuids};
 use super::scalars::{Decimal, Position};
 use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
 use crate::domain::product::{self, ProductCommand};
@@ -14,9 +18,9 @@ use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel,
 };
-use crate::entity::catalog_view;
 use crate::error::{AppError, AppResult};
-use crate::read::catalog::{self as view, CatalogFilter};
+use crate::read::catalog::{self as view, CatalogFilter, CatalogProjection, catalog_view};
+use crate::read::live::{LiveState, Positioned, Watch};
 use crate::write::catalog::new_product_id;
 use crate::write::idempotency::{Fingerprint, request_hash};
 use crate::write::{CommandContext, Envelope, Outcome};
@@ -421,5 +425,91 @@ impl CatalogMutation {
         let key = input.idempotency_key.clone();
         let command = |_: &_, cx: &_| input.into_command(cx);
         mutation(ctx, signed_in, key, command, |o| product_payload(ctx, o)).await
+    }
+}
+
+/// Most product ids one `productUpdated` may watch.
+pub const MAX_WATCHED_IDS: usize = 100;
+
+#[derive(Default)]
+pub struct CatalogSubscription;
+
+#[Subscription]
+impl CatalogSubscription {
+    /// Catalog changes (stock, price, rating, status). Public. Emits each watched
+    /// product's current state first, then every change. Without `ids` every product is
+    /// watched: no state is sent first, unless `after` is given, in which case every
+    /// product changed after it is sent first. Resume with `after` = the last `position`
+    /// received.
+    async fn product_updated(
+        &self,
+        ctx: &Context<'_>,
+        ids: Option<Vec<Uuid>>,
+        after: Option<Position>,
+    ) -> async_graphql::Result<Live<Product>> {
+        if ids.as_ref().is_some_and(|ids| ids.len() > MAX_WATCHED_IDS) {
+            return Err(AppError::BadUserInput(format!(
+                "ids: at most {MAX_WATCHED_IDS} products per subscription"
+            )))
+            .gql();
+        }
+        live(ctx, ProductWatch { ids }, after, Product).gql()
+    }
+}
+
+struct ProductWatch {
+    ids: Option<Vec<Uuid>>,
+}
+
+#[async_trait::async_trait]
+impl Watch for ProductWatch {
+    type View = CatalogProjection;
+
+    fn keys(&self) -> Option<Vec<String>> {
+        self.ids
+            .as_ref()
+            .map(|ids| ids.iter().map(Uuid::to_string).collect())
+    }
+
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        _checkpoint: i64,
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
+        match &self.ids {
+            Some(ids) => Ok(Some(by_position(view::find_many(db, ids).await?, |p| {
+                p.position
+            }))),
+            None => Ok(None),
+        }
+    }
+
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let rows = view::changed(db, self.ids.as_deref(), after, upto, limit).await?;
+        Ok(by_position(rows, |p| p.position))
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        _upto: i64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let ids: Vec<Uuid> = uuids(keys)
+            .filter(|id| self.ids.as_ref().is_none_or(|ids| ids.contains(id)))
+            .collect();
+        Ok(by_position(view::find_many(db, &ids).await?, |p| {
+            p.position
+        }))
+    }
+
+    fn accepts(&self, row: &LiveState<Self>) -> bool {
+        self.ids.as_ref().is_none_or(|ids| ids.contains(&row.id))
     }
 }

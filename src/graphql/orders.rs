@@ -2,23 +2,29 @@
 //! row), cancellation, fulfilment (each input parsed straight into its command), the
 //! admin dashboard, and the orders the saga parked.
 
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use std::collections::BTreeSet;
+
+use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
+use sea_orm::{DatabaseConnection, DbErr};
 use uuid::Uuid;
 
 use super::catalog::Product;
 use super::error::IntoGraphql;
+use super::live::{Live, by_position, live, uuids};
 use super::scalars::{Decimal, Position};
 use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
 use crate::auth::Caller;
 use crate::domain::order::{self, OrderCommand, OrderLine as DomainLine};
 use crate::domain::payment;
 use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
-use crate::entity::{order_view, saga_dead_letters};
+use crate::entity::saga_dead_letters;
 use crate::error::{AppError, AppResult};
 use crate::process::dead_letters::Status as DeadLetterStatus;
-use crate::read::dashboard as dashboard_view;
-use crate::read::orders as view;
+use crate::read::dashboard::{self as dashboard_view, DashboardProjection, DashboardRead};
+use crate::read::live::{LiveState, Positioned, Watch, user_route};
+use crate::read::orders::order_view;
+use crate::read::orders::{self as view, OrderProjection};
 use crate::write::idempotency::request_hash;
 use crate::write::orders::{Checkout, order_command};
 use crate::write::{CommandContext, Envelope, Outcome};
@@ -566,5 +572,183 @@ impl OrdersMutation {
             order_payload(ctx, o)
         })
         .await
+    }
+}
+
+#[derive(Default)]
+pub struct OrdersSubscription;
+
+#[Subscription]
+impl OrdersSubscription {
+    /// The caller's orders (an admin: all orders), or the one with `id`: its current
+    /// state first when `id` is given, then every change as the saga moves it. Without
+    /// `id`, `after` sends every order changed after it first.
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: Option<Uuid>,
+        after: Option<Position>,
+    ) -> async_graphql::Result<Live<Order>> {
+        async {
+            let caller = signed_in(ctx)?.clone();
+            if let Some(id) = id {
+                let s = services(ctx)?;
+                let visible = view::find(&s.db, id)
+                    .await?
+                    .is_some_and(|o| caller.may_see_order(&o.user_id));
+                if !visible {
+                    return Err(AppError::NotFound(format!("order {id} not found")));
+                }
+            }
+            live(ctx, OrderWatch { id, caller }, after, Order)
+        }
+        .await
+        .gql()
+    }
+
+    /// Admin: current figures first, then every change.
+    async fn dashboard_updated(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<Position>,
+    ) -> async_graphql::Result<Live<Dashboard>> {
+        async {
+            admin(ctx)?;
+            live(ctx, DashboardWatch, after, |figures| Dashboard { figures })
+        }
+        .await
+        .gql()
+    }
+}
+
+struct OrderWatch {
+    id: Option<Uuid>,
+    caller: Caller,
+}
+
+#[async_trait::async_trait]
+impl Watch for OrderWatch {
+    type View = OrderProjection;
+
+    fn keys(&self) -> Option<Vec<String>> {
+        match self.id {
+            Some(id) => Some(vec![id.to_string()]),
+            None if self.caller.is_admin() => None,
+            None => Some(vec![user_route(self.caller.user_id.as_str())]),
+        }
+    }
+
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        _checkpoint: i64,
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
+        let Some(id) = self.id else { return Ok(None) };
+        Ok(Some(
+            view::find(db, id)
+                .await?
+                .filter(|o| self.caller.may_see_order(&o.user_id))
+                .map(|o| (o.position, o))
+                .into_iter()
+                .collect(),
+        ))
+    }
+
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let rows = match self.id {
+            Some(id) => view::find(db, id)
+                .await?
+                .filter(|o| o.position > after && o.position <= upto)
+                .into_iter()
+                .collect(),
+            None => {
+                let user = (!self.caller.is_admin()).then(|| self.caller.user_id.as_str());
+                view::changed(db, user, after, upto, limit).await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .filter(|o| self.caller.may_see_order(&o.user_id))
+            .map(|o| (o.position, o))
+            .collect())
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        _upto: i64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let mut rows = Vec::new();
+        for id in uuids(keys).filter(|id| self.id.is_none_or(|watched| watched == *id)) {
+            if let Some(order) = view::find(db, id).await?
+                && self.caller.may_see_order(&order.user_id)
+            {
+                rows.push(order);
+            }
+        }
+        Ok(by_position(rows, |o| o.position))
+    }
+
+    fn accepts(&self, order: &LiveState<Self>) -> bool {
+        self.id.is_none_or(|id| id == order.id) && self.caller.may_see_order(&order.user_id)
+    }
+}
+
+struct DashboardWatch;
+
+#[async_trait::async_trait]
+impl Watch for DashboardWatch {
+    type View = DashboardProjection;
+
+    fn keys(&self) -> Option<Vec<String>> {
+        Some(vec![dashboard_view::KEY.to_owned()])
+    }
+
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        checkpoint: i64,
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
+        let figures = dashboard_view::read(db, Utc::now(), checkpoint).await?;
+        Ok(Some(vec![(figures.position, figures)]))
+    }
+
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        _limit: u64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let figures = dashboard_view::read(db, Utc::now(), upto).await?;
+        Ok(if figures.position > after {
+            vec![(figures.position, figures)]
+        } else {
+            vec![]
+        })
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        upto: i64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        if !keys.contains(dashboard_view::KEY) {
+            return Ok(vec![]);
+        }
+        let figures = dashboard_view::read(db, Utc::now(), upto).await?;
+        Ok(vec![(figures.position, figures)])
+    }
+
+    fn accepts(&self, _: &DashboardRead) -> bool {
+        true
     }
 }

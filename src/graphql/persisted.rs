@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context as _;
 use async_graphql::extensions::{
@@ -143,7 +143,7 @@ impl PersistedQueries {
         match (&*self.mode, hash) {
             (Mode::Automatic(_), None) => Ok((request, None)),
             (Mode::Automatic(registry), Some(hash)) if request.query.is_empty() => {
-                let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut registry = locked(registry);
                 let text = registry.texts.get(&hash).ok_or_else(|| {
                     coded(NOT_FOUND_MESSAGE.to_owned(), "PERSISTED_QUERY_NOT_FOUND")
                 })?;
@@ -185,7 +185,7 @@ impl PersistedQueries {
         let Mode::Automatic(registry) = &*self.mode else {
             return;
         };
-        let mut registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut registry = locked(registry);
         let cost = hash.len() + text.len();
         if cost > registry.max_bytes || registry.texts.contains_key(&hash) {
             // Known already (a hash-only request, or a client that sends both each time):
@@ -206,7 +206,7 @@ impl PersistedQueries {
     pub fn registered(&self) -> (usize, usize) {
         match &*self.mode {
             Mode::Automatic(registry) => {
-                let registry = registry.lock().unwrap_or_else(PoisonError::into_inner);
+                let registry = locked(registry);
                 (registry.texts.len(), registry.bytes)
             }
             Mode::AllowList(_) => (0, 0),
@@ -293,10 +293,7 @@ impl Extension for Resolving {
     ) -> ServerResult<Request> {
         let (request, hash) = self.queries.resolve(request)?;
         if let Some(hash) = hash {
-            *self
-                .registration
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner) = Some((hash, request.query.clone()));
+            *locked(&self.registration) = Some((hash, request.query.clone()));
         }
         next.run(ctx, request).await
     }
@@ -307,16 +304,19 @@ impl Extension for Resolving {
         next: NextValidation<'_>,
     ) -> Result<ValidationResult, Vec<ServerError>> {
         let result = next.run(ctx).await?;
-        let registration = self
-            .registration
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        let registration = locked(&self.registration).take();
         if let Some((hash, text)) = registration {
             self.queries.register(hash, &text);
         }
         Ok(result)
     }
+}
+
+/// Takes a lock of this module, poisoned or not, as every use here always did: nothing in
+/// a critical section here panics but an allocation, and the worst a half-done update of
+/// the registry could leave is a byte count off by one document, a cache's budget.
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -1,10 +1,11 @@
 //! Operating the read views (admin): rebuild one from the log while it keeps serving,
 //! verify one against a fresh replay, and follow a rebuild's progress.
 
-use async_graphql::{Context, Enum, Json, Object, SimpleObject};
-use futures_util::Stream;
+use async_graphql::{Context, Enum, Json, Object, SimpleObject, Subscription};
+use futures_util::{Stream, StreamExt};
 
 use super::error::IntoGraphql;
+use super::live::Live;
 use super::scalars::Position;
 use super::{admin, services};
 use crate::error::AppError;
@@ -195,4 +196,23 @@ pub(crate) fn progress_stream(
             }
         }
     })
+}
+
+#[derive(Default)]
+pub struct ProjectionsSubscription;
+
+#[Subscription]
+impl ProjectionsSubscription {
+    /// Admin: progress of the latest rebuild of projection `name` (see
+    /// `rebuildProjection`): its current state first, then every step; completes after
+    /// the step that ends a rebuild it saw running (DONE or FAILED).
+    async fn rebuild_progress(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+    ) -> async_graphql::Result<Live<RebuildProgress>> {
+        let stream = progress_stream(ctx, &name).gql()?;
+        let stream: Live<RebuildProgress> = Box::pin(stream.map(Ok));
+        Ok(stream)
+    }
 }

@@ -3,10 +3,13 @@
 //! stream types `events(streamTypes:)` accepts, the event types the golden fixtures must
 //! cover, who may read a stream's `history`) is derived from [`AGGREGATES`].
 
-use crate::domain::cart::Cart;
+use uuid::Uuid;
+
+use crate::domain::cart::{Cart, cart_stream_id};
 use crate::domain::order::Order;
 use crate::domain::payment::Payment;
 use crate::domain::product::Product;
+use crate::domain::values::UserId;
 use crate::domain::{Aggregate, DomainEvent};
 
 /// What the rest of the service must know of one aggregate, derived from its type: its
@@ -29,12 +32,13 @@ pub type RoundTrip =
     fn(&str, i32, &serde_json::Value) -> Result<(String, serde_json::Value), String>;
 
 /// Who besides an admin may read a stream (`history`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub enum StreamReader {
     /// Admins only.
     Admins,
-    /// The user whose cart it is.
-    CartOwner,
+    /// The user whose own stream it is: one stream per user, its id derived from the
+    /// user's by this function (a cart: `domain::cart::cart_stream_id`).
+    UserStream(fn(&UserId) -> Uuid),
     /// The customer who placed the order (`Caller::may_see_order`).
     OrderOwner,
 }
@@ -67,7 +71,7 @@ fn round_trip<E: DomainEvent>(
 /// Every aggregate of the service: a new one is one line here (and its module).
 pub const AGGREGATES: &[AggregateKind] = &[
     AggregateKind::of::<Product>(StreamReader::Admins),
-    AggregateKind::of::<Cart>(StreamReader::CartOwner),
+    AggregateKind::of::<Cart>(StreamReader::UserStream(cart_stream_id)),
     AggregateKind::of::<Order>(StreamReader::OrderOwner),
     AggregateKind::of::<Payment>(StreamReader::Admins),
 ];

@@ -11,13 +11,41 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use super::catalog::catalog_view;
 use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
-use crate::domain::cart::{Cart, CartEvent};
-use crate::entity::{cart_view, cart_view_items, catalog_view, events};
+use crate::domain::cart::{Cart, CartEvent, LineChange};
+use crate::entity::events;
 use crate::log::codec::decode_row;
 use crate::log::reader::Wanted;
+
+/// The `cart_view` table. The header row of each user's cart: its version and position.
+pub mod cart_view {
+    crate::entity::table! {
+        "cart_view" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub user_id: String,
+            pub version: i64,
+            pub updated_at: DateTimeUtc,
+            pub position: i64,
+        }
+    }
+}
+
+/// The `cart_view_items` table. The items of each user's cart, one row per product.
+pub mod cart_view_items {
+    crate::entity::table! {
+        "cart_view_items" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub user_id: String,
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub product_id: Uuid,
+            pub quantity: i32,
+            pub added_position: i64,
+        }
+    }
+}
 
 pub const NAME: &str = "cart";
 
@@ -54,41 +82,31 @@ impl Projection for CartProjection {
         row: &events::Model,
     ) -> Result<Option<String>, DbErr> {
         let event: CartEvent = decode_row(row)?;
-        let user_id = match &event {
-            CartEvent::ItemAdded { user_id, .. }
-            | CartEvent::QuantityChanged { user_id, .. }
-            | CartEvent::ItemRemoved { user_id, .. }
-            | CartEvent::Cleared { user_id } => user_id.as_str().to_owned(),
-        };
-        match &event {
-            CartEvent::ItemAdded {
+        let (user_id, change) = event.change();
+        let user_id = user_id.as_str().to_owned();
+        match change {
+            LineChange::Set {
                 product_id,
                 quantity,
-                ..
-            }
-            | CartEvent::QuantityChanged {
-                product_id,
-                quantity,
-                ..
             } => {
                 use cart_view_items::Column;
                 let item = cart_view_items::ActiveModel {
                     user_id: Set(user_id.clone()),
-                    product_id: Set(*product_id),
-                    quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
+                    product_id: Set(product_id),
+                    quantity: Set(i32::try_from(quantity).unwrap_or(i32::MAX)),
                     added_position: Set(row.position),
                 };
                 let key = [Column::UserId, Column::ProductId];
                 crate::db::upsert(txn, item, key, [Column::Quantity]).await?;
             }
-            CartEvent::ItemRemoved { product_id, .. } => {
+            LineChange::Remove { product_id } => {
                 cart_view_items::Entity::delete_many()
                     .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
-                    .filter(cart_view_items::Column::ProductId.eq(*product_id))
+                    .filter(cart_view_items::Column::ProductId.eq(product_id))
                     .exec(txn)
                     .await?;
             }
-            CartEvent::Cleared { .. } => {
+            LineChange::Clear => {
                 cart_view_items::Entity::delete_many()
                     .filter(cart_view_items::Column::UserId.eq(user_id.clone()))
                     .exec(txn)

@@ -12,9 +12,30 @@ use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::domain::{Aggregate, Stored};
-use crate::entity::{catalog_view, events};
+use crate::entity::events;
 use crate::log::codec::decode_row;
 use crate::log::reader::Wanted;
+
+/// The `catalog_view` table. One row per product, with its review figures.
+pub mod catalog_view {
+    crate::entity::table! {
+        "catalog_view" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub sku: String,
+            pub name: String,
+            pub description: String,
+            pub price_cents: i64,
+            pub stock: i64,
+            pub status: String,
+            pub review_count: i64,
+            pub rating_total: i64,
+            pub version: i64,
+            pub updated_at: DateTimeUtc,
+            pub position: i64,
+        }
+    }
+}
 
 pub const NAME: &str = "catalog";
 

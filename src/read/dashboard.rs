@@ -11,15 +11,50 @@ use sea_orm::{
 };
 
 use super::bus::Change;
+use super::catalog::catalog_view;
 use super::view::LiveView;
 use super::{ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::product::ProductStatus;
 use crate::domain::{Aggregate, Stored};
-use crate::entity::{catalog_view, dashboard_counters, dashboard_daily, dashboard_orders, events};
+use crate::entity::events;
 use crate::log::codec::decode_row;
 use crate::log::reader::Wanted;
+
+/// The `dashboard_counters` table. The running figures, one row per counter name.
+pub mod dashboard_counters {
+    crate::entity::table! {
+        "dashboard_counters" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub name: String,
+            pub value: i64,
+        }
+    }
+}
+
+/// The `dashboard_daily` table. Orders placed per day (UTC).
+pub mod dashboard_daily {
+    crate::entity::table! {
+        "dashboard_daily" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub day: String,
+            pub orders: i64,
+        }
+    }
+}
+
+/// The `dashboard_orders` table. What the dashboard remembers of each order: its status and total.
+pub mod dashboard_orders {
+    crate::entity::table! {
+        "dashboard_orders" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub order_id: Uuid,
+            pub status: String,
+            pub total_cents: i64,
+        }
+    }
+}
 
 pub const NAME: &str = "dashboard";
 

@@ -688,124 +688,20 @@ pub fn follow<W: Watch>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::DomainEvent;
-    use crate::domain::cart::CartEvent;
-    use crate::domain::order::{OrderEvent, OrderLine};
-    use crate::domain::payment::PaymentEvent;
-    use crate::domain::product::ProductEvent;
-    use crate::domain::values::{
-        Description, Money, PaymentToken, ProductName, ShippingAddress, Sku, UserId,
-    };
     use crate::entity::events;
     use sea_orm::TransactionTrait;
     use uuid::Uuid;
 
-    /// A small log that touches every view: a product, a cart line, an order placed,
-    /// reserved and paid.
-    fn sample_log() -> Vec<events::Model> {
-        let product = Uuid::from_u128(1);
-        let order = Uuid::from_u128(2);
-        let alice = || UserId::parse("alice").expect("a user id");
-        let price = Money::from_cents(250);
-        fn row<E: DomainEvent>(
-            position: i64,
-            stream_type: &str,
-            stream_id: Uuid,
-            version: i64,
-            event: &E,
-        ) -> events::Model {
-            let (event_type, data) = crate::log::codec::encode(event).expect("encodes");
-            events::Model {
-                position,
-                stream_id,
-                stream_type: stream_type.to_owned(),
-                version,
-                event_version: crate::log::upcast::current_version(&event_type),
-                event_type,
-                data,
-                metadata: serde_json::json!({ "correlationId": Uuid::nil(), "causationId": "test" }),
-                recorded_at: Utc::now(),
-            }
-        }
-        vec![
-            row(
-                1,
-                "product",
-                product,
-                1,
-                &ProductEvent::Created {
-                    sku: Sku::parse("LIVE-1").expect("a SKU"),
-                    name: ProductName::parse("Mug").expect("a name"),
-                    description: Description::parse("Blue").expect("a description"),
-                    price,
-                    stock: 5,
-                },
-            ),
-            row(
-                2,
-                "cart",
-                Uuid::from_u128(3),
-                1,
-                &CartEvent::ItemAdded {
-                    user_id: alice(),
-                    product_id: product,
-                    added: 1,
-                    quantity: 1,
-                },
-            ),
-            row(
-                3,
-                "order",
-                order,
-                1,
-                &OrderEvent::Placed {
-                    user_id: alice(),
-                    lines: vec![OrderLine {
-                        product_id: product,
-                        sku: Sku::parse("LIVE-1").expect("a SKU"),
-                        name: ProductName::parse("Mug").expect("a name"),
-                        unit_price: price,
-                        quantity: 1,
-                    }],
-                    total: price,
-                    shipping_address: ShippingAddress::parse("1 Main St").expect("an address"),
-                    payment_token: PaymentToken::parse("tok_visa").expect("a token"),
-                },
-            ),
-            row(
-                4,
-                "product",
-                product,
-                2,
-                &ProductEvent::StockReserved {
-                    order_id: order,
-                    quantity: 1,
-                    stock: 4,
-                },
-            ),
-            row(
-                5,
-                "payment",
-                Uuid::from_u128(4),
-                1,
-                &PaymentEvent::Charged {
-                    order_id: order,
-                    amount: price,
-                    charge_id: "ch_1".into(),
-                },
-            ),
-        ]
-    }
-
-    /// Every registered view's projection announces changes of the sample log, and its
-    /// live loader loads each one at its position: a view whose loader cannot read what
-    /// its projection announces fails here, not in a subscription that stays silent.
+    /// Every registered view's projection announces changes of the golden log (every
+    /// aggregate's fixture stream, `log::golden`), and its live loader loads each one at its
+    /// position: a view whose loader cannot read what its projection announces fails here,
+    /// not in a subscription that stays silent.
     #[tokio::test]
     async fn every_registered_view_loads_the_changes_its_projection_announces() {
         let db = crate::db::in_memory().await;
         let views = super::super::views();
         let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
-        let log = sample_log();
+        let log = crate::log::golden::log();
         for view in &views {
             let txn = db.begin().await.expect("a transaction");
             let wanted: Vec<events::Model> = log
@@ -817,7 +713,7 @@ mod tests {
                 .projection
                 .apply(&txn, &wanted)
                 .await
-                .unwrap_or_else(|e| panic!("{} folds the sample log: {e}", view.name()));
+                .unwrap_or_else(|e| panic!("{} folds the golden log: {e}", view.name()));
             txn.commit().await.expect("commits");
             assert!(!changes.is_empty(), "{} announces a change", view.name());
             // The latest change of each key: an earlier one's row has moved on since (a
@@ -837,8 +733,10 @@ mod tests {
                 assert_eq!(loaded.routes[0], change.key);
             }
         }
+        // A name no view can have (not one word): the worked example of
+        // docs/adding-a-view.md, a wishlist, must not collide with it.
         let unknown = Change {
-            projection: "wishlist",
+            projection: "not a registered view",
             key: Uuid::nil().to_string(),
             position: 1,
         };

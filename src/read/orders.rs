@@ -15,9 +15,32 @@ use crate::domain::order::{Order, OrderEvent, OrderStatus, RejectedAt, Reservati
 use crate::domain::payment::{Payment, PaymentEvent, PaymentStatus};
 use crate::domain::product::{Product, ProductEvent};
 use crate::domain::{Aggregate, Stored};
-use crate::entity::{events, order_view};
+use crate::entity::events;
 use crate::log::codec::decode_row;
 use crate::log::reader::Wanted;
+
+/// The `order_view` table. One row per order, its lines as JSON.
+pub mod order_view {
+    crate::entity::table! {
+        "order_view" {
+            #[sea_orm(primary_key, auto_increment = false)]
+            pub id: Uuid,
+            pub user_id: String,
+            pub status: String,
+            pub lines: Json,
+            pub total_cents: i64,
+            pub shipping_address: String,
+            pub reservation: String,
+            pub payment: String,
+            pub reason: Option<String>,
+            pub placed_at: DateTimeUtc,
+            pub placed_position: i64,
+            pub updated_at: DateTimeUtc,
+            pub version: i64,
+            pub position: i64,
+        }
+    }
+}
 
 pub const NAME: &str = "orders";
 

@@ -11,18 +11,12 @@ use super::catalog::product_facts;
 use super::constraint::{ConstraintExt, Violation};
 use super::idempotency::request_hash;
 use super::{Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, upsert};
-use crate::domain::cart::{Cart, CartCommand, CartEvent, ProductFacts};
+use crate::domain::cart::{Cart, CartCommand, CartEvent, LineChange, ProductFacts};
 use crate::domain::values::{Quantity, UserId};
 use crate::entity::cart_lines;
 use crate::error::{AppError, AppResult};
 
-/// Namespace of cart stream ids: one deterministic stream per user.
-const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d63_6172_7473);
-
-/// The id of a user's cart stream.
-pub fn cart_stream_id(user: &UserId) -> Uuid {
-    Uuid::new_v5(&CART_NAMESPACE, user.as_str().as_bytes())
-}
+pub use crate::domain::cart::cart_stream_id;
 
 impl WriteModel for Cart {
     async fn update_write_tables(
@@ -34,37 +28,28 @@ impl WriteModel for Cart {
     ) -> AppResult<()> {
         use cart_lines::Column;
         for event in events {
-            let written = match event {
-                CartEvent::ItemAdded {
-                    user_id,
-                    product_id,
-                    quantity,
-                    ..
-                }
-                | CartEvent::QuantityChanged {
-                    user_id,
+            let (user_id, change) = event.change();
+            let written = match change {
+                LineChange::Set {
                     product_id,
                     quantity,
                 } => {
                     let line = cart_lines::ActiveModel {
                         user_id: Set(user_id.as_str().to_owned()),
-                        product_id: Set(*product_id),
-                        quantity: Set(i32::try_from(*quantity).unwrap_or(i32::MAX)),
+                        product_id: Set(product_id),
+                        quantity: Set(i32::try_from(quantity).unwrap_or(i32::MAX)),
                         updated_at: Set(now),
                     };
                     let key = [Column::UserId, Column::ProductId];
                     upsert(txn, line, key, [Column::Quantity, Column::UpdatedAt]).await
                 }
-                CartEvent::ItemRemoved {
-                    user_id,
-                    product_id,
-                } => cart_lines::Entity::delete_many()
+                LineChange::Remove { product_id } => cart_lines::Entity::delete_many()
                     .filter(Column::UserId.eq(user_id.as_str()))
-                    .filter(Column::ProductId.eq(*product_id))
+                    .filter(Column::ProductId.eq(product_id))
                     .exec(txn)
                     .await
                     .map(|_| ()),
-                CartEvent::Cleared { user_id } => cart_lines::Entity::delete_many()
+                LineChange::Clear => cart_lines::Entity::delete_many()
                     .filter(Column::UserId.eq(user_id.as_str()))
                     .exec(txn)
                     .await

@@ -219,88 +219,88 @@ mod tests {
     }
 }
 
-/// The golden samples in `tests/fixtures/events/`: one of every event type at every
-/// version ever written. Each must still decode (through the upcasters), so no stored
-/// event can become unreadable; and every type an aggregate declares (`DomainEvent::TYPES`
-/// of each one in `log::aggregates::AGGREGATES`) must have a sample of every version.
+/// The golden samples in `tests/fixtures/events/` (`log::golden`): one file per aggregate,
+/// with a sample of every event type at every version ever written. Each must still decode
+/// (through the upcasters), so no stored event can become unreadable; and every type an
+/// aggregate declares (`DomainEvent::TYPES` of each one in `log::aggregates::AGGREGATES`)
+/// must have a sample of every version.
 #[cfg(test)]
 mod fixtures {
     use std::collections::BTreeSet;
-    use std::path::PathBuf;
 
     use serde_json::Value;
 
     use super::*;
     use crate::domain::product::ProductEvent;
     use crate::log::aggregates::{AGGREGATES, AggregateKind};
+    use crate::log::golden::{Sample, fixtures};
     use crate::log::upcast::current_version;
 
-    fn samples() -> Vec<(String, Value)> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/events");
-        let mut out: Vec<(String, Value)> = std::fs::read_dir(&dir)
-            .expect("tests/fixtures/events exists")
-            .map(|entry| {
-                let path = entry.expect("a directory entry").path();
-                let text = std::fs::read_to_string(&path).expect("a readable fixture");
-                let name = path
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .unwrap_or_default()
-                    .to_owned();
-                (name, serde_json::from_str(&text).expect("a JSON fixture"))
-            })
-            .collect();
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        out
-    }
-
     /// Decodes a sample as its stream's event enum; returns it re-encoded.
-    fn decode_sample(sample: &Value) -> Result<(String, Value), String> {
-        let stream_type = sample["streamType"].as_str().unwrap_or_default();
-        let event_type = sample["type"].as_str().unwrap_or_default();
-        let version = i32::try_from(sample["version"].as_i64().unwrap_or(0)).unwrap_or(0);
+    fn decode_sample(stream_type: &str, sample: &Sample) -> Result<(String, Value), String> {
         let kind = AggregateKind::find(stream_type)
             .ok_or_else(|| format!("unknown stream type {stream_type}"))?;
-        if !kind.event_types.contains(&event_type) {
-            return Err(format!("{stream_type} declares no event type {event_type}"));
+        if !kind.event_types.contains(&sample.event_type.as_str()) {
+            return Err(format!(
+                "{stream_type} declares no event type {}",
+                sample.event_type
+            ));
         }
-        (kind.round_trip)(event_type, version, &sample["data"])
+        (kind.round_trip)(&sample.event_type, sample.version, &sample.data)
     }
 
     #[test]
     fn every_golden_sample_still_decodes_to_the_current_shape() {
-        let samples = samples();
-        assert!(!samples.is_empty());
-        for (name, sample) in &samples {
-            let event_type = sample["type"].as_str().unwrap_or_default();
-            let version = sample["version"].as_i64().unwrap_or(0);
+        let fixtures = fixtures();
+        assert!(!fixtures.is_empty());
+        for fixture in &fixtures {
             assert_eq!(
-                name,
-                &format!("{event_type}.v{version}.json"),
-                "a fixture is named <type>.v<version>.json"
+                fixture.file,
+                format!("{}.json", fixture.stream_type),
+                "a fixture is named <streamType>.json"
             );
-            let (encoded_type, encoded) =
-                decode_sample(sample).unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
-            assert_eq!(encoded_type, event_type);
-            // What the domain writes back is the sample brought to the current version.
-            let upcast = crate::log::upcast::upcast(
-                event_type,
-                i32::try_from(version).unwrap_or(0),
-                &sample["data"],
-            )
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert_eq!(encoded, upcast, "{name} round-trips");
+            assert!(!fixture.events.is_empty(), "{} has samples", fixture.file);
+            for sample in &fixture.events {
+                let name = format!(
+                    "{}: {}.v{}",
+                    fixture.file, sample.event_type, sample.version
+                );
+                let (encoded_type, encoded) = decode_sample(&fixture.stream_type, sample)
+                    .unwrap_or_else(|e| panic!("{name} no longer decodes: {e}"));
+                assert_eq!(encoded_type, sample.event_type);
+                // What the domain writes back is the sample brought to the current version.
+                let upcast =
+                    crate::log::upcast::upcast(&sample.event_type, sample.version, &sample.data)
+                        .unwrap_or_else(|e| panic!("{name}: {e}"));
+                assert_eq!(encoded, upcast, "{name} round-trips");
+            }
         }
     }
 
     #[test]
     fn every_event_type_has_a_sample_of_every_version() {
-        let names: BTreeSet<String> = samples().into_iter().map(|(name, _)| name).collect();
+        let samples: BTreeSet<(String, String, i32)> = fixtures()
+            .into_iter()
+            .flat_map(|f| {
+                let stream_type = f.stream_type;
+                f.events
+                    .into_iter()
+                    .map(move |s| (stream_type.clone(), s.event_type, s.version))
+            })
+            .collect();
         for kind in AGGREGATES {
             for event_type in kind.event_types {
                 for version in 1..=current_version(event_type) {
-                    let name = format!("{event_type}.v{version}.json");
-                    assert!(names.contains(&name), "missing fixture {name}");
+                    let sample = (
+                        kind.stream_type.to_owned(),
+                        (*event_type).to_owned(),
+                        version,
+                    );
+                    assert!(
+                        samples.contains(&sample),
+                        "missing fixture: {event_type} v{version} in tests/fixtures/events/{}.json",
+                        kind.stream_type
+                    );
                 }
             }
         }
@@ -308,12 +308,12 @@ mod fixtures {
 
     #[test]
     fn a_review_written_before_titles_reads_with_an_empty_title() {
-        let sample = samples()
+        let sample = fixtures()
             .into_iter()
-            .find(|(name, _)| name == "ProductReviewed.v1.json")
-            .map(|(_, s)| s)
+            .flat_map(|f| f.events)
+            .find(|s| s.event_type == "ProductReviewed" && s.version == 1)
             .expect("the v1 review sample");
-        let event: ProductEvent = decode("ProductReviewed", 1, &sample["data"]).expect("decodes");
+        let event: ProductEvent = decode("ProductReviewed", 1, &sample.data).expect("decodes");
         match event {
             ProductEvent::Reviewed { title, .. } => assert_eq!(title.as_str(), ""),
             other => panic!("not a review: {other:?}"),
