@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+/// Why PostgreSQL needs `ORDERGRAPH_JWT_SECRET`.
+pub const SHARED_SECRET_REQUIRED: &str = "on PostgreSQL, set ORDERGRAPH_JWT_SECRET: \
+    replicas sharing a database must verify each other's tokens, and a generated \
+    development secret is one replica's own (generate one with `openssl rand -hex 32`, and \
+    give the same to every replica and to `ordergraph token`)";
+
 /// Runtime settings of the service. Built by clap from flags and `env`, or by tests directly.
 #[derive(clap::Args, Clone, Debug)]
 pub struct Settings {
@@ -192,6 +198,28 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
+    /// What this replica does: a comma list of `api`, `projector` (folds views) and `saga`
+    /// (runs order saga partitions). A replica without `projector` and `saga` never claims
+    /// a unit of work. PostgreSQL only; SQLite runs everything in one process.
+    #[arg(long, env = "ORDERGRAPH_ROLES", default_value = "api,projector,saga")]
+    pub roles: crate::cluster::Roles,
+
+    /// This replica's name in the cluster (its lease connection's `application_name` is
+    /// `ordergraph/<id>`). Unset: `<hostname>-<pid>`. Must be unique among the replicas.
+    #[arg(long, env = "ORDERGRAPH_NODE_ID")]
+    pub node_id: Option<crate::cluster::NodeId>,
+
+    /// The lease of a replica's units of work, in milliseconds: a replica that stops
+    /// answering loses them after this long (and stops them itself before).
+    #[arg(long, env = "ORDERGRAPH_LEASE_MS", default_value_t = 3_000)]
+    pub lease_ms: u64,
+
+    /// Partitions of the order saga (by order id), each a unit of work with its own
+    /// checkpoint: orders of different partitions proceed in parallel. PostgreSQL only
+    /// (SQLite runs one).
+    #[arg(long, env = "ORDERGRAPH_SAGA_PARTITIONS", default_value_t = 8)]
+    pub saga_partitions: u16,
+
     /// Test hook: stop the order saga at a step boundary, as if the process died there.
     #[cfg(feature = "test-hooks")]
     #[arg(skip)]
@@ -236,6 +264,10 @@ impl Default for Settings {
             saga_retry_max_ms: 5_000,
             saga_max_attempts: 10,
             otlp_endpoint: None,
+            roles: crate::cluster::Roles::default(),
+            node_id: None,
+            lease_ms: 3_000,
+            saga_partitions: 8,
             #[cfg(feature = "test-hooks")]
             saga_fault: None,
         }
@@ -268,6 +300,40 @@ impl Settings {
 
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+
+    /// Refuses what cannot work on this database: roles other than everything on SQLite
+    /// (one process does all the work there), and PostgreSQL without a configured JWT
+    /// secret (replicas cannot share a generated development secret: each would mint and
+    /// accept its own tokens).
+    pub fn check_cluster_settings(&self, url: &str) -> anyhow::Result<()> {
+        let postgres = url.starts_with("postgres");
+        if !postgres && !self.roles.is_everything() {
+            anyhow::bail!(
+                "ORDERGRAPH_ROLES={} needs PostgreSQL: on SQLite one process does all the \
+                 work (api,projector,saga). Unset ORDERGRAPH_ROLES, or set DATABASE_URL to a \
+                 PostgreSQL database to run several replicas",
+                self.roles
+            );
+        }
+        if postgres && self.jwt_secret.is_none() {
+            anyhow::bail!(SHARED_SECRET_REQUIRED);
+        }
+        Ok(())
+    }
+
+    /// The lease of a replica's units (at least 300 ms).
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.max(300))
+    }
+
+    /// The saga partitions on this backend: as configured on PostgreSQL (1 to 1024), one
+    /// on SQLite.
+    pub fn saga_partitions_on(&self, backend: sea_orm::DbBackend) -> u16 {
+        match backend {
+            sea_orm::DbBackend::Postgres => self.saga_partitions.clamp(1, 1024),
+            _ => 1,
+        }
     }
 
     /// When the order saga tries an order again after a failure.

@@ -133,6 +133,56 @@ pub async fn check_postgres(url: &str) -> anyhow::Result<()> {
     }
 }
 
+/// The function the `events.position` default calls on PostgreSQL (migration
+/// `m20261126_000010`): it takes the transaction's xid before it draws the position.
+pub const POSITION_DEFAULT: &str = "events_position_after_xid";
+
+/// After the migrations, on PostgreSQL: refuses to go on when the `events.position`
+/// default no longer takes the xid first (ADR 0001's writer rule, which the schema
+/// enforces for every writer since ADR 0013; someone changed it by hand), and warns when
+/// the server would let a session frozen inside a transaction hold every view back for
+/// good (`idle_in_transaction_session_timeout` off).
+pub async fn check_postgres_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let one = |sql: &'static str| sea_orm::Statement::from_string(DbBackend::Postgres, sql);
+    let default: Option<String> = db
+        .query_one_raw(one(
+            "SELECT pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d \
+             JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
+             WHERE d.adrelid = 'events'::regclass AND a.attname = 'position'",
+        ))
+        .await?
+        .map(|row| row.try_get::<String>("", "expr"))
+        .transpose()?;
+    if let Some(why) = writer_rule_refusal(default.as_deref()) {
+        anyhow::bail!(why);
+    }
+    let idle: String = db
+        .query_one_raw(one(
+            "SELECT current_setting('idle_in_transaction_session_timeout') AS v",
+        ))
+        .await?
+        .map(|row| row.try_get::<String>("", "v"))
+        .transpose()?
+        .unwrap_or_default();
+    if idle == "0" {
+        tracing::warn!(
+            "idle_in_transaction_session_timeout is off: a process frozen inside a write transaction holds every view of every replica back until it ends; set it (5s is a good value, README: Running on PostgreSQL)"
+        );
+    }
+    Ok(())
+}
+
+/// Why the service must not run with this `events.position` default, if it must not.
+fn writer_rule_refusal(default: Option<&str>) -> Option<String> {
+    match default {
+        Some(expr) if expr.contains(POSITION_DEFAULT) => None,
+        other => Some(format!(
+            "the default of events.position is {} where it must be {POSITION_DEFAULT}(): without it a writer may draw a position before its transaction id, and the relay could skip its event (docs/adr/0001, docs/adr/0013). Restore it with ALTER TABLE events ALTER COLUMN position SET DEFAULT {POSITION_DEFAULT}()",
+            other.unwrap_or("missing")
+        )),
+    }
+}
+
 /// The URL without its password, for logs.
 pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
@@ -186,6 +236,17 @@ pub async fn in_memory() -> DatabaseConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_position_default_that_does_not_take_the_xid_first_is_refused() {
+        assert_eq!(
+            writer_rule_refusal(Some("events_position_after_xid()")),
+            None
+        );
+        let plain = writer_rule_refusal(Some("nextval('events_position_seq'::regclass)"));
+        assert!(plain.is_some_and(|why| why.contains("SET DEFAULT events_position_after_xid()")));
+        assert!(writer_rule_refusal(None).is_some_and(|why| why.contains("is missing")));
+    }
 
     #[test]
     fn a_server_with_prepared_transactions_or_hidden_writers_is_refused() {

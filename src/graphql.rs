@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod cart;
 pub mod catalog;
+pub mod cluster;
 pub mod error;
 pub mod events;
 #[cfg(test)]
@@ -64,6 +65,7 @@ pub struct QueryRoot(
     orders::OrdersQuery,
     audit::AuditQuery,
     node::NodeQuery,
+    cluster::ClusterQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -106,6 +108,8 @@ pub struct Services {
     pub rebuilds: Arc<crate::read::rebuild::Rebuilds>,
     /// The orders the saga could not advance (admin: list the parked, retry one).
     pub dead_letters: crate::process::dead_letters::DeadLetters,
+    /// This replica in the cluster (the admin `cluster` query).
+    pub cluster: crate::cluster::ClusterInfo,
 }
 
 impl Services {

@@ -1,10 +1,15 @@
 //! ordergraph: a shop's catalog, carts and orders as a GraphQL service built with CQRS and
 //! event sourcing. `Application` wires the parts: a shared `Core` (the database, the
-//! change bus, the checkpoints, the live views and the event feed) and one small
+//! change bus, the checkpoints, the live views, the event feed and, on PostgreSQL, the
+//! doorbell listener that brings every replica the others' changes) and one small
 //! constructor per part built on it (the GraphQL schema, the router, the relay, the saga),
-//! the background tasks supervised together (`supervise`). `main.rs` is only the CLI.
+//! the background tasks supervised together (`supervise`). The projectors and the saga
+//! partitions are units of work run by the `cluster` member: on PostgreSQL each by one
+//! replica at a time, on SQLite all by the one process (ADR 0012). `main.rs` is only the
+//! CLI.
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod domain;
@@ -30,7 +35,7 @@ use tokio::sync::watch;
 use crate::auth::TokenVerifier;
 use crate::config::Settings;
 use crate::read::Projection;
-use crate::read::bus::{Change, ChangeBus, InProcessBus};
+use crate::read::bus::{Change, ChangeBus, DoorbellBus, InProcessBus};
 use crate::read::checkpoints::Checkpoints;
 use crate::read::relay::{Relay, RelayHealth};
 use crate::supervise::{Failure, Supervisor, Tasks};
@@ -69,10 +74,24 @@ struct Core {
     relay_health: Arc<RelayHealth>,
     live: Arc<read::live::LiveViews>,
     feed: Arc<read::feed::EventFeed>,
-    /// The relay's safe horizon, for the event feed and rebuilds.
+    /// On PostgreSQL: the listener that brings this replica every fold's changes,
+    /// checkpoints and horizon, and the other replicas' hints and rebuild notices.
+    doorbells: Option<Arc<read::doorbell::Doorbells>>,
+    /// The highest safe horizon known here, for the event feed and rebuilds: the relay's,
+    /// or on PostgreSQL the doorbells' (which follow the relay's too).
     horizon: watch::Receiver<i64>,
-    /// Its sender, until the relay takes it.
-    horizon_tx: Option<watch::Sender<i64>>,
+    /// Its sender, shared by the projectors and the checkpoint backstop.
+    horizon_tx: Arc<watch::Sender<i64>>,
+    /// This replica's name in the cluster.
+    node: cluster::NodeId,
+    /// What this replica knows of the cluster (its units, its lease).
+    cluster: Arc<cluster::member::ClusterState>,
+    /// The saga's partitions on this backend.
+    saga_partitions: u16,
+    /// SQLite: this process's exclusive hold on the database file.
+    _sqlite_lock: Option<cluster::sqlite_lock::SqliteLock>,
+    /// The relay's own safe horizon (its projectors raise it), which the doorbells follow.
+    relay_horizon: watch::Receiver<i64>,
     /// True once the server drains.
     drain: watch::Receiver<bool>,
     connections: Arc<http::ws::Connections>,
@@ -92,11 +111,21 @@ impl Core {
             })?;
         }
         let url = settings.effective_database_url();
+        settings.check_cluster_settings(&url)?;
+        // SQLite is one process: a second one on the same file is refused before it
+        // touches the database.
+        let sqlite_lock = match cluster::sqlite_lock::database_file(&url) {
+            Some(file) => Some(cluster::sqlite_lock::acquire(&file)?),
+            None => None,
+        };
         let db = db::connect(&url, settings.db_max_connections).await?;
         if db.get_database_backend() == sea_orm::DbBackend::Postgres {
             db::check_postgres(&url).await?;
         }
         db::migrate(&db).await?;
+        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            db::check_postgres_schema(&db).await?;
+        }
         tracing::info!(database = %db::redact(&url), "database ready");
 
         let views = read::views();
@@ -104,19 +133,53 @@ impl Core {
             views.iter().map(|v| v.projection.clone()).collect();
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
         read::checkpoints::ensure(&db, &names).await?;
+        let saga_partitions = settings.saga_partitions_on(db.get_database_backend());
+        process::order_saga::seed_partitions(&db, saga_partitions).await?;
         let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
         let metrics = Arc::new(metrics::Metrics::default());
         let buffer = settings.subscription_buffer.max(1);
-        let (horizon_tx, horizon) = watch::channel(0);
+        let (horizon_tx, relay_horizon) = watch::channel(0);
+        let wakeup = write::Wakeup::default();
+        let live = read::live::LiveViews::new(&views, buffer, metrics.clone());
+        // One process on SQLite: the relay publishes in process. On PostgreSQL every
+        // replica, this one too, takes changes from the doorbells (ADR 0013).
+        let (bus, doorbells): (Arc<dyn ChangeBus>, _) =
+            if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+                let bus = Arc::new(DoorbellBus::new(BUS_CAPACITY));
+                let doorbells = read::doorbell::Doorbells::new(
+                    db.clone(),
+                    url.clone(),
+                    bus.clone(),
+                    live.clone(),
+                    checkpoints.clone(),
+                    wakeup.clone(),
+                )
+                .await?;
+                (bus, Some(doorbells))
+            } else {
+                (Arc::new(InProcessBus::new(BUS_CAPACITY)), None)
+            };
+        let horizon = doorbells
+            .as_ref()
+            .map_or_else(|| relay_horizon.clone(), |d| d.horizon());
         Ok(Self {
             gate: WriteGate::for_backend(db.get_database_backend()),
-            wakeup: write::Wakeup::default(),
-            bus: Arc::new(InProcessBus::new(BUS_CAPACITY)),
+            wakeup,
+            bus,
             statuses: Arc::new(read::status::Statuses::new(&names, checkpoints.clone())),
-            live: read::live::LiveViews::new(&views, buffer, metrics.clone()),
+            live,
             feed: read::feed::EventFeed::new(buffer, metrics.clone()),
+            doorbells,
             horizon,
-            horizon_tx: Some(horizon_tx),
+            horizon_tx: Arc::new(horizon_tx),
+            node: settings
+                .node_id
+                .clone()
+                .unwrap_or_else(cluster::NodeId::generate),
+            cluster: Arc::new(cluster::member::ClusterState::default()),
+            saga_partitions,
+            _sqlite_lock: sqlite_lock,
+            relay_horizon,
             relay_health: Arc::new(RelayHealth::default()),
             connections: Arc::new(http::ws::Connections::default()),
             tasks: Arc::new(Tasks::default()),
@@ -150,12 +213,8 @@ impl Core {
         )
     }
 
-    /// The relay: the one writer of the core's horizon.
-    fn relay(&mut self) -> Relay {
-        let horizon = self
-            .horizon_tx
-            .take()
-            .expect("a core has one relay: Application::build makes it once");
+    /// The relay: the projectors of every view, each run as a unit of work.
+    fn relay(&self) -> Relay {
         Relay {
             db: self.db.clone(),
             gate: self.gate.clone(),
@@ -166,8 +225,88 @@ impl Core {
             poll: self.settings.relay_poll(),
             health: self.relay_health.clone(),
             metrics: self.metrics.clone(),
-            horizon,
+            horizon: self.horizon_tx.clone(),
             statuses: self.statuses.clone(),
+            running: Default::default(),
+        }
+    }
+
+    fn cluster_info(&self) -> cluster::ClusterInfo {
+        let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
+        cluster::ClusterInfo {
+            node: self.node.clone(),
+            roles: self.settings.roles,
+            units: cluster::Unit::all(&names, self.saga_partitions),
+            leased: self.is_postgres(),
+            started: chrono::Utc::now(),
+            state: self.cluster.clone(),
+        }
+    }
+
+    fn is_postgres(&self) -> bool {
+        self.db.get_database_backend() == sea_orm::DbBackend::Postgres
+    }
+
+    /// This replica's member of the cluster, which runs the units it holds: the
+    /// projectors with `relay`, the saga partitions with `saga`.
+    fn member(
+        &self,
+        relay: Arc<Relay>,
+        saga: Arc<process::order_saga::OrderSaga>,
+    ) -> cluster::member::Member {
+        use cluster::Unit;
+        use cluster::member::UnitRun;
+        let units = self.cluster_info().units;
+        let runner = move |unit: Unit, fence: cluster::Fence| -> UnitRun {
+            match unit {
+                Unit::Projector(name) => {
+                    let relay = relay.clone();
+                    Box::pin(async move {
+                        relay.run_projector(name, fence).await;
+                        Ok(())
+                    })
+                }
+                Unit::Saga(partition) => {
+                    let saga = saga.clone();
+                    Box::pin(async move {
+                        match saga.run_partition(partition, fence).await {
+                            Ok(()) => Ok(()),
+                            // An injected fault plays a crashed process: the service stops.
+                            Err(e @ process::order_saga::SagaError::Injected(_)) => {
+                                Err(Failure::Stop(e.into()))
+                            }
+                            Err(e) => Err(Failure::restart(e)),
+                        }
+                    })
+                }
+            }
+        };
+        let health = self.relay_health.clone();
+        cluster::member::Member {
+            url: self.url.clone(),
+            node: self.node.clone(),
+            roles: self.settings.roles,
+            lease: self.settings.lease(),
+            units,
+            runner: Arc::new(runner),
+            state: self.cluster.clone(),
+            metrics: self.metrics.clone(),
+            coverage: Arc::new(move |unheld: &[String]| health.set_unheld(unheld)),
+            preconnected: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Keeps this replica's checkpoints fresh from the table (PostgreSQL, where another
+    /// replica may hold a projector).
+    fn backstop(&self) -> cluster::backstop::CheckpointBackstop {
+        cluster::backstop::CheckpointBackstop {
+            db: self.db.clone(),
+            checkpoints: self.checkpoints.clone(),
+            statuses: self.statuses.clone(),
+            horizon: self.horizon_tx.clone(),
+            health: self.relay_health.clone(),
+            metrics: self.metrics.clone(),
+            cluster: self.cluster.clone(),
         }
     }
 
@@ -215,6 +354,7 @@ impl Core {
                 projections: self.statuses.clone(),
                 rebuilds: Arc::new(rebuilds),
                 dead_letters: self.dead_letters(),
+                cluster: self.cluster_info(),
             },
             self.persisted.clone(),
             self.document_limits.clone(),
@@ -251,8 +391,10 @@ impl Core {
 
 /// The background tasks, ready to be started under one supervisor.
 struct Background {
-    relay: Arc<Relay>,
-    saga: Arc<process::order_saga::OrderSaga>,
+    /// Runs the units of work this replica holds (projectors, saga partitions).
+    member: Arc<cluster::member::Member>,
+    /// PostgreSQL: keeps the checkpoints fresh when another replica folds.
+    backstop: Option<Arc<cluster::backstop::CheckpointBackstop>>,
     /// The live views' first receiver of the bus, subscribed before the relay runs so that
     /// the hub misses no change.
     live_changes: tokio::sync::broadcast::Receiver<Change>,
@@ -274,7 +416,7 @@ impl Application {
     /// Connects, migrates, and binds; nothing is served until `run_until_stopped`.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let (drain, drain_rx) = watch::channel(false);
-        let mut core = Core::open(settings, drain_rx).await?;
+        let core = Core::open(settings, drain_rx).await?;
         let s = &core.settings;
         let (secret, development) = auth::resolve_secret(s.jwt_secret.as_ref(), &s.data_dir)?;
         if development {
@@ -288,10 +430,25 @@ impl Application {
                 .map(std::time::Duration::from_secs),
         );
         let background = Background {
-            relay: Arc::new(core.relay()),
-            saga: Arc::new(core.saga()),
+            member: Arc::new(core.member(Arc::new(core.relay()), Arc::new(core.saga()))),
+            backstop: core.is_postgres().then(|| Arc::new(core.backstop())),
             live_changes: core.bus.subscribe(),
         };
+        tracing::info!(
+            node = %core.node,
+            roles = %core.settings.roles,
+            saga_partitions = core.saga_partitions,
+            "cluster member"
+        );
+        if core.is_postgres() {
+            // The first claims then wait for no connection when the service starts.
+            if let Err(e) = background.member.preconnect().await {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "no lease connection yet; retrying when serving"
+                );
+            }
+        }
         let router = core.router(verifier);
 
         let bind = core.settings.bind;
@@ -334,28 +491,23 @@ impl Application {
     /// supervisor (ADR 0006).
     fn supervise(core: &Core, background: Background, stop: watch::Receiver<bool>) -> Supervisor {
         let mut supervisor = Supervisor::new(core.tasks.clone(), stop);
-        let relay = background.relay;
-        supervisor.spawn("relay", move |up, stopped| {
-            let relay = relay.clone();
+        let member = background.member;
+        let leased = core.is_postgres();
+        supervisor.spawn("cluster", move |up, stopped| {
+            let member = member.clone();
             async move {
-                relay.run(up, stopped.wait()).await;
-                Ok(())
-            }
-        });
-        let saga = background.saga;
-        supervisor.spawn("order-saga", move |up, stopped| {
-            let saga = saga.clone();
-            async move {
-                match saga.run(up, stopped.receiver()).await {
-                    Ok(()) => Ok(()),
-                    // An injected fault plays a crashed process: the service stops.
-                    Err(e @ process::order_saga::SagaError::Injected(_)) => {
-                        Err(Failure::Stop(e.into()))
-                    }
-                    Err(e) => Err(Failure::restart(e)),
+                if leased {
+                    member.run(up, stopped.receiver()).await
+                } else {
+                    member.run_local(up, stopped.receiver()).await
                 }
             }
         });
+        if let Some(backstop) = background.backstop {
+            supervisor.spawn("checkpoint-backstop", move |up, stopped| {
+                backstop.clone().run(up, stopped.receiver())
+            });
+        }
         let (live, bus, db) = (core.live.clone(), core.bus.clone(), core.db.clone());
         let mut first = Some(background.live_changes);
         supervisor.spawn("live-views", move |up, stopped| {
@@ -374,6 +526,13 @@ impl Application {
                 .run(db.clone(), horizon.clone(), up, stopped.wait());
             async move { run.await.map_err(Failure::restart) }
         });
+        if let Some(doorbells) = core.doorbells.clone() {
+            let local = core.relay_horizon.clone();
+            supervisor.spawn("doorbells", move |up, stopped| {
+                let run = doorbells.clone().run(local.clone(), up, stopped.wait());
+                async move { run.await.map_err(Failure::Restart) }
+            });
+        }
         supervisor
     }
 

@@ -225,9 +225,18 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
         .map(|p| p.name())
         .collect();
     let report = ordergraph::read::status::Statuses::offline(&conn, &names).await?;
+    // Who runs each unit (PostgreSQL: one replica each; SQLite: the serving process).
+    let cluster = match conn.get_database_backend() {
+        sea_orm::DbBackend::Postgres => Some(ordergraph::cluster::observe::snapshot(&conn).await?),
+        _ => None,
+    };
+    let holder = |unit: &ordergraph::cluster::Unit| match &cluster {
+        Some(snapshot) => snapshot.holder(unit).unwrap_or("(nobody)").to_owned(),
+        None => "-".to_owned(),
+    };
     println!(
-        "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} updated / error",
-        "projection", "checkpoint", "head", "lag", "lag ms", "status"
+        "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {:<24} updated / error",
+        "projection", "checkpoint", "head", "lag", "lag ms", "status", "holder"
     );
     let mut healthy = true;
     for r in report {
@@ -243,8 +252,36 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
             ),
         };
         println!(
-            "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {}",
-            r.name, r.position, r.head, r.lag, r.lag_millis, status, detail
+            "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {:<24} {}",
+            r.name,
+            r.position,
+            r.head,
+            r.lag,
+            r.lag_millis,
+            status,
+            holder(&ordergraph::cluster::Unit::Projector(r.name)),
+            detail
+        );
+    }
+    // The order saga's partitions: their checkpoints and holders.
+    let partitions = settings.saga_partitions_on(conn.get_database_backend());
+    let stored = ordergraph::read::checkpoints::all(&conn).await?;
+    for partition in ordergraph::cluster::Partition::all(partitions) {
+        let name = ordergraph::process::order_saga::checkpoint_name(partition);
+        let position = stored
+            .iter()
+            .find(|row| row.name == name)
+            .map_or(0, |row| row.position);
+        println!(
+            "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {:<24} {}",
+            format!("saga:{}", partition.index),
+            position,
+            "",
+            "",
+            "",
+            "",
+            holder(&ordergraph::cluster::Unit::Saga(partition)),
+            name
         );
     }
     Ok(healthy)
@@ -263,6 +300,14 @@ async fn main() -> anyhow::Result<()> {
             role,
             ttl_hours,
         } => {
+            let on_postgres = cli
+                .settings
+                .database_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("postgres"));
+            if on_postgres && cli.settings.jwt_secret.is_none() {
+                anyhow::bail!(ordergraph::config::SHARED_SECRET_REQUIRED);
+            }
             let (secret, _) =
                 auth::resolve_secret(cli.settings.jwt_secret.as_ref(), &cli.settings.data_dir)?;
             let token = auth::mint_token(

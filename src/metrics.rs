@@ -39,6 +39,12 @@ pub struct ProjectionLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabel {
+    /// The replica's node id (ORDERGRAPH_NODE_ID).
+    pub node: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     /// The route's path pattern (`/graphql`), or `unmatched`.
     pub route: String,
@@ -82,6 +88,9 @@ pub struct Metrics {
     projection_failed: Family<ProjectionLabel, Gauge>,
     saga_parked: Gauge,
     saga_retrying: Gauge,
+    cluster_units_held: Family<NodeLabel, Gauge>,
+    cluster_lease_age: Gauge<f64, std::sync::atomic::AtomicU64>,
+    cluster_fenced: Gauge,
     ws_connections: Gauge,
     http_seconds: Family<HttpLabels, Histogram>,
     operation_seconds: Family<GraphqlOperationLabels, Histogram>,
@@ -178,6 +187,24 @@ impl Default for Metrics {
             "Orders the saga set aside until an admin retries them (retryOrder)",
             saga_parked.clone(),
         );
+        let cluster_units_held = Family::<NodeLabel, Gauge>::default();
+        registry.register(
+            "cluster_units_held",
+            "Units of work (projectors, saga partitions) this replica holds, by node id",
+            cluster_units_held.clone(),
+        );
+        let cluster_lease_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "cluster_lease_age_seconds",
+            "Time since this replica's last successful lease heartbeat was sent (PostgreSQL)",
+            cluster_lease_age.clone(),
+        );
+        let cluster_fenced = Gauge::default();
+        registry.register(
+            "cluster_fenced",
+            "1 while this replica has stopped its units because its lease may be gone",
+            cluster_fenced.clone(),
+        );
         let saga_retrying = Gauge::default();
         registry.register(
             "saga_orders_retrying",
@@ -264,6 +291,9 @@ impl Default for Metrics {
             registry,
             saga_parked,
             saga_retrying,
+            cluster_units_held,
+            cluster_lease_age,
+            cluster_fenced,
             subscriptions,
             events_applied,
             projection_lag,
@@ -337,6 +367,18 @@ impl Metrics {
     pub fn saga_dead_letters(&self, retrying: i64, parked: i64) {
         self.saga_retrying.set(retrying);
         self.saga_parked.set(parked);
+    }
+
+    /// This replica in the cluster: the units it holds, the age of its lease heartbeat
+    /// (`None`: no lease connection), and whether it has fenced itself.
+    pub fn cluster(&self, node: &str, held: i64, lease_age_secs: Option<f64>, fenced: bool) {
+        self.cluster_units_held
+            .get_or_create(&NodeLabel {
+                node: node.to_owned(),
+            })
+            .set(held);
+        self.cluster_lease_age.set(lease_age_secs.unwrap_or(0.0));
+        self.cluster_fenced.set(i64::from(fenced));
     }
 
     fn feed(feed: &str) -> SubscriptionLabel {

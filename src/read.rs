@@ -2,13 +2,15 @@
 //! projection, its live loader and its queries), registered once in [`views`]; the
 //! checkpoints that say how far each view is, the change bus that announces each
 //! committed change, the live views hub that fans changes out to subscriptions, and the
-//! raw event feed.
+//! raw event feed; on PostgreSQL the doorbell listener that brings every replica the
+//! changes, checkpoints and horizon of folds made anywhere.
 
 pub mod bus;
 pub mod cart;
 pub mod catalog;
 pub mod checkpoints;
 pub mod dashboard;
+pub mod doorbell;
 pub mod feed;
 pub mod live;
 pub mod orders;

@@ -174,22 +174,51 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 
 /// Tells the relay and the process managers that new events were committed, so they
 /// look at once instead of at their next poll. Every subscriber sees every signal.
+///
+/// A commit of this process also counts in `commits`, which the doorbell listener
+/// (`read::doorbell`) turns into a coalesced hint to the other replicas on PostgreSQL:
+/// their projectors and sagas wake within milliseconds of a write made here, not at
+/// their next poll. A hint that arrives wakes this process only (`wake_local`): hints are
+/// never passed on.
 #[derive(Clone)]
-pub struct Wakeup(Arc<watch::Sender<u64>>);
+pub struct Wakeup(Arc<WakeupChannels>);
+
+struct WakeupChannels {
+    local: watch::Sender<u64>,
+    commits: watch::Sender<u64>,
+}
 
 impl Default for Wakeup {
     fn default() -> Self {
-        Self(Arc::new(watch::Sender::new(0)))
+        Self(Arc::new(WakeupChannels {
+            local: watch::Sender::new(0),
+            commits: watch::Sender::new(0),
+        }))
     }
 }
 
 impl Wakeup {
+    /// Events were committed by this process: wakes its relay and saga, and counts a
+    /// commit for the other replicas' hint. Call it after the commit, never inside the
+    /// transaction.
     pub fn notify(&self) {
-        self.0.send_modify(|n| *n = n.wrapping_add(1));
+        self.0.local.send_modify(|n| *n = n.wrapping_add(1));
+        self.0.commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Another replica committed events (its hint arrived): wakes this process's relay
+    /// and saga only.
+    pub fn wake_local(&self) {
+        self.0.local.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.0.subscribe()
+        self.0.local.subscribe()
+    }
+
+    /// The commits of this process, counted: what the hint to other replicas follows.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.0.commits.subscribe()
     }
 }
 
@@ -746,5 +775,28 @@ impl Writer {
         }
         uow.txn.commit().await?;
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod wakeup_tests {
+    use super::Wakeup;
+
+    /// A commit here wakes this process and counts for the other replicas' hint; a hint
+    /// from another replica wakes this process only, so hints never echo between replicas.
+    #[test]
+    fn a_local_commit_is_hinted_onwards_and_a_hint_received_is_not() {
+        let wakeup = Wakeup::default();
+        let (mut local, mut commits) = (wakeup.subscribe(), wakeup.commits());
+
+        wakeup.notify();
+        assert!(local.has_changed().expect("open"));
+        assert!(commits.has_changed().expect("open"));
+        local.borrow_and_update();
+        commits.borrow_and_update();
+
+        wakeup.wake_local();
+        assert!(local.has_changed().expect("open"));
+        assert!(!commits.has_changed().expect("open"));
     }
 }

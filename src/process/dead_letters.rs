@@ -4,7 +4,8 @@
 //!
 //! The saga writes them (first failure, another failure, success); the admin API lists
 //! the parked ones and makes one due again. Writes queue on the write gate like every
-//! other writer (one at a time on SQLite). Policy and reasons: ADR 0003.
+//! other writer (one at a time on SQLite). Policy and reasons: ADR 0003. Each saga
+//! partition (ADR 0012) retries only its own orders' dead letters.
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
@@ -14,6 +15,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
+use crate::cluster::Partition;
 use crate::domain::Stored;
 use crate::entity::saga_dead_letters::{self, Column, Entity, Model};
 use crate::read::checkpoints;
@@ -177,9 +179,14 @@ impl DeadLetters {
         Ok(())
     }
 
-    /// Retries due at `now`, the longest overdue first.
-    pub async fn due(&self, now: DateTime<Utc>, limit: u64) -> Result<Vec<Model>, DbErr> {
-        Entity::find()
+    /// Retries of `partition`'s orders due at `now`, the longest overdue first.
+    pub async fn due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+        partition: Partition,
+    ) -> Result<Vec<Model>, DbErr> {
+        in_partition(Entity::find(), partition)
             .filter(Column::Status.eq(Status::Retrying.as_str()))
             .filter(Column::NextAttemptAt.lte(now))
             .order_by_asc(Column::NextAttemptAt)
@@ -188,8 +195,9 @@ impl DeadLetters {
             .await
     }
 
-    /// How many orders are retrying and parked, and the earliest retry to come.
-    pub async fn summary(&self) -> Result<Summary, DbErr> {
+    /// How many orders are retrying and parked (in every partition), and the earliest
+    /// retry to come of `partition`'s orders.
+    pub async fn summary(&self, partition: Partition) -> Result<Summary, DbErr> {
         let count = |status: Status| {
             Entity::find()
                 .filter(Column::Status.eq(status.as_str()))
@@ -204,7 +212,7 @@ impl DeadLetters {
                 next_due: None,
             });
         }
-        let next_due = Entity::find()
+        let next_due = in_partition(Entity::find(), partition)
             .filter(Column::Status.eq(Status::Retrying.as_str()))
             .order_by_asc(Column::NextAttemptAt)
             .one(&self.db)
@@ -268,4 +276,18 @@ impl DeadLetters {
         }
         Ok(updated)
     }
+}
+
+/// Only the dead letters of `partition`'s orders: the same partition key as
+/// [`Partition::index_of`], computed by PostgreSQL. One partition (SQLite) takes all.
+fn in_partition(query: sea_orm::Select<Entity>, partition: Partition) -> sea_orm::Select<Entity> {
+    if partition.count <= 1 {
+        return query;
+    }
+    query.filter(Expr::cust(format!(
+        "{} % {} = {}",
+        Partition::SQL_KEY,
+        partition.count,
+        partition.index
+    )))
 }

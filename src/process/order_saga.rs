@@ -23,6 +23,14 @@
 //! aggregates record nothing twice, and the gateway answers a repeated idempotency key
 //! with its first result), so a replay or a retry neither reserves nor charges twice.
 //! Commands keep the checkout's correlation id and cite the event that caused them.
+//!
+//! Partitions (ADR 0012): the orders are split by id into `ORDERGRAPH_SAGA_PARTITIONS`
+//! partitions (an order event's order is its stream; a payment event's, the order id in
+//! its data), each a unit of work one replica runs at a time, with its own checkpoint
+//! and its own share of the dead letters. Orders of different partitions proceed in
+//! parallel; the steps of one order stay in sequence in its partition. A partition checks
+//! its fence token before every step and every checkpoint commit, and the checkpoint row,
+//! locked, is the data fence behind it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,6 +43,7 @@ use uuid::Uuid;
 
 use super::dead_letters::{DeadLetters, Failure, Next};
 use super::gateway::{ChargeOutcome, GatewayError, PaymentGateway};
+use crate::cluster::{Fence, Fenced, Partition};
 use crate::domain::order::{Order, OrderCommand, OrderStatus, Reservation};
 use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatus};
 use crate::domain::{Aggregate, DomainEvent};
@@ -43,14 +52,49 @@ use crate::error::AppError;
 use crate::log::horizon::safe_horizon;
 use crate::log::reader::Span;
 use crate::metrics::Metrics;
-use crate::read::checkpoints;
-use crate::supervise::TaskHealth;
+use crate::read::checkpoints::{self, Hold};
 use crate::write::event_store::{self, EventMetadata, FoldError};
 use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
-use crate::write::{CommandContext, WriteGate, Writer};
+use crate::write::{CommandContext, WriteGate, Writer, begin_write};
 
-/// Persisted name of the saga's checkpoint.
+/// Persisted name of the saga's checkpoint before it was partitioned; each partition's
+/// checkpoint is named after it ([`checkpoint_name`]) and seeded from it.
 pub const NAME: &str = "order-saga";
+
+/// The persisted name of a partition's checkpoint: `order-saga:<index>/<count>`. The count
+/// is part of it because a partition's orders depend on it: with another count, every
+/// partition starts afresh, from where all of the old ones had got ([`seed_partitions`]).
+pub fn checkpoint_name(partition: Partition) -> String {
+    format!("{NAME}:{}/{}", partition.index, partition.count)
+}
+
+/// Makes sure every partition of `count` has its checkpoint row, seeded from where the
+/// saga had got: the lowest checkpoint of the partitions of another count (every event up
+/// to it was handled by one of them), else today's single checkpoint, else 0. Idempotent,
+/// and safe when several replicas start together (an existing row is never changed).
+/// Every step is idempotent, so events a partition sees again change nothing.
+pub async fn seed_partitions(db: &DatabaseConnection, count: u16) -> Result<(), DbErr> {
+    let names: Vec<String> = Partition::all(count)
+        .into_iter()
+        .map(checkpoint_name)
+        .collect();
+    let rows = checkpoints::all(db).await?;
+    if names.iter().all(|n| rows.iter().any(|r| &r.name == n)) {
+        return Ok(());
+    }
+    let prefix = format!("{NAME}:");
+    let seed = rows
+        .iter()
+        .filter(|r| r.name.starts_with(&prefix) && !names.contains(&r.name))
+        .map(|r| r.position)
+        .min()
+        .or_else(|| rows.iter().find(|r| r.name == NAME).map(|r| r.position))
+        .unwrap_or(0);
+    for name in &names {
+        checkpoints::ensure_at(db, name, seed).await?;
+    }
+    Ok(())
+}
 
 /// Events (and due retries) read per batch.
 const BATCH: u64 = 256;
@@ -134,6 +178,12 @@ pub enum SagaError {
     Injected(Boundary),
     #[error("shutting down")]
     Stopping,
+    /// The partition is no longer this replica's to run (ADR 0012).
+    #[error("the saga partition was fenced: {0}")]
+    Fenced(#[from] Fenced),
+    /// Another holder of the partition has moved its checkpoint past this event.
+    #[error("another replica has handled this partition past position {0}")]
+    Overtaken(i64),
     /// The payment provider asked to be tried again later.
     #[error("payment provider temporarily unavailable: {0}")]
     Transient(String),
@@ -198,7 +248,10 @@ impl SagaError {
     /// when [`Self::involves_the_database`].
     pub fn verdict(&self, database_reachable: bool) -> Verdict {
         match self {
-            SagaError::Injected(_) | SagaError::Stopping => Verdict::Global,
+            SagaError::Injected(_)
+            | SagaError::Stopping
+            | SagaError::Fenced(_)
+            | SagaError::Overtaken(_) => Verdict::Global,
             SagaError::Transient(_) => Verdict::Transient,
             SagaError::Undecodable { .. } | SagaError::Unsettled(_) => Verdict::Permanent,
             SagaError::Db(_) | SagaError::App(AppError::Internal(_)) if !database_reachable => {
@@ -274,6 +327,13 @@ impl RetryPolicy {
     }
 }
 
+/// One partition's run: which orders, its checkpoint row, its fence token.
+struct Part {
+    partition: Partition,
+    checkpoint: String,
+    fence: Fence,
+}
+
 pub struct OrderSaga {
     pub db: DatabaseConnection,
     /// Its checkpoint writes queue with every other writer (one at a time on SQLite).
@@ -290,24 +350,30 @@ pub struct OrderSaga {
 }
 
 impl OrderSaga {
-    /// Runs until `shutdown` resolves. Returns an error only for an injected fault (the
-    /// service then stops, as a crashed process would); other failures are retried. Each
-    /// completed tick tells the supervisor the saga is up.
-    pub async fn run(
+    /// Runs one partition until its fence is released (the unit is lost, given up, or
+    /// the service stops). Returns an error only for an injected fault (the service then
+    /// stops, as a crashed process would); other failures are retried, and a fenced
+    /// partition simply ends.
+    pub async fn run_partition(
         self: Arc<Self>,
-        up: TaskHealth,
-        mut shutdown: watch::Receiver<bool>,
+        partition: Partition,
+        fence: Fence,
     ) -> Result<(), SagaError> {
+        let part = Part {
+            partition,
+            checkpoint: checkpoint_name(partition),
+            fence,
+        };
+        let mut shutdown = part.fence.stop_signal();
         let mut wakeup = self.wakeup.clone();
-        let mut checkpoint = checkpoints::load_one(&self.db, NAME).await?;
+        let mut checkpoint = checkpoints::load_one(&self.db, &part.checkpoint).await?;
         let mut backoff = Duration::from_millis(50);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.tick(&mut checkpoint, &shutdown).await {
+            match self.tick(&part, &mut checkpoint, &shutdown).await {
                 Ok(next_due) => {
-                    up.ready();
                     backoff = Duration::from_millis(50);
                     // Wake for new events, for the earliest retry, or to poll.
                     let retry = async {
@@ -327,9 +393,14 @@ impl OrderSaga {
                     }
                 }
                 Err(SagaError::Stopping) => return Ok(()),
+                Err(e @ (SagaError::Fenced(_) | SagaError::Overtaken(_))) => {
+                    tracing::warn!(partition = partition.index, error = %e, "saga partition stopped");
+                    return Ok(());
+                }
                 Err(e @ SagaError::Injected(_)) => return Err(e),
                 Err(e) => {
                     tracing::error!(
+                        partition = partition.index,
                         error = format!("{e:#}"),
                         "order saga cannot go on; retrying"
                     );
@@ -347,12 +418,13 @@ impl OrderSaga {
     /// retry is due.
     async fn tick(
         &self,
+        part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
-        self.follow_log(checkpoint, shutdown).await?;
-        self.retry_due(shutdown).await?;
-        let summary = self.dead_letters.summary().await?;
+        self.follow_log(part, checkpoint, shutdown).await?;
+        self.retry_due(part, shutdown).await?;
+        let summary = self.dead_letters.summary(part.partition).await?;
         self.metrics
             .saga_dead_letters(summary.retrying, summary.parked);
         Ok(summary.next_due)
@@ -360,6 +432,7 @@ impl OrderSaga {
 
     async fn follow_log(
         &self,
+        part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<(), SagaError> {
@@ -374,7 +447,7 @@ impl OrderSaga {
                 if *shutdown.borrow() {
                     return Err(SagaError::Stopping);
                 }
-                self.handle(event).await?;
+                self.handle(part, event).await?;
                 *checkpoint = event.position;
             }
             // Past the last order or payment event nothing needs the saga: advance in
@@ -382,7 +455,7 @@ impl OrderSaga {
             *checkpoint = (*checkpoint).max(upto);
             // A long backlog does not hold up the retries that fall due meanwhile.
             if *checkpoint < horizon {
-                self.retry_due(shutdown).await?;
+                self.retry_due(part, shutdown).await?;
             }
         }
         Ok(())
@@ -390,23 +463,28 @@ impl OrderSaga {
 
     /// Handles one event and moves the checkpoint past it; an error only when the whole
     /// saga must stop or back off.
-    async fn handle(&self, event: &events::Model) -> Result<(), SagaError> {
+    async fn handle(&self, part: &Part, event: &events::Model) -> Result<(), SagaError> {
         let (order_id, unreadable) = self.order_of(event).await?;
+        if !part.partition.owns(order_id) {
+            // Another partition's order: its checkpoint moves past it in memory only,
+            // like a view's past an event it does not want.
+            return Ok(());
+        }
         if self.dead_letters.find(order_id).await?.is_some() {
             // Retrying or parked: its next attempt takes the whole state, this event's
             // change included.
             tracing::debug!(%order_id, position = event.position, "event of an order with a dead letter");
-            return self.advance(event.position).await;
+            return self.advance(part, event.position).await;
         }
         let result = match unreadable {
             Some(e) => Err(e),
             None => {
                 let cause = metadata_of(event);
-                self.reconcile(order_id, &cause, event.position).await
+                self.reconcile(part, order_id, &cause, event.position).await
             }
         };
         let error = match result {
-            Ok(()) => return self.advance(event.position).await,
+            Ok(()) => return self.advance(part, event.position).await,
             Err(e) => e,
         };
         let verdict = self.verdict(&error).await;
@@ -416,9 +494,10 @@ impl OrderSaga {
         let now = Utc::now();
         let next = self.retry.next(verdict, 1, now, rand::random());
         let text = describe(&error);
+        part.fence.check()?;
         self.dead_letters
             .record_first(
-                NAME,
+                &part.checkpoint,
                 event.position,
                 Failure {
                     order_id,
@@ -432,15 +511,38 @@ impl OrderSaga {
         Ok(())
     }
 
-    async fn advance(&self, position: i64) -> Result<(), SagaError> {
+    /// Moves the partition's stored checkpoint past the event at `position`, under both
+    /// fences: the token (checked again just before the commit) and the row, locked, which
+    /// must not be at or past `position` already (another holder handled it: stop).
+    async fn advance(&self, part: &Part, position: i64) -> Result<(), SagaError> {
+        part.fence.check()?;
         let _gate = self.gate.enter_views().await;
-        checkpoints::store(&self.db, NAME, position).await?;
+        let txn = begin_write(&self.db).await?;
+        let stored = checkpoints::lock(&txn, &part.checkpoint, Hold::Update).await?;
+        if stored >= position {
+            txn.rollback().await?;
+            return Err(SagaError::Overtaken(stored));
+        }
+        checkpoints::store(&txn, &part.checkpoint, position).await?;
+        if let Err(why) = part.fence.check() {
+            txn.rollback().await?;
+            return Err(why.into());
+        }
+        txn.commit().await?;
         Ok(())
     }
 
     /// Tries again every order whose retry is due.
-    async fn retry_due(&self, shutdown: &watch::Receiver<bool>) -> Result<(), SagaError> {
-        for letter in self.dead_letters.due(Utc::now(), BATCH).await? {
+    async fn retry_due(
+        &self,
+        part: &Part,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<(), SagaError> {
+        for letter in self
+            .dead_letters
+            .due(Utc::now(), BATCH, part.partition)
+            .await?
+        {
             if *shutdown.borrow() {
                 return Err(SagaError::Stopping);
             }
@@ -450,10 +552,11 @@ impl OrderSaga {
                 .map(|event| metadata_of(&event))
                 .unwrap_or_default();
             let error = match self
-                .reconcile(letter.order_id, &cause, letter.position)
+                .reconcile(part, letter.order_id, &cause, letter.position)
                 .await
             {
                 Ok(()) => {
+                    part.fence.check()?;
                     self.dead_letters.resolve(letter.order_id).await?;
                     tracing::info!(
                         order_id = %letter.order_id,
@@ -472,6 +575,7 @@ impl OrderSaga {
             let now = Utc::now();
             let next = self.retry.next(verdict, attempts, now, rand::random());
             let text = describe(&error);
+            part.fence.check()?;
             self.dead_letters
                 .record_again(
                     attempts,
@@ -528,6 +632,7 @@ impl OrderSaga {
     /// the state forward, so a loop would be a bug).
     async fn reconcile(
         &self,
+        part: &Part,
         order_id: Uuid,
         cause: &EventMetadata,
         position: i64,
@@ -548,6 +653,9 @@ impl OrderSaga {
                 causation_id: format!("event:{position}"),
             };
             tracing::debug!(%order_id, ?step, "order saga step");
+            // Before every step (a reservation, a charge, a confirmation…): the partition
+            // may have moved to another replica meanwhile.
+            part.fence.check()?;
             self.take(step, order_id, &order, &payment, &ctx).await?;
         }
         Err(SagaError::Unsettled(order_id))

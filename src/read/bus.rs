@@ -1,7 +1,14 @@
-//! The change bus: after each committed projection batch the relay publishes which keys of
-//! which view changed, at which position. Subscriptions listen here. Behind a small trait
-//! so a shared feed (PostgreSQL LISTEN/NOTIFY, NATS) can replace the in-process one when
-//! the service scales out.
+//! The change bus: which keys of which view changed, at which position. Subscriptions
+//! listen here (through the live views hub). Behind a small trait, with two
+//! implementations:
+//!
+//! - [`InProcessBus`] (SQLite, one process): the relay publishes each committed batch's
+//!   changes straight to the hub.
+//! - [`DoorbellBus`] (PostgreSQL, any number of replicas): the relay's fold rings a
+//!   doorbell inside its transaction, and on every replica, the folding one included, the
+//!   doorbell listener (`read::doorbell`) reads the changed rows of the view once and
+//!   delivers them here. One path for every replica: a change reaches each subscriber
+//!   once, in the order of the log, whoever folded it (ADR 0013).
 
 use tokio::sync::broadcast;
 
@@ -42,5 +49,41 @@ impl ChangeBus for InProcessBus {
 
     fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.tx.subscribe()
+    }
+}
+
+/// The bus of a replica on PostgreSQL: fed by the doorbell listener (`read::doorbell`),
+/// which delivers the changes of every fold, this replica's and the others', read from
+/// the views in position order.
+///
+/// What the relay publishes here is not forwarded: its fold already rang the doorbell
+/// inside its transaction, and the listener reads those rows like any other replica's.
+/// Forwarding them as well would send this replica's subscribers each change twice, and
+/// could send a change of this replica's fold before an older one of another replica's
+/// that the listener has not read yet (a subscription skips positions at or below its
+/// cursor, so that older change would be lost to it).
+pub struct DoorbellBus {
+    local: InProcessBus,
+}
+
+impl DoorbellBus {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            local: InProcessBus::new(capacity),
+        }
+    }
+
+    /// The listener's delivery: changes read from a view after a doorbell.
+    pub fn deliver(&self, changes: Vec<Change>) {
+        self.local.publish(changes);
+    }
+}
+
+impl ChangeBus for DoorbellBus {
+    /// The relay's announcement, already rung as a doorbell: see the type's documentation.
+    fn publish(&self, _changes: Vec<Change>) {}
+
+    fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.local.subscribe()
     }
 }

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
@@ -142,6 +142,32 @@ impl LiveView for CartProjection {
     ) -> Result<Option<(i64, Self::State)>, DbErr> {
         let cart = find(db, key).await?;
         Ok(Some((cart.position, cart)))
+    }
+
+    /// By the header: it stays when the cart is emptied (at the emptying event's
+    /// position), so a cleared cart is read like any other change.
+    async fn moved(
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, DbErr> {
+        use cart_view::Column;
+        let rows: Vec<(String, i64)> = cart_view::Entity::find()
+            .select_only()
+            .column(Column::UserId)
+            .column(Column::Position)
+            .filter(Column::Position.gt(after))
+            .filter(Column::Position.lte(upto))
+            .order_by_asc(Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(user, position)| (position, user))
+            .collect())
     }
 }
 

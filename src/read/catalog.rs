@@ -142,6 +142,30 @@ impl LiveView for CatalogProjection {
     ) -> Result<Option<(i64, Self::State)>, DbErr> {
         view::by_id(key, |id| find(db, id), |row| row.position).await
     }
+
+    async fn moved(
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, DbErr> {
+        use catalog_view::Column;
+        let rows: Vec<(Uuid, i64)> = catalog_view::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::Position)
+            .filter(Column::Position.gt(after))
+            .filter(Column::Position.lte(upto))
+            .order_by_asc(Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, position)| (position, id.to_string()))
+            .collect())
+    }
 }
 
 /// Filters of a catalog page.

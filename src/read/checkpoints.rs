@@ -1,5 +1,8 @@
 //! How far each projection has folded the log, in memory for waiters (read-your-writes
-//! waits on these, never on a sleep) and in `projection_checkpoints` for restarts.
+//! waits on these, never on a sleep) and in `projection_checkpoints` for restarts. In
+//! memory they move with this process's folds and, on PostgreSQL, with the doorbells of
+//! every replica's folds (`read::doorbell`): always to a position whose fold has
+//! committed, never back.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -48,6 +51,11 @@ impl Checkpoints {
         }
     }
 
+    /// A receiver of projection `name`'s checkpoint, told of each move from now on.
+    pub fn watch(&self, name: &str) -> Option<watch::Receiver<i64>> {
+        self.by_name.get(name).map(watch::Sender::subscribe)
+    }
+
     /// Waits until projection `name` has reached `position`; `false` on timeout.
     pub async fn wait_for(&self, name: &str, position: i64, timeout: Duration) -> bool {
         let Some(tx) = self.by_name.get(name) else {
@@ -77,6 +85,16 @@ pub async fn ensure<C: ConnectionTrait>(db: &C, names: &[&'static str]) -> Resul
             .exec(db)
             .await?;
     }
+    Ok(())
+}
+
+/// Makes sure the checkpoint row `name` exists, at `position` when it is new (an
+/// existing row is left as it is).
+pub async fn ensure_at<C: ConnectionTrait>(db: &C, name: &str, position: i64) -> Result<(), DbErr> {
+    projection_checkpoints::Entity::insert(row(name, position, None))
+        .on_conflict_do_nothing_on([projection_checkpoints::Column::Name])
+        .exec(db)
+        .await?;
     Ok(())
 }
 

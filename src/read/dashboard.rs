@@ -270,6 +270,22 @@ impl LiveView for DashboardProjection {
         Ok(Some((figures.position, figures)))
     }
 
+    /// One key, whose figures have no position of their own: a range in which the
+    /// projection folded anything may have moved them, so it names the key at its end
+    /// (the doorbell says whether the fold changed the figures at all).
+    async fn moved(
+        _db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, DbErr> {
+        Ok(if after < upto && limit > 0 {
+            vec![(upto, KEY.to_owned())]
+        } else {
+            Vec::new()
+        })
+    }
+
     /// One key: any figures at or above the change are the right ones to send.
     fn sends(loaded: i64, changed: i64) -> bool {
         loaded >= changed

@@ -258,8 +258,20 @@ impl LiveViews {
         }
     }
 
-    fn watched(&self, projection: &str) -> bool {
+    /// Whether any subscription watches `projection` (a change nobody watches is neither
+    /// loaded here nor read by the doorbell listener).
+    pub(crate) fn watched(&self, projection: &str) -> bool {
         self.lock().count.get(projection).is_some_and(|n| *n > 0)
+    }
+
+    /// The registered view called `name`.
+    pub(crate) fn view(&self, name: &str) -> Option<&View> {
+        self.views.get(name)
+    }
+
+    /// The registered views' names.
+    pub(crate) fn view_names(&self) -> Vec<&'static str> {
+        self.views.keys().copied().collect()
     }
 
     /// Offers a loaded change to the subscriptions watching it.
@@ -741,5 +753,51 @@ mod tests {
             position: 1,
         };
         assert!(hub.load(&db, &unknown).await.is_err());
+    }
+
+    /// What every replica reads after a doorbell (`read::doorbell`): each registered
+    /// view's `moved` names every key its projection announced in the range, at the
+    /// position of the key's latest change (or later). A view that deleted the row
+    /// carrying a change, or read the wrong column, fails here: its subscribers on the
+    /// other replicas would never hear of the change.
+    #[tokio::test]
+    async fn every_registered_view_names_the_keys_that_moved_in_a_range() {
+        let db = crate::db::in_memory().await;
+        let log = crate::log::golden::log();
+        let upto = log.last().map_or(0, |e| e.position);
+        for view in super::super::views() {
+            let txn = db.begin().await.expect("a transaction");
+            let wanted: Vec<events::Model> = log
+                .iter()
+                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
+                .cloned()
+                .collect();
+            let changes = view
+                .projection
+                .apply(&txn, &wanted)
+                .await
+                .unwrap_or_else(|e| panic!("{} folds the sample log: {e}", view.name()));
+            txn.commit().await.expect("commits");
+            let moved = view
+                .moved(&db, 0, upto, 100)
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", view.name()));
+            assert!(
+                moved.windows(2).all(|w| w[0].position <= w[1].position),
+                "{}: oldest first: {moved:?}",
+                view.name()
+            );
+            for change in &changes {
+                assert!(
+                    moved
+                        .iter()
+                        .any(|m| m.key == change.key && m.position >= change.position),
+                    "{} names {change:?} among {moved:?}",
+                    view.name()
+                );
+            }
+            // A page holds at most `limit`.
+            assert!(view.moved(&db, 0, upto, 1).await.expect("reads").len() <= 1);
+        }
     }
 }

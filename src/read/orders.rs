@@ -98,6 +98,30 @@ impl LiveView for OrderProjection {
         view::by_id(key, |id| find(db, id), |row| row.position).await
     }
 
+    async fn moved(
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, DbErr> {
+        use order_view::Column;
+        let rows: Vec<(Uuid, i64)> = order_view::Entity::find()
+            .select_only()
+            .column(Column::Id)
+            .column(Column::Position)
+            .filter(Column::Position.gt(after))
+            .filter(Column::Position.lte(upto))
+            .order_by_asc(Column::Position)
+            .limit(limit)
+            .into_tuple()
+            .all(db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, position)| (position, id.to_string()))
+            .collect())
+    }
+
     /// Its owner's route too: a customer's `orderUpdated` is woken by their orders only.
     fn routes(order: &Self::State) -> Vec<String> {
         vec![super::live::user_route(&order.user_id)]

@@ -15,6 +15,10 @@
 //! - **Verify** replays up to the live checkpoint, holding it still, and compares the two
 //!   copies row by row in the database (a set difference of each row as JSON).
 //!
+//! A swap records the keys it changed in `rebuild_notices` (PostgreSQL), in its own
+//! transaction, so every replica's subscribers hear of it (`read::doorbell`), also when
+//! the rebuild ran from the command line.
+//!
 //! Here: the reports and progress, the `Replayer` that runs both, and the admin's
 //! registry of running rebuilds. Its parts: `replay` (the log into the scratch copy),
 //! `scratch` (the scratch copy's place on each backend) and `compare` (the live side:
@@ -265,6 +269,9 @@ impl Replayer {
                     .rows_affected();
             }
             checkpoints::store(&txn, projection.name(), progress.position).await?;
+            // Every replica re-sends the changed keys (PostgreSQL), this process's and any
+            // server's when the rebuild runs from the command line (ADR 0013).
+            super::doorbell::notice_rebuild(&txn, projection.name(), changed.as_ref()).await?;
             txn.commit().await?;
             live.close().await;
             progress.rows = rows;
@@ -473,8 +480,12 @@ impl Rebuilds {
                         changed = ?changed_count(&changed),
                         "projection rebuilt"
                     );
-                    // After the checkpoint moved: subscribers re-read up to it.
-                    this.live.rebuilt(name, changed);
+                    // After the checkpoint moved: subscribers re-read up to it. On
+                    // PostgreSQL the swap's notice reaches every replica's doorbell
+                    // listener, this one's too, which does it there (once).
+                    if this.replayer.db.get_database_backend() != DbBackend::Postgres {
+                        this.live.rebuilt(name, changed);
+                    }
                 }
                 Err(e) => {
                     this.statuses.set_rebuilding(name, false);

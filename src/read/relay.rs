@@ -1,6 +1,12 @@
 //! The event relay: tails `events` by position and feeds every projection, advancing each
 //! checkpoint in the same transaction as its view, then announces the changes.
 //!
+//! Each view has its own projector ([`Relay::run_projector`]), a unit of work that one
+//! replica of the cluster runs at a time (ADR 0012); it checks its fence before every
+//! commit, and the checkpoint row it locks is the data fence behind it ("stored
+//! checkpoint ahead of mine → roll back"). A failed view stops at its event while the
+//! other views' projectors go on.
+//!
 //! It never skips an event. On PostgreSQL a transaction can commit a lower position after
 //! another committed a higher one; the relay only reads up to a *safe horizon* below which
 //! every position is final (ADR 0001, docs/adr/0001-relay-never-skips-a-late-commit.md).
@@ -17,9 +23,9 @@ use super::Projection;
 use super::bus::ChangeBus;
 use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
+use crate::cluster::{Fence, Fenced};
 use crate::entity::events;
-use crate::log::reader::{Span, Wanted};
-use crate::supervise::TaskHealth;
+use crate::log::reader::Span;
 use crate::write::{WriteGate, begin_write};
 // Where the relay reads up to; the horizon itself lives with the log.
 pub use crate::log::horizon::{committed_head, safe_horizon};
@@ -30,21 +36,49 @@ const BATCH: u64 = 512;
 /// Liveness of the relay, for `/readyz`.
 #[derive(Default)]
 pub struct RelayHealth {
-    /// Unix millis of the last completed tick.
+    /// Unix millis of the last completed projector tick or checkpoint refresh: the last
+    /// time this replica's checkpoints were known to be fresh.
     last_tick_ms: AtomicI64,
     /// Consecutive failed ticks.
     failures: AtomicI64,
+    /// The units of work nobody in the cluster holds, at the last look (ADR 0012).
+    unheld: std::sync::Mutex<Vec<String>>,
 }
 
 impl RelayHealth {
-    /// Alive when a tick completed recently and the last ticks did not keep failing.
+    /// Alive when a tick (or, on a replica that holds no projector, a refresh of the
+    /// checkpoints from the table) completed recently, the last ticks did not keep
+    /// failing, and someone holds every unit of work.
     pub fn is_healthy(&self, within: Duration) -> bool {
         let last = self.last_tick_ms.load(Ordering::Relaxed);
         let age = chrono::Utc::now().timestamp_millis() - last;
-        last > 0 && age <= within.as_millis() as i64 && self.failures.load(Ordering::Relaxed) < 3
+        last > 0
+            && age <= within.as_millis() as i64
+            && self.failures.load(Ordering::Relaxed) < 3
+            && self.unheld().is_empty()
+    }
+
+    /// This replica's checkpoints are fresh as of now.
+    pub fn fresh(&self) {
+        self.last_tick_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// The units nobody holds, as the cluster member last saw them.
+    pub fn set_unheld(&self, units: &[String]) {
+        *self.unheld.lock().unwrap_or_else(|e| e.into_inner()) = units.to_vec();
+    }
+
+    pub fn unheld(&self) -> Vec<String> {
+        self.unheld
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
+/// Shared by the projectors of every view: one projector per view, each a unit of work
+/// run by whichever replica holds it (ADR 0012).
 pub struct Relay {
     pub db: DatabaseConnection,
     pub gate: WriteGate,
@@ -55,40 +89,105 @@ pub struct Relay {
     pub poll: Duration,
     pub health: Arc<RelayHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// The safe horizon, for the raw event feed.
-    pub horizon: watch::Sender<i64>,
+    /// The safe horizon, for the raw event feed and rebuilds (raised by every projector).
+    pub horizon: Arc<watch::Sender<i64>>,
     /// Each projection's status (running, failed at an event).
     pub statuses: Arc<super::status::Statuses>,
+    /// The projectors running in this process (`run_projector`), for the fold order.
+    pub running: std::sync::Mutex<std::collections::HashSet<&'static str>>,
+}
+
+/// Where a projector stopped short of the horizon: at `position`, the checkpoint of the
+/// earlier view `view` (see `Relay::bound`).
+struct Behind {
+    view: &'static str,
+    position: i64,
+}
+
+/// Takes a projector off the running set when it stops, however it stops.
+struct Running<'a>(&'a Relay, &'static str);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(self.1);
+    }
+}
+
+/// The text of the error a fenced fold ends with: transient (never a projection's
+/// failure), it stops the projector, whose replica has lost or given up the unit.
+const FENCED: &str = "the projector lost its unit of work (fenced)";
+
+fn fenced(why: Fenced) -> DbErr {
+    DbErr::Custom(format!("{FENCED}: {why}"))
 }
 
 impl Relay {
-    /// Runs until `shutdown` resolves. Errors are logged and retried with backoff: a
-    /// transient database failure must not stop the views for good (readyz reports it).
-    /// Each completed tick tells the supervisor the relay is up.
-    pub async fn run(self: Arc<Self>, up: TaskHealth, shutdown: impl Future<Output = ()>) {
-        tokio::pin!(shutdown);
+    /// Runs the projector of the view `name` until its fence is released (the unit is
+    /// lost, given up, or the service stops). Errors are logged and retried with backoff:
+    /// a transient database failure must not stop the view for good (readyz reports it).
+    pub async fn run_projector(self: Arc<Self>, name: &str, fence: Fence) {
+        let Some(projection) = self.projections.iter().find(|p| p.name() == name).cloned() else {
+            tracing::error!(projection = name, "no such projection: nothing to run");
+            return fence.released().await;
+        };
+        self.running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(projection.name());
+        let _running = Running(&self, projection.name());
         let mut wakeup = self.wakeup.clone();
         let mut backoff = Duration::from_millis(50);
+        // Set when an earlier view moved: the horizon last read still holds (it only
+        // rises), so the tick folds on at once without asking the database again.
+        let mut known: Option<i64> = None;
         loop {
-            match self.tick().await {
-                Ok(()) => {
-                    up.ready();
+            if fence.check().is_err() {
+                return;
+            }
+            match self
+                .tick_view(projection.as_ref(), &fence, known.take())
+                .await
+            {
+                Ok(behind) => {
                     backoff = Duration::from_millis(50);
                     self.health.failures.store(0, Ordering::Relaxed);
-                    self.health
-                        .last_tick_ms
-                        .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+                    self.health.fresh();
+                    // Held back by an earlier view: go on as soon as it moves.
+                    let mut ahead = behind.and_then(|b| {
+                        let rx = self.checkpoints.watch(b.view)?;
+                        Some((rx, b.position))
+                    });
+                    if ahead.as_ref().is_some_and(|(rx, at)| *rx.borrow() > *at) {
+                        known = Some(*self.horizon.borrow());
+                        continue;
+                    }
+                    let earlier_moved = async {
+                        match ahead.as_mut() {
+                            Some((rx, _)) => rx.changed().await.is_ok(),
+                            None => std::future::pending().await,
+                        }
+                    };
                     tokio::select! {
-                        _ = &mut shutdown => return,
+                        _ = fence.released() => return,
                         Ok(()) = wakeup.changed() => {}
+                        true = earlier_moved => known = Some(*self.horizon.borrow()),
                         _ = tokio::time::sleep(self.poll) => {}
                     }
                 }
+                Err(_) if fence.check().is_err() => return,
                 Err(e) => {
                     self.health.failures.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!(error = format!("{e:#}"), "relay tick failed; retrying");
+                    tracing::error!(
+                        projection = name,
+                        error = format!("{e:#}"),
+                        "projector tick failed; retrying"
+                    );
                     tokio::select! {
-                        _ = &mut shutdown => return,
+                        _ = fence.released() => return,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -97,15 +196,50 @@ impl Relay {
         }
     }
 
-    /// Brings every projection up to the current safe horizon.
-    pub async fn tick(&self) -> Result<(), DbErr> {
-        let lowest = self
-            .projections
-            .iter()
-            .map(|p| self.checkpoints.get(p.name()))
-            .min()
-            .unwrap_or(0);
-        let horizon = safe_horizon(&self.db, lowest).await?;
+    /// How far the view `name` may fold now: the horizon, or less where a view before it
+    /// in `read::views()` that runs in this process is behind. Views fold in that order,
+    /// as one relay loop folded them before there were units: a client that sees an
+    /// order rejected also sees the stock its release put back, and the dashboard's
+    /// low-stock figures never run ahead of the catalog. A failed view holds none back.
+    /// Across replicas each view runs on its own (ADR 0012).
+    fn bound(&self, name: &str, horizon: i64) -> (i64, Option<Behind>) {
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut limit = (horizon, None);
+        for p in self.projections.iter().take_while(|p| p.name() != name) {
+            let earlier = p.name();
+            if running.contains(earlier) && !self.statuses.is_failed(earlier) {
+                let position = self.checkpoints.get(earlier);
+                if position < limit.0 {
+                    limit = (
+                        position,
+                        Some(Behind {
+                            view: earlier,
+                            position,
+                        }),
+                    );
+                }
+            }
+        }
+        limit
+    }
+
+    /// Brings one view up to the current safe horizon (or to an earlier view it must not
+    /// pass: `bound`): reads the events it wants in position order, in pages, and folds
+    /// each page with its checkpoint. Says which earlier view held it back, if one did.
+    async fn tick_view(
+        &self,
+        projection: &dyn Projection,
+        fence: &Fence,
+        known: Option<i64>,
+    ) -> Result<Option<Behind>, DbErr> {
+        let name = projection.name();
+        let horizon = match known {
+            Some(horizon) => horizon,
+            None => safe_horizon(&self.db, self.checkpoints.get(name)).await?,
+        };
         self.metrics.head_at(horizon);
         self.statuses.set_head(horizon);
         self.horizon.send_if_modified(|known| {
@@ -115,73 +249,79 @@ impl Relay {
             }
             raised
         });
+        let (limit, behind) = self.bound(name, horizon);
         loop {
-            // A failed projection stays at its event; the others go on without it.
-            let from = self
-                .projections
-                .iter()
-                .filter(|p| !self.statuses.is_failed(p.name()))
-                .map(|p| self.checkpoints.get(p.name()))
-                .min()
-                .unwrap_or(horizon);
-            if from >= horizon {
-                for p in &self.projections {
-                    self.metrics
-                        .projection_lag(p.name(), horizon - self.checkpoints.get(p.name()));
-                }
-                return Ok(());
+            fence.check().map_err(fenced)?;
+            // A failed projection stays at its event.
+            let checkpoint = self.checkpoints.get(name);
+            if self.statuses.is_failed(name) || checkpoint >= limit {
+                self.metrics
+                    .projection_lag(name, horizon - self.checkpoints.get(name));
+                return Ok(behind.filter(|_| checkpoint < horizon));
             }
-            let page = Span::new(from, horizon).page(&self.db, BATCH).await?;
-            let (batch, upto) = (page.events, page.read_to);
-            for projection in &self.projections {
-                let checkpoint = self.checkpoints.get(projection.name());
-                if checkpoint >= upto || self.statuses.is_failed(projection.name()) {
-                    continue;
-                }
-                let start = batch.partition_point(|e| e.position <= checkpoint);
-                let events = &batch[start..];
-                if !events.iter().any(|e| Wanted::any(projection.wants(), e)) {
-                    // Nothing here changes this view: advance in memory only. The stored
-                    // checkpoint catches up with the view's next write; after a restart
-                    // the events in between are read again and change nothing.
-                    self.checkpoints.advance(projection.name(), upto);
-                    self.metrics.projection_at(projection.name(), upto);
-                    continue;
-                }
-                match self.fold(projection.as_ref(), events, upto).await {
-                    Ok(()) => {}
-                    Err(e) if is_transient(&e) => return Err(e),
-                    Err(e) => {
-                        tracing::warn!(projection = projection.name(), error = %e, "a projection batch failed; folding its events one by one");
-                        self.isolate(projection.as_ref(), events).await?;
-                    }
+            let page = Span::new(checkpoint, limit)
+                .wanted(projection.wants())
+                .page(&self.db, BATCH)
+                .await?;
+            let (events, upto) = (page.events, page.read_to);
+            if events.is_empty() {
+                // Nothing here changes this view: advance in memory only. The stored
+                // checkpoint catches up with the view's next write; after a restart
+                // the events in between are read again and change nothing.
+                // (`projection_position` stays at the last position folded.)
+                self.checkpoints.advance(name, upto);
+                continue;
+            }
+            match self
+                .fold(projection, checkpoint, &events, upto, fence)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if is_transient(&e) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(projection = name, error = %e, "a projection batch failed; folding its events one by one");
+                    self.isolate(projection, checkpoint, &events, fence).await?;
                 }
             }
         }
     }
 
-    /// Folds `events` into `projection`'s view and moves its checkpoint to `upto`, in one
-    /// transaction; then announces the changes.
+    /// Folds `events` (the batch after `from`) into `projection`'s view and moves its
+    /// checkpoint to `upto`, in one transaction that also rings the view's doorbell; then
+    /// announces the changes. `false` when the view was past `from` already (nothing
+    /// folded).
     async fn fold(
         &self,
         projection: &dyn Projection,
+        from: i64,
         events: &[events::Model],
         upto: i64,
-    ) -> Result<(), DbErr> {
+        fence: &Fence,
+    ) -> Result<bool, DbErr> {
         let changes = {
             let _gate = self.gate.enter_views().await;
             let txn = begin_write(&self.db).await?;
-            // A rebuild may have replaced the view and moved its checkpoint past ours
-            // since we read the batch: then those events are in the view already.
+            // A rebuild (or another replica) may have moved the checkpoint past where this
+            // batch starts since we read it: then those events are in the view already.
+            // Compared with `from`, not with the shared checkpoints, which doorbells move.
             let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
-            if stored > self.checkpoints.get(projection.name()) {
+            if stored > from {
                 txn.rollback().await?;
                 self.checkpoints.advance(projection.name(), stored);
                 self.metrics.projection_at(projection.name(), stored);
-                return Ok(());
+                return Ok(false);
             }
             let changes = projection.apply(&txn, events).await?;
             checkpoints::store(&txn, projection.name(), upto).await?;
+            // The unit may have been lost while we folded: then another replica may fold
+            // the same events, and only one of us may commit.
+            if let Err(why) = fence.check() {
+                txn.rollback().await?;
+                return Err(fenced(why));
+            }
+            let horizon = *self.horizon.borrow();
+            super::doorbell::ring(&txn, projection.name(), from, upto, horizon, changes.len())
+                .await?;
             txn.commit().await?;
             changes
         };
@@ -193,7 +333,7 @@ impl Relay {
         if !changes.is_empty() {
             self.bus.publish(changes);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// After a failed batch: folds the events one at a time (each with its checkpoint),
@@ -203,20 +343,27 @@ impl Relay {
     async fn isolate(
         &self,
         projection: &dyn Projection,
+        mut from: i64,
         events: &[events::Model],
+        fence: &Fence,
     ) -> Result<(), DbErr> {
         for event in events {
             let one = std::slice::from_ref(event);
-            let first = self.fold(projection, one, event.position).await;
+            let first = self
+                .fold(projection, from, one, event.position, fence)
+                .await;
             let outcome = match first {
                 Err(e) if !is_transient(&e) => {
                     tokio::time::sleep(Duration::from_millis(100)).await;
-                    self.fold(projection, one, event.position).await
+                    self.fold(projection, from, one, event.position, fence)
+                        .await
                 }
                 other => other,
             };
             match outcome {
-                Ok(()) => {}
+                Ok(true) => from = event.position,
+                // Folded elsewhere meanwhile: the next tick starts from there.
+                Ok(false) => return Ok(()),
                 Err(e) if is_transient(&e) => return Err(e),
                 Err(e) => {
                     tracing::error!(
@@ -249,7 +396,12 @@ impl Relay {
     }
 }
 
-/// A failure of the connection rather than of the event: retried with backoff.
+/// A failure of the connection rather than of the event, or a lost unit: retried with
+/// backoff (or the projector stops), never the projection's failure.
 fn is_transient(e: &DbErr) -> bool {
-    matches!(e, DbErr::Conn(_) | DbErr::ConnectionAcquire(_))
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Custom(text) => text.starts_with(FENCED),
+        _ => false,
+    }
 }

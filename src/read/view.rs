@@ -52,6 +52,18 @@ pub trait LiveView: Projection + Sized + 'static {
         position: i64,
     ) -> Result<Option<(i64, Self::State)>, DbErr>;
 
+    /// The keys whose rows moved to a position in `(after, upto]`, each with that
+    /// position, oldest first, at most `limit`: what every replica reads after a doorbell
+    /// (`read::doorbell`), once for all of its subscribers, on one index. A view keeps a
+    /// row carrying the position of each key's latest change (a cart emptied keeps its
+    /// header at the emptying event), or no replica but the folding one could learn of it.
+    async fn moved(
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<(i64, String)>, DbErr>;
+
     /// Whether a state loaded at `loaded` is what the change at `changed` sends. By
     /// default only a state exactly at the change: a newer one means a newer change of the
     /// key is queued behind, which sends it, so positions leave the hub in order.
@@ -103,6 +115,14 @@ trait Loader: Send + Sync {
         db: &DatabaseConnection,
         change: &Change,
     ) -> Result<Option<ViewChange>, DbErr>;
+
+    async fn moved(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<Change>, DbErr>;
 }
 
 struct LoaderOf<V>(PhantomData<fn() -> V>);
@@ -129,6 +149,24 @@ impl<V: LiveView> Loader for LoaderOf<V> {
             state: Arc::new(state),
             routes,
         }))
+    }
+
+    async fn moved(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<Change>, DbErr> {
+        Ok(V::moved(db, after, upto, limit)
+            .await?
+            .into_iter()
+            .map(|(position, key)| Change {
+                projection: V::NAME,
+                key,
+                position,
+            })
+            .collect())
     }
 }
 
@@ -163,5 +201,17 @@ impl View {
         change: &Change,
     ) -> Result<Option<ViewChange>, DbErr> {
         self.loader.load(db, change).await
+    }
+
+    /// The changes of the keys whose rows moved into `(after, upto]`, oldest first, at
+    /// most `limit` ([`LiveView::moved`]).
+    pub async fn moved(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        limit: u64,
+    ) -> Result<Vec<Change>, DbErr> {
+        self.loader.moved(db, after, upto, limit).await
     }
 }
