@@ -213,6 +213,8 @@ pub struct ClusterInfo {
     pub leased: bool,
     pub started: chrono::DateTime<chrono::Utc>,
     pub state: std::sync::Arc<member::ClusterState>,
+    /// How far this replica serves (its lag).
+    pub serving: member::Serving,
 }
 
 /// The kinds of unit, each balanced on its own among the replicas with its role.

@@ -30,6 +30,7 @@ use crate::auth::{Auth, Caller};
 use crate::domain::Stored;
 use crate::domain::values::IdempotencyKey;
 use crate::error::{AppError, AppResult};
+use crate::log::reader::Wanted;
 use crate::read::checkpoints::Checkpoints;
 use crate::read::feed::EventFeed;
 use crate::read::live::LiveViews;
@@ -110,9 +111,46 @@ pub struct Services {
     pub dead_letters: crate::process::dead_letters::DeadLetters,
     /// This replica in the cluster (the admin `cluster` query).
     pub cluster: crate::cluster::ClusterInfo,
+    /// Every view with the events it takes (`Projection::wants`), in fold order: which
+    /// views a command's events reach (`await_written`).
+    pub wants: Arc<[(&'static str, &'static [Wanted])]>,
 }
 
 impl Services {
+    /// Read-your-writes across views: waits until `own` (the view the payload reads)
+    /// has folded the command's position — or answers CONSISTENCY_TIMEOUT — and, within
+    /// the same wait, until every other view its events reach has too, so that whatever
+    /// the client reads next (the dashboard after a stock change, the cart after a
+    /// checkout) shows the write. Views fold on their own, perhaps on other replicas
+    /// (ADR 0012). Those other views are waited for at best: a view that is late or
+    /// failed delays the answer by the wait at most, and never fails the mutation,
+    /// whose own view already shows its write.
+    pub async fn await_written(&self, own: &str, outcome: &Outcome) -> AppResult<()> {
+        let position = outcome.position;
+        let others = self.wants.iter().filter(|(name, wants)| {
+            *name != own
+                && !self.projections.is_failed(name)
+                && outcome
+                    .written
+                    .iter()
+                    .any(|&(stream_type, event_type)| Wanted::takes(wants, stream_type, event_type))
+        });
+        let others = futures_util::future::join_all(others.map(|(name, _)| async move {
+            let wait = self
+                .checkpoints
+                .wait_for(name, position, self.consistency_wait);
+            if !traces::read_your_writes(name, position, wait).await {
+                tracing::debug!(
+                    projection = name,
+                    position,
+                    "a view the write reaches is late"
+                );
+            }
+        }));
+        let (own, _) = tokio::join!(self.await_view(own, position), others);
+        own
+    }
+
     /// Read-your-writes: waits until `projection` has folded `position`.
     pub async fn await_view(&self, projection: &str, position: i64) -> AppResult<()> {
         let wait = self
@@ -249,7 +287,7 @@ where
     Find: Future<Output = Result<Option<T>, sea_orm::DbErr>>,
 {
     let s = services(ctx)?;
-    s.await_view(projection, outcome.position).await?;
+    s.await_written(projection, outcome).await?;
     let id = outcome.stream_id;
     find(&s.db, id)
         .await?

@@ -240,7 +240,29 @@ impl Core {
             leased: self.is_postgres(),
             started: chrono::Utc::now(),
             state: self.cluster.clone(),
+            serving: self.serving(),
         }
+    }
+
+    /// How far this replica serves, from its own checkpoints (as the doorbells and its own
+    /// projectors moved them): a view with nothing it wants left in the log up to the head
+    /// is at the head; the position is the lowest of its views', the lag the events its
+    /// most behind view wants and does not show yet (`Statuses::report`).
+    fn serving(&self) -> cluster::member::Serving {
+        let (statuses, db) = (self.statuses.clone(), self.db.clone());
+        Arc::new(move || {
+            let (statuses, db) = (statuses.clone(), db.clone());
+            Box::pin(async move {
+                let report = statuses.report(&db).await?;
+                let position = report
+                    .iter()
+                    .map(|r| if r.lag == 0 { r.head } else { r.position })
+                    .min()
+                    .unwrap_or_else(|| statuses.head());
+                let lag = report.iter().map(|r| r.lag).max().unwrap_or(0);
+                Ok((position, lag))
+            })
+        })
     }
 
     fn is_postgres(&self) -> bool {
@@ -292,6 +314,7 @@ impl Core {
             state: self.cluster.clone(),
             metrics: self.metrics.clone(),
             coverage: Arc::new(move |unheld: &[String]| health.set_unheld(unheld)),
+            serving: self.serving(),
             preconnected: std::sync::Mutex::new(None),
         }
     }
@@ -355,6 +378,11 @@ impl Core {
                 rebuilds: Arc::new(rebuilds),
                 dead_letters: self.dead_letters(),
                 cluster: self.cluster_info(),
+                wants: self
+                    .projections
+                    .iter()
+                    .map(|p| (p.name(), p.wants()))
+                    .collect(),
             },
             self.persisted.clone(),
             self.document_limits.clone(),

@@ -284,6 +284,33 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
             name
         );
     }
+    // The replicas (PostgreSQL): alive or not, and how far each serves, as it reported.
+    if let Some(snapshot) = &cluster {
+        println!();
+        println!(
+            "{:<24} {:<6} {:<22} {:>12} {:>10}  reported",
+            "replica", "alive", "roles", "serving", "lag"
+        );
+        for node in &snapshot.nodes {
+            let (serving, lag, reported) = match node.progress {
+                Some(p) => (
+                    p.position.to_string(),
+                    p.lag.to_string(),
+                    p.at.to_rfc3339(),
+                ),
+                None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
+            };
+            println!(
+                "{:<24} {:<6} {:<22} {:>12} {:>10}  {}",
+                node.id,
+                if node.alive { "yes" } else { "no" },
+                node.roles.map_or_else(|| "?".to_owned(), |r| r.to_string()),
+                serving,
+                lag,
+                reported
+            );
+        }
+    }
     Ok(healthy)
 }
 

@@ -267,7 +267,7 @@ pub fn keyed_id(namespace: &Uuid, caller: &UserId, key: &IdempotencyKey) -> Uuid
 }
 
 /// The result of a command, as returned to the caller and replayed for its idempotency key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Outcome {
     /// Position of the command's last event (of the stream's last event when the command
@@ -275,6 +275,11 @@ pub struct Outcome {
     pub position: i64,
     pub stream_id: Uuid,
     pub version: i64,
+    /// The kinds of event the command appended, `(stream type, event type)`, each once:
+    /// which views its payload waits for (`Services::await_written`). Not recorded with
+    /// an idempotency key: a replay appended nothing.
+    #[serde(skip)]
+    pub written: Vec<(&'static str, &'static str)>,
 }
 
 /// What one append did to a stream, as its write tables see it: the stream's state after
@@ -368,6 +373,7 @@ impl<A: Aggregate> Loaded<A> {
             position: self.position,
             stream_id: self.stream_id,
             version: self.state.version(),
+            written: Vec::new(),
         }
     }
 }
@@ -380,6 +386,8 @@ pub struct UnitOfWork {
     /// Take a snapshot of a stream each time its version crosses a multiple of this
     /// (0: never).
     snapshot_every: i64,
+    /// What the command appended so far: `Outcome::written`.
+    written: Vec<(&'static str, &'static str)>,
 }
 
 impl UnitOfWork {
@@ -437,6 +445,15 @@ impl UnitOfWork {
             e @ AppendError::TypeTaken { .. } => TxError::App(AppError::Conflict(e.to_string())),
             AppendError::Db(e) => TxError::App(e.into()),
         })?;
+        for event in events {
+            let kind = (
+                A::STREAM_TYPE,
+                crate::domain::DomainEvent::event_type(event),
+            );
+            if !self.written.contains(&kind) {
+                self.written.push(kind);
+            }
+        }
         let before = loaded.state.version();
         let state = events.iter().fold(loaded.state, |s, e| s.apply(e));
         A::Tables::update(Appended {
@@ -757,8 +774,10 @@ impl Writer {
             },
             now: Utc::now(),
             snapshot_every: self.snapshot_every,
+            written: Vec::new(),
         };
-        let outcome = command.run(&mut uow).await?;
+        let mut outcome = command.run(&mut uow).await?;
+        outcome.written = std::mem::take(&mut uow.written);
         if let Some(key) = &ctx.idempotency_key {
             let recorded = idempotency::record(
                 &uow.txn,

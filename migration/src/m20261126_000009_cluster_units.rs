@@ -38,6 +38,17 @@ impl MigrationTrait for Migration {
                             .timestamp_with_time_zone()
                             .not_null(),
                     )
+                    // How far it serves, as it last reported (every second, on its lease
+                    // connection): the position its views have all reached as it knows
+                    // them, how many events of the log its most behind view still wants,
+                    // and when it said so. Nobody else can know it.
+                    .col(ColumnDef::new(ClusterNodes::Position).big_integer().null())
+                    .col(ColumnDef::new(ClusterNodes::Lag).big_integer().null())
+                    .col(
+                        ColumnDef::new(ClusterNodes::ReportedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -89,6 +100,9 @@ enum ClusterNodes {
     NodeId,
     Roles,
     Since,
+    Position,
+    Lag,
+    ReportedAt,
 }
 
 #[derive(DeriveIden)]

@@ -41,6 +41,12 @@ pub type Runner = Arc<dyn Fn(Unit, Fence) -> UnitRun + Send + Sync>;
 /// Told the units nobody holds, after each look (readiness).
 pub type Coverage = Arc<dyn Fn(&[String]) + Send + Sync>;
 
+/// How far this replica serves, as it knows it: `(position, lag)` of `observe::Progress`.
+pub type Serving = Arc<dyn Fn() -> BoxFuture<'static, anyhow::Result<(i64, i64)>> + Send + Sync>;
+
+/// How often a replica reports how far it serves.
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// First delay before a unit whose run ended is started again; doubles up to 2 s.
 const UNIT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -89,6 +95,8 @@ pub struct Member {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Told whether every unit is held by someone (readiness).
     pub coverage: Coverage,
+    /// How far this replica serves, reported in its row every [`REPORT_EVERY`].
+    pub serving: Serving,
     /// A lease connection opened at start-up ([`Member::preconnect`]), and when.
     pub preconnected: Mutex<Option<(PgConnection, Instant)>>,
 }
@@ -287,6 +295,7 @@ impl Member {
             },
         };
         let mut registered = false;
+        let mut reported: Option<Instant> = None;
         let clock = Arc::new(LeaseClock::new(self.lease, sent));
         let mut held: BTreeMap<Unit, Held> = BTreeMap::new();
         let end = loop {
@@ -344,6 +353,29 @@ impl Member {
                 match register(&mut conn, &self.node, self.roles).await {
                     Ok(()) => registered = true,
                     Err(e) => failed = Some(e),
+                }
+            }
+            if failed.is_none()
+                && registered
+                && reported.is_none_or(|at| at.elapsed() >= REPORT_EVERY)
+            {
+                // Measured through the pool: never for longer than half a beat, so that a
+                // busy pool cannot hold the heartbeat back (the report waits a round).
+                let half = heartbeat_every(self.lease) / 2;
+                match tokio::time::timeout(half, (self.serving)()).await {
+                    Ok(Ok((position, lag))) => {
+                        match report(&mut conn, &self.node, position, lag).await {
+                            Ok(()) => reported = Some(Instant::now()),
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(
+                            error = format!("{e:#}"),
+                            "could not measure how far this replica serves"
+                        );
+                    }
+                    Err(_) => {}
                 }
             }
             if let Some(e) = failed {
@@ -494,6 +526,11 @@ async fn look(conn: &mut PgConnection) -> anyhow::Result<Snapshot> {
                     .and_then(|r| r.parse().ok()),
                 since: row.try_get("since")?,
                 alive: row.try_get("alive")?,
+                progress: observe::Progress::of(
+                    row.try_get("position")?,
+                    row.try_get("lag")?,
+                    row.try_get("reported_at")?,
+                ),
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -525,6 +562,25 @@ async fn register(conn: &mut PgConnection, node: &NodeId, roles: Roles) -> anyho
     )
     .bind(node.as_str())
     .bind(roles.to_string())
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Records how far this node serves (its lag, for the `cluster` query and the CLI).
+async fn report(
+    conn: &mut PgConnection,
+    node: &NodeId,
+    position: i64,
+    lag: i64,
+) -> anyhow::Result<()> {
+    sqlx::query(
+        "UPDATE cluster_nodes SET position = $2, lag = $3, reported_at = now() \
+         WHERE node_id = $1",
+    )
+    .bind(node.as_str())
+    .bind(position)
+    .bind(lag)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -637,6 +693,7 @@ mod tests {
                 roles: Some(Roles::default()),
                 since: Utc::now(),
                 alive: true,
+                progress: None,
             })
             .collect()
     }

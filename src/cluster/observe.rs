@@ -16,7 +16,8 @@ pub const NODES_SQL: &str = "\
 SELECT COALESCE(n.node_id, substr(a.application_name, 12)) AS node_id, \
        n.roles AS roles, \
        COALESCE(a.backend_start, n.since) AS since, \
-       (a.pid IS NOT NULL) AS alive \
+       (a.pid IS NOT NULL) AS alive, \
+       n.position AS position, n.lag AS lag, n.reported_at AS reported_at \
 FROM cluster_nodes n \
 FULL JOIN (SELECT pid, application_name, backend_start FROM pg_stat_activity \
            WHERE datname = current_database() AND application_name LIKE 'ordergraph/%') a \
@@ -42,6 +43,32 @@ pub struct NodeSeen {
     pub roles: Option<Roles>,
     pub since: DateTime<Utc>,
     pub alive: bool,
+    /// How far it serves, as it last reported (`None` before its first report).
+    pub progress: Option<Progress>,
+}
+
+/// How far a replica serves, as that replica knows it, and when it said so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Every view it serves has every event it wants up to here.
+    pub position: i64,
+    /// Events of the log its most behind view wants and does not show yet.
+    pub lag: i64,
+    pub at: DateTime<Utc>,
+}
+
+impl Progress {
+    pub(super) fn of(
+        position: Option<i64>,
+        lag: Option<i64>,
+        at: Option<DateTime<Utc>>,
+    ) -> Option<Progress> {
+        Some(Progress {
+            position: position?,
+            lag: lag?,
+            at: at?,
+        })
+    }
 }
 
 /// Who holds a unit.
@@ -103,6 +130,11 @@ pub async fn snapshot<C: ConnectionTrait>(db: &C) -> Result<Snapshot, DbErr> {
                     .and_then(|r| r.parse().ok()),
                 since: row.try_get("", "since")?,
                 alive: row.try_get("", "alive")?,
+                progress: Progress::of(
+                    row.try_get("", "position")?,
+                    row.try_get("", "lag")?,
+                    row.try_get("", "reported_at")?,
+                ),
             })
         })
         .collect::<Result<Vec<_>, DbErr>>()?;
@@ -140,6 +172,7 @@ mod tests {
             roles: roles.parse().ok(),
             since: Utc::now(),
             alive,
+            progress: None,
         }
     }
 

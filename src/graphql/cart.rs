@@ -130,7 +130,7 @@ impl CartQuery {
 async fn cart_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<CartPayload> {
     let s = services(ctx)?;
     let caller = signed_in(ctx)?;
-    s.await_view(view::NAME, outcome.position).await?;
+    s.await_written(view::NAME, &outcome).await?;
     Ok(CartPayload {
         position: Position(outcome.position),
         cart: Cart(view::find(&s.db, caller.user_id.as_str()).await?),

@@ -9,8 +9,9 @@ use chrono::{DateTime, Utc};
 use super::error::IntoGraphql;
 use super::{admin, services};
 use crate::cluster::ClusterInfo;
-use crate::cluster::observe;
+use crate::cluster::observe::{self, Progress};
 use crate::error::AppResult;
+use crate::graphql::scalars::Position;
 
 #[derive(Default)]
 pub struct ClusterQuery;
@@ -38,6 +39,30 @@ pub struct ClusterNode {
     pub alive: bool,
     /// Units of work it holds now.
     pub units_held: i32,
+    /// How far it serves queries and subscriptions, as it last reported (every second;
+    /// null before its first report).
+    pub serving: Option<Serving>,
+}
+
+/// How far a replica serves: what its queries and subscribers see.
+#[derive(SimpleObject)]
+pub struct Serving {
+    /// The lowest checkpoint of its views, as it knows them.
+    pub position: Position,
+    /// How many events of the log its most behind view wants and does not show yet.
+    pub lag: i64,
+    /// When it reported this.
+    pub reported_at: DateTime<Utc>,
+}
+
+impl From<Progress> for Serving {
+    fn from(p: Progress) -> Self {
+        Serving {
+            position: Position(p.position),
+            lag: p.lag,
+            reported_at: p.at,
+        }
+    }
 }
 
 /// One unit of work: `projector:<view>` or `saga:<partition>`.
@@ -90,6 +115,14 @@ async fn read(db: &sea_orm::DatabaseConnection, info: &ClusterInfo) -> AppResult
                 since: info.started,
                 alive: true,
                 units_held: i32::try_from(held.len()).unwrap_or(i32::MAX),
+                serving: Some({
+                    let (position, lag) = (info.serving)().await?;
+                    Serving::from(Progress {
+                        position,
+                        lag,
+                        at: Utc::now(),
+                    })
+                }),
             }],
             units,
         });
@@ -122,6 +155,7 @@ async fn read(db: &sea_orm::DatabaseConnection, info: &ClusterInfo) -> AppResult
                     .count(),
             )
             .unwrap_or(i32::MAX),
+            serving: n.progress.map(Serving::from),
         })
         .collect();
     nodes.sort_by(|a, b| b.alive.cmp(&a.alive).then(a.id.cmp(&b.id)));

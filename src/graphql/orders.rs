@@ -507,16 +507,9 @@ impl OrdersMutation {
     ) -> async_graphql::Result<OrderPayload> {
         let key = input.idempotency_key.clone();
         let command = |_: &_, cx: &_| input.into_command(cx);
-        mutation(ctx, signed_in, key, command, |o| async move {
-            // The checkout empties the cart too, and each view has its own projector
-            // (ADR 0012), perhaps on another replica: the caller reads an empty cart
-            // once this answers.
-            services(ctx)?
-                .await_view(crate::read::cart::NAME, o.position)
-                .await?;
-            order_payload(ctx, o).await
-        })
-        .await
+        // The checkout empties the cart too: the payload waits for the cart view as well
+        // (`await_written`), so the caller reads an empty cart once this answers.
+        mutation(ctx, signed_in, key, command, |o| order_payload(ctx, o)).await
     }
 
     /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a

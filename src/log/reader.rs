@@ -44,10 +44,20 @@ impl Wanted {
     }
 
     fn matches(&self, event: &events::Model) -> bool {
-        event.stream_type == self.stream_type
-            && self
-                .event_types
-                .is_none_or(|types| types.contains(&event.event_type.as_str()))
+        Self::takes(
+            std::slice::from_ref(self),
+            &event.stream_type,
+            &event.event_type,
+        )
+    }
+
+    /// Whether any of `wanted` takes events of `event_type` in streams of `stream_type`.
+    pub fn takes(wanted: &[Wanted], stream_type: &str, event_type: &str) -> bool {
+        wanted.iter().any(|w| {
+            w.stream_type == stream_type
+                && w.event_types
+                    .is_none_or(|types| types.contains(&event_type))
+        })
     }
 
     /// Whether any of `wanted` takes `event`.

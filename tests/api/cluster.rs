@@ -3,6 +3,7 @@
 //! holder is killed or frozen, and a frozen holder that wakes up does nothing it no longer
 //! owns. On SQLite, what must be refused is refused. The cluster tests skip on SQLite.
 
+mod chaos;
 mod harness;
 
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use ordergraph::auth::Role;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+use crate::ws_client::pos;
 use harness::{Cluster, held_by, holders};
 
 /// Generous bounds: the machine running the tests is shared and slow. The figures are
@@ -176,6 +178,136 @@ async fn three_replicas_share_the_units_fairly() {
         metrics.contains("ordergraph_cluster_units_held{node=\"replica-1\"}"),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn each_replica_reports_how_far_it_serves_and_a_write_shows_on_all_of_them() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    all_units_held(&cluster, 0).await;
+    let product = create_product(&cluster, 1, "SERVING-1", 5).await;
+    let adjusted = cluster.replicas[2]
+        .admin(
+            ADJUST_STOCK,
+            json!({ "input": { "productId": product, "delta": 1 } }),
+        )
+        .await;
+    let written = pos(&data(&adjusted)["adjustStock"]["position"]);
+
+    // Every replica, whichever folds the views, reports a position at or past the write,
+    // its lag behind the horizon it knows, and when it said so (every second).
+    let seen = within(
+        "every replica serves the write",
+        Duration::from_secs(30),
+        || async {
+            let seen = cluster.replicas[0].cluster().await?;
+            let nodes = seen["nodes"].as_array()?.clone();
+            let alive: Vec<&Value> = nodes.iter().filter(|n| n["alive"] == true).collect();
+            let caught_up = alive.len() == 3
+                && alive.iter().all(|n| {
+                    n["serving"]["position"]
+                        .as_str()
+                        .and_then(|p| p.parse::<i64>().ok())
+                        .is_some_and(|p| p >= written)
+                });
+            caught_up.then_some(seen)
+        },
+    )
+    .await;
+    for node in seen["nodes"].as_array().expect("nodes") {
+        let serving = &node["serving"];
+        assert!(
+            serving["lag"].as_i64().is_some_and(|lag| lag >= 0),
+            "{seen:#}"
+        );
+        assert!(serving["reportedAt"].is_string(), "{seen:#}");
+    }
+
+    // The command line shows the same: a line per replica, alive, with how far it serves.
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ordergraph"))
+        .args(["projections", "status"])
+        .env("DATABASE_URL", &cluster.database_url)
+        .env("ORDERGRAPH_JWT_SECRET", JWT_SECRET)
+        .output()
+        .await
+        .expect("the CLI runs");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for replica in &cluster.replicas {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("{} ", replica.node)))
+            .unwrap_or_else(|| panic!("a line for {}:\n{text}", replica.node));
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(columns[1], "yes", "{line}");
+        let serving: i64 = columns[3].parse().unwrap_or_else(|_| panic!("{line}"));
+        assert!(serving >= written, "{line}");
+    }
+}
+
+#[tokio::test]
+async fn thirty_two_clients_on_one_hot_product_over_three_replicas_never_conflict() {
+    let Some(cluster) = Cluster::start(3).await else {
+        return;
+    };
+    all_units_held(&cluster, 0).await;
+    let product = create_product(&cluster, 0, "HOT-1", 0).await;
+    const CLIENTS: usize = 32;
+    const WRITES: usize = 8;
+
+    // Without an `expectedVersion`, a lost race is decided again: writers of the same
+    // stream queue on its advisory lock across processes, so none is refused.
+    let cluster = &cluster;
+    let answers = futures_util::future::join_all((0..CLIENTS).map(|client| {
+        let product = product.clone();
+        async move {
+            let replica = &cluster.replicas[client % 3];
+            let mut answers = Vec::new();
+            for _ in 0..WRITES {
+                answers.push(
+                    replica
+                        .admin(
+                            ADJUST_STOCK,
+                            json!({ "input": { "productId": product, "delta": 1 } }),
+                        )
+                        .await,
+                );
+            }
+            answers
+        }
+    }))
+    .await;
+    let refused: Vec<&Value> = answers
+        .iter()
+        .flatten()
+        .filter(|a| a.get("errors").is_some())
+        .collect();
+    assert!(
+        refused.is_empty(),
+        "{} refused: {refused:#?}",
+        refused.len()
+    );
+
+    // Every write counted once: the stock is the sum, on every replica (each read its own
+    // writes already; the others' may still be on their way there).
+    let total = i64::try_from(CLIENTS * WRITES).expect("small");
+    for replica in &cluster.replicas {
+        within(
+            &format!("{} shows every write", replica.node),
+            Duration::from_secs(10),
+            || async {
+                let read = replica
+                    .admin(
+                        "query($id: UUID!) { product(id: $id) { stock } }",
+                        json!({ "id": product }),
+                    )
+                    .await;
+                let p = &data(&read)["product"];
+                (p["stock"].as_i64() == Some(total)).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 #[tokio::test]

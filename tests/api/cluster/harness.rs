@@ -19,8 +19,7 @@ use ordergraph::auth::Role;
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
 /// The admin `cluster` query.
-pub const CLUSTER: &str =
-    "{ cluster { node nodes { id roles since alive unitsHeld } units { name holder since } } }";
+pub const CLUSTER: &str = "{ cluster { node nodes { id roles since alive unitsHeld serving { position lag reportedAt } } units { name holder since } } }";
 
 /// One server process.
 pub struct Replica {
