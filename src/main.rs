@@ -293,11 +293,7 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
         );
         for node in &snapshot.nodes {
             let (serving, lag, reported) = match node.progress {
-                Some(p) => (
-                    p.position.to_string(),
-                    p.lag.to_string(),
-                    p.at.to_rfc3339(),
-                ),
+                Some(p) => (p.position.to_string(), p.lag.to_string(), p.at.to_rfc3339()),
                 None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
             };
             println!(
