@@ -149,7 +149,13 @@ async fn three_replicas_share_the_units_fairly() {
                 let partitions = held.iter().filter(|u| u.starts_with("saga:")).count();
                 projectors <= 2 && (2..=3).contains(&partitions)
             });
-            (all_held && balanced).then_some(seen)
+            // A replica records its roles after its first claims (which must not wait for
+            // a commit): until then it shows none, and counts for every kind.
+            let registered = seen["nodes"]
+                .as_array()?
+                .iter()
+                .all(|n| n["roles"].as_array().is_some_and(|r| !r.is_empty()));
+            (all_held && balanced && registered).then_some(seen)
         },
     )
     .await;
