@@ -26,6 +26,7 @@ mod multipart;
 mod order_saga;
 mod orders;
 mod persisted_queries;
+mod projections_live;
 mod rebuild;
 mod relay;
 mod relay_graphql;
