@@ -10,6 +10,7 @@ mod cart;
 mod cart_model;
 mod catalog;
 mod concurrency;
+mod console;
 mod cors;
 mod dashboard;
 mod endpoints;
