@@ -2,5 +2,5 @@
 // its content; included by src/http/console.rs.
 [
     asset!("console", "console", "console-7WYU5MVU.css", "text/css"),
-    asset!("console", "console", "console-NMGASMYZ.js", "text/javascript"),
+    asset!("console", "console", "console-ROIDPRT4.js", "text/javascript"),
 ]

@@ -92,9 +92,11 @@ export class Live {
         connected: () => onConnection('live'),
         closed: (event) => {
           onConnection('reconnecting');
-          const code = (event as CloseEvent | undefined)?.code;
-          if (code === 4403 || code === 4401) {
-            this.onRefused(new ApiError('the server refused the token', 'UNAUTHENTICATED'));
+          // 4403: the server refused `connection_init` (a bad or expired token, or too
+          // many connections of this user), or closed the socket at the token's expiry.
+          const close = event as CloseEvent | undefined;
+          if (close?.code === 4403) {
+            this.onRefused(new ApiError(close.reason || 'the server refused the token', 'FORBIDDEN'));
           }
         },
       },
