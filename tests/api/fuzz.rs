@@ -180,7 +180,6 @@ const OPERATIONS: &[&str] = &[
     "query ($user: String, $at: DateTime!) { cartAsOf(userId: $user, at: $at) { itemCount total } }",
     "query ($id: UUID!, $at: DateTime!) { orderAsOf(id: $id, at: $at) { status total } }",
     "{ projections { name position head lag status error } }",
-    "query ($id: UUID!, $last: Int!) { productTimeline(id: $id, last: $last) { version eventType recordedAt position price stock status } }",
     "mutation ($sku: String!, $name: String!, $d: String, $price: Decimal!, $stock: Int!, $key: String) { createProduct(input: {sku: $sku, name: $name, description: $d, price: $price, initialStock: $stock, idempotencyKey: $key}) { position product { id price stock } } }",
     "mutation ($id: UUID!, $name: String, $d: String, $price: Decimal, $key: String) { updateProduct(input: {id: $id, name: $name, description: $d, price: $price, idempotencyKey: $key}) { position product { id name price } } }",
     "mutation ($id: UUID!, $delta: Int!, $reason: String, $v: Int, $key: String) { adjustStock(input: {productId: $id, delta: $delta, reason: $reason, expectedVersion: $v, idempotencyKey: $key}) { position product { id stock } } }",
@@ -197,6 +196,8 @@ const OPERATIONS: &[&str] = &[
     "mutation ($name: String!) { verifyProjection(name: $name) { ok differences } }",
     "query ($nid: ID!) { node(id: $nid) { nodeId ... on Product { sku stock } ... on Order { status total } } }",
     "query ($nids: [ID!]!) { nodes(ids: $nids) { nodeId ... on Product { id } ... on Order { id } } }",
+    // Appended: the setup above names operations by index.
+    "query ($id: UUID!, $last: Int!) { productTimeline(id: $id, last: $last) { version eventType recordedAt position price stock status } }",
 ];
 
 /// Subscriptions, for the WebSocket cases.
