@@ -6,6 +6,8 @@
 //! the one the client's `Accept` asks for (`media.rs`), and under
 //! `application/graphql-response+json` a request error is a `400` (ADR 0005).
 
+pub mod assets;
+pub mod console;
 pub mod cors;
 pub mod graphiql;
 pub mod media;
@@ -74,6 +76,8 @@ pub fn router(state: HttpState, request_timeout: Duration) -> Router {
     let cors = state.origins.layer();
     Router::new()
         .merge(graphiql::routes())
+        .merge(console::routes())
+        .merge(assets::routes())
         .route("/graphql", get(graphql_get).post(graphql_post))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -25,6 +25,9 @@ use crate::write::event_store::{Folded, fold};
 
 use super::error::IntoGraphql;
 
+mod timeline;
+pub use timeline::ProductChange;
+
 #[derive(Default)]
 pub struct AuditQuery;
 
@@ -107,7 +110,7 @@ pub enum ProjectionState {
 }
 
 /// One projection's progress through the log.
-#[derive(SimpleObject)]
+#[derive(SimpleObject, Clone, PartialEq)]
 pub struct ProjectionStatus {
     pub name: String,
     /// Position of the last event folded into the view (its checkpoint).
@@ -126,6 +129,26 @@ pub struct ProjectionStatus {
     pub failed_position: Option<Position>,
     /// When the checkpoint last moved.
     pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<crate::read::status::Report> for ProjectionStatus {
+    fn from(r: crate::read::status::Report) -> Self {
+        Self {
+            name: r.name.to_owned(),
+            position: Position(r.position),
+            head: Position(r.head),
+            lag: r.lag,
+            lag_millis: r.lag_millis,
+            status: match r.state {
+                crate::read::status::State::Running => ProjectionState::Running,
+                crate::read::status::State::Rebuilding => ProjectionState::Rebuilding,
+                crate::read::status::State::Failed => ProjectionState::Failed,
+            },
+            error: r.error,
+            failed_position: r.failed_position.map(Position),
+            updated_at: r.updated_at,
+        }
+    }
 }
 
 /// Whether `caller` may read stream `stream_id`, of type `stream_type`: admins any; anyone
@@ -241,6 +264,26 @@ impl AuditQuery {
         .gql()
     }
 
+    /// Temporal query, at every moment a product changed: its price, stock and status
+    /// right after each of its last `last` events (0 to 100), oldest first, rebuilt by
+    /// replaying its stream, as `productAsOf` would answer at each event's time. For a
+    /// chart of stock and price over time. Empty for an unknown product. Admin only.
+    #[graphql(complexity = "5 + last.clamp(0, 100) as usize * child_complexity")]
+    async fn product_timeline(
+        &self,
+        ctx: &Context<'_>,
+        id: Uuid,
+        #[graphql(default = 50)] last: i32,
+    ) -> async_graphql::Result<Vec<ProductChange>> {
+        async {
+            admin(ctx)?;
+            let last = page_size(last)?;
+            timeline::product(&services(ctx)?.db, id, last).await
+        }
+        .await
+        .gql()
+    }
+
     /// Temporal query: a user's cart as it was at time `at` (the caller's own when
     /// `userId` is omitted; another user's for admins only). Null before it was used.
     async fn cart_as_of(
@@ -326,24 +369,7 @@ impl AuditQuery {
             admin(ctx)?;
             let s = services(ctx)?;
             let report = s.projections.report(&s.db).await?;
-            Ok(report
-                .into_iter()
-                .map(|r| ProjectionStatus {
-                    name: r.name.to_owned(),
-                    position: Position(r.position),
-                    head: Position(r.head),
-                    lag: r.lag,
-                    lag_millis: r.lag_millis,
-                    status: match r.state {
-                        crate::read::status::State::Running => ProjectionState::Running,
-                        crate::read::status::State::Rebuilding => ProjectionState::Rebuilding,
-                        crate::read::status::State::Failed => ProjectionState::Failed,
-                    },
-                    error: r.error,
-                    failed_position: r.failed_position.map(Position),
-                    updated_at: r.updated_at,
-                })
-                .collect())
+            Ok(report.into_iter().map(ProjectionStatus::from).collect())
         }
         .await
         .gql()

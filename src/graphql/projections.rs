@@ -1,11 +1,16 @@
 //! Operating the read views (admin): rebuild one from the log while it keeps serving,
-//! verify one against a fresh replay, and follow a rebuild's progress.
+//! verify one against a fresh replay, follow a rebuild's progress, and follow every
+//! projection's status as it changes (what a console shows without polling).
+
+use std::time::Duration;
 
 use async_graphql::{Context, Enum, Json, Object, SimpleObject, Subscription};
+use futures_util::stream::FuturesUnordered;
 use futures_util::{Stream, StreamExt};
 
+use super::audit::ProjectionStatus;
 use super::error::IntoGraphql;
-use super::live::Live;
+use super::live::{Live, limits};
 use super::scalars::Position;
 use super::{admin, services};
 use crate::error::AppError;
@@ -198,6 +203,73 @@ pub(crate) fn progress_stream(
     })
 }
 
+/// How long `projectionsUpdated` sleeps when nothing wakes it before it looks again:
+/// `lagMillis` grows with the clock alone while a view is behind, and a projection that
+/// fails moves no checkpoint. A table equal to the last one sent is not sent again.
+const STATUS_RECHECK: Duration = Duration::from_secs(1);
+
+/// The least time between two tables of `projectionsUpdated`: under load the checkpoints
+/// move hundreds of times a second, and a table of a view that is behind counts its lag
+/// in the log. Ten tables a second is more than a person reads.
+const STATUS_MIN_INTERVAL: Duration = Duration::from_millis(100);
+
+/// `projectionsUpdated`: the status table first, then again whenever it differs from the
+/// last one sent, woken by a checkpoint that moves, a rebuild's step, or the recheck.
+pub(crate) fn status_stream(
+    ctx: &Context<'_>,
+) -> Result<
+    impl Stream<Item = async_graphql::Result<Vec<ProjectionStatus>>> + Send + 'static,
+    AppError,
+> {
+    admin(ctx)?;
+    let s = services(ctx)?.clone();
+    let mut limits = limits(ctx)?;
+    let mut rebuilds: Vec<_> = s
+        .projections
+        .names()
+        .into_iter()
+        .filter_map(|name| s.rebuilds.watch(name).ok())
+        .collect();
+    Ok(async_stream::stream! {
+        let mut sent: Option<Vec<ProjectionStatus>> = None;
+        loop {
+            let table: Vec<ProjectionStatus> = match s.projections.report(&s.db).await {
+                Ok(report) => report.into_iter().map(ProjectionStatus::from).collect(),
+                Err(e) => {
+                    yield Err(AppError::from(e).into_graphql());
+                    break;
+                }
+            };
+            let head = table.iter().map(|t| t.head.0).max().unwrap_or_default();
+            let checkpoints: Vec<(String, i64)> =
+                table.iter().map(|t| (t.name.clone(), t.position.0)).collect();
+            if sent.as_ref() != Some(&table) {
+                sent = Some(table.clone());
+                yield Ok(table);
+            }
+            // Whichever comes first: a checkpoint past the one just read, a rebuild's
+            // step, the recheck, or the end (the server draining, the token expiring).
+            let mut moved: FuturesUnordered<_> = checkpoints
+                .iter()
+                .map(|(name, at)| s.checkpoints.wait_for(name, at + 1, STATUS_RECHECK))
+                .collect();
+            let mut stepped: FuturesUnordered<_> =
+                rebuilds.iter_mut().map(|rx| rx.changed()).collect();
+            let ended = tokio::select! {
+                Some(_) = moved.next() => None,
+                Some(_) = stepped.next() => None,
+                () = tokio::time::sleep(STATUS_RECHECK) => None,
+                error = limits.ended(head) => Some(error),
+            };
+            if let Some(error) = ended {
+                yield Err(error.into_graphql());
+                break;
+            }
+            tokio::time::sleep(STATUS_MIN_INTERVAL).await;
+        }
+    })
+}
+
 #[derive(Default)]
 pub struct ProjectionsSubscription;
 
@@ -213,6 +285,21 @@ impl ProjectionsSubscription {
     ) -> async_graphql::Result<Live<RebuildProgress>> {
         let stream = progress_stream(ctx, &name).gql()?;
         let stream: Live<RebuildProgress> = Box::pin(stream.map(Ok));
+        Ok(stream)
+    }
+
+    /// Admin: every projection's status, as `projections` has it: the whole table first,
+    /// then the whole table again each time it changes (a checkpoint moves, a rebuild
+    /// starts or ends, a projection fails, the head moves), at most ten times a second.
+    /// While a view is behind, its `lagMillis` grows with the clock: the table is then
+    /// sent again about every second. There is nothing to resume: a new subscription
+    /// starts with the table as it is. Ends with SERVER_DRAINING when the server drains.
+    async fn projections_updated(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Live<Vec<ProjectionStatus>>> {
+        let stream = status_stream(ctx).gql()?;
+        let stream: Live<Vec<ProjectionStatus>> = Box::pin(stream);
         Ok(stream)
     }
 }

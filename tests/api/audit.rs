@@ -1,6 +1,7 @@
 //! What the log makes possible, as a client sees it: the audit trail of a stream
 //! (`history`), the state at a past moment (`productAsOf`, `cartAsOf`, `orderAsOf`, from
-//! snapshots or not), the projections' status, and an event type's version change.
+//! snapshots or not), a product after each of its events (`productTimeline`), the
+//! projections' status, and an event type's version change.
 
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
@@ -21,6 +22,9 @@ const CART_AS_OF: &str = "query($user: String, $at: DateTime!) {
 }";
 const ORDER_AS_OF: &str = "query($id: UUID!, $at: DateTime!) {
   orderAsOf(id: $id, at: $at) { id userId status total lines { sku quantity } version position }
+}";
+const PRODUCT_TIMELINE: &str = "query($id: UUID!, $last: Int!) {
+  productTimeline(id: $id, last: $last) { version eventType recordedAt position price stock status }
 }";
 const PROJECTIONS: &str = "query {
   projections { name position head lag lagMillis status error failedPosition updatedAt }
@@ -506,4 +510,181 @@ async fn projections_status(app: &TestApp) -> (bool, String) {
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
     )
+}
+
+fn timeline(resp: &Value) -> Vec<Value> {
+    data(resp)["productTimeline"]
+        .as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("a list: {resp}"))
+}
+
+#[tokio::test]
+async fn product_timeline_is_the_product_after_each_of_its_last_events() {
+    // Arrange: five events.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("LINE-1", "2.00", 5).await;
+    let id = str_of(&product["id"]).to_owned();
+    admin.adjust_stock(&id, 3).await;
+    admin
+        .gql(
+            UPDATE_PRODUCT,
+            json!({ "input": { "id": id, "price": "3.50" } }),
+        )
+        .await;
+    admin.adjust_stock(&id, -2).await;
+    admin.discontinue(&id).await;
+    let events = events_of(&app, &id).await;
+
+    // Act
+    let all = timeline(
+        &admin
+            .gql(PRODUCT_TIMELINE, json!({ "id": id, "last": 50 }))
+            .await,
+    );
+
+    // Assert: one point per event, oldest first, each the state right after it.
+    let shape: Vec<(i64, &str, &str, &str)> = all
+        .iter()
+        .map(|c| {
+            (
+                c["stock"].as_i64().expect("stock"),
+                str_of(&c["price"]),
+                str_of(&c["status"]),
+                str_of(&c["eventType"]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (5, "2.00", "ACTIVE", "ProductCreated"),
+            (8, "2.00", "ACTIVE", "ProductStockUpdated"),
+            (8, "3.50", "ACTIVE", "ProductUpdated"),
+            (6, "3.50", "ACTIVE", "ProductStockUpdated"),
+            (6, "3.50", "DISCONTINUED", "ProductDiscontinued"),
+        ],
+        "{all:#?}"
+    );
+    for (point, event) in all.iter().zip(&events) {
+        assert_eq!(point["version"], event["version"]);
+        assert_eq!(point["position"], event["position"]);
+        assert_eq!(point["recordedAt"], event["recordedAt"]);
+        assert_eq!(point["eventType"], event["type"]);
+        // What the temporal query answers at that moment.
+        let then = admin
+            .gql(
+                PRODUCT_AS_OF,
+                json!({ "id": id, "at": event["recordedAt"] }),
+            )
+            .await;
+        assert_eq!(data(&then)["productAsOf"]["stock"], point["stock"]);
+        assert_eq!(data(&then)["productAsOf"]["price"], point["price"]);
+    }
+
+    // The last two only; none.
+    let tail = timeline(
+        &admin
+            .gql(PRODUCT_TIMELINE, json!({ "id": id, "last": 2 }))
+            .await,
+    );
+    assert_eq!(tail, all[3..].to_vec());
+    let none = timeline(
+        &admin
+            .gql(PRODUCT_TIMELINE, json!({ "id": id, "last": 0 }))
+            .await,
+    );
+    assert!(none.is_empty());
+}
+
+/// A window that starts after a snapshot is replayed from it, with the same answer as a
+/// replay from the first event.
+#[tokio::test]
+async fn product_timeline_gives_the_same_answer_from_a_snapshot_or_from_the_first_event() {
+    // Arrange: 11 events, snapshots at versions 3, 6 and 9.
+    let app = spawn_app_with(|s| s.snapshot_every = 3).await;
+    let admin = app.as_admin();
+    let product = admin.create_product("LINE-SNAP", "2.00", 100).await;
+    let id = str_of(&product["id"]).to_owned();
+    for _ in 0..10 {
+        data(&admin.adjust_stock(&id, -1).await);
+    }
+
+    // Act: the last 4 (versions 8 to 11, from the snapshot at 6), then with no snapshot.
+    let from_snapshot = admin
+        .gql(PRODUCT_TIMELINE, json!({ "id": id, "last": 4 }))
+        .await;
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    db.execute_unprepared("DELETE FROM snapshots")
+        .await
+        .expect("snapshots can be deleted");
+    let from_the_start = admin
+        .gql(PRODUCT_TIMELINE, json!({ "id": id, "last": 4 }))
+        .await;
+
+    // Assert
+    assert_eq!(from_snapshot, from_the_start);
+    let stock: Vec<i64> = timeline(&from_snapshot)
+        .iter()
+        .map(|c| c["stock"].as_i64().expect("stock"))
+        .collect();
+    assert_eq!(stock, [93, 92, 91, 90]);
+}
+
+#[tokio::test]
+async fn product_timeline_refuses_bad_input_and_callers_who_are_not_admins() {
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("LINE-BAD", "2.00", 1).await;
+    let id = str_of(&product["id"]).to_owned();
+    let order_like = uuid::Uuid::new_v4().to_string();
+
+    for (what, caller, vars, code) in [
+        (
+            "more than 100",
+            app.as_admin(),
+            json!({ "id": id, "last": 101 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "a negative count",
+            app.as_admin(),
+            json!({ "id": id, "last": -1 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "a malformed id",
+            app.as_admin(),
+            json!({ "id": "nope", "last": 5 }),
+            "BAD_USER_INPUT",
+        ),
+        (
+            "a customer",
+            app.as_user("bob"),
+            json!({ "id": id, "last": 5 }),
+            "FORBIDDEN",
+        ),
+        (
+            "an anonymous caller",
+            app.anonymous(),
+            json!({ "id": id, "last": 5 }),
+            "UNAUTHENTICATED",
+        ),
+    ] {
+        let resp = caller.gql(PRODUCT_TIMELINE, vars).await;
+        assert_eq!(error_code(&resp).as_deref(), Some(code), "{what}: {resp}");
+    }
+
+    // An unknown id, or the id of a stream of another kind, has no timeline.
+    let cart = alice_cart_stream().to_string();
+    app.as_user("alice").add_to_cart(&id, 1).await;
+    for unknown in [order_like, cart] {
+        let resp = admin
+            .gql(PRODUCT_TIMELINE, json!({ "id": unknown, "last": 5 }))
+            .await;
+        assert!(timeline(&resp).is_empty(), "{resp}");
+    }
 }

@@ -196,6 +196,8 @@ const OPERATIONS: &[&str] = &[
     "mutation ($name: String!) { verifyProjection(name: $name) { ok differences } }",
     "query ($nid: ID!) { node(id: $nid) { nodeId ... on Product { sku stock } ... on Order { status total } } }",
     "query ($nids: [ID!]!) { nodes(ids: $nids) { nodeId ... on Product { id } ... on Order { id } } }",
+    // Appended: the setup above names operations by index.
+    "query ($id: UUID!, $last: Int!) { productTimeline(id: $id, last: $last) { version eventType recordedAt position price stock status } }",
 ];
 
 /// Subscriptions, for the WebSocket cases.
@@ -206,6 +208,7 @@ const SUBSCRIPTIONS: &[&str] = &[
     "subscription ($after: Position) { dashboardUpdated(after: $after) { revenue } }",
     "subscription ($after: Position, $types: [String!]) { events(after: $after, streamTypes: $types) { position type } }",
     "subscription ($name: String!) { rebuildProgress(name: $name) { phase } }",
+    "subscription { projectionsUpdated { name position lag lagMillis status } }",
 ];
 
 struct Gen {

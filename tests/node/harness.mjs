@@ -209,6 +209,30 @@ async function freshDatabase() {
   return url.toString();
 }
 
+/** Spawns `ordergraph serve` with `server.env`; resolves once the process has started. */
+async function spawnServer() {
+  server.exited = null;
+  server.child = spawn(BIN, ['serve'], { env: server.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  server.exitPromise = new Promise((resolve) => {
+    server.child.once('exit', (code, signal) => {
+      server.exited = { code, signal };
+      resolve();
+    });
+  });
+  const spawned = new Promise((resolve, reject) => {
+    server.child.once('spawn', resolve);
+    server.child.once('error', (err) => {
+      if (server.child.pid === undefined) {
+        server.exited = { code: null, signal: null }; // never started: no 'exit' follows
+      }
+      reject(new Error(`cannot start ${BIN}: ${err.message}`));
+    });
+  });
+  server.child.stdout.on('data', (chunk) => server.record('stdout', chunk));
+  server.child.stderr.on('data', (chunk) => server.record('stderr', chunk));
+  await withTimeout(spawned, STEP_TIMEOUT_MS, `${BIN} to start`);
+}
+
 /**
  * Starts `ordergraph serve` on a free port and a fresh database, with `extraEnv` added to
  * its environment; resolves once it is ready.
@@ -231,29 +255,22 @@ export async function startServer(extraEnv = {}) {
   }
   server.env = env;
 
-  server.child = spawn(BIN, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  server.exitPromise = new Promise((resolve) => {
-    server.child.once('exit', (code, signal) => {
-      server.exited = { code, signal };
-      resolve();
-    });
-  });
-  const spawned = new Promise((resolve, reject) => {
-    server.child.once('spawn', resolve);
-    server.child.once('error', (err) => {
-      if (server.child.pid === undefined) {
-        server.exited = { code: null, signal: null }; // never started: no 'exit' follows
-      }
-      reject(new Error(`cannot start ${BIN}: ${err.message}`));
-    });
-  });
-  server.child.stdout.on('data', (chunk) => server.record('stdout', chunk));
-  server.child.stderr.on('data', (chunk) => server.record('stderr', chunk));
-  await withTimeout(spawned, STEP_TIMEOUT_MS, `${BIN} to start`);
-
+  await spawnServer();
   await waitUntilReady();
   server.adminToken = await mintToken('node-admin', 'admin');
   server.aliceToken = await mintToken('node-alice', 'customer');
+}
+
+/**
+ * Restarts the server as an operator would: SIGTERM (its subscriptions end with
+ * SERVER_DRAINING), then the same binary again on the same port, database, data
+ * directory and secret; resolves once it is ready. The tokens stay valid.
+ */
+export async function restartServer() {
+  server.child.kill('SIGTERM');
+  await withTimeout(server.exitPromise, 15_000, 'ordergraph to exit after SIGTERM');
+  await spawnServer();
+  await waitUntilReady();
 }
 
 export async function stopServer() {
