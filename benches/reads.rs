@@ -12,12 +12,21 @@
 //!   five columns and `pageInfo`;
 //! - **single product**: ordergraph `product(id:)` against `catalogViewByRowId(rowId:)`,
 //!   a random product of the catalog per request;
+//! - **list page with `totalCount`**: the same page and the number of products, on both;
 //! - **search** (ordergraph only: PostGraphile has no text search without a plugin):
-//!   `products(first: 20, search:)` for a SKU fragment.
+//!   `products(first: 20, search:)` for a SKU fragment (a few matches), and for a word of
+//!   every product's name (every product matches).
+//!
+//! Then, unless BENCH_SQLITE=0, ordergraph alone on SQLite (a file of its own, the same
+//! number of products created the same way): list page, single product and both searches.
+//!
+//! The products are created through the API (the view is built by the relay, as in
+//! production): BENCH_SEED_CLIENTS (64) clients, each sending batches of
+//! BENCH_SEED_BATCH (10) `createProduct` operations per HTTP request.
 //!
 //! `cargo bench --bench reads` (env: BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test,
-//! BENCH_PRODUCTS=2000, BENCH_CLIENTS=32, BENCH_SECS=10, BENCH_ROUNDS=2). Results go to stdout
-//! and `target/bench-reads.md`.
+//! BENCH_PRODUCTS=2000, BENCH_CLIENTS=32, BENCH_SECS=10, BENCH_ROUNDS=2, BENCH_SQLITE=1).
+//! Results go to stdout and `target/bench-reads.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -38,11 +47,26 @@ const SECRET: &str = "reads-bench-secret-not-for-production";
 const CREATE: &str = "mutation($sku: String!) { createProduct(input: {sku: $sku, name: \"Bench product\", description: \"A product of the read benchmark\", price: \"4.20\", initialStock: 100}) { product { id } } }";
 const OG_LIST: &str = "{ products(first: 20) { edges { node { id sku name price stock } } pageInfo { hasNextPage endCursor } } }";
 const PEER_LIST: &str = "{ allCatalogViews(first: 20, orderBy: SKU_ASC) { nodes { rowId sku name priceCents stock } pageInfo { hasNextPage endCursor } } }";
+const OG_COUNTED: &str = "{ products(first: 20) { totalCount edges { node { id sku name price stock } } pageInfo { hasNextPage endCursor } } }";
+const PEER_COUNTED: &str = "{ allCatalogViews(first: 20, orderBy: SKU_ASC) { totalCount nodes { rowId sku name priceCents stock } pageInfo { hasNextPage endCursor } } }";
 const OG_ONE: &str = "query($id: UUID!) { product(id: $id) { id sku name price stock } }";
 const PEER_ONE: &str =
     "query($id: UUID!) { catalogViewByRowId(rowId: $id) { rowId sku name priceCents stock } }";
 const OG_SEARCH: &str =
     "query($q: String!) { products(first: 20, search: $q) { edges { node { id sku name } } } }";
+const OG_SEARCH_WORD: &str =
+    "{ products(first: 20, search: \"bench\") { edges { node { id sku name } } } }";
+
+/// What one load phase sends.
+#[derive(Clone, Copy, PartialEq)]
+enum Ask {
+    /// The same document each time.
+    Same,
+    /// A random product of the catalog (`$id`).
+    ById,
+    /// A SKU fragment (`$q`): four digits, varying from one request to the next.
+    SkuFragment,
+}
 
 struct Config {
     pg_url: String,
@@ -50,6 +74,9 @@ struct Config {
     clients: usize,
     secs: u64,
     rounds: usize,
+    sqlite: bool,
+    seed_clients: usize,
+    seed_batch: usize,
 }
 
 impl Config {
@@ -68,6 +95,13 @@ impl Config {
                 .context("BENCH_CLIENTS")?,
             secs: var("BENCH_SECS", "10").parse().context("BENCH_SECS")?,
             rounds: var("BENCH_ROUNDS", "2").parse().context("BENCH_ROUNDS")?,
+            sqlite: var("BENCH_SQLITE", "1") != "0",
+            seed_clients: var("BENCH_SEED_CLIENTS", "64")
+                .parse()
+                .context("BENCH_SEED_CLIENTS")?,
+            seed_batch: var("BENCH_SEED_BATCH", "10")
+                .parse()
+                .context("BENCH_SEED_BATCH")?,
         })
     }
 }
@@ -87,6 +121,7 @@ async fn run() -> anyhow::Result<()> {
         .connect(&cfg.pg_url)
         .await
         .with_context(|| format!("BENCH_DATABASE_URL={} is not reachable", cfg.pg_url))?;
+    let load_before = load_average();
     let name = format!("bench_reads_{}", Uuid::new_v4().simple());
     sqlx::query(AssertSqlSafe(format!(r#"CREATE DATABASE "{name}""#)))
         .execute(&admin)
@@ -98,12 +133,40 @@ async fn run() -> anyhow::Result<()> {
     )))
     .execute(&admin)
     .await?;
-    let report = result?;
+    let mut report = result?;
+    if cfg.sqlite {
+        report.push('\n');
+        report.push_str(&bench_sqlite(&cfg).await?);
+    }
+    report.push_str(&format!(
+        "\nMachine: {} × {}; load average (1 min) {load_before} before the run, {} after it.\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cpu_model(),
+        load_average(),
+    ));
     println!("{report}");
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-reads.md");
     std::fs::write(&out, &report)?;
     eprintln!("written to {}", out.display());
     Ok(())
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// One measured phase: requests per second and latency of one server under one query.
@@ -124,64 +187,89 @@ impl Phase {
     fn ms(&self, q: f64) -> f64 {
         self.latency_us.value_at_quantile(q) as f64 / 1000.0
     }
+    fn cell(&self) -> String {
+        format!(
+            "{:.0} / {:.2} / {:.2} / {}",
+            self.rate(),
+            self.ms(0.5),
+            self.ms(0.99),
+            self.errors
+        )
+    }
+}
+
+fn http_client(cfg: &Config) -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .pool_max_idle_per_host(cfg.clients.max(cfg.seed_clients))
+        .build()?)
+}
+
+fn admin_token() -> anyhow::Result<String> {
+    ordergraph::auth::mint_token(
+        SECRET,
+        "bench-admin",
+        ordergraph::auth::Role::Admin,
+        Duration::from_secs(24 * 3600),
+    )
 }
 
 async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
     let dir = tempfile::tempdir()?;
     let pool = cfg.clients.to_string();
-    let og = Server::ordergraph(url, dir.path(), &pool).await?;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(cfg.clients)
-        .build()?;
-    let admin = ordergraph::auth::mint_token(
-        SECRET,
-        "bench-admin",
-        ordergraph::auth::Role::Admin,
-        Duration::from_secs(24 * 3600),
-    )?;
+    // Plain TCP for both: sqlx's default (`sslmode=prefer`) would take TLS where the
+    // server offers it, node-postgres's default does not.
+    let og = Server::ordergraph(&without_tls(url)?, dir.path(), &pool).await?;
+    let http = http_client(cfg)?;
+    let admin = admin_token()?;
 
     eprintln!("== creating {} products through ordergraph", cfg.products);
-    let ids = seed(&http, &og.url, &admin, cfg.products).await?;
+    let started = Instant::now();
+    let ids = seed(&http, &og.url, &admin, cfg).await?;
     let db = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .connect(url)
         .await?;
     wait_for_view(&db, cfg.products).await?;
+    let seeded = started.elapsed();
+    // Fresh statistics for both servers' plans, as autovacuum would give them in time.
+    sqlx::query("VACUUM ANALYZE catalog_view")
+        .execute(&db)
+        .await?;
     let table_mib = table_size_mib(&db).await?;
 
     let peer = Server::postgraphile(url, &pool).await?;
     let ids = Arc::new(ids);
-    let targets: [(&'static str, &Server, &'static str, &'static str); 2] = [
-        ("ordergraph", &og, OG_LIST, OG_ONE),
-        ("PostGraphile 5", &peer, PEER_LIST, PEER_ONE),
+    let targets: [(&'static str, &Server, [&'static str; 3]); 2] = [
+        ("ordergraph", &og, [OG_LIST, OG_COUNTED, OG_ONE]),
+        ("PostGraphile 5", &peer, [PEER_LIST, PEER_COUNTED, PEER_ONE]),
     ];
-    // Both answer the same first page (the same SKUs in the same order) before any timing.
-    let first = |v: &Value, list: &str| -> Vec<String> {
-        let nodes: Vec<&Value> = if list == OG_LIST {
-            v["data"]["products"]["edges"]
-                .as_array()
-                .map(|e| e.iter().map(|e| &e["node"]).collect())
-                .unwrap_or_default()
-        } else {
-            v["data"]["allCatalogViews"]["nodes"]
+    // Both answer the same first page (the same SKUs in the same order) and the same
+    // count before any timing.
+    let first = |v: &Value| -> Vec<String> {
+        let nodes: Vec<&Value> = match v["data"]["products"]["edges"].as_array() {
+            Some(edges) => edges.iter().map(|e| &e["node"]).collect(),
+            None => v["data"]["allCatalogViews"]["nodes"]
                 .as_array()
                 .map(|n| n.iter().collect())
-                .unwrap_or_default()
+                .unwrap_or_default(),
         };
         nodes
             .iter()
             .map(|n| n["sku"].as_str().unwrap_or_default().to_owned())
             .collect()
     };
-    let a = post(&http, &og.url, OG_LIST, json!({})).await?;
-    let b = post(&http, &peer.url, PEER_LIST, json!({})).await?;
-    if first(&a, OG_LIST) != first(&b, PEER_LIST) || first(&a, OG_LIST).len() != 20 {
+    let a = post(&http, &og.url, OG_COUNTED, json!({})).await?;
+    let b = post(&http, &peer.url, PEER_COUNTED, json!({})).await?;
+    if first(&a) != first(&b)
+        || first(&a).len() != 20
+        || a["data"]["products"]["totalCount"] != b["data"]["allCatalogViews"]["totalCount"]
+    {
         bail!("the two servers do not answer the same first page:\n{a}\n{b}");
     }
 
     let mut phases = Vec::new();
     for round in 1..=cfg.rounds {
-        for (what, pick) in [("list page", 0), ("single product", 1)] {
+        for (pick, what) in PAIRED.iter().enumerate() {
             // Alternate who goes first from one round to the next.
             let order: Vec<usize> = if round % 2 == 1 {
                 vec![0, 1]
@@ -189,15 +277,15 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
                 vec![1, 0]
             };
             for i in order {
-                let (server, target, list, one) = targets[i];
-                let query = if pick == 0 { list } else { one };
+                let (server, target, queries) = targets[i];
+                let ask = if pick == 2 { Ask::ById } else { Ask::Same };
                 eprintln!("== round {round}: {server}, {what}");
                 let phase = load(
                     &http,
                     &target.url,
-                    query,
-                    pick == 1,
-                    ids.clone(),
+                    queries[pick],
+                    ask,
+                    &ids,
                     cfg,
                     server,
                     what,
@@ -208,23 +296,99 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
             }
         }
     }
-    eprintln!("== ordergraph, search");
-    let search = load(
-        &http,
-        &og.url,
-        OG_SEARCH,
-        false,
-        ids.clone(),
-        cfg,
-        "ordergraph",
-        "search",
-        1,
-    )
-    .await?;
+    let searches = searches(&http, &og.url, &ids, cfg).await?;
 
+    let tls: Vec<(String, bool, i64)> = sqlx::query_as(
+        "SELECT coalesce(application_name, ''), ssl, count(*) FROM pg_stat_ssl \
+         JOIN pg_stat_activity USING (pid) WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&db)
+    .await?;
+    eprintln!("== the servers' connections (application, TLS, count): {tls:?}");
     let og_mem = og.memory();
     let peer_mem = peer.memory();
-    Ok(report(cfg, &phases, &search, og_mem, peer_mem, table_mib))
+    Ok(report(
+        cfg, &phases, &searches, og_mem, peer_mem, table_mib, seeded,
+    ))
+}
+
+/// The phases run on both servers, in this order in each round.
+const PAIRED: [&str; 3] = ["list page", "list page + totalCount", "single product"];
+
+/// ordergraph's two searches.
+async fn searches(
+    http: &reqwest::Client,
+    url: &str,
+    ids: &Arc<Vec<String>>,
+    cfg: &Config,
+) -> anyhow::Result<Vec<Phase>> {
+    let mut phases = Vec::new();
+    for (what, query, ask) in [
+        ("search, a SKU fragment", OG_SEARCH, Ask::SkuFragment),
+        ("search, a word of every name", OG_SEARCH_WORD, Ask::Same),
+    ] {
+        eprintln!("== ordergraph, {what}");
+        phases.push(load(http, url, query, ask, ids, cfg, "ordergraph", what, 1).await?);
+    }
+    Ok(phases)
+}
+
+/// ordergraph alone on SQLite: the same catalog, created the same way, then the list
+/// page, a single product and the searches.
+async fn bench_sqlite(cfg: &Config) -> anyhow::Result<String> {
+    let dir = tempfile::tempdir()?;
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("bench.sqlite").display()
+    );
+    let og = Server::ordergraph(&url, dir.path(), &cfg.clients.to_string()).await?;
+    let http = http_client(cfg)?;
+    let admin = admin_token()?;
+    eprintln!(
+        "== SQLite: creating {} products through ordergraph",
+        cfg.products
+    );
+    let started = Instant::now();
+    let ids = Arc::new(seed(&http, &og.url, &admin, cfg).await?);
+    let seeded = started.elapsed();
+    let count = post(
+        &http,
+        &og.url,
+        "{ products(first: 0) { totalCount } }",
+        json!({}),
+    )
+    .await?;
+    if count["data"]["products"]["totalCount"] != json!(cfg.products) {
+        bail!("the SQLite catalog does not hold every product: {count}");
+    }
+    let mut phases = Vec::new();
+    for (what, query, ask) in [
+        ("list page", OG_LIST, Ask::Same),
+        ("single product", OG_ONE, Ask::ById),
+    ] {
+        eprintln!("== SQLite: ordergraph, {what}");
+        phases.push(load(&http, &og.url, query, ask, &ids, cfg, "ordergraph", what, 1).await?);
+    }
+    phases.extend(searches(&http, &og.url, &ids, cfg).await?);
+    let mem = og.memory();
+    let mut out = format!(
+        "#### ordergraph on SQLite\n\n\
+         The same {} products, created in {:.1} s, {} clients, {} s per phase. \
+         Requests/s, p50 / p99 ms, errors.\n\n| query | ordergraph (SQLite) |\n|---|---|\n",
+        cfg.products,
+        seeded.as_secs_f64(),
+        cfg.clients,
+        cfg.secs
+    );
+    for p in &phases {
+        out.push_str(&format!("| {} | {} |\n", p.what, p.cell()));
+    }
+    out.push_str(&format!(
+        "\nMemory after the run (resident / peak, MiB): {:.0} / {:.0}.\n",
+        mem.0, mem.1
+    ));
+    Ok(out)
 }
 
 /// `clients` tasks send `query` back to back for `secs` seconds after a one-second warm-up.
@@ -233,8 +397,8 @@ async fn load(
     http: &reqwest::Client,
     url: &str,
     query: &'static str,
-    by_id: bool,
-    ids: Arc<Vec<String>>,
+    ask: Ask,
+    ids: &Arc<Vec<String>>,
     cfg: &Config,
     server: &'static str,
     what: &'static str,
@@ -249,22 +413,19 @@ async fn load(
                 (http.clone(), url.to_owned(), ids.clone(), errors.clone());
             tokio::spawn(async move {
                 let mut hist = Histogram::<u64>::new(3).unwrap();
-                let mut n: u64 = 0;
                 let mut seed = client as u64 * 0x9E37_79B9_7F4A_7C15 + 1;
                 loop {
                     let now = Instant::now();
                     if now >= end {
                         break;
                     }
-                    let vars = if by_id {
-                        seed ^= seed << 13;
-                        seed ^= seed >> 7;
-                        seed ^= seed << 17;
-                        json!({ "id": ids[(seed % ids.len() as u64) as usize] })
-                    } else if query == OG_SEARCH {
-                        json!({ "q": format!("{:04}", n % 2000) })
-                    } else {
-                        json!({})
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let vars = match ask {
+                        Ask::ById => json!({ "id": ids[(seed % ids.len() as u64) as usize] }),
+                        Ask::SkuFragment => json!({ "q": format!("{:04}", seed % 10_000) }),
+                        Ask::Same => json!({}),
                     };
                     let ok = match post(&http, &url, query, vars).await {
                         Ok(v) => v.get("errors").is_none() && !v["data"].is_null(),
@@ -277,7 +438,6 @@ async fn load(
                             errors.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    n += 1;
                 }
                 hist
             })
@@ -313,46 +473,86 @@ async fn post(
         .await?)
 }
 
-/// Creates `n` products, 32 at a time; returns their ids.
+/// Creates `cfg.products` products: `seed_clients` clients, each sending batches of
+/// `seed_batch` `createProduct` operations per request; returns their ids.
 async fn seed(
     http: &reqwest::Client,
     url: &str,
     token: &str,
-    n: usize,
+    cfg: &Config,
 ) -> anyhow::Result<Vec<String>> {
+    let n = cfg.products;
+    let batch = cfg.seed_batch.max(1);
     let next = Arc::new(AtomicU64::new(0));
-    let tasks: Vec<_> = (0..32)
+    let done = Arc::new(AtomicU64::new(0));
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let d = done.load(Ordering::Relaxed);
+                eprintln!(
+                    "   {d} of {n} created, {:.0}/s",
+                    d as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        })
+    };
+    let tasks: Vec<_> = (0..cfg.seed_clients)
         .map(|_| {
-            let (http, url, token, next) =
-                (http.clone(), url.to_owned(), token.to_owned(), next.clone());
+            let (http, url, token, next, done) = (
+                http.clone(),
+                url.to_owned(),
+                token.to_owned(),
+                next.clone(),
+                done.clone(),
+            );
             tokio::spawn(async move {
                 let mut ids = Vec::new();
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= n {
+                    let from = next.fetch_add(batch as u64, Ordering::Relaxed) as usize;
+                    if from >= n {
                         return Ok::<_, anyhow::Error>(ids);
                     }
+                    let body: Vec<Value> = (from..n.min(from + batch))
+                        .map(|i| json!({ "query": CREATE, "variables": { "sku": format!("BR-{i:07}") } }))
+                        .collect();
                     let v: Value = http
                         .post(&url)
                         .bearer_auth(&token)
-                        .json(&json!({ "query": CREATE, "variables": { "sku": format!("BR-{i:07}") } }))
+                        .json(&body)
                         .send()
                         .await?
                         .json()
                         .await?;
-                    match v["data"]["createProduct"]["product"]["id"].as_str() {
-                        Some(id) => ids.push(id.to_owned()),
-                        None => bail!("createProduct failed: {v}"),
+                    for r in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+                        match r["data"]["createProduct"]["product"]["id"].as_str() {
+                            Some(id) => ids.push(id.to_owned()),
+                            None => bail!("createProduct failed: {r}"),
+                        }
                     }
+                    if !v.is_array() {
+                        bail!("a batch was refused: {v}");
+                    }
+                    done.fetch_add(body.len() as u64, Ordering::Relaxed);
                 }
             })
         })
         .collect();
     let mut ids = Vec::with_capacity(n);
+    let mut failed = None;
     for t in tasks {
-        ids.extend(t.await??);
+        match t.await? {
+            Ok(found) => ids.extend(found),
+            Err(e) => failed = Some(e),
+        }
     }
-    Ok(ids)
+    progress.abort();
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ids),
+    }
 }
 
 async fn wait_for_view(db: &PgPool, n: usize) -> anyhow::Result<()> {
@@ -365,7 +565,9 @@ async fn wait_for_view(db: &PgPool, n: usize) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("the catalog view holds {count} of {n} products after 120 s");
+            bail!(
+                "the catalog view holds {count} of {n} products 120 s after the last was created"
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -386,7 +588,11 @@ struct Server {
 
 impl Server {
     async fn ordergraph(database_url: &str, dir: &Path, pool: &str) -> anyhow::Result<Self> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ordergraph"))
+        // BENCH_ORDERGRAPH_BIN: another build of the binary (an earlier commit's, to
+        // measure before and after with the same harness in one session).
+        let bin = std::env::var("BENCH_ORDERGRAPH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ordergraph").to_owned());
+        let mut child = Command::new(&bin)
             .arg("serve")
             .env("DATABASE_URL", database_url)
             .env("ORDERGRAPH_BIND", "127.0.0.1:0")
@@ -436,8 +642,12 @@ impl Server {
             .env("DATABASE_URL", database_url)
             .env("PORT", "0")
             .env("PEER_POOL", pool)
+            .env("GRAPHILE_ENV", "production")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            // Its errors (one stack trace each) go to a file; the phases count them.
+            .stderr(std::fs::File::create(
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-reads-peer.log"),
+            )?)
             .kill_on_drop(true)
             .spawn()
             .with_context(|| format!("starting {}", node.display()))?;
@@ -496,6 +706,13 @@ async fn wait_for_line(
     Ok(value)
 }
 
+/// `url` with `sslmode=disable`.
+fn without_tls(url: &str) -> anyhow::Result<String> {
+    let mut url = reqwest::Url::parse(url).context("BENCH_DATABASE_URL is not a URL")?;
+    url.query_pairs_mut().append_pair("sslmode", "disable");
+    Ok(url.to_string())
+}
+
 fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
     let mut url = reqwest::Url::parse(admin_url).context("BENCH_DATABASE_URL is not a URL")?;
     url.set_path(&format!("/{name}"));
@@ -505,29 +722,28 @@ fn database_url(admin_url: &str, name: &str) -> anyhow::Result<String> {
 fn report(
     cfg: &Config,
     phases: &[Phase],
-    search: &Phase,
+    searches: &[Phase],
     og_mem: (f64, f64),
     peer_mem: (f64, f64),
     table_mib: f64,
+    seeded: Duration,
 ) -> String {
     let mut out = format!(
         "### Reads: ordergraph beside PostGraphile 5 on the same `catalog_view`\n\n\
-         {} products ({table_mib:.1} MiB with indexes), {} clients, {} s per phase after 1 s of \
-         warm-up, {} rounds (the order of the two servers alternates), a pool of {} \
-         connections each. Requests/s, p50 / p99 ms, errors.\n\n\
+         {} products ({table_mib:.1} MiB with indexes; created through the API in {:.1} s, \
+         {:.0}/s), {} clients, {} s per phase after 1 s of warm-up, {} rounds (the order of \
+         the two servers alternates), a pool of {} connections each. Requests/s, p50 / p99 \
+         ms, errors.\n\n\
          | query | round | ordergraph | PostGraphile 5 | ratio |\n|---|---:|---|---|---:|\n",
-        cfg.products, cfg.clients, cfg.secs, cfg.rounds, cfg.clients,
+        cfg.products,
+        seeded.as_secs_f64(),
+        cfg.products as f64 / seeded.as_secs_f64(),
+        cfg.clients,
+        cfg.secs,
+        cfg.rounds,
+        cfg.clients,
     );
-    let cell = |p: &Phase| {
-        format!(
-            "{:.0} / {:.2} / {:.2} / {}",
-            p.rate(),
-            p.ms(0.5),
-            p.ms(0.99),
-            p.errors
-        )
-    };
-    for what in ["list page", "single product"] {
+    for what in PAIRED {
         for round in 1..=cfg.rounds {
             let find = |server: &str| {
                 phases
@@ -537,22 +753,25 @@ fn report(
             if let (Some(a), Some(b)) = (find("ordergraph"), find("PostGraphile 5")) {
                 out.push_str(&format!(
                     "| {what} | {round} | {} | {} | {:.2}× |\n",
-                    cell(a),
-                    cell(b),
+                    a.cell(),
+                    b.cell(),
                     a.rate() / b.rate()
                 ));
             }
         }
     }
+    out.push('\n');
+    for s in searches {
+        out.push_str(&format!(
+            "ordergraph `{}` (first 20): {}.\n",
+            s.what,
+            s.cell()
+        ));
+    }
     out.push_str(&format!(
-        "\nordergraph `search` (a SKU fragment, first 20): {}.\n\n\
-         Memory after the run (resident / peak, MiB): ordergraph {:.0} / {:.0}, \
+        "\nMemory after the run (resident / peak, MiB): ordergraph {:.0} / {:.0}, \
          PostGraphile 5 (Node.js 22) {:.0} / {:.0}.\n",
-        cell(search),
-        og_mem.0,
-        og_mem.1,
-        peer_mem.0,
-        peer_mem.1
+        og_mem.0, og_mem.1, peer_mem.0, peer_mem.1
     ));
     out
 }

@@ -15,6 +15,11 @@ use ordergraph::read::rebuild::{CHANGED_KEYS_LIMIT, Changed, Phase, Progress, Re
 use ordergraph::{Application, db, graphql, telemetry};
 use secrecy::ExposeSecret;
 
+/// mimalloc rather than glibc's malloc: a GraphQL request allocates per field, and glibc
+/// spent about a fifth of a read request's CPU time in malloc and free (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "ordergraph",

@@ -185,7 +185,9 @@ impl CatalogQuery {
                 in_stock_only: in_stock_only.unwrap_or(false),
                 include_discontinued: include_discontinued.unwrap_or(false),
             };
-            let page = view::page(&s.db, &filter, bound).await?;
+            // Counting reads every match: only for a query that selects the count.
+            let count = ctx.look_ahead().field("totalCount").exists();
+            let page = view::page(&s.db, &filter, bound, count).await?;
             let start_cursor = page.items.first().map(|p| encode_cursor(&p.sku));
             let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
             Ok(ProductConnection {

@@ -4,7 +4,8 @@
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection,
-    DatabaseTransaction, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -181,6 +182,7 @@ pub struct CatalogPage {
     pub items: Vec<catalog_view::Model>,
     pub has_next_page: bool,
     pub has_previous_page: bool,
+    /// Every match, on all pages; 0 unless counted (`page`'s `count`).
     pub total_count: u64,
 }
 
@@ -249,13 +251,61 @@ fn escape_like(s: &str) -> String {
     out
 }
 
+/// Up to this many rows found by SQLite's search index, a search page reads them and
+/// sorts them by SKU; from this many on, it walks the SKU index (ADR 0017).
+const FTS5_FEW: u64 = 2_000;
+
+/// How many rows SQLite's search index finds for `search`, counted up to `FTS5_FEW`.
+async fn fts5_candidates<C: ConnectionTrait>(db: &C, search: &str) -> Result<u64, DbErr> {
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Sqlite,
+            format!(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM catalog_search \
+                 WHERE catalog_search MATCH ? LIMIT {FTS5_FEW})"
+            ),
+            [fts5_phrase(search).into()],
+        ))
+        .await?;
+    Ok(row
+        .map(|r| r.try_get::<i64>("", "n"))
+        .transpose()?
+        .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
+}
+
+/// `s` as a PostgreSQL string literal, whatever `standard_conforming_strings` says: an
+/// escape string (`E'…'`) with its backslashes and quotes escaped.
+fn postgres_literal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    out.push_str("E'");
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\'' => out.push_str("''"),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+/// `s` as one FTS5 phrase: a string in double quotes, its own double quotes doubled.
+/// With the trigram tokenizer a phrase matches wherever `s` is a substring of a column.
+fn fts5_phrase(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
 /// One page of the catalog in SKU order, from either end (the Relay cursors are SKUs).
 /// Whether products lie beyond the page's far end comes with the page (one more row
 /// read); whether any lie beyond the cursor is one indexed lookup of a single row.
+///
+/// `totalCount` (`count`) is the one figure that costs a read of every match: it is
+/// counted only when asked for, and is 0 otherwise (ADR 0017).
 pub async fn page<C: ConnectionTrait>(
     db: &C,
     filter: &CatalogFilter,
     bound: PageBound<'_>,
+    count: bool,
 ) -> Result<CatalogPage, DbErr> {
     let mut cond = Condition::all();
     if !filter.include_discontinued {
@@ -270,22 +320,60 @@ pub async fn page<C: ConnectionTrait>(
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
+        let backend = db.get_database_backend();
         let pattern = escape_like(search);
-        let like = |col: catalog_view::Column| {
-            Expr::expr(Func::lower(Expr::col(col)))
-                .like(LikeExpr::new(pattern.clone()).escape('\\'))
-        };
-        cond = cond.add(
+        let likes = if backend == DbBackend::Postgres {
+            // The pattern as a literal, not a parameter: the planner then sees it and
+            // picks the trigram indexes for a rare text and the SKU index for a common
+            // one. With a parameter, a connection's statement turns generic after five
+            // runs, planned for no text in particular: the SKU index, filtered, which
+            // reads the whole view for a text that matches nothing.
+            let literal = postgres_literal(&pattern);
+            let like = |col: &str| {
+                Expr::cust(format!(
+                    "lower(\"catalog_view\".\"{col}\") LIKE {literal} ESCAPE E'\\\\'"
+                ))
+            };
+            Condition::any()
+                .add(like("name"))
+                .add(like("sku"))
+                .add(like("description"))
+        } else {
+            let like = |col: catalog_view::Column| {
+                Expr::expr(Func::lower(Expr::col(col)))
+                    .like(LikeExpr::new(pattern.clone()).escape('\\'))
+            };
             Condition::any()
                 .add(like(catalog_view::Column::Name))
                 .add(like(catalog_view::Column::Sku))
-                .add(like(catalog_view::Column::Description)),
-        );
+                .add(like(catalog_view::Column::Description))
+        };
+        cond = cond.add(likes);
+        // SQLite is told where to look: the rows its FTS5 trigram index finds are a
+        // superset of the matches (the same substring, case folded at least as far as
+        // `lower` and `LIKE` fold it), and the `LIKE`s keep exactly the matches among
+        // them. That is quick when they are few; when they are many, walking the SKU
+        // index until the page is full is quicker, and its planner would not see it. The
+        // index finds nothing shorter than a trigram: such a text walks the SKU index.
+        if backend == DbBackend::Sqlite
+            && search.chars().count() >= 3
+            && fts5_candidates(db, search).await? < FTS5_FEW
+        {
+            cond = cond.add(Expr::cust_with_values(
+                "\"catalog_view\".\"rowid\" IN \
+                 (SELECT rowid FROM catalog_search WHERE catalog_search MATCH ?)",
+                [fts5_phrase(search)],
+            ));
+        }
     }
-    let total_count = catalog_view::Entity::find()
-        .filter(cond.clone())
-        .count(db)
-        .await?;
+    let total_count = if count {
+        catalog_view::Entity::find()
+            .filter(cond.clone())
+            .count(db)
+            .await?
+    } else {
+        0
+    };
     let any = |beyond: Condition| {
         catalog_view::Entity::find()
             .filter(cond.clone())

@@ -38,6 +38,7 @@ mod reviews;
 mod saga_isolation;
 mod saga_recovery;
 mod schema;
+mod search;
 mod sse;
 mod streamed;
 mod subscriptions;

@@ -40,7 +40,7 @@ async fn verify(admin: &Caller<'_>, name: &str) -> Value {
 }
 
 /// Starts a rebuild and follows it with `rebuildProgress` until it ends; the last step.
-async fn rebuild(app: &TestApp, name: &str) -> Value {
+pub(crate) async fn rebuild(app: &TestApp, name: &str) -> Value {
     let mut ws = WsClient::connect(app, Some(&token("ops", Role::Admin))).await;
     ws.subscribe("p", PROGRESS, json!({ "name": name })).await;
     // The current state first (no rebuild yet, or the last one's end).

@@ -81,8 +81,11 @@ impl Scratch {
                     .query_all_raw(Statement::from_string(
                         DbBackend::Sqlite,
                         format!(
+                            // Not the triggers: they keep indexes of the live view
+                            // (its search index) that the scratch copy has no use for.
                             "SELECT sql FROM sqlite_master WHERE tbl_name IN ({names}) \
-                             AND sql IS NOT NULL ORDER BY type = 'table' DESC, name"
+                             AND sql IS NOT NULL AND type <> 'trigger' \
+                             ORDER BY type = 'table' DESC, name"
                         ),
                     ))
                     .await?
