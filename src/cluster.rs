@@ -50,12 +50,14 @@ pub const APPLICATION_PREFIX: &str = "ordergraph/";
 pub const RELEASE_CHANNEL: &str = "ordergraph_units";
 
 /// What a replica does. `api` is informational (every replica serves HTTP: health,
-/// readiness and metrics need it); `projector` and `saga` say which units it may claim.
+/// readiness and metrics need it); `projector`, `saga` and `publisher` say which units it
+/// may claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
     pub api: bool,
     pub projector: bool,
     pub saga: bool,
+    pub publisher: bool,
 }
 
 impl Default for Roles {
@@ -64,6 +66,7 @@ impl Default for Roles {
             api: true,
             projector: true,
             saga: true,
+            publisher: true,
         }
     }
 }
@@ -74,6 +77,7 @@ impl Roles {
         match kind {
             Kind::Projector => self.projector,
             Kind::Saga => self.saga,
+            Kind::Publisher => self.publisher,
         }
     }
 
@@ -89,6 +93,7 @@ impl fmt::Display for Roles {
             (self.api, "api"),
             (self.projector, "projector"),
             (self.saga, "saga"),
+            (self.publisher, "publisher"),
         ]
         .into_iter()
         .filter_map(|(on, name)| on.then_some(name))
@@ -101,31 +106,26 @@ impl FromStr for Roles {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut roles = Roles {
+        const NONE: Roles = Roles {
             api: false,
             projector: false,
             saga: false,
+            publisher: false,
         };
+        let mut roles = NONE;
         for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             match name {
                 "api" => roles.api = true,
                 "projector" => roles.projector = true,
                 "saga" => roles.saga = true,
+                "publisher" => roles.publisher = true,
                 other => {
-                    return Err(format!(
-                        "unknown role {other:?} (known: api, projector, saga)"
-                    ));
+                    return Err(format!("unknown role {other:?} (known: {KNOWN_ROLES})"));
                 }
             }
         }
-        if roles
-            == (Roles {
-                api: false,
-                projector: false,
-                saga: false,
-            })
-        {
-            return Err("no role given (known: api, projector, saga)".to_owned());
+        if roles == NONE {
+            return Err(format!("no role given (known: {KNOWN_ROLES})"));
         }
         Ok(roles)
     }
@@ -222,7 +222,15 @@ pub struct ClusterInfo {
 pub enum Kind {
     Projector,
     Saga,
+    Publisher,
 }
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Projector, Kind::Saga, Kind::Publisher];
+}
+
+/// The names `ORDERGRAPH_ROLES` knows.
+const KNOWN_ROLES: &str = "api, projector, saga, publisher";
 
 /// One partition of the order saga: the orders whose id falls in it ([`Partition::of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -266,16 +274,20 @@ pub enum Unit {
     Projector(&'static str),
     /// One partition of the order saga.
     Saga(Partition),
+    /// The publisher of the log to the message broker (ADR 0016), when one is configured.
+    Publisher,
 }
 
 impl Unit {
-    /// The units of a service with these views and saga partitions, in a stable order.
-    pub fn all(views: &[&'static str], saga_partitions: u16) -> Vec<Unit> {
+    /// The units of a service with these views and saga partitions, and the publisher
+    /// when a broker is configured, in a stable order.
+    pub fn all(views: &[&'static str], saga_partitions: u16, publisher: bool) -> Vec<Unit> {
         views
             .iter()
             .copied()
             .map(Unit::Projector)
             .chain(Partition::all(saga_partitions).into_iter().map(Unit::Saga))
+            .chain(publisher.then_some(Unit::Publisher))
             .collect()
     }
 
@@ -283,14 +295,16 @@ impl Unit {
         match self {
             Unit::Projector(_) => Kind::Projector,
             Unit::Saga(_) => Kind::Saga,
+            Unit::Publisher => Kind::Publisher,
         }
     }
 
-    /// Its name: `projector:catalog`, `saga:3`.
+    /// Its name: `projector:catalog`, `saga:3`, `publisher`.
     pub fn name(&self) -> String {
         match self {
             Unit::Projector(view) => format!("projector:{view}"),
             Unit::Saga(p) => format!("saga:{}", p.index),
+            Unit::Publisher => "publisher".to_owned(),
         }
     }
 
@@ -373,7 +387,7 @@ mod tests {
 
     #[test]
     fn every_unit_has_its_own_lock_key() {
-        let units = Unit::all(&["catalog", "cart", "orders", "dashboard"], 64);
+        let units = Unit::all(&["catalog", "cart", "orders", "dashboard"], 64, true);
         let mut keys: Vec<i32> = units.iter().map(Unit::key).collect();
         keys.sort_unstable();
         keys.dedup();
@@ -394,9 +408,14 @@ mod tests {
 
     #[test]
     fn roles_parse_from_a_comma_list_and_refuse_unknown_names() {
-        assert_eq!("api,projector,saga".parse::<Roles>(), Ok(Roles::default()));
+        assert_eq!(
+            "api,projector,saga,publisher".parse::<Roles>(),
+            Ok(Roles::default())
+        );
         let api = "api".parse::<Roles>().expect("api alone");
-        assert!(!api.claims(Kind::Projector) && !api.claims(Kind::Saga));
+        assert!(Kind::ALL.iter().all(|kind| !api.claims(*kind)));
+        let publisher = "publisher".parse::<Roles>().expect("publisher alone");
+        assert!(publisher.claims(Kind::Publisher) && !publisher.claims(Kind::Saga));
         assert_eq!(api.to_string(), "api");
         assert_eq!(
             " saga , api ".parse::<Roles>().map(|r| r.to_string()),

@@ -198,10 +198,15 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
 
-    /// What this replica does: a comma list of `api`, `projector` (folds views) and `saga`
-    /// (runs order saga partitions). A replica without `projector` and `saga` never claims
+    /// What this replica does: a comma list of `api`, `projector` (folds views), `saga`
+    /// (runs order saga partitions) and `publisher` (publishes the log to NATS when
+    /// `ORDERGRAPH_NATS_URL` is set). A replica with none of the last three never claims
     /// a unit of work. PostgreSQL only; SQLite runs everything in one process.
-    #[arg(long, env = "ORDERGRAPH_ROLES", default_value = "api,projector,saga")]
+    #[arg(
+        long,
+        env = "ORDERGRAPH_ROLES",
+        default_value = "api,projector,saga,publisher"
+    )]
     pub roles: crate::cluster::Roles,
 
     /// This replica's name in the cluster (its lease connection's `application_name` is
@@ -219,6 +224,37 @@ pub struct Settings {
     /// (SQLite runs one).
     #[arg(long, env = "ORDERGRAPH_SAGA_PARTITIONS", default_value_t = 8)]
     pub saga_partitions: u16,
+
+    /// A NATS server with JetStream (`nats://host:4222`): the write side publishes every
+    /// event of the log to it, in position order (ADR 0016). Unset: nothing is published.
+    #[arg(long, env = "ORDERGRAPH_NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// The JetStream stream the log is published to (created with file storage if
+    /// missing). Its sequence numbers are the log's positions.
+    #[arg(
+        long,
+        env = "ORDERGRAPH_NATS_STREAM",
+        default_value = "ORDERGRAPH_EVENTS"
+    )]
+    pub nats_stream: String,
+
+    /// The first token of every published subject:
+    /// `<prefix>.<stream type>.<event type>`, and `<prefix>._gap` for a rolled-back
+    /// position.
+    #[arg(
+        long,
+        env = "ORDERGRAPH_NATS_SUBJECT_PREFIX",
+        default_value = "ordergraph"
+    )]
+    pub nats_subject_prefix: String,
+
+    /// Replicas of the stream when the publisher creates it: 1 on a single broker, 3 on
+    /// a JetStream cluster in production (an R1 stream on a broker with the default
+    /// `sync_interval` can lose acknowledged messages in a crash; README.md, "The event
+    /// bus").
+    #[arg(long, env = "ORDERGRAPH_NATS_REPLICAS", default_value_t = 1)]
+    pub nats_replicas: usize,
 
     /// Test hook: stop the order saga at a step boundary, as if the process died there.
     #[cfg(feature = "test-hooks")]
@@ -268,6 +304,10 @@ impl Default for Settings {
             node_id: None,
             lease_ms: 3_000,
             saga_partitions: 8,
+            nats_url: None,
+            nats_stream: "ORDERGRAPH_EVENTS".to_owned(),
+            nats_subject_prefix: "ordergraph".to_owned(),
+            nats_replicas: 1,
             #[cfg(feature = "test-hooks")]
             saga_fault: None,
         }
@@ -311,7 +351,7 @@ impl Settings {
         if !postgres && !self.roles.is_everything() {
             anyhow::bail!(
                 "ORDERGRAPH_ROLES={} needs PostgreSQL: on SQLite one process does all the \
-                 work (api,projector,saga). Unset ORDERGRAPH_ROLES, or set DATABASE_URL to a \
+                 work (api,projector,saga,publisher). Unset ORDERGRAPH_ROLES, or set DATABASE_URL to a \
                  PostgreSQL database to run several replicas",
                 self.roles
             );
@@ -320,6 +360,20 @@ impl Settings {
             anyhow::bail!(SHARED_SECRET_REQUIRED);
         }
         Ok(())
+    }
+
+    /// The broker the log is published to, when one is configured.
+    pub fn broker(&self) -> anyhow::Result<Option<crate::broker::BrokerSettings>> {
+        let Some(url) = &self.nats_url else {
+            return Ok(None);
+        };
+        crate::broker::BrokerSettings::new(
+            url,
+            &self.nats_stream,
+            &self.nats_subject_prefix,
+            self.nats_replicas,
+        )
+        .map(Some)
     }
 
     /// The lease of a replica's units (at least 300 ms).

@@ -68,6 +68,8 @@ pub struct HttpState {
     pub tasks: Arc<crate::supervise::Tasks>,
     /// The web origins besides the API's own that may call it (CORS, WebSockets).
     pub origins: cors::AllowedOrigins,
+    /// The publisher of the log to the broker, when one is configured.
+    pub publisher: Option<Arc<crate::broker::publisher::PublisherStatus>>,
 }
 
 /// The application's routes and middleware.
@@ -681,6 +683,10 @@ struct Readiness {
     failed_projections: Vec<FailedProjection>,
     /// Background tasks that died and are not up again yet.
     failed_tasks: Vec<FailedTask>,
+    /// With a broker: whether this replica's publisher stopped because the event stream
+    /// and the log disagree (its log line says why). Absent without a broker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publisher_diverged: Option<bool>,
 }
 
 #[derive(serde::Serialize)]
@@ -697,8 +703,8 @@ struct FailedTask {
     deaths: u32,
 }
 
-/// Ready when the database answers, the relay is ticking, no projection has failed and
-/// every background task is up.
+/// Ready when the database answers, the relay is ticking, no projection has failed,
+/// every background task is up, and the publisher (if any) has not stopped on a mismatch.
 async fn readyz(State(state): State<HttpState>) -> Response {
     let readiness = Readiness {
         database: state.db.ping().await.is_ok(),
@@ -721,11 +727,13 @@ async fn readyz(State(state): State<HttpState>) -> Response {
                 deaths: down.deaths,
             })
             .collect(),
+        publisher_diverged: state.publisher.as_ref().map(|p| p.diverged().is_some()),
     };
     let ready = readiness.database
         && readiness.relay
         && readiness.failed_projections.is_empty()
-        && readiness.failed_tasks.is_empty();
+        && readiness.failed_tasks.is_empty()
+        && readiness.publisher_diverged != Some(true);
     let status = if ready {
         StatusCode::OK
     } else {

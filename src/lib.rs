@@ -9,6 +9,7 @@
 //! CLI.
 
 pub mod auth;
+pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod db;
@@ -88,6 +89,10 @@ struct Core {
     cluster: Arc<cluster::member::ClusterState>,
     /// The saga's partitions on this backend.
     saga_partitions: u16,
+    /// The broker the log is published to (`ORDERGRAPH_NATS_URL`), if any.
+    broker: Option<broker::BrokerSettings>,
+    /// What this replica knows of the publisher.
+    publisher: Arc<broker::publisher::PublisherStatus>,
     /// SQLite: this process's exclusive hold on the database file.
     _sqlite_lock: Option<cluster::sqlite_lock::SqliteLock>,
     /// The relay's own safe horizon (its projectors raise it), which the doorbells follow.
@@ -112,6 +117,7 @@ impl Core {
         }
         let url = settings.effective_database_url();
         settings.check_cluster_settings(&url)?;
+        let broker = settings.broker()?;
         // SQLite is one process: a second one on the same file is refused before it
         // touches the database.
         let sqlite_lock = match cluster::sqlite_lock::database_file(&url) {
@@ -178,6 +184,8 @@ impl Core {
                 .unwrap_or_else(cluster::NodeId::generate),
             cluster: Arc::new(cluster::member::ClusterState::default()),
             saga_partitions,
+            broker,
+            publisher: Arc::default(),
             _sqlite_lock: sqlite_lock,
             relay_horizon,
             relay_health: Arc::new(RelayHealth::default()),
@@ -236,7 +244,7 @@ impl Core {
         cluster::ClusterInfo {
             node: self.node.clone(),
             roles: self.settings.roles,
-            units: cluster::Unit::all(&names, self.saga_partitions),
+            units: cluster::Unit::all(&names, self.saga_partitions, self.broker.is_some()),
             leased: self.is_postgres(),
             started: chrono::Utc::now(),
             state: self.cluster.clone(),
@@ -269,12 +277,27 @@ impl Core {
         self.db.get_database_backend() == sea_orm::DbBackend::Postgres
     }
 
+    /// The publisher of the log to the broker, when one is configured.
+    fn publisher(&self) -> Option<broker::publisher::Publisher> {
+        Some(broker::publisher::Publisher {
+            db: self.db.clone(),
+            settings: self.broker.clone()?,
+            node: self.node.to_string(),
+            wakeup: self.wakeup.subscribe(),
+            poll: self.settings.relay_poll(),
+            status: self.publisher.clone(),
+            metrics: self.metrics.clone(),
+        })
+    }
+
     /// This replica's member of the cluster, which runs the units it holds: the
-    /// projectors with `relay`, the saga partitions with `saga`.
+    /// projectors with `relay`, the saga partitions with `saga`, the publisher with
+    /// `publisher`.
     fn member(
         &self,
         relay: Arc<Relay>,
         saga: Arc<process::order_saga::OrderSaga>,
+        publisher: Option<Arc<broker::publisher::Publisher>>,
     ) -> cluster::member::Member {
         use cluster::Unit;
         use cluster::member::UnitRun;
@@ -298,6 +321,19 @@ impl Core {
                                 Err(Failure::Stop(e.into()))
                             }
                             Err(e) => Err(Failure::restart(e)),
+                        }
+                    })
+                }
+                Unit::Publisher => {
+                    let publisher = publisher.clone();
+                    Box::pin(async move {
+                        match publisher {
+                            Some(publisher) => publisher.run(fence).await,
+                            // Not a unit of this service without a broker.
+                            None => {
+                                fence.released().await;
+                                Ok(())
+                            }
                         }
                     })
                 }
@@ -411,6 +447,7 @@ impl Core {
                 projections: self.statuses.clone(),
                 tasks: self.tasks.clone(),
                 origins: s.cors_origins.clone(),
+                publisher: self.broker.is_some().then(|| self.publisher.clone()),
             },
             s.request_timeout(),
         )
@@ -458,7 +495,11 @@ impl Application {
                 .map(std::time::Duration::from_secs),
         );
         let background = Background {
-            member: Arc::new(core.member(Arc::new(core.relay()), Arc::new(core.saga()))),
+            member: Arc::new(core.member(
+                Arc::new(core.relay()),
+                Arc::new(core.saga()),
+                core.publisher().map(Arc::new),
+            )),
             backstop: core.is_postgres().then(|| Arc::new(core.backstop())),
             live_changes: core.bus.subscribe(),
         };

@@ -289,6 +289,42 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
             name
         );
     }
+    // The publisher (with a broker): how far the stream is, beside the log's head.
+    if let Some(broker) = settings.broker()? {
+        let head = ordergraph::log::horizon::committed_head(&conn).await?;
+        let published = match ordergraph::broker::connect(&broker, "ordergraph-cli").await {
+            Ok(js) => match js.get_stream(&broker.stream).await {
+                Ok(mut stream) => match stream.info().await {
+                    Ok(info) => Ok(i64::try_from(info.state.last_sequence).unwrap_or(i64::MAX)),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(format!("{e:#}")),
+        };
+        let (position, lag, detail) = match published {
+            Ok(at) => (
+                at.to_string(),
+                (head - at).max(0).to_string(),
+                format!("stream {}", broker.stream),
+            ),
+            Err(e) => {
+                healthy = false;
+                ("?".to_owned(), "?".to_owned(), format!("broker: {e}"))
+            }
+        };
+        println!(
+            "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {:<24} {}",
+            "publisher",
+            position,
+            head,
+            lag,
+            "",
+            "",
+            holder(&ordergraph::cluster::Unit::Publisher),
+            detail
+        );
+    }
     // The replicas (PostgreSQL): alive or not, and how far each serves, as it reported.
     if let Some(snapshot) = &cluster {
         println!();

@@ -107,6 +107,10 @@ pub struct Metrics {
     process_cpu_seen: Mutex<f64>,
     process_fds: Gauge,
     process_threads: Gauge,
+    bus_published: Gauge,
+    bus_lag: Gauge,
+    bus_diverged: Gauge,
+    bus_gaps: Counter,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -249,6 +253,31 @@ impl Default for Metrics {
             "Size limit of the database pool",
             pool_max.clone(),
         );
+        // The event bus (src/broker.rs): 0 on a replica that does not publish.
+        let bus_published = Gauge::default();
+        registry.register(
+            "bus_published_position",
+            "Last log position the broker acknowledged to this replica's publisher",
+            bus_published.clone(),
+        );
+        let bus_lag = Gauge::default();
+        registry.register(
+            "bus_publish_lag",
+            "Log positions final in the log and not yet published, as this replica's publisher last saw",
+            bus_lag.clone(),
+        );
+        let bus_diverged = Gauge::default();
+        registry.register(
+            "bus_diverged",
+            "1 while publishing is stopped because the event stream and the log disagree",
+            bus_diverged.clone(),
+        );
+        let bus_gaps = Counter::default();
+        registry.register(
+            "bus_gap_markers",
+            "Gap markers published for positions whose transaction rolled back",
+            bus_gaps.clone(),
+        );
         let mut process = Registry::default();
         let process_rss = Gauge::default();
         process.register(
@@ -288,6 +317,10 @@ impl Default for Metrics {
             process_cpu_seen: Mutex::new(0.0),
             process_fds,
             process_threads,
+            bus_published,
+            bus_lag,
+            bus_diverged,
+            bus_gaps,
             registry,
             saga_parked,
             saga_retrying,
@@ -309,6 +342,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The last position the broker acknowledged to this replica's publisher.
+    pub fn bus_published(&self, position: i64) {
+        self.bus_published.set(position);
+    }
+
+    /// Positions final in the log and not yet published.
+    pub fn bus_lag(&self, positions: i64) {
+        self.bus_lag.set(positions.max(0));
+    }
+
+    /// Whether publishing is stopped for a mismatch between the stream and the log.
+    pub fn bus_diverged(&self, diverged: bool) {
+        self.bus_diverged.set(i64::from(diverged));
+    }
+
+    pub fn bus_gaps(&self, n: u64) {
+        self.bus_gaps.inc_by(n);
+    }
+
     pub fn command(&self, operation: &str, outcome: &str, seconds: f64) {
         self.commands
             .get_or_create(&CommandLabels {

@@ -130,7 +130,7 @@ pub fn plan(
     held: &BTreeSet<Unit>,
 ) -> (Vec<Unit>, Vec<Unit>) {
     let (mut release, mut claim) = (Vec::new(), Vec::new());
-    for kind in [Kind::Projector, Kind::Saga] {
+    for kind in Kind::ALL {
         let of_kind: Vec<&Unit> = units.iter().filter(|u| u.kind() == kind).collect();
         let mine: Vec<&Unit> = held.iter().filter(|u| u.kind() == kind).collect();
         if !roles.claims(kind) {
@@ -683,7 +683,7 @@ mod tests {
     use crate::cluster::observe::{Holding, NodeSeen};
 
     fn units() -> Vec<Unit> {
-        Unit::all(&["catalog", "cart", "orders", "dashboard"], 8)
+        Unit::all(&["catalog", "cart", "orders", "dashboard"], 8, false)
     }
 
     fn nodes(n: usize) -> Vec<NodeSeen> {

@@ -6,6 +6,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod bus;
 mod cart;
 mod cart_model;
 mod catalog;
