@@ -263,6 +263,7 @@ async fn bench(url: &str, events: usize) -> anyhow::Result<String> {
     let mut lines = vec![scan(&db).await?];
     let replayer = Replayer {
         db: db.clone(),
+        log: db.clone(),
         url: url.to_owned(),
         gate: None,
     };

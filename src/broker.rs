@@ -7,6 +7,7 @@
 //! stream's sequence numbers are the log's positions ([`wire`]).
 
 pub mod publisher;
+pub mod source;
 pub mod wire;
 
 use std::time::Duration;
@@ -18,6 +19,9 @@ use async_nats::jetstream::{self, stream};
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a publish waits for its acknowledgement.
 const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnecting after the broker went away: 50 ms more per attempt, at most half a second.
+const RECONNECT_STEP: Duration = Duration::from_millis(50);
+const MAX_RECONNECT_DELAY: Duration = Duration::from_millis(500);
 
 /// Where and how the log is published.
 #[derive(Debug, Clone)]
@@ -95,9 +99,41 @@ impl BrokerSettings {
 /// A connection to the broker and its JetStream context. The client reconnects by itself
 /// after a broker restart; what was in flight then fails and is retried by its user.
 pub async fn connect(settings: &BrokerSettings, name: &str) -> anyhow::Result<jetstream::Context> {
+    connect_counting(settings, name, None).await
+}
+
+/// Like [`connect`], counting in `breaks` each time the connection is lost: whatever its
+/// user made on the broker before (an ordered consumer) may be gone with it.
+pub async fn connect_counting(
+    settings: &BrokerSettings,
+    name: &str,
+    breaks: Option<std::sync::Arc<tokio::sync::watch::Sender<u64>>>,
+) -> anyhow::Result<jetstream::Context> {
     let client = async_nats::ConnectOptions::new()
         .name(name)
+        .event_callback(move |event| {
+            let breaks = breaks.clone();
+            async move {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("the broker connection was lost; reconnecting");
+                        if let Some(breaks) = breaks {
+                            breaks.send_modify(|n| *n = n.wrapping_add(1));
+                        }
+                    }
+                    async_nats::Event::Connected => tracing::info!("connected to the broker"),
+                    other => tracing::debug!(event = %other, "broker connection event"),
+                }
+            }
+        })
         .connection_timeout(REQUEST_TIMEOUT)
+        // The library's default doubles up to 4 s: after a short outage the reads and
+        // publishes would stay stalled seconds after the broker is back.
+        .reconnect_delay_callback(|attempts| {
+            RECONNECT_STEP
+                .saturating_mul(u32::try_from(attempts).unwrap_or(u32::MAX))
+                .min(MAX_RECONNECT_DELAY)
+        })
         .connect(settings.url.as_str())
         .await
         .with_context(|| format!("connecting to NATS at {}", settings.redacted_url()))?;

@@ -225,6 +225,14 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_SAGA_PARTITIONS", default_value_t = 8)]
     pub saga_partitions: u16,
 
+    /// A read replica's own database (`postgres://…`, or `sqlite://…?mode=rwc` for a single
+    /// read replica): its views are folded there from the event bus (`ORDERGRAPH_NATS_URL`
+    /// is required) and its queries and subscriptions read them there. `DATABASE_URL`
+    /// stays the write database (PostgreSQL): mutations, `history` and the temporal
+    /// queries go there. ADR 0016.
+    #[arg(long, env = "READ_DATABASE_URL")]
+    pub read_database_url: Option<String>,
+
     /// A NATS server with JetStream (`nats://host:4222`): the write side publishes every
     /// event of the log to it, in position order (ADR 0016). Unset: nothing is published.
     #[arg(long, env = "ORDERGRAPH_NATS_URL")]
@@ -304,6 +312,7 @@ impl Default for Settings {
             node_id: None,
             lease_ms: 3_000,
             saga_partitions: 8,
+            read_database_url: None,
             nats_url: None,
             nats_stream: "ORDERGRAPH_EVENTS".to_owned(),
             nats_subject_prefix: "ordergraph".to_owned(),
@@ -347,6 +356,37 @@ impl Settings {
     /// secret (replicas cannot share a generated development secret: each would mint and
     /// accept its own tokens).
     pub fn check_cluster_settings(&self, url: &str) -> anyhow::Result<()> {
+        if let Some(read) = &self.read_database_url {
+            if self.nats_url.is_none() {
+                anyhow::bail!(
+                    "READ_DATABASE_URL makes this a read replica, fed from the event bus: set \
+                     ORDERGRAPH_NATS_URL too (the broker the write side publishes to)"
+                );
+            }
+            if !url.starts_with("postgres") {
+                anyhow::bail!(
+                    "a read replica (READ_DATABASE_URL) sends its mutations to the write \
+                     database, which must then be PostgreSQL: set DATABASE_URL to it"
+                );
+            }
+            if read.trim() == url.trim() {
+                anyhow::bail!(
+                    "READ_DATABASE_URL is DATABASE_URL: a read replica keeps its views in a \
+                     database of its own (unset READ_DATABASE_URL to serve from the write database)"
+                );
+            }
+            if !read.starts_with("postgres") && !self.roles.is_everything() {
+                anyhow::bail!(
+                    "ORDERGRAPH_ROLES={} needs a PostgreSQL read database: on an SQLite read \
+                     database one read replica folds every view",
+                    self.roles
+                );
+            }
+            if self.jwt_secret.is_none() {
+                anyhow::bail!(SHARED_SECRET_REQUIRED);
+            }
+            return Ok(());
+        }
         let postgres = url.starts_with("postgres");
         if !postgres && !self.roles.is_everything() {
             anyhow::bail!(

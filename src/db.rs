@@ -26,6 +26,21 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
         .with_context(|| format!("connecting to {}", redact(url)))
 }
 
+/// Connects, checks PostgreSQL's settings, and applies every pending migration: a
+/// database ready to serve.
+pub async fn open(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(url, max_connections).await?;
+    let postgres = db.get_database_backend() == DbBackend::Postgres;
+    if postgres {
+        check_postgres(url).await?;
+    }
+    migrate(&db).await?;
+    if postgres {
+        check_postgres_schema(&db).await?;
+    }
+    Ok(db)
+}
+
 /// Key of the PostgreSQL advisory lock that migrating processes queue on ("ogmigrat").
 const MIGRATION_LOCK: i64 = 0x6f67_6d69_6772_6174;
 

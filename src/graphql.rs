@@ -93,7 +93,11 @@ pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 /// What resolvers need, injected once into the schema.
 #[derive(Clone)]
 pub struct Services {
+    /// The write database: the log (`history`, the temporal queries, the `events` feed)
+    /// and the write tables.
     pub db: DatabaseConnection,
+    /// The views' database: the write database, or a read replica's own (ADR 0016).
+    pub views: DatabaseConnection,
     pub writer: Writer,
     pub checkpoints: Arc<Checkpoints>,
     pub consistency_wait: Duration,
@@ -289,7 +293,7 @@ where
     let s = services(ctx)?;
     s.await_written(projection, outcome).await?;
     let id = outcome.stream_id;
-    find(&s.db, id)
+    find(&s.views, id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
 }

@@ -63,9 +63,18 @@ fn descriptor_limit() -> Option<u64> {
 /// What every part of the service is built on: one of each, shared.
 struct Core {
     settings: Settings,
-    url: String,
+    /// The write database: the log, the write tables, the saga's state.
     db: sea_orm::DatabaseConnection,
     gate: WriteGate,
+    /// The views' database: the write database itself, or a read replica's own
+    /// (`READ_DATABASE_URL`, ADR 0016), with the views' checkpoints and the cluster that
+    /// folds them.
+    views: sea_orm::DatabaseConnection,
+    views_url: String,
+    /// The write gate of the views' database (the write gate itself when it is the same).
+    views_gate: WriteGate,
+    /// A read replica's copy of the log: the event bus.
+    bus_source: Option<Arc<broker::source::BusSource>>,
     wakeup: write::Wakeup,
     bus: Arc<dyn ChangeBus>,
     projections: Vec<Arc<dyn Projection>>,
@@ -118,30 +127,47 @@ impl Core {
         let url = settings.effective_database_url();
         settings.check_cluster_settings(&url)?;
         let broker = settings.broker()?;
+        let views_url = settings
+            .read_database_url
+            .clone()
+            .unwrap_or_else(|| url.clone());
+        let reader = settings.read_database_url.is_some();
         // SQLite is one process: a second one on the same file is refused before it
         // touches the database.
-        let sqlite_lock = match cluster::sqlite_lock::database_file(&url) {
+        let sqlite_lock = match cluster::sqlite_lock::database_file(&views_url) {
             Some(file) => Some(cluster::sqlite_lock::acquire(&file)?),
             None => None,
         };
-        let db = db::connect(&url, settings.db_max_connections).await?;
-        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            db::check_postgres(&url).await?;
-        }
-        db::migrate(&db).await?;
-        if db.get_database_backend() == sea_orm::DbBackend::Postgres {
-            db::check_postgres_schema(&db).await?;
-        }
+        let db = db::open(&url, settings.db_max_connections).await?;
         tracing::info!(database = %db::redact(&url), "database ready");
+        let views_db = if reader {
+            let views = db::open(&views_url, settings.db_max_connections).await?;
+            tracing::info!(database = %db::redact(&views_url), "read database ready: a read replica fed from the event bus");
+            views
+        } else {
+            db.clone()
+        };
+        let bus_source = match (&broker, reader) {
+            (Some(broker), true) => Some(broker::source::BusSource::new(
+                broker.clone(),
+                &settings
+                    .node_id
+                    .as_ref()
+                    .map_or_else(|| "reader".to_owned(), ToString::to_string),
+            )),
+            _ => None,
+        };
 
         let views = read::views();
         let projections: Vec<Arc<dyn Projection>> =
             views.iter().map(|v| v.projection.clone()).collect();
         let names: Vec<&'static str> = projections.iter().map(|p| p.name()).collect();
-        read::checkpoints::ensure(&db, &names).await?;
+        read::checkpoints::ensure(&views_db, &names).await?;
         let saga_partitions = settings.saga_partitions_on(db.get_database_backend());
-        process::order_saga::seed_partitions(&db, saga_partitions).await?;
-        let checkpoints = Arc::new(Checkpoints::load(&db, &names).await?);
+        if !reader {
+            process::order_saga::seed_partitions(&db, saga_partitions).await?;
+        }
+        let checkpoints = Arc::new(Checkpoints::load(&views_db, &names).await?);
         let metrics = Arc::new(metrics::Metrics::default());
         let buffer = settings.subscription_buffer.max(1);
         let (horizon_tx, relay_horizon) = watch::channel(0);
@@ -150,11 +176,11 @@ impl Core {
         // One process on SQLite: the relay publishes in process. On PostgreSQL every
         // replica, this one too, takes changes from the doorbells (ADR 0013).
         let (bus, doorbells): (Arc<dyn ChangeBus>, _) =
-            if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+            if views_db.get_database_backend() == sea_orm::DbBackend::Postgres {
                 let bus = Arc::new(DoorbellBus::new(BUS_CAPACITY));
                 let doorbells = read::doorbell::Doorbells::new(
-                    db.clone(),
-                    url.clone(),
+                    views_db.clone(),
+                    views_url.clone(),
                     bus.clone(),
                     live.clone(),
                     checkpoints.clone(),
@@ -168,8 +194,17 @@ impl Core {
         let horizon = doorbells
             .as_ref()
             .map_or_else(|| relay_horizon.clone(), |d| d.horizon());
+        let gate = WriteGate::for_backend(db.get_database_backend());
         Ok(Self {
-            gate: WriteGate::for_backend(db.get_database_backend()),
+            views_gate: if reader {
+                WriteGate::for_backend(views_db.get_database_backend())
+            } else {
+                gate.clone()
+            },
+            gate,
+            views: views_db,
+            views_url,
+            bus_source,
             wakeup,
             bus,
             statuses: Arc::new(read::status::Statuses::new(&names, checkpoints.clone())),
@@ -198,7 +233,6 @@ impl Core {
             metrics,
             drain,
             settings,
-            url,
             db,
         })
     }
@@ -223,9 +257,14 @@ impl Core {
 
     /// The relay: the projectors of every view, each run as a unit of work.
     fn relay(&self) -> Relay {
+        let source: Arc<dyn log::source::EventSource> = match &self.bus_source {
+            Some(bus) => bus.clone(),
+            None => Arc::new(log::source::LogSource(self.db.clone())),
+        };
         Relay {
-            db: self.db.clone(),
-            gate: self.gate.clone(),
+            db: self.views.clone(),
+            source,
+            gate: self.views_gate.clone(),
             projections: self.projections.clone(),
             checkpoints: self.checkpoints.clone(),
             bus: self.bus.clone(),
@@ -241,10 +280,16 @@ impl Core {
 
     fn cluster_info(&self) -> cluster::ClusterInfo {
         let names: Vec<&'static str> = self.projections.iter().map(|p| p.name()).collect();
+        let mut units = cluster::Unit::all(&names, self.saga_partitions, self.broker.is_some());
+        if self.is_reader() {
+            // A read replica's cluster folds the views of its read database; the saga and
+            // the publisher run on the write side.
+            units.retain(|u| u.kind() == cluster::Kind::Projector);
+        }
         cluster::ClusterInfo {
             node: self.node.clone(),
             roles: self.settings.roles,
-            units: cluster::Unit::all(&names, self.saga_partitions, self.broker.is_some()),
+            units,
             leased: self.is_postgres(),
             started: chrono::Utc::now(),
             state: self.cluster.clone(),
@@ -273,8 +318,14 @@ impl Core {
         })
     }
 
+    /// Whether the views' database — and so the cluster that folds them — is PostgreSQL.
     fn is_postgres(&self) -> bool {
-        self.db.get_database_backend() == sea_orm::DbBackend::Postgres
+        self.views.get_database_backend() == sea_orm::DbBackend::Postgres
+    }
+
+    /// A read replica: views in a database of their own, fed from the event bus.
+    fn is_reader(&self) -> bool {
+        self.bus_source.is_some()
     }
 
     /// The publisher of the log to the broker, when one is configured.
@@ -341,7 +392,7 @@ impl Core {
         };
         let health = self.relay_health.clone();
         cluster::member::Member {
-            url: self.url.clone(),
+            url: self.views_url.clone(),
             node: self.node.clone(),
             roles: self.settings.roles,
             lease: self.settings.lease(),
@@ -359,7 +410,7 @@ impl Core {
     /// replica may hold a projector).
     fn backstop(&self) -> cluster::backstop::CheckpointBackstop {
         cluster::backstop::CheckpointBackstop {
-            db: self.db.clone(),
+            db: self.views.clone(),
             checkpoints: self.checkpoints.clone(),
             statuses: self.statuses.clone(),
             horizon: self.horizon_tx.clone(),
@@ -391,9 +442,10 @@ impl Core {
     fn schema(&self) -> graphql::AppSchema {
         let rebuilds = read::rebuild::Rebuilds::new(
             read::rebuild::Replayer {
-                db: self.db.clone(),
-                url: self.url.clone(),
-                gate: Some(self.gate.clone()),
+                db: self.views.clone(),
+                log: self.db.clone(),
+                url: self.views_url.clone(),
+                gate: Some(self.views_gate.clone()),
             },
             self.projections.clone(),
             self.statuses.clone(),
@@ -404,6 +456,7 @@ impl Core {
         graphql::build_schema(
             graphql::Services {
                 db: self.db.clone(),
+                views: self.views.clone(),
                 writer: self.writer(),
                 checkpoints: self.checkpoints.clone(),
                 consistency_wait: self.settings.consistency_wait(),
@@ -577,7 +630,7 @@ impl Application {
                 backstop.clone().run(up, stopped.receiver())
             });
         }
-        let (live, bus, db) = (core.live.clone(), core.bus.clone(), core.db.clone());
+        let (live, bus, db) = (core.live.clone(), core.bus.clone(), core.views.clone());
         let mut first = Some(background.live_changes);
         supervisor.spawn("live-views", move |up, stopped| {
             // A restarted hub listens from now on, and has its subscribers re-read.
@@ -595,6 +648,29 @@ impl Application {
                 .run(db.clone(), horizon.clone(), up, stopped.wait());
             async move { run.await.map_err(Failure::restart) }
         });
+        if let Some(source) = core.bus_source.clone() {
+            // A read replica: the stream's head wakes its projectors, and its own commits
+            // (mutations go to the write database) hint the write side's publisher.
+            let wakeup = core.wakeup.clone();
+            supervisor.spawn("bus-watcher", move |up, stopped| {
+                let run = source.clone().watch(wakeup.clone(), up, stopped.wait());
+                async move { run.await.map_err(Failure::Restart) }
+            });
+            let (db, wakeup) = (core.db.clone(), core.wakeup.clone());
+            supervisor.spawn("writer-hints", move |up, stopped| {
+                let run =
+                    read::doorbell::send_hints(db.clone(), uuid::Uuid::new_v4(), wakeup.commits());
+                let stop = stopped.wait();
+                async move {
+                    up.ready();
+                    tokio::select! {
+                        _ = run => {}
+                        _ = stop => {}
+                    }
+                    Ok(())
+                }
+            });
+        }
         if let Some(doorbells) = core.doorbells.clone() {
             let local = core.relay_horizon.clone();
             supervisor.spawn("doorbells", move |up, stopped| {

@@ -12,4 +12,5 @@ pub mod codec;
 pub mod golden;
 pub mod horizon;
 pub mod reader;
+pub mod source;
 pub mod upcast;

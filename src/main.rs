@@ -136,12 +136,23 @@ fn follow(bar: &ProgressBar) -> impl Fn(&Progress) + Send + Sync + '_ {
     }
 }
 
+/// The views' database (a read replica's `READ_DATABASE_URL`, else the database) and
+/// the log's (the database), both migrated.
 async fn open_replayer(settings: &Settings) -> anyhow::Result<Replayer> {
     let url = settings.effective_database_url();
-    let db = db::connect(&url, 4).await?;
-    db::migrate(&db).await?;
+    let log = db::connect(&url, 4).await?;
+    db::migrate(&log).await?;
+    let (db, url) = match &settings.read_database_url {
+        Some(read) => {
+            let views = db::connect(read, 4).await?;
+            db::migrate(&views).await?;
+            (views, read.clone())
+        }
+        None => (log.clone(), url),
+    };
     Ok(Replayer {
         db,
+        log,
         url,
         gate: None,
     })
@@ -153,7 +164,7 @@ async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow:
     let replayer = open_replayer(settings).await?;
     for projection in projections {
         let bar = bar(projection.name());
-        let db = replayer.db.clone();
+        let db = replayer.log.clone();
         let done = replayer
             .rebuild(projection.as_ref(), || safe_horizon(&db, 0), &follow(&bar))
             .await
@@ -223,13 +234,22 @@ async fn projections_verify(settings: &Settings, name: Option<&str>) -> anyhow::
 /// Prints the status table; true when every projection is healthy.
 async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
     let url = settings.effective_database_url();
-    let conn = db::connect(&url, 2).await?;
-    db::migrate(&conn).await?;
+    let log = db::connect(&url, 2).await?;
+    db::migrate(&log).await?;
+    // A read replica's views (and its cluster) are in its read database.
+    let conn = match &settings.read_database_url {
+        Some(read) => {
+            let views = db::connect(read, 2).await?;
+            db::migrate(&views).await?;
+            views
+        }
+        None => log.clone(),
+    };
     let names: Vec<&'static str> = ordergraph::read::all_projections()
         .iter()
         .map(|p| p.name())
         .collect();
-    let report = ordergraph::read::status::Statuses::offline(&conn, &names).await?;
+    let report = ordergraph::read::status::Statuses::offline(&conn, &log, &names).await?;
     // Who runs each unit (PostgreSQL: one replica each; SQLite: the serving process).
     let cluster = match conn.get_database_backend() {
         sea_orm::DbBackend::Postgres => Some(ordergraph::cluster::observe::snapshot(&conn).await?),
@@ -268,10 +288,16 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
             detail
         );
     }
-    // The order saga's partitions: their checkpoints and holders.
-    let partitions = settings.saga_partitions_on(conn.get_database_backend());
-    let stored = ordergraph::read::checkpoints::all(&conn).await?;
-    for partition in ordergraph::cluster::Partition::all(partitions) {
+    // The order saga's partitions: their checkpoints and holders (the write side's:
+    // a read replica's cluster runs no saga).
+    let partitions = settings.saga_partitions_on(log.get_database_backend());
+    let stored = ordergraph::read::checkpoints::all(&log).await?;
+    let saga = if settings.read_database_url.is_some() {
+        Vec::new()
+    } else {
+        ordergraph::cluster::Partition::all(partitions)
+    };
+    for partition in saga {
         let name = ordergraph::process::order_saga::checkpoint_name(partition);
         let position = stored
             .iter()
@@ -291,7 +317,7 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
     }
     // The publisher (with a broker): how far the stream is, beside the log's head.
     if let Some(broker) = settings.broker()? {
-        let head = ordergraph::log::horizon::committed_head(&conn).await?;
+        let head = ordergraph::log::horizon::committed_head(&log).await?;
         let published = match ordergraph::broker::connect(&broker, "ordergraph-cli").await {
             Ok(js) => match js.get_stream(&broker.stream).await {
                 Ok(mut stream) => match stream.info().await {

@@ -167,7 +167,7 @@ async fn may_read_stream(
             Some(StreamReader::UserStream(stream_of)) => stream_of(&caller.user_id) == stream_id,
             Some(StreamReader::OrderOwner) => {
                 let s = services(ctx)?;
-                crate::read::orders::find(&s.db, stream_id)
+                crate::read::orders::find(&s.views, stream_id)
                     .await?
                     .is_some_and(|o| caller.may_see_order(&o.user_id))
             }

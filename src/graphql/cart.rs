@@ -120,7 +120,7 @@ impl CartQuery {
         async {
             let caller = signed_in(ctx)?;
             let s = services(ctx)?;
-            Ok(Cart(view::find(&s.db, caller.user_id.as_str()).await?))
+            Ok(Cart(view::find(&s.views, caller.user_id.as_str()).await?))
         }
         .await
         .gql()
@@ -133,7 +133,7 @@ async fn cart_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<CartPayl
     s.await_written(view::NAME, &outcome).await?;
     Ok(CartPayload {
         position: Position(outcome.position),
-        cart: Cart(view::find(&s.db, caller.user_id.as_str()).await?),
+        cart: Cart(view::find(&s.views, caller.user_id.as_str()).await?),
     })
 }
 

@@ -128,7 +128,7 @@ impl CatalogQuery {
     /// One product from the catalog view; null when unknown. Public.
     async fn product(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Product>> {
         let s = services(ctx).gql()?;
-        Ok(view::find(&s.db, id)
+        Ok(view::find(&s.views, id)
             .await
             .map_err(AppError::from)
             .gql()?
@@ -187,7 +187,7 @@ impl CatalogQuery {
             };
             // Counting reads every match: only for a query that selects the count.
             let count = ctx.look_ahead().field("totalCount").exists();
-            let page = view::page(&s.db, &filter, bound, count).await?;
+            let page = view::page(&s.views, &filter, bound, count).await?;
             let start_cursor = page.items.first().map(|p| encode_cursor(&p.sku));
             let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
             Ok(ProductConnection {

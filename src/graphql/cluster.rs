@@ -84,7 +84,7 @@ impl ClusterQuery {
         async {
             admin(ctx)?;
             let s = services(ctx)?;
-            read(&s.db, &s.cluster).await
+            read(&s.views, &s.cluster).await
         }
         .await
         .gql()

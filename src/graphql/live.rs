@@ -39,7 +39,7 @@ fn source(ctx: &Context<'_>) -> AppResult<Source> {
     let s = services(ctx)?;
     Ok(Source {
         hub: s.live.clone(),
-        db: s.db.clone(),
+        db: s.views.clone(),
         checkpoints: s.checkpoints.clone(),
     })
 }

@@ -69,12 +69,12 @@ fn parse_global_id(id: &str) -> AppResult<(NodeKind, Uuid)> {
 async fn load(ctx: &Context<'_>, id: &str) -> AppResult<Option<Node>> {
     let s = services(ctx)?;
     match parse_global_id(id)? {
-        (NodeKind::Product, uuid) => Ok(crate::read::catalog::find(&s.db, uuid)
+        (NodeKind::Product, uuid) => Ok(crate::read::catalog::find(&s.views, uuid)
             .await?
             .map(|p| Node::Product(Product(p)))),
         (NodeKind::Order, uuid) => {
             let caller = signed_in(ctx)?;
-            Ok(crate::read::orders::find(&s.db, uuid)
+            Ok(crate::read::orders::find(&s.views, uuid)
                 .await?
                 .filter(|o| caller.may_see_order(&o.user_id))
                 .map(|o| Node::Order(Order(o))))

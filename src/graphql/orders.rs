@@ -230,7 +230,7 @@ impl ParkedOrder {
     async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
         async {
             let s = services(ctx)?;
-            Ok(view::find(&s.db, self.0.order_id).await?.map(Order))
+            Ok(view::find(&s.views, self.0.order_id).await?.map(Order))
         }
         .await
         .gql()
@@ -269,7 +269,7 @@ impl OrdersQuery {
         async {
             let caller = signed_in(ctx)?;
             let s = services(ctx)?;
-            Ok(view::find(&s.db, id)
+            Ok(view::find(&s.views, id)
                 .await?
                 .filter(|o| caller.may_see_order(&o.user_id))
                 .map(Order))
@@ -307,7 +307,7 @@ impl OrdersQuery {
                 }
             };
             let page = view::page(
-                &s.db,
+                &s.views,
                 owner.as_deref(),
                 status.map(Into::into),
                 first,
@@ -378,7 +378,7 @@ impl OrdersQuery {
             admin(ctx)?;
             let s = services(ctx)?;
             let known = s.checkpoints.get(dashboard_view::NAME);
-            let figures = dashboard_view::read(&s.db, Utc::now(), known).await?;
+            let figures = dashboard_view::read(&s.views, Utc::now(), known).await?;
             Ok(Dashboard { figures })
         }
         .await
@@ -432,11 +432,13 @@ impl Dashboard {
                 ));
             }
             let s = services(ctx)?;
-            Ok(dashboard_view::low_stock(&s.db, i64::from(threshold), 100)
-                .await?
-                .into_iter()
-                .map(Product)
-                .collect())
+            Ok(
+                dashboard_view::low_stock(&s.views, i64::from(threshold), 100)
+                    .await?
+                    .into_iter()
+                    .map(Product)
+                    .collect(),
+            )
         }
         .await
         .gql()
@@ -595,7 +597,7 @@ impl OrdersSubscription {
             let caller = signed_in(ctx)?.clone();
             if let Some(id) = id {
                 let s = services(ctx)?;
-                let visible = view::find(&s.db, id)
+                let visible = view::find(&s.views, id)
                     .await?
                     .is_some_and(|o| caller.may_see_order(&o.user_id));
                 if !visible {

@@ -546,7 +546,7 @@ async fn read_notifications(mut listener: PgListener, tx: mpsc::Sender<Heard>) {
 
 /// Wakes the other replicas after this one's commits: at most one hint per
 /// [`HINT_EVERY`], each its own statement, never inside a command's transaction.
-async fn send_hints(db: DatabaseConnection, node: Uuid, mut commits: watch::Receiver<u64>) {
+pub async fn send_hints(db: DatabaseConnection, node: Uuid, mut commits: watch::Receiver<u64>) {
     let payload = node.simple().to_string();
     while commits.changed().await.is_ok() {
         commits.borrow_and_update();

@@ -160,11 +160,14 @@ impl VerifyReport {
     }
 }
 
-/// What rebuild and verify need of the service: the live database, its URL (to open
-/// the scratch copy beside it) and, in the server, the write gate.
+/// What rebuild and verify need of the service: the views' database, its URL (to open
+/// the scratch copy beside it), the log to replay and, in the server, the write gate.
 #[derive(Clone)]
 pub struct Replayer {
     pub db: DatabaseConnection,
+    /// Where the log is read from: the same database, or on a read replica the write
+    /// database (ADR 0016).
+    pub log: DatabaseConnection,
     pub url: String,
     pub gate: Option<WriteGate>,
 }
@@ -201,7 +204,7 @@ impl Replayer {
         F: std::future::Future<Output = Result<i64, DbErr>> + Send,
     {
         let (started, mut progress, scratch) = self.begin(projection, report).await?;
-        let run = Run::new(&self.db, &scratch, projection, started, report);
+        let run = Run::new(&self.log, &scratch, projection, started, report);
         let outcome = async {
             // Replay while the live view serves; the log grows meanwhile, so go again
             // until what is left is small enough to replay while holding the view.
@@ -296,7 +299,7 @@ impl Replayer {
         report: &(dyn Fn(&Progress) + Send + Sync),
     ) -> Result<VerifyReport, DbErr> {
         let (started, mut progress, scratch) = self.begin(projection, report).await?;
-        let run = Run::new(&self.db, &scratch, projection, started, report);
+        let run = Run::new(&self.log, &scratch, projection, started, report);
         let outcome = async {
             // Most of the replay without holding anything; the tail holding the view.
             let stored = checkpoints::load_one(&self.db, projection.name()).await?;

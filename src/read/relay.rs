@@ -25,7 +25,7 @@ use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
 use crate::cluster::{Fence, Fenced};
 use crate::entity::events;
-use crate::log::reader::Span;
+use crate::log::source::EventSource;
 use crate::write::{WriteGate, begin_write};
 // Where the relay reads up to; the horizon itself lives with the log.
 pub use crate::log::horizon::{committed_head, safe_horizon};
@@ -80,7 +80,11 @@ impl RelayHealth {
 /// Shared by the projectors of every view: one projector per view, each a unit of work
 /// run by whichever replica holds it (ADR 0012).
 pub struct Relay {
+    /// The views' database: each fold's transaction, with its checkpoint.
     pub db: DatabaseConnection,
+    /// Where the log is read from: this database's `events`, or the event bus on a read
+    /// replica (ADR 0016).
+    pub source: Arc<dyn EventSource>,
     pub gate: WriteGate,
     pub projections: Vec<Arc<dyn Projection>>,
     pub checkpoints: Arc<Checkpoints>,
@@ -238,7 +242,7 @@ impl Relay {
         let name = projection.name();
         let horizon = match known {
             Some(horizon) => horizon,
-            None => safe_horizon(&self.db, self.checkpoints.get(name)).await?,
+            None => self.source.horizon(self.checkpoints.get(name)).await?,
         };
         self.metrics.head_at(horizon);
         self.statuses.set_head(horizon);
@@ -259,9 +263,9 @@ impl Relay {
                     .projection_lag(name, horizon - self.checkpoints.get(name));
                 return Ok(behind.filter(|_| checkpoint < horizon));
             }
-            let page = Span::new(checkpoint, limit)
-                .wanted(projection.wants())
-                .page(&self.db, BATCH)
+            let page = self
+                .source
+                .page(name, checkpoint, limit, Some(projection.wants()), BATCH)
                 .await?;
             let (events, upto) = (page.events, page.read_to);
             if events.is_empty() {

@@ -164,11 +164,12 @@ impl Statuses {
     /// the safe horizon: a report must not wait for the server's open transactions).
     pub async fn offline(
         db: &DatabaseConnection,
+        log: &DatabaseConnection,
         names: &[&'static str],
     ) -> Result<Vec<Report>, DbErr> {
         let checkpoints = Arc::new(Checkpoints::load(db, names).await?);
         let statuses = Self::new(names, checkpoints);
-        statuses.set_head(crate::log::horizon::committed_head(db).await?);
+        statuses.set_head(crate::log::horizon::committed_head(log).await?);
         for row in super::checkpoints::all(db).await? {
             let Some(name) = names.iter().find(|n| **n == row.name) else {
                 continue;
@@ -182,7 +183,7 @@ impl Statuses {
                 statuses.failed(name, at, error);
             }
         }
-        statuses.report(db).await
+        statuses.report(log).await
     }
 
     /// The status table, with each projection's lag counted in the log: the events of

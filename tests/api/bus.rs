@@ -5,6 +5,8 @@
 //! with the log. Each test starts its own broker (`nats-server`), so it can kill it.
 
 mod broker;
+mod faults;
+mod read_replica;
 
 use std::time::{Duration, Instant};
 

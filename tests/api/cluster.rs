@@ -3,7 +3,7 @@
 //! holder is killed or frozen, and a frozen holder that wakes up does nothing it no longer
 //! owns. On SQLite, what must be refused is refused. The cluster tests skip on SQLite.
 
-mod chaos;
+pub(crate) mod chaos;
 pub(crate) mod harness;
 
 use std::time::{Duration, Instant};
@@ -20,7 +20,7 @@ use harness::{Cluster, held_by, holders};
 const FAILOVER_BOUND: Duration = Duration::from_secs(10);
 
 /// Polls `check` until it returns `Some`, for at most `limit`.
-async fn within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+pub(crate) async fn within<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -113,7 +113,7 @@ async fn all_confirmed(cluster: &Cluster, replica: usize, ids: &[String], limit:
 }
 
 /// Orders charged more than once: payment streams with more than one charge event.
-async fn charged_twice(cluster: &Cluster) -> i64 {
+pub(crate) async fn charged_twice(cluster: &Cluster) -> i64 {
     use sea_orm::ConnectionTrait;
     let db = cluster.db().await;
     let row = db

@@ -240,11 +240,19 @@ impl TestApp {
     /// write gate and relay: what another replica (another process) looks like. It stops
     /// when dropped; the database stays this test's.
     pub async fn replica(&self) -> TestApp {
+        self.replica_with(|_| {}).await
+    }
+
+    /// Like `replica`, with its settings adjusted by `configure` first (a read replica:
+    /// `read_database_url`).
+    pub async fn replica_with(&self, configure: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        configure(&mut settings);
         let mut replica = TestApp {
             address: String::new(),
             port: 0,
             http: self.http.clone(),
-            settings: self.settings.clone(),
+            settings,
             shutdown: None,
             handle: None,
             postgres: None,

@@ -18,6 +18,7 @@ async fn count(
 
 /// One replay into a scratch copy.
 pub(super) struct Run<'a> {
+    /// The log.
     pub(super) live: &'a DatabaseConnection,
     pub(super) scratch: &'a DatabaseConnection,
     pub(super) projection: &'a dyn Projection,

@@ -38,30 +38,30 @@ const FAULTS: usize = 12;
 const WRITERS: usize = 6;
 const BUYERS: usize = 3;
 /// How long a client waits for one answer before it tries another replica.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The replicas a client may use now: a load balancer's pool, by address.
 #[derive(Clone, Default)]
-struct Pool(Arc<Mutex<Vec<String>>>);
+pub(crate) struct Pool(Arc<Mutex<Vec<String>>>);
 
 impl Pool {
-    fn pick(&self, turn: usize) -> Option<String> {
+    pub(crate) fn pick(&self, turn: usize) -> Option<String> {
         let pool = self.0.lock().expect("the pool");
         (!pool.is_empty()).then(|| pool[turn % pool.len()].clone())
     }
 
-    fn add(&self, address: &str) {
+    pub(crate) fn add(&self, address: &str) {
         self.0.lock().expect("the pool").push(address.to_owned());
     }
 
-    fn remove(&self, address: &str) {
+    pub(crate) fn remove(&self, address: &str) {
         self.0.lock().expect("the pool").retain(|a| a != address);
     }
 }
 
 /// A GraphQL client behind the pool: sends the request to one replica after another until
 /// one answers (an idempotency key in `variables` makes the retries safe).
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     pool: Pool,
     token: String,
@@ -69,7 +69,7 @@ struct Client {
 }
 
 impl Client {
-    fn new(pool: &Pool, sub: &str, role: Role, turn: usize) -> Self {
+    pub(crate) fn new(pool: &Pool, sub: &str, role: Role, turn: usize) -> Self {
         Client {
             http: reqwest::Client::builder()
                 .timeout(REQUEST_TIMEOUT)
@@ -81,7 +81,7 @@ impl Client {
         }
     }
 
-    async fn send(&mut self, query: &str, variables: Value) -> Value {
+    pub(crate) async fn send(&mut self, query: &str, variables: Value) -> Value {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             self.turn += 1;
@@ -107,7 +107,7 @@ impl Client {
 
 /// Whether an answer acknowledges the write: its data, or CONSISTENCY_TIMEOUT (written,
 /// not yet shown).
-fn acknowledged(answer: &Value) -> bool {
+pub(crate) fn acknowledged(answer: &Value) -> bool {
     match error_code(answer).as_deref() {
         None => true,
         Some("CONSISTENCY_TIMEOUT") => true,
@@ -117,18 +117,18 @@ fn acknowledged(answer: &Value) -> bool {
 
 /// What a subscriber received, across every replica it was connected to.
 #[derive(Default)]
-struct Received {
+pub(crate) struct Received {
     /// `events`: every position, in the order received.
-    positions: Vec<i64>,
+    pub(crate) positions: Vec<i64>,
     /// `productUpdated`: the last stock of each product.
-    stock: BTreeMap<String, i64>,
+    pub(crate) stock: BTreeMap<String, i64>,
     /// The last position received (where a reconnect resumes).
-    last: Option<i64>,
-    reconnects: usize,
+    pub(crate) last: Option<i64>,
+    pub(crate) reconnects: usize,
 }
 
 /// A subscriber that resumes on another replica whenever its socket ends, until `stop`.
-async fn subscriber(
+pub(crate) async fn subscriber(
     pool: Pool,
     query: &'static str,
     variables: Value,
@@ -216,8 +216,9 @@ async fn subscriber(
     }
 }
 
-const EVENTS_SUB: &str = "subscription($after: Position) { events(after: $after) { position } }";
-const PRODUCTS_SUB: &str = "subscription($ids: [UUID!], $after: Position) { productUpdated(ids: $ids, after: $after) { id stock position } }";
+pub(crate) const EVENTS_SUB: &str =
+    "subscription($after: Position) { events(after: $after) { position } }";
+pub(crate) const PRODUCTS_SUB: &str = "subscription($ids: [UUID!], $after: Position) { productUpdated(ids: $ids, after: $after) { id stock position } }";
 
 #[tokio::test]
 async fn kills_and_freezes_of_the_unit_holders_under_load_lose_nothing_and_double_nothing() {

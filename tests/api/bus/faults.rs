@@ -1,0 +1,400 @@
+//! The bus under faults (issue 16): three writer replicas on the write database, two read
+//! replicas on a read database of their own fed from the broker, a mixed load through all
+//! five (clients retry on another replica with the same idempotency key), and meanwhile:
+//! the broker `kill -9`ed and restarted, the publisher's replica `kill -9`ed (and replaced),
+//! every connection to the read database terminated, and a third read replica started from
+//! an empty database of its own.
+//!
+//! Afterwards the checker: the stream is the log; every view of each read database equals
+//! a replay of the write side's log (`verifyProjection` on a read replica); every `events`
+//! subscriber on a read replica saw every position once, in order; every `productUpdated`
+//! subscriber on a read replica ended at the final stock; every order confirmed, none
+//! charged twice.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ordergraph::auth::Role;
+use sea_orm::ConnectionTrait;
+use serde_json::json;
+
+use super::assert_stream_is_the_log;
+use super::broker::Broker;
+use crate::cluster::chaos::{
+    Client, EVENTS_SUB, PRODUCTS_SUB, Pool, Received, acknowledged, subscriber,
+};
+use crate::cluster::harness::{CLUSTER, Cluster, holders};
+use crate::cluster::{charged_twice, within};
+use crate::helpers::*;
+
+const WRITERS: usize = 4;
+const BUYERS: usize = 2;
+/// How long the load runs between two faults.
+const BETWEEN: Duration = Duration::from_millis(1_500);
+
+/// Reads `query` through `client` until `accept` says yes.
+async fn until(
+    client: &mut Client,
+    what: &str,
+    query: &str,
+    variables: serde_json::Value,
+    accept: impl Fn(&serde_json::Value) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = client.send(query, variables.clone()).await;
+        if accept(&answer) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: last answer {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_faults() {
+    let Some(mut cluster) = Cluster::new().await else {
+        return;
+    };
+    let Some(mut broker) = Broker::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("a directory");
+    let (read_url, _read_db) = fresh_database_url(dir.path()).await;
+    let nats = broker.url();
+    let writer_env = [
+        ("ORDERGRAPH_NATS_URL", nats.as_str()),
+        ("ORDERGRAPH_LEASE_MS", "1500"),
+        ("ORDERGRAPH_DB_MAX_CONNECTIONS", "6"),
+    ];
+    let reader_env = [
+        ("ORDERGRAPH_NATS_URL", nats.as_str()),
+        ("READ_DATABASE_URL", read_url.as_str()),
+        ("ORDERGRAPH_DB_MAX_CONNECTIONS", "4"),
+    ];
+    cluster.add(3, &writer_env).await;
+    cluster.add(2, &reader_env).await;
+    let (everyone, writers_only, readers) = (Pool::default(), Pool::default(), Pool::default());
+    for (i, replica) in cluster.replicas.iter().enumerate() {
+        everyone.add(&replica.address);
+        if i < 3 {
+            writers_only.add(&replica.address);
+        } else {
+            readers.add(&replica.address);
+        }
+    }
+    let mut admin = Client::new(&everyone, "admin", Role::Admin, 0);
+
+    // Two products written to, one bought.
+    let mut products = Vec::new();
+    for (sku, stock) in [("BUS-A", 0), ("BUS-B", 0), ("BUS-BUY", 1_000_000)] {
+        let created = admin
+            .send(
+                CREATE_PRODUCT,
+                json!({ "input": {
+                    "sku": sku, "name": sku, "description": sku, "price": "1.00",
+                    "initialStock": stock, "idempotencyKey": sku,
+                }}),
+            )
+            .await;
+        products.push(str_of(&data(&created)["createProduct"]["product"]["id"]).to_owned());
+    }
+    let written = products[..2].to_vec();
+    let bought = products[2].clone();
+
+    // Subscribers on the read replicas only: two `events`, two `productUpdated`.
+    let stop_subscribers = Arc::new(AtomicBool::new(false));
+    let (mut feeds, mut watchers, mut subscriber_tasks) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..2 {
+        let feed = Arc::new(Mutex::new(Received::default()));
+        subscriber_tasks.push(tokio::spawn(subscriber(
+            readers.clone(),
+            EVENTS_SUB,
+            json!({}),
+            "events",
+            feed.clone(),
+            stop_subscribers.clone(),
+            i,
+        )));
+        feeds.push(feed);
+        let watcher = Arc::new(Mutex::new(Received::default()));
+        subscriber_tasks.push(tokio::spawn(subscriber(
+            readers.clone(),
+            PRODUCTS_SUB,
+            json!({ "ids": written }),
+            "productUpdated",
+            watcher.clone(),
+            stop_subscribers.clone(),
+            i,
+        )));
+        watchers.push(watcher);
+    }
+
+    // The load, through all five.
+    let stop_load = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let (pool, stop, product) = (everyone.clone(), stop_load.clone(), written[w % 2].clone());
+        writers.push(tokio::spawn(async move {
+            let mut client = Client::new(&pool, "admin", Role::Admin, w);
+            let (mut acked, mut refused) = (0_i64, Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let answer = client
+                    .send(
+                        ADJUST_STOCK,
+                        json!({ "input": {
+                            "productId": product, "delta": 1, "idempotencyKey": format!("bus-w{w}-{n}"),
+                        }}),
+                    )
+                    .await;
+                if acknowledged(&answer) {
+                    acked += 1;
+                } else {
+                    refused.push(answer);
+                }
+            }
+            (product, acked, refused)
+        }));
+    }
+    let mut buyers = Vec::new();
+    for b in 0..BUYERS {
+        let (pool, stop, product) = (everyone.clone(), stop_load.clone(), bought.clone());
+        buyers.push(tokio::spawn(async move {
+            let user = format!("bus-buyer-{b}");
+            let mut client = Client::new(&pool, &user, Role::Customer, b);
+            let (mut orders, mut refused) = (Vec::new(), Vec::new());
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let added = client
+                    .send(
+                        ADD_TO_CART,
+                        json!({ "input": {
+                            "productId": product, "quantity": 1,
+                            "idempotencyKey": format!("{user}-add-{n}"),
+                        }}),
+                    )
+                    .await;
+                if !acknowledged(&added) {
+                    refused.push(added);
+                    continue;
+                }
+                let placed = client
+                    .send(
+                        CHECKOUT,
+                        json!({ "input": {
+                            "paymentToken": "tok_visa", "shippingAddress": ADDRESS,
+                            "idempotencyKey": format!("{user}-checkout-{n}"),
+                        }}),
+                    )
+                    .await;
+                match placed["data"]["checkout"]["order"]["id"].as_str() {
+                    Some(id) => orders.push(id.to_owned()),
+                    None if acknowledged(&placed) => {}
+                    None => refused.push(placed),
+                }
+            }
+            (orders, refused)
+        }));
+    }
+
+    // The faults.
+    tokio::time::sleep(BETWEEN).await;
+    broker.kill9().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().await;
+    println!("fault: broker kill -9, restarted 1 s later");
+
+    tokio::time::sleep(BETWEEN).await;
+    // The write side's cluster (a read replica answers with its read database's).
+    let seen = Client::new(&writers_only, "admin", Role::Admin, 0)
+        .send(CLUSTER, json!({}))
+        .await;
+    let publisher = holders(&seen["data"]["cluster"])
+        .into_iter()
+        .find(|(unit, _)| unit == "publisher")
+        .and_then(|(_, holder)| holder);
+    if let Some(holder) = publisher {
+        let victim = cluster.by_node(&holder);
+        everyone.remove(&cluster.replicas[victim].address);
+        writers_only.remove(&cluster.replicas[victim].address);
+        cluster.replicas[victim].kill9().await;
+        cluster.add(1, &writer_env).await;
+        let fresh = &cluster.replicas.last().expect("a new writer").address;
+        everyone.add(fresh);
+        writers_only.add(fresh);
+        println!("fault: kill -9 of the publisher's replica {holder}, replaced");
+    } else {
+        panic!("nobody held the publisher: {seen}");
+    }
+
+    tokio::time::sleep(BETWEEN).await;
+    let read_db = sea_orm::Database::connect(&read_url)
+        .await
+        .expect("the read database");
+    let name = read_url.rsplit('/').next().expect("a database name");
+    read_db
+        .execute_unprepared(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        ))
+        .await
+        .expect("the read database's connections are terminated");
+    read_db.close().await.expect("closes");
+    println!("fault: every connection to the read database terminated");
+
+    tokio::time::sleep(BETWEEN).await;
+    let late_dir = tempfile::tempdir().expect("a directory");
+    let late_url = format!(
+        "sqlite://{}?mode=rwc",
+        late_dir.path().join("late.db").display()
+    );
+    let late_env = [
+        ("ORDERGRAPH_NATS_URL", nats.as_str()),
+        ("READ_DATABASE_URL", late_url.as_str()),
+        ("ORDERGRAPH_DB_MAX_CONNECTIONS", "4"),
+    ];
+    cluster.add(1, &late_env).await;
+    let late = cluster.replicas.len() - 1;
+    println!("fault: a read replica started from an empty database under load");
+
+    tokio::time::sleep(BETWEEN).await;
+    stop_load.store(true, Ordering::Relaxed);
+
+    // The checker.
+    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
+    let mut refused = Vec::new();
+    for writer in writers {
+        let (product, acked, mut r) = writer.await.expect("a writer");
+        *expected.entry(product).or_default() += acked;
+        refused.append(&mut r);
+    }
+    let mut orders = Vec::new();
+    for buyer in buyers {
+        let (mut o, mut r) = buyer.await.expect("a buyer");
+        orders.append(&mut o);
+        refused.append(&mut r);
+    }
+    assert!(refused.is_empty(), "refused: {refused:#?}");
+    assert!(
+        expected.values().all(|&n| n > 0) && !orders.is_empty(),
+        "the load ran"
+    );
+    println!(
+        "{} acknowledged adjustments, {} orders",
+        expected.values().sum::<i64>(),
+        orders.len()
+    );
+
+    // Every order confirms, none twice charged.
+    let mut writer_client = Client::new(&writers_only, "admin", Role::Admin, 0);
+    for order in &orders {
+        until(
+            &mut writer_client,
+            &format!("order {order} is CONFIRMED"),
+            "query($id: UUID!) { order(id: $id) { status } }",
+            json!({ "id": order }),
+            |a| a["data"]["order"]["status"] == "CONFIRMED",
+        )
+        .await;
+    }
+    assert_eq!(
+        charged_twice(&cluster).await,
+        0,
+        "an order was charged twice"
+    );
+
+    // The stream is the log.
+    assert_stream_is_the_log(&broker, &cluster.database_url).await;
+
+    // Each read replica — the two on the shared read database and the late one on its
+    // own — shows every acknowledged write, and every view of its database equals a
+    // replay of the write side's log.
+    let late_pool = Pool::default();
+    late_pool.add(&cluster.replicas[late].address);
+    for (what, pool) in [
+        ("the read database", &readers),
+        ("the late read replica", &late_pool),
+    ] {
+        let mut client = Client::new(pool, "admin", Role::Admin, 0);
+        for (product, count) in &expected {
+            until(
+                &mut client,
+                &format!("{what} shows every write to {product}"),
+                "query($id: UUID!) { product(id: $id) { stock } }",
+                json!({ "id": product }),
+                |a| a["data"]["product"]["stock"].as_i64() == Some(*count),
+            )
+            .await;
+        }
+        for order in &orders {
+            until(
+                &mut client,
+                &format!("{what} shows order {order} CONFIRMED"),
+                "query($id: UUID!) { order(id: $id) { status } }",
+                json!({ "id": order }),
+                |a| a["data"]["order"]["status"] == "CONFIRMED",
+            )
+            .await;
+        }
+        for view in ["catalog", "cart", "orders", "dashboard"] {
+            let report = client
+                .send(
+                    "mutation($name: String!) { verifyProjection(name: $name) { ok differences } }",
+                    json!({ "name": view }),
+                )
+                .await;
+            assert_eq!(
+                data(&report)["verifyProjection"]["ok"],
+                true,
+                "{what}, {view}: {report:#}"
+            );
+        }
+    }
+
+    // Every `events` subscriber on a read replica saw every position, once, in order.
+    let log = super::log_rows(&cluster.database_url).await;
+    let positions: Vec<i64> = log.iter().map(|r| r.position).collect();
+    let head = *positions.last().expect("events");
+    for (i, feed) in feeds.iter().enumerate() {
+        within(
+            &format!("events subscriber {i} reaches the head {head}"),
+            Duration::from_secs(60),
+            || async { (feed.lock().expect("feed").last >= Some(head)).then_some(()) },
+        )
+        .await;
+    }
+    for (i, watcher) in watchers.iter().enumerate() {
+        within(
+            &format!("productUpdated subscriber {i} ends at the final stock"),
+            Duration::from_secs(60),
+            || async { (watcher.lock().expect("watcher").stock == expected).then_some(()) },
+        )
+        .await;
+    }
+    stop_subscribers.store(true, Ordering::Relaxed);
+    for task in subscriber_tasks {
+        task.abort();
+    }
+    for (i, feed) in feeds.iter().enumerate() {
+        let feed = feed.lock().expect("feed");
+        let seen: Vec<i64> = feed
+            .positions
+            .iter()
+            .copied()
+            .filter(|p| *p <= head)
+            .collect();
+        assert_eq!(
+            seen, positions,
+            "events subscriber {i} ({} reconnects)",
+            feed.reconnects
+        );
+    }
+}
