@@ -4,7 +4,7 @@
 //! owns. On SQLite, what must be refused is refused. The cluster tests skip on SQLite.
 
 mod chaos;
-mod harness;
+pub(crate) mod harness;
 
 use std::time::{Duration, Instant};
 
