@@ -86,6 +86,7 @@ pub struct SubscriptionRoot(
     orders::OrdersSubscription,
     events::EventsSubscription,
     projections::ProjectionsSubscription,
+    cluster::ClusterSubscription,
 );
 
 pub type AppSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;

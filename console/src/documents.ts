@@ -192,3 +192,28 @@ export const ProductUpdated = graphql(`
     }
   }
 `);
+
+export const ClusterUpdated = graphql(`
+  subscription ConsoleCluster {
+    clusterUpdated {
+      node
+      nodes {
+        id
+        roles
+        since
+        alive
+        unitsHeld
+        serving {
+          position
+          lag
+          reportedAt
+        }
+      }
+      units {
+        name
+        holder
+        since
+      }
+    }
+  }
+`);

@@ -1,9 +1,10 @@
 // The live console: sign in with an admin token (kept in this tab's sessionStorage), then
 // watch the shop and its machinery move, pushed by the API's subscriptions: the
 // dashboard's figures, orders passing through the saga, each projection's position and
-// lag (with verify, rebuild and the rebuild's progress), a product's stock and price over
-// time. Nothing here polls: every change on the page is a message from the server, or
-// the answer to a click.
+// lag (with verify, rebuild and the rebuild's progress), the replicas of the cluster and
+// the units of work each holds (a failover highlighted as it happens), a product's stock
+// and price over time. Nothing here polls: every change on the page is a message from
+// the server, or the answer to a click.
 
 import { render } from 'preact';
 import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
@@ -11,6 +12,7 @@ import { useEffect, useMemo, useRef, useState } from 'preact/hooks';
 import { ApiError, type Connection, Live, newer, request } from './api.js';
 import { Bars, Sparkline, TimeChart } from './charts.js';
 import {
+  ClusterUpdated,
   DashboardUpdated,
   OrderHistory,
   OrderUpdated,
@@ -25,6 +27,7 @@ import {
   WhoAmI,
 } from './documents.js';
 import type {
+  ConsoleClusterSubscription,
   ConsoleDashboardSubscription,
   ConsoleOrderFragment,
   ConsoleOrderHistoryQuery,
@@ -43,6 +46,9 @@ const TOKEN_KEY = 'ordergraph.console.token';
 const FEED_LENGTH = 50;
 /** Points kept in each sparkline. */
 const SPARK_LENGTH = 60;
+
+/** How long a unit that changed holder stays highlighted. */
+const MOVED_FOR_MS = 8_000;
 
 type Dashboard = ConsoleDashboardSubscription['dashboardUpdated'];
 type Projection = ConsoleProjectionsSubscription['projectionsUpdated'][number];
@@ -507,6 +513,169 @@ function Projections({ live, token }: { live: Live; token: string }) {
 
 // ---------------------------------------------------------------------------------------
 
+type ClusterState = ConsoleClusterSubscription['clusterUpdated'];
+
+/** A unit whose holder changed while the page watched: its holders in turn (null: nobody). */
+interface Move {
+  path: (string | null)[];
+  at: number;
+}
+
+const holderName = (holder: string | null) => holder ?? 'nobody';
+
+/** `projector:catalog` → `catalog`, `saga:3` → `saga 3`: short enough for a replica's row. */
+const unitShort = (name: string) => (name.startsWith('projector:') ? name.slice('projector:'.length) : name.replace(':', ' '));
+
+function ClusterPanel({ live }: { live: Live }) {
+  const [cluster, setCluster] = useState<ClusterState | null>(null);
+  const [moves, setMoves] = useState<Record<string, Move>>({});
+  // The holders last received, to see what moved: kept across a resubscription, so that
+  // a failover that happened while the page was away still shows.
+  const holders = useRef<Map<string, string | null> | null>(null);
+  useEffect(
+    () =>
+      live.follow(
+        ClusterUpdated,
+        () => ({}),
+        ({ clusterUpdated: c }) => {
+          const before = holders.current;
+          holders.current = new Map(c.units.map((u) => [u.name, u.holder ?? null]));
+          setCluster(c);
+          if (!before) {
+            return; // the first state: nothing moved yet, as far as the page knows
+          }
+          const now = Date.now();
+          const moved = c.units.filter((u) => before.has(u.name) && before.get(u.name) !== (u.holder ?? null));
+          if (moved.length === 0) {
+            return;
+          }
+          setMoves((all) => {
+            const next = { ...all };
+            for (const unit of moved) {
+              const was = before.get(unit.name) ?? null;
+              const current = next[unit.name];
+              // A failover comes in steps (its holder gone, nobody, a new holder): one trail.
+              const path =
+                current && now - current.at < MOVED_FOR_MS && current.path[current.path.length - 1] === was
+                  ? [...current.path, unit.holder ?? null]
+                  : [was, unit.holder ?? null];
+              next[unit.name] = { path, at: now };
+            }
+            return next;
+          });
+        },
+      ),
+    [live],
+  );
+  // A highlight fades after MOVED_FOR_MS: a timer of the page, nothing asked of the server.
+  useEffect(() => {
+    const times = Object.values(moves).map((m) => m.at);
+    if (times.length === 0) {
+      return;
+    }
+    const timer = setTimeout(
+      () => setMoves((all) => Object.fromEntries(Object.entries(all).filter(([, m]) => Date.now() - m.at < MOVED_FOR_MS))),
+      Math.max(0, Math.min(...times) + MOVED_FOR_MS - Date.now()) + 50,
+    );
+    return () => clearTimeout(timer);
+  }, [moves]);
+  if (!cluster) {
+    return <section class="panel cluster">Loading the cluster…</section>;
+  }
+  const held = (node: string) => cluster.units.filter((u) => u.holder === node);
+  const unheld = cluster.units.filter((u) => !u.holder).length;
+  const failovers = Object.keys(moves).length;
+  return (
+    <section class="panel cluster" aria-label="cluster" data-node={cluster.node}>
+      <h2>
+        Cluster
+        <span class="muted summary">
+          {' '}
+          {cluster.nodes.filter((n) => n.alive).length} of {cluster.nodes.length} replicas alive · {cluster.units.length} units
+          {unheld > 0 ? `, ${unheld} held by nobody` : ', all held'}
+          {failovers > 0 ? ` · ${failovers} just moved` : ''}
+        </span>
+      </h2>
+      <div class="cluster-tables">
+        <table class="replicas">
+          <thead>
+            <tr>
+              <th>replica</th>
+              <th>alive</th>
+              <th>roles</th>
+              <th>units held</th>
+              <th>serving</th>
+              <th>lag</th>
+              <th>since</th>
+            </tr>
+          </thead>
+          <tbody>
+            {cluster.nodes.map((n) => (
+              <tr key={n.id} class={n.alive ? '' : 'gone'} data-replica={n.id} data-alive={String(n.alive)} data-units={n.unitsHeld}>
+                <td>
+                  <code>{n.id}</code>
+                  {n.id === cluster.node && <span class="muted"> (serving this page)</span>}
+                </td>
+                <td>
+                  <span class={`chip ${n.alive ? 'state-RUNNING' : 'state-FAILED'}`}>{n.alive ? 'alive' : 'gone'}</span>
+                </td>
+                <td>{n.roles.join(', ')}</td>
+                <td>
+                  <span class="num-inline">{n.unitsHeld}</span>{' '}
+                  {held(n.id).map((u) => (
+                    <span key={u.name} class={`chip unit${moves[u.name] ? ' moved' : ''}`}>
+                      {unitShort(u.name)}
+                    </span>
+                  ))}
+                </td>
+                <td class="num" data-testid="serving">
+                  {n.serving?.position ?? '–'}
+                </td>
+                <td class="num">{n.serving ? n.serving.lag : '–'}</td>
+                <td>{time(n.since)}</td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        <table class="units">
+          <thead>
+            <tr>
+              <th>unit</th>
+              <th>holder</th>
+              <th>since</th>
+            </tr>
+          </thead>
+          <tbody>
+            {cluster.units.map((u) => {
+              const move = moves[u.name];
+              return (
+                <tr
+                  key={u.name}
+                  class={move ? 'moved' : u.holder ? '' : 'unheld'}
+                  data-unit={u.name}
+                  data-holder={u.holder ?? ''}
+                  data-moved={move ? move.path.map(holderName).join(' → ') : undefined}
+                >
+                  <td>
+                    <code>{u.name}</code>
+                  </td>
+                  <td>
+                    {u.holder ? <code>{u.holder}</code> : <span class="error">nobody</span>}
+                    {move && <span class="failover"> {`moved: ${move.path.map(holderName).join(' → ')}`}</span>}
+                  </td>
+                  <td>{u.since ? time(u.since) : ''}</td>
+                </tr>
+              );
+            })}
+          </tbody>
+        </table>
+      </div>
+    </section>
+  );
+}
+
+// ---------------------------------------------------------------------------------------
+
 type Product = ConsoleProductsQuery['products']['edges'][number]['node'];
 type Change = ConsoleProductTimelineQuery['productTimeline'][number];
 
@@ -603,6 +772,7 @@ function Console({ token, onSignOut }: { token: string; onSignOut: (why: string 
           {selected ? <OrderDetails token={token} order={selected} /> : <section class="panel details muted">Click an order for its details and history.</section>}
         </div>
         <Projections live={live} token={token} />
+        <ClusterPanel live={live} />
         <ProductChart live={live} token={token} />
       </main>
     </>

@@ -11,6 +11,7 @@ mod cart;
 mod cart_model;
 mod catalog;
 mod cluster;
+mod cluster_live;
 mod concurrency;
 mod console;
 mod cors;

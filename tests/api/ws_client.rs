@@ -30,7 +30,11 @@ pub enum Received {
 impl WsClient {
     /// Opens a socket with the given subprotocol (none when `None`).
     pub async fn open(app: &TestApp, protocol: Option<&str>) -> Self {
-        let url = format!("ws://127.0.0.1:{}/graphql", app.port);
+        Self::open_url(&format!("ws://127.0.0.1:{}/graphql", app.port), protocol).await
+    }
+
+    /// Opens a socket to `url` (a server this process did not start: a replica).
+    pub async fn open_url(url: &str, protocol: Option<&str>) -> Self {
         let mut request = url.into_client_request().expect("a valid ws URL");
         if let Some(protocol) = protocol {
             request.headers_mut().insert(
@@ -56,7 +60,12 @@ impl WsClient {
 
     /// Opens a graphql-transport-ws socket and completes `connection_init` with `token`.
     pub async fn connect(app: &TestApp, token: Option<&str>) -> Self {
-        let mut client = Self::open(app, Some("graphql-transport-ws")).await;
+        Self::connect_url(&format!("ws://127.0.0.1:{}/graphql", app.port), token).await
+    }
+
+    /// Like `connect`, to the server at `url` (`ws://…/graphql`).
+    pub async fn connect_url(url: &str, token: Option<&str>) -> Self {
+        let mut client = Self::open_url(url, Some("graphql-transport-ws")).await;
         client.init(token).await;
         let ack = client.recv().await;
         assert_eq!(

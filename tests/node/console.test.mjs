@@ -5,10 +5,12 @@
 // It signs in (a customer's token is refused, an admin's kept in sessionStorage), watches
 // orders placed through the API appear and reach CONFIRMED (or REJECTED, with the
 // reason) within a second, the figures change with them, an order's details and its
-// history, each projection's position, a verify and a rebuild with its progress, a
+// history, each projection's position, a verify and a rebuild with its progress, the
+// cluster (the replica and the units it holds, as the `cluster` query has them), a
 // product's stock and price over time; then the server restarts while the page cannot
 // reach it and orders are placed meanwhile, and the page resumes from its last position:
-// every order shown once, none missing.
+// every order shown once, none missing; and the units, now held by the restarted
+// process (a new node id), are highlighted as moved to it.
 //
 // A screenshot of each state is written to target/node-tests/console-<database>/
 // (sqlite or postgres; CONSOLE_SCREENSHOTS=<dir> writes them there instead).
@@ -19,21 +21,15 @@ import { after, before, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
 import { chromium } from 'playwright-core';
 
 import { createProduct } from './catalog.mjs';
+import { CONFIRMED_WITHIN_MS, clusterNow, placeOrder, readClusterPanel, screenshotsDir } from './console-page.mjs';
 import { STEP_TIMEOUT_MS, gql, restartServer, scenario, server, show, startServer, stopServer } from './harness.mjs';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
-const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const DATABASE = process.env.TEST_DATABASE_URL?.trim() ? 'postgres' : 'sqlite';
-const SCREENSHOTS = path.resolve(
-  process.env.CONSOLE_SCREENSHOTS || path.join(REPO, 'target', 'node-tests', `console-${DATABASE}`),
-);
-/** The issue's bound: an order placed through the API is CONFIRMED on the page within it. */
-const CONFIRMED_WITHIN_MS = 1_000;
+const SCREENSHOTS = screenshotsDir('console');
 
 let browser;
 
@@ -91,23 +87,6 @@ async function signIn(page, token) {
   await page.getByRole('button', { name: 'Sign in' }).click();
 }
 
-/** Alice's cart: `quantity` of `productId`, then checkout; resolves to the order's id. */
-async function placeOrder(productId, quantity, paymentToken) {
-  await gql(
-    'mutation($i: CartItemInput!) { addToCart(input: $i) { cart { itemCount } } }',
-    { i: { productId, quantity } },
-    server.aliceToken,
-    'addToCart',
-  );
-  const data = await gql(
-    'mutation($i: CheckoutInput!) { checkout(input: $i) { order { id status } } }',
-    { i: { paymentToken, shippingAddress: '1 Console Way' } },
-    server.aliceToken,
-    `checkout with ${paymentToken}`,
-  );
-  return data.checkout.order.id;
-}
-
 /** The page's order rows: id, status, the saga trail shown, reason. */
 function orderRows(page) {
   return page.$$eval('section.orders tbody tr', (rows) =>
@@ -150,6 +129,12 @@ function figures(page) {
       [...section.querySelectorAll('.bar')].map((bar) => [bar.dataset.status, Number(bar.dataset.count)]),
     ),
   }));
+}
+
+/** The cluster panel: its replicas and units, as the page shows them. */
+async function readCluster(page) {
+  const panel = page.locator('section.cluster[data-node]');
+  return (await panel.count()) === 0 ? { replicas: [], units: [] } : panel.evaluate(readClusterPanel);
 }
 
 /** Waits until `read()` satisfies `accept`; the last value read is in the failure. */
@@ -302,6 +287,31 @@ describe('the live console at /console, in Chromium, with no network', () => {
     assert.match(progress.seen, /REPLAYING.*DONE/, `the phases the bar went through: ${show(progress)}`);
     await screenshot(page, 'projections-verify-rebuild');
 
+    // The cluster: the replica and the units it holds, as the `cluster` query has them
+    // (one process: every unit, on either database), pushed by `clusterUpdated`.
+    const cluster = await eventually(clusterNow, (c) => c.units.every((u) => u.holder === c.node), 'every unit held');
+    const shownCluster = await eventually(
+      () => readCluster(page),
+      (c) =>
+        c.replicas.length === 1 &&
+        c.replicas[0].id === cluster.node &&
+        c.replicas[0].alive &&
+        c.replicas[0].units === cluster.units.length &&
+        c.units.length === cluster.units.length &&
+        c.units.every((u) => u.holder === cluster.node),
+      `the replica ${cluster.node} holding every unit of ${show(cluster)}`,
+    );
+    assert.deepEqual(
+      shownCluster.units.map((u) => u.name),
+      cluster.units.map((u) => u.name),
+      'the units as the API lists them',
+    );
+    assert.ok(
+      shownCluster.units.every((u) => u.moved === null),
+      `nothing moved while the page watched: ${show(shownCluster)}`,
+    );
+    await screenshot(page, 'cluster');
+
     // A product's stock and price over time, from the log.
     const timeline = (
       await gql(
@@ -333,6 +343,24 @@ describe('the live console at /console, in Chromium, with no network', () => {
     await screenshot(page, 'reconnecting');
     network.cut = false;
     await page.locator('[data-testid=connection][data-state=live]').waitFor({ timeout: STEP_TIMEOUT_MS });
+    // The restarted process is another replica (a new node id): the page shows every unit
+    // moved to it, highlighted for a few seconds, the old one gone.
+    const restarted = await clusterNow();
+    assert.notEqual(restarted.node, cluster.node, 'a restarted process has a new node id');
+    const moved = await eventually(
+      () => readCluster(page),
+      (c) => c.units.length > 0 && c.units.every((u) => u.holder === restarted.node && u.moved !== null),
+      `every unit moved to ${restarted.node}`,
+    );
+    for (const unit of moved.units) {
+      assert.match(unit.moved, new RegExp(`^${cluster.node} → .*${restarted.node}$`), show(unit));
+    }
+    assert.ok(
+      moved.replicas.some((r) => r.id === restarted.node && r.alive) &&
+        moved.replicas.every((r) => r.id === restarted.node || !r.alive),
+      `the restarted replica alive, the old one gone (or no longer listed): ${show(moved.replicas)}`,
+    );
+    await screenshot(page, 'cluster-after-restart');
     for (const id of whileAway) {
       await rowReaches(page, id, 'CONFIRMED');
     }
