@@ -171,7 +171,7 @@ async fn three_replicas_share_the_units_fairly() {
     for node in alive {
         assert_eq!(
             node["roles"],
-            json!(["api", "projector", "saga"]),
+            json!(["api", "projector", "saga", "publisher"]),
             "{seen:#}"
         );
     }

@@ -197,7 +197,7 @@ async fn cluster_updated_first_sends_the_one_process_holding_every_unit() {
     assert_eq!(listed[0]["alive"], true, "{state:#}");
     assert_eq!(
         listed[0]["roles"],
-        json!(["api", "projector", "saga"]),
+        json!(["api", "projector", "saga", "publisher"]),
         "{state:#}"
     );
     let units = holders(&state);
