@@ -5,6 +5,7 @@
 //! with the log. Each test starts its own broker (`nats-server`), so it can kill it.
 
 mod broker;
+mod consumer;
 mod faults;
 mod read_replica;
 
@@ -30,6 +31,7 @@ struct Row {
     version: i64,
     event_type: String,
     data: Value,
+    recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
 async fn log_rows(database_url: &str) -> Vec<Row> {
@@ -39,7 +41,7 @@ async fn log_rows(database_url: &str) -> Vec<Row> {
     let rows = db
         .query_all_raw(Statement::from_string(
             db.get_database_backend(),
-            "SELECT position, stream_type, stream_id, version, event_type, data FROM events ORDER BY position",
+            "SELECT position, stream_type, stream_id, version, event_type, data, recorded_at FROM events ORDER BY position",
         ))
         .await
         .expect("the log reads");
@@ -55,6 +57,7 @@ async fn log_rows(database_url: &str) -> Vec<Row> {
             version: r.try_get("", "version").expect("version"),
             event_type: r.try_get("", "event_type").expect("event_type"),
             data: r.try_get("", "data").expect("data"),
+            recorded_at: r.try_get("", "recorded_at").expect("recorded_at"),
         })
         .collect();
     db.close().await.expect("closes");

@@ -2,14 +2,15 @@
 //! replicas on a read database of their own fed from the broker, a mixed load through all
 //! five (clients retry on another replica with the same idempotency key), and meanwhile:
 //! the broker `kill -9`ed and restarted, the publisher's replica `kill -9`ed (and replaced),
-//! every connection to the read database terminated, and a third read replica started from
-//! an empty database of its own.
+//! every connection to the read database terminated, a third read replica started from
+//! an empty database of its own, and the example consumer (`examples/sales-consumer`)
+//! crashed and started again.
 //!
 //! Afterwards the checker: the stream is the log; every view of each read database equals
 //! a replay of the write side's log (`verifyProjection` on a read replica); every `events`
 //! subscriber on a read replica saw every position once, in order; every `productUpdated`
 //! subscriber on a read replica ended at the final stock; every order confirmed, none
-//! charged twice.
+//! charged twice; the example consumer's table equals the units sold in the log.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,6 +90,7 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
         }
     }
     let mut admin = Client::new(&everyone, "admin", Role::Admin, 0);
+    let mut sales = super::consumer::Consumer::start(&nats);
 
     // Two products written to, one bought.
     let mut products = Vec::new();
@@ -236,6 +238,8 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     }
 
     tokio::time::sleep(BETWEEN).await;
+    sales.crash().await;
+    println!("fault: the example consumer crashed");
     let read_db = sea_orm::Database::connect(&read_url)
         .await
         .expect("the read database");
@@ -263,6 +267,7 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     ];
     cluster.add(1, &late_env).await;
     let late = cluster.replicas.len() - 1;
+    sales.resume();
     println!("fault: a read replica started from an empty database under load");
 
     tokio::time::sleep(BETWEEN).await;
@@ -362,6 +367,7 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     // Every `events` subscriber on a read replica saw every position, once, in order.
     let log = super::log_rows(&cluster.database_url).await;
     let positions: Vec<i64> = log.iter().map(|r| r.position).collect();
+    sales.reaches(&super::consumer::units_sold(&log)).await;
     let head = *positions.last().expect("events");
     for (i, feed) in feeds.iter().enumerate() {
         within(

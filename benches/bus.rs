@@ -1,0 +1,622 @@
+//! Event bus benchmark (issue 16, ADR 0016): real server processes (the release binary),
+//! one PostgreSQL server (fresh databases per part), a private `nats-server` (JetStream,
+//! file storage) — each figure beside its baseline measured in the same run:
+//!
+//! 1. **Publish rate**: `BENCH_EVENTS` events already in the log (written through the API
+//!    by a replica without a broker), then a replica with the broker and only the
+//!    `publisher` role, on an empty stream: events published per second until the stream
+//!    reaches the log's head. Beside it, a **bare JetStream publish** of the same messages
+//!    (read from the log beforehand, the same encoding, message ids and expected
+//!    sequences, 256 in flight) from this process.
+//! 2. **Commit → subscriber**: a background `adjustStock` load through a writer replica at
+//!    50 % of the peak write rate (measured first, `BENCH_CLIENTS` clients), and meanwhile
+//!    a probe product changed one at a time: from the mutation's send to the
+//!    `productUpdated` frame on a subscriber of the writer (views in the write database:
+//!    the baseline) and on a subscriber of a read replica (views in a database of its
+//!    own, fed from the stream).
+//! 3. **Reads under writes**: `product(id)` queries per second (`BENCH_CLIENTS` clients)
+//!    on the writer and on the read replica, idle and while `BENCH_CLIENTS` clients write
+//!    through the writer.
+//!
+//! `cargo bench --bench bus` (env: BENCH_DATABASE_URL, default
+//! postgres://postgres@127.0.0.1:5432/test; BENCH_EVENTS=20000; BENCH_SECS=5;
+//! BENCH_CLIENTS=16; BENCH_PROBES=300). Needs `nats-server` on the PATH. Results go to
+//! stdout and `target/bench-bus.md`.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use ordergraph::auth::{Role, mint_token};
+use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::Message;
+
+const SECRET: &str = "bus-bench-secret-not-for-production";
+const CREATE: &str = "mutation($sku: String!) { createProduct(input: {sku: $sku, name: \"Bench\", price: \"4.20\", initialStock: 1000000}) { product { id } } }";
+const ADJUST: &str =
+    "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
+const PRODUCT: &str = "query($id: UUID!) { product(id: $id) { id stock price name } }";
+const WATCH: &str = "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { stock } }";
+const PRODUCTS: usize = 32;
+
+fn main() -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run())
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap()
+}
+
+fn ms(us: u64) -> f64 {
+    us as f64 / 1000.0
+}
+
+fn admin_token() -> String {
+    mint_token(
+        SECRET,
+        "bench-admin",
+        Role::Admin,
+        Duration::from_secs(7200),
+    )
+    .unwrap()
+}
+
+/// A private broker: `nats-server -js` on a free port with its own store.
+struct Broker {
+    url: String,
+    _child: Child,
+    _store: tempfile::TempDir,
+}
+
+impl Broker {
+    async fn start() -> Broker {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let store = tempfile::tempdir().unwrap();
+        let child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(store.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("nats-server is installed");
+        let url = format!("nats://127.0.0.1:{port}");
+        let started = Instant::now();
+        loop {
+            if let Ok(js) = Self::connect(&url).await {
+                use async_nats::jetstream::context::GetStreamErrorKind;
+                match js.get_stream("PROBE").await {
+                    Ok(_) => break,
+                    Err(e) if matches!(e.kind(), GetStreamErrorKind::JetStream(_)) => break,
+                    Err(_) => {}
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "no broker");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Broker {
+            url,
+            _child: child,
+            _store: store,
+        }
+    }
+
+    async fn connect(url: &str) -> anyhow::Result<jetstream::Context> {
+        Ok(jetstream::new(async_nats::connect(url).await?))
+    }
+
+    async fn last_sequence(&self, stream: &str) -> u64 {
+        let js = Self::connect(&self.url).await.unwrap();
+        match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.last_sequence).unwrap_or(0),
+            Err(_) => 0,
+        }
+    }
+}
+
+/// One server process.
+struct Replica {
+    url: String,
+    _child: Child,
+}
+
+impl Replica {
+    async fn start(db: &str, dir: &Path, node: &str, env: &[(&str, String)]) -> Replica {
+        let data = dir.join(node);
+        std::fs::create_dir_all(&data).unwrap();
+        let log = dir.join(format!("{node}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ordergraph"));
+        command
+            .arg("serve")
+            .env("DATABASE_URL", db)
+            .env("ORDERGRAPH_BIND", "127.0.0.1:0")
+            .env("ORDERGRAPH_JWT_SECRET", SECRET)
+            .env("ORDERGRAPH_NODE_ID", node)
+            .env("ORDERGRAPH_DATA_DIR", &data)
+            .env("ORDERGRAPH_DB_MAX_CONNECTIONS", "16")
+            .env("ORDERGRAPH_LOG_FORMAT", "text")
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "warn,ordergraph=info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out.try_clone().unwrap()))
+            .stderr(Stdio::from(out))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().unwrap();
+        let started = Instant::now();
+        let url = loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if let Some(at) = text.find("serving GraphQL on ") {
+                let rest = &text[at + "serving GraphQL on ".len()..];
+                let end = rest.find("/graphql").unwrap();
+                break format!("{}/graphql", &rest[..end]);
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{node} did not start:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        Replica { url, _child: child }
+    }
+}
+
+async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, vars: Value) -> Value {
+    let resp: Value = http
+        .post(url)
+        .bearer_auth(token)
+        .json(&json!({ "query": query, "variables": vars }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(resp.get("errors").is_none(), "{query}: {resp}");
+    resp["data"].clone()
+}
+
+async fn fresh_database(admin_url: &str) -> (String, String) {
+    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
+    let name = format!("bench_bus_{}", uuid::Uuid::new_v4().simple());
+    admin
+        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await
+        .unwrap();
+    let mut url = reqwest::Url::parse(admin_url).unwrap();
+    url.set_path(&format!("/{name}"));
+    (url.to_string(), name)
+}
+
+async fn drop_database(admin_url: &str, name: &str) {
+    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
+    admin
+        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .unwrap();
+}
+
+async fn products(http: &reqwest::Client, replica: &Replica, n: usize) -> Vec<String> {
+    let token = admin_token();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let d = gql(
+            http,
+            &replica.url,
+            &token,
+            CREATE,
+            json!({ "sku": format!("BUS-{i}-{}", uuid::Uuid::new_v4().simple()) }),
+        )
+        .await;
+        out.push(
+            d["createProduct"]["product"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    out
+}
+
+/// `query` with `vars(i)` at `clients` clients against `url` until `stop`: requests/s.
+async fn load(
+    url: &str,
+    query: &'static str,
+    products: &[String],
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> f64 {
+    let token = admin_token();
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, token, products) = (url.to_owned(), token.clone(), products.to_vec());
+            let (stop, done) = (stop.clone(), done.clone());
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = c;
+                while !stop.load(Ordering::Relaxed) {
+                    gql(
+                        &http,
+                        &url,
+                        &token,
+                        query,
+                        json!({ "id": products[i % products.len()] }),
+                    )
+                    .await;
+                    done.fetch_add(1, Ordering::Relaxed);
+                    i += clients;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs `load` for `secs`.
+async fn load_for(
+    url: &str,
+    query: &'static str,
+    products: &[String],
+    clients: usize,
+    secs: u64,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        s.store(true, Ordering::Relaxed);
+    });
+    load(url, query, products, clients, stop).await
+}
+
+/// Part 1: the publisher's rate on a filled log, beside a bare publish of the same.
+async fn publish_rate(admin_url: &str, events: usize, clients: usize) -> (u64, f64, f64) {
+    let (db, name) = fresh_database(admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = reqwest::Client::new();
+    // Fill the log through the API, with no broker.
+    let filler = Replica::start(&db, dir.path(), "filler", &[]).await;
+    let products = products(&http, &filler, PRODUCTS).await;
+    let token = admin_token();
+    let left = Arc::new(AtomicU64::new(events as u64));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (url, token, products, left) = (
+                filler.url.clone(),
+                token.clone(),
+                products.clone(),
+                left.clone(),
+            );
+            tokio::spawn(async move {
+                let http = reqwest::Client::new();
+                let mut i = c;
+                while left
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    gql(
+                        &http,
+                        &url,
+                        &token,
+                        ADJUST,
+                        json!({ "id": products[i % products.len()] }),
+                    )
+                    .await;
+                    i += clients;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    drop(filler);
+    let conn = sea_orm::Database::connect(&db).await.unwrap();
+    let rows = ordergraph::entity::events::Entity::find()
+        .order_by_asc(ordergraph::entity::events::Column::Position)
+        .all(&conn)
+        .await
+        .unwrap();
+    let head = rows.last().unwrap().position;
+
+    let broker = Broker::start().await;
+    // Baseline: the same messages, published bare from here.
+    let js = Broker::connect(&broker.url).await.unwrap();
+    js.create_stream(stream::Config {
+        name: "BASELINE".into(),
+        subjects: vec!["baseline.>".into()],
+        storage: stream::StorageType::File,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut messages = Vec::new();
+    let mut next = rows.iter().peekable();
+    for position in 1..=head {
+        messages.push(match next.next_if(|e| e.position == position) {
+            Some(e) => ordergraph::broker::wire::event("baseline", e),
+            None => ordergraph::broker::wire::gap("baseline", position),
+        });
+    }
+    let started = Instant::now();
+    let mut in_flight: VecDeque<PublishAckFuture> = VecDeque::new();
+    for m in messages {
+        let publish = PublishMessage::build()
+            .payload(m.payload)
+            .headers(m.headers)
+            .message_id(m.position.to_string())
+            .expected_last_sequence(u64::try_from(m.position - 1).unwrap());
+        in_flight.push_back(js.send_publish(m.subject, publish).await.unwrap());
+        if in_flight.len() >= 256 {
+            in_flight.pop_front().unwrap().await.unwrap();
+        }
+    }
+    while let Some(ack) = in_flight.pop_front() {
+        ack.await.unwrap();
+    }
+    let bare = head as f64 / started.elapsed().as_secs_f64();
+
+    // The service's publisher, alone on the filled log.
+    let env = [
+        ("ORDERGRAPH_NATS_URL", broker.url.clone()),
+        ("ORDERGRAPH_ROLES", "api,publisher".to_owned()),
+    ];
+    let _publisher = Replica::start(&db, dir.path(), "publisher", &env).await;
+    let mut first: Option<(Instant, u64)> = None;
+    let rate = loop {
+        let at = broker.last_sequence("ORDERGRAPH_EVENTS").await;
+        let now = Instant::now();
+        if first.is_none() && at > 0 {
+            first = Some((now, at));
+        }
+        if at >= u64::try_from(head).unwrap() {
+            let (t0, s0) = first.unwrap();
+            break (at - s0) as f64 / (now - t0).as_secs_f64().max(1e-6);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    drop(conn);
+    drop_database(admin_url, &name).await;
+    (u64::try_from(head).unwrap(), rate, bare)
+}
+
+/// A `productUpdated` subscriber: the instant of each frame after the first.
+async fn watch(replica: &Replica, product: &str) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
+    let url = replica.url.replacen("http://", "ws://", 1);
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    for m in [
+        json!({ "type": "connection_init" }),
+        json!({ "type": "subscribe", "id": "w", "payload": { "query": WATCH, "variables": { "ids": [product] } } }),
+    ] {
+        socket
+            .send(Message::Text(m.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Some(Ok(frame)) = socket.next().await {
+            let at = Instant::now();
+            if let Message::Text(text) = frame {
+                let v: Value = serde_json::from_str(text.as_str()).unwrap();
+                if v["type"] == "next" {
+                    if !first && tx.send(at).is_err() {
+                        return;
+                    }
+                    first = false;
+                }
+            }
+        }
+    });
+    rx
+}
+
+struct Split {
+    peak: f64,
+    rate: f64,
+    near: Histogram<u64>,
+    far: Histogram<u64>,
+    reads: [f64; 4],
+}
+
+/// Parts 2 and 3: a writer and a read replica on a database of its own.
+async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Split {
+    let (write_db, write_name) = fresh_database(admin_url).await;
+    let (read_db, read_name) = fresh_database(admin_url).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = Broker::start().await;
+    let http = reqwest::Client::new();
+    let writer = Replica::start(
+        &write_db,
+        dir.path(),
+        "writer",
+        &[("ORDERGRAPH_NATS_URL", broker.url.clone())],
+    )
+    .await;
+    let reader = Replica::start(
+        &write_db,
+        dir.path(),
+        "reader",
+        &[
+            ("ORDERGRAPH_NATS_URL", broker.url.clone()),
+            ("READ_DATABASE_URL", read_db.clone()),
+        ],
+    )
+    .await;
+    let products = products(&http, &writer, PRODUCTS).await;
+    let token = admin_token();
+    // Wait until the read replica shows every product.
+    for p in &products {
+        loop {
+            let d = gql(&http, &reader.url, &token, PRODUCT, json!({ "id": p })).await;
+            if d["product"].is_object() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    // Part 3 first, idle: reads on each.
+    let idle_writer = load_for(&writer.url, PRODUCT, &products, clients, secs).await;
+    let idle_reader = load_for(&reader.url, PRODUCT, &products, clients, secs).await;
+
+    // The peak write rate, then part 2 at half of it.
+    let peak = load_for(&writer.url, ADJUST, &products[1..], clients, secs).await;
+    let rate = peak / 2.0;
+    let stop = Arc::new(AtomicBool::new(false));
+    let background = {
+        let (url, token, products, stop) = (
+            writer.url.clone(),
+            token.clone(),
+            products[1..].to_vec(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let every = Duration::from_secs_f64(1.0 / rate);
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (http, url, token, id) = (
+                    http.clone(),
+                    url.clone(),
+                    token.clone(),
+                    products[i % products.len()].clone(),
+                );
+                tokio::spawn(async move {
+                    gql(&http, &url, &token, ADJUST, json!({ "id": id })).await;
+                });
+                i += 1;
+            }
+        })
+    };
+    let probe = products[0].clone();
+    let mut at_writer = watch(&writer, &probe).await;
+    let mut at_reader = watch(&reader, &probe).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (mut near, mut far) = (histogram(), histogram());
+    for _ in 0..probes {
+        let t = Instant::now();
+        gql(&http, &writer.url, &token, ADJUST, json!({ "id": probe })).await;
+        let a = at_writer.recv().await.unwrap();
+        let b = at_reader.recv().await.unwrap();
+        near.record((a - t).as_micros() as u64).unwrap();
+        far.record((b - t).as_micros() as u64).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    background.await.unwrap();
+
+    // Part 3 under a write load through the writer.
+    let mut busy = [0.0; 2];
+    for (i, url) in [&writer.url, &reader.url].into_iter().enumerate() {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = {
+            let (url, products, stop) = (writer.url.clone(), products.clone(), stop.clone());
+            tokio::spawn(async move { load(&url, ADJUST, &products, clients, stop).await })
+        };
+        busy[i] = load_for(url, PRODUCT, &products, clients, secs).await;
+        stop.store(true, Ordering::Relaxed);
+        writes.await.unwrap();
+    }
+    drop(writer);
+    drop(reader);
+    drop_database(admin_url, &write_name).await;
+    drop_database(admin_url, &read_name).await;
+    Split {
+        peak,
+        rate,
+        near,
+        far,
+        reads: [idle_writer, idle_reader, busy[0], busy[1]],
+    }
+}
+
+async fn run() -> anyhow::Result<()> {
+    let admin_url: String = env_or(
+        "BENCH_DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test".to_owned(),
+    );
+    let events: usize = env_or("BENCH_EVENTS", 20_000);
+    let secs: u64 = env_or("BENCH_SECS", 5);
+    let clients: usize = env_or("BENCH_CLIENTS", 16);
+    let probes: usize = env_or("BENCH_PROBES", 300);
+    let mut report = format!(
+        "# ordergraph event bus benchmark\n\n- date: {}\n- command: `cargo bench --bench bus` ({events} events, {clients} clients, {secs} s per load phase, {probes} probes), release binary, one PostgreSQL server, a private nats-server (JetStream, file storage)\n\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    );
+    let (head, rate, bare) = publish_rate(&admin_url, events, clients).await;
+    report.push_str(&format!(
+        "## Publish rate ({head} positions)\n\n| publisher | events/s | ratio |\n|---|---:|---:|\n| bare JetStream publish of the same messages, 256 in flight (baseline) | {bare:.0} | 1.00 |\n| ordergraph's publisher (log read, safe horizon, publish, acks) | {rate:.0} | {:.2} |\n\n",
+        rate / bare
+    ));
+    eprintln!("{report}");
+    let s = split(&admin_url, clients, secs, probes).await;
+    report.push_str(&format!(
+        "## Commit → subscriber at 50 % of the peak write rate\n\nPeak `adjustStock` through the writer: {:.0}/s; background load {:.0}/s; a probe product changed one at a time, from the mutation's send to the `productUpdated` frame.\n\n| subscriber | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n| on the writer, views in the write database (baseline) | {} | {:.2} | {:.2} | {:.2} |\n| on a read replica, views in its own database fed from the stream | {} | {:.2} | {:.2} | {:.2} |\n\n",
+        s.peak,
+        s.rate,
+        s.near.len(),
+        ms(s.near.value_at_quantile(0.5)),
+        ms(s.near.value_at_quantile(0.99)),
+        ms(s.near.max()),
+        s.far.len(),
+        ms(s.far.value_at_quantile(0.5)),
+        ms(s.far.value_at_quantile(0.99)),
+        ms(s.far.max()),
+    ));
+    report.push_str(&format!(
+        "## Reads under writes (`product(id)`, {clients} clients)\n\n| served by | idle, queries/s | while {clients} clients write, queries/s | kept |\n|---|---:|---:|---:|\n| the writer (views in the write database, baseline) | {:.0} | {:.0} | {:.0} % |\n| a read replica (views in its own database) | {:.0} | {:.0} | {:.0} % |\n\n",
+        s.reads[0],
+        s.reads[2],
+        100.0 * s.reads[2] / s.reads[0],
+        s.reads[1],
+        s.reads[3],
+        100.0 * s.reads[3] / s.reads[1],
+    ));
+    println!("{report}");
+    let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::write(target.join("bench-bus.md"), report)?;
+    Ok(())
+}
