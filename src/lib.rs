@@ -288,7 +288,7 @@ impl Core {
         }
         cluster::ClusterInfo {
             node: self.node.clone(),
-            roles: self.settings.roles,
+            roles: self.roles(),
             units,
             leased: self.is_postgres(),
             started: chrono::Utc::now(),
@@ -326,6 +326,21 @@ impl Core {
     /// A read replica: views in a database of their own, fed from the event bus.
     fn is_reader(&self) -> bool {
         self.bus_source.is_some()
+    }
+
+    /// What this replica does: as configured, but on a read replica only serving and
+    /// folding (the saga and the publisher run on the write side).
+    fn roles(&self) -> cluster::Roles {
+        let roles = self.settings.roles;
+        if self.is_reader() {
+            cluster::Roles {
+                saga: false,
+                publisher: false,
+                ..roles
+            }
+        } else {
+            roles
+        }
     }
 
     /// The publisher of the log to the broker, when one is configured.
@@ -394,7 +409,7 @@ impl Core {
         cluster::member::Member {
             url: self.views_url.clone(),
             node: self.node.clone(),
-            roles: self.settings.roles,
+            roles: self.roles(),
             lease: self.settings.lease(),
             units,
             runner: Arc::new(runner),
@@ -500,7 +515,8 @@ impl Core {
                 projections: self.statuses.clone(),
                 tasks: self.tasks.clone(),
                 origins: s.cors_origins.clone(),
-                publisher: self.broker.is_some().then(|| self.publisher.clone()),
+                publisher: (self.broker.is_some() && !self.is_reader())
+                    .then(|| self.publisher.clone()),
             },
             s.request_timeout(),
         )

@@ -315,8 +315,17 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
             name
         );
     }
-    // The publisher (with a broker): how far the stream is, beside the log's head.
+    // The publisher (with a broker): how far the stream is, beside the log's head. It is
+    // a unit of the write side's cluster, also when this is a read replica's status.
     if let Some(broker) = settings.broker()? {
+        let publisher_holder = match (&settings.read_database_url, log.get_database_backend()) {
+            (Some(_), sea_orm::DbBackend::Postgres) => ordergraph::cluster::observe::snapshot(&log)
+                .await?
+                .holder(&ordergraph::cluster::Unit::Publisher)
+                .unwrap_or("(nobody)")
+                .to_owned(),
+            _ => holder(&ordergraph::cluster::Unit::Publisher),
+        };
         let head = ordergraph::log::horizon::committed_head(&log).await?;
         let published = match ordergraph::broker::connect(&broker, "ordergraph-cli").await {
             Ok(js) => match js.get_stream(&broker.stream).await {
@@ -341,14 +350,7 @@ async fn projections_status(settings: &Settings) -> anyhow::Result<bool> {
         };
         println!(
             "{:<10} {:>12} {:>12} {:>10} {:>10}  {:<8} {:<24} {}",
-            "publisher",
-            position,
-            head,
-            lag,
-            "",
-            "",
-            holder(&ordergraph::cluster::Unit::Publisher),
-            detail
+            "publisher", position, head, lag, "", "", publisher_holder, detail
         );
     }
     // The replicas (PostgreSQL): alive or not, and how far each serves, as it reported.

@@ -32,7 +32,11 @@ use crate::write::Wakeup;
 
 /// How long a cursor may go without the message the stream is known to have next before
 /// it is created again.
-const STALL: Duration = Duration::from_secs(3);
+const STALL: Duration = Duration::from_secs(1);
+/// A cursor idle this long is made again before it is read: the broker drops an ordered
+/// consumer that has had no pull request for 30 s, and the client library was seen not
+/// to notice on a 2.9 broker (the next message then never came).
+const IDLE_REOPEN: Duration = Duration::from_secs(10);
 /// How long the watcher waits for a message before it asks the stream where it stands
 /// (a consumer the broker lost says nothing).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -59,6 +63,8 @@ pub struct BusSource {
 struct Cursor {
     next: i64,
     breaks: u64,
+    /// When it was made or last delivered a message.
+    used: std::time::Instant,
     messages: pull::Ordered,
 }
 
@@ -131,6 +137,7 @@ impl BusSource {
         Ok(Cursor {
             next,
             breaks,
+            used: std::time::Instant::now(),
             messages,
         })
     }
@@ -250,10 +257,9 @@ impl EventSource for BusSource {
         let slot = self.cursor(reader);
         let mut slot = slot.lock().await;
         let breaks = *self.breaks.borrow();
-        if slot
-            .as_ref()
-            .is_none_or(|c| c.next != after + 1 || c.breaks != breaks)
-        {
+        if slot.as_ref().is_none_or(|c| {
+            c.next != after + 1 || c.breaks != breaks || c.used.elapsed() > IDLE_REOPEN
+        }) {
             *slot = None;
             *slot = Some(self.open(after + 1).await?);
         }
@@ -280,6 +286,7 @@ impl EventSource for BusSource {
                     )));
                 }
             };
+            cursor.used = std::time::Instant::now();
             let sequence = next.info().map_err(bus_error)?.stream_sequence;
             let message = &next.message;
             let published = match wire::decode(sequence, message.headers.as_ref(), &message.payload)
