@@ -24,6 +24,9 @@
 //! stdout and `target/bench-bus.md`.
 #![allow(clippy::unwrap_used)]
 
+#[path = "support/replicas.rs"]
+mod support;
+
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -32,21 +35,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage, stream};
-use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use ordergraph::auth::{Role, mint_token};
-use sea_orm::{ConnectionTrait, EntityTrait, QueryOrder};
-use serde_json::{Value, json};
+use sea_orm::{EntityTrait, QueryOrder};
+use serde_json::json;
 use tokio::process::{Child, Command};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::protocol::Message;
 
-const SECRET: &str = "bus-bench-secret-not-for-production";
-const CREATE: &str = "mutation($sku: String!) { createProduct(input: {sku: $sku, name: \"Bench\", price: \"4.20\", initialStock: 1000000}) { product { id } } }";
+use support::*;
+
 const ADJUST: &str =
     "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
 const PRODUCT: &str = "query($id: UUID!) { product(id: $id) { id stock price name } }";
-const WATCH: &str = "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { stock } }";
 const PRODUCTS: usize = 32;
 
 fn main() -> anyhow::Result<()> {
@@ -54,31 +52,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run())
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
-fn histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 120_000_000, 3).unwrap()
-}
-
-fn ms(us: u64) -> f64 {
-    us as f64 / 1000.0
-}
-
-fn admin_token() -> String {
-    mint_token(
-        SECRET,
-        "bench-admin",
-        Role::Admin,
-        Duration::from_secs(7200),
-    )
-    .unwrap()
 }
 
 /// A private broker: `nats-server -js` on a free port with its own store.
@@ -136,113 +109,6 @@ impl Broker {
             Err(_) => 0,
         }
     }
-}
-
-/// One server process.
-struct Replica {
-    url: String,
-    _child: Child,
-}
-
-impl Replica {
-    async fn start(db: &str, dir: &Path, node: &str, env: &[(&str, String)]) -> Replica {
-        let data = dir.join(node);
-        std::fs::create_dir_all(&data).unwrap();
-        let log = dir.join(format!("{node}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ordergraph"));
-        command
-            .arg("serve")
-            .env("DATABASE_URL", db)
-            .env("ORDERGRAPH_BIND", "127.0.0.1:0")
-            .env("ORDERGRAPH_JWT_SECRET", SECRET)
-            .env("ORDERGRAPH_NODE_ID", node)
-            .env("ORDERGRAPH_DATA_DIR", &data)
-            .env("ORDERGRAPH_DB_MAX_CONNECTIONS", "16")
-            .env("ORDERGRAPH_LOG_FORMAT", "text")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "warn,ordergraph=info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out.try_clone().unwrap()))
-            .stderr(Stdio::from(out))
-            .kill_on_drop(true);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let child = command.spawn().unwrap();
-        let started = Instant::now();
-        let url = loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if let Some(at) = text.find("serving GraphQL on ") {
-                let rest = &text[at + "serving GraphQL on ".len()..];
-                let end = rest.find("/graphql").unwrap();
-                break format!("{}/graphql", &rest[..end]);
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "{node} did not start:\n{text}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
-        Replica { url, _child: child }
-    }
-}
-
-async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, vars: Value) -> Value {
-    let resp: Value = http
-        .post(url)
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": vars }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(resp.get("errors").is_none(), "{query}: {resp}");
-    resp["data"].clone()
-}
-
-async fn fresh_database(admin_url: &str) -> (String, String) {
-    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
-    let name = format!("bench_bus_{}", uuid::Uuid::new_v4().simple());
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
-        .await
-        .unwrap();
-    let mut url = reqwest::Url::parse(admin_url).unwrap();
-    url.set_path(&format!("/{name}"));
-    (url.to_string(), name)
-}
-
-async fn drop_database(admin_url: &str, name: &str) {
-    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
-    admin
-        .execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .await
-        .unwrap();
-}
-
-async fn products(http: &reqwest::Client, replica: &Replica, n: usize) -> Vec<String> {
-    let token = admin_token();
-    let mut out = Vec::new();
-    for i in 0..n {
-        let d = gql(
-            http,
-            &replica.url,
-            &token,
-            CREATE,
-            json!({ "sku": format!("BUS-{i}-{}", uuid::Uuid::new_v4().simple()) }),
-        )
-        .await;
-        out.push(
-            d["createProduct"]["product"]["id"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        );
-    }
-    out
 }
 
 /// `query` with `vars(i)` at `clients` clients against `url` until `stop`: requests/s.
@@ -410,43 +276,6 @@ async fn publish_rate(admin_url: &str, events: usize, clients: usize) -> (u64, f
     drop(conn);
     drop_database(admin_url, &name).await;
     (u64::try_from(head).unwrap(), rate, bare)
-}
-
-/// A `productUpdated` subscriber: the instant of each frame after the first.
-async fn watch(replica: &Replica, product: &str) -> tokio::sync::mpsc::UnboundedReceiver<Instant> {
-    let url = replica.url.replacen("http://", "ws://", 1);
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    for m in [
-        json!({ "type": "connection_init" }),
-        json!({ "type": "subscribe", "id": "w", "payload": { "query": WATCH, "variables": { "ids": [product] } } }),
-    ] {
-        socket
-            .send(Message::Text(m.to_string().into()))
-            .await
-            .unwrap();
-    }
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut first = true;
-        while let Some(Ok(frame)) = socket.next().await {
-            let at = Instant::now();
-            if let Message::Text(text) = frame {
-                let v: Value = serde_json::from_str(text.as_str()).unwrap();
-                if v["type"] == "next" {
-                    if !first && tx.send(at).is_err() {
-                        return;
-                    }
-                    first = false;
-                }
-            }
-        }
-    });
-    rx
 }
 
 struct Split {

@@ -149,15 +149,7 @@ async fn every_position_of_the_log_is_published_in_order_with_its_event() {
     }
 
     // The publisher's progress is on /metrics.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.get_text("/metrics").await;
     let head = broker.last_sequence().await;
     assert!(
         metrics.contains(&format!("ordergraph_bus_published_position {head}")),
@@ -286,15 +278,7 @@ async fn a_stream_that_disagrees_with_the_log_stops_publishing_until_it_is_repai
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(body["publisherDiverged"], json!(true), "{body}");
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("ordergraph_bus_diverged 1"), "{metrics}");
     let before = broker.last_sequence().await;
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -262,6 +262,18 @@ impl TestApp {
         replica
     }
 
+    /// The body of `GET <path>` (say `/metrics`), as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .text()
+            .await
+            .unwrap_or_else(|e| panic!("the body of GET {path}: {e}"))
+    }
+
     /// The URL of this test's own database.
     pub fn database_url(&self) -> &str {
         self.settings

@@ -24,7 +24,7 @@ use serde_json::json;
 use super::assert_stream_is_the_log;
 use super::broker::Broker;
 use crate::cluster::chaos::{
-    Client, EVENTS_SUB, PRODUCTS_SUB, Pool, Received, acknowledged, subscriber,
+    Client, EVENTS_SUB, PRODUCTS_SUB, Pool, Received, spawn_buyers, spawn_writers, subscriber,
 };
 use crate::cluster::harness::{CLUSTER, Cluster, holders};
 use crate::cluster::{charged_twice, within};
@@ -139,73 +139,8 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
 
     // The load, through all five.
     let stop_load = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (pool, stop, product) = (everyone.clone(), stop_load.clone(), written[w % 2].clone());
-        writers.push(tokio::spawn(async move {
-            let mut client = Client::new(&pool, "admin", Role::Admin, w);
-            let (mut acked, mut refused) = (0_i64, Vec::new());
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let answer = client
-                    .send(
-                        ADJUST_STOCK,
-                        json!({ "input": {
-                            "productId": product, "delta": 1, "idempotencyKey": format!("bus-w{w}-{n}"),
-                        }}),
-                    )
-                    .await;
-                if acknowledged(&answer) {
-                    acked += 1;
-                } else {
-                    refused.push(answer);
-                }
-            }
-            (product, acked, refused)
-        }));
-    }
-    let mut buyers = Vec::new();
-    for b in 0..BUYERS {
-        let (pool, stop, product) = (everyone.clone(), stop_load.clone(), bought.clone());
-        buyers.push(tokio::spawn(async move {
-            let user = format!("bus-buyer-{b}");
-            let mut client = Client::new(&pool, &user, Role::Customer, b);
-            let (mut orders, mut refused) = (Vec::new(), Vec::new());
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let added = client
-                    .send(
-                        ADD_TO_CART,
-                        json!({ "input": {
-                            "productId": product, "quantity": 1,
-                            "idempotencyKey": format!("{user}-add-{n}"),
-                        }}),
-                    )
-                    .await;
-                if !acknowledged(&added) {
-                    refused.push(added);
-                    continue;
-                }
-                let placed = client
-                    .send(
-                        CHECKOUT,
-                        json!({ "input": {
-                            "paymentToken": "tok_visa", "shippingAddress": ADDRESS,
-                            "idempotencyKey": format!("{user}-checkout-{n}"),
-                        }}),
-                    )
-                    .await;
-                match placed["data"]["checkout"]["order"]["id"].as_str() {
-                    Some(id) => orders.push(id.to_owned()),
-                    None if acknowledged(&placed) => {}
-                    None => refused.push(placed),
-                }
-            }
-            (orders, refused)
-        }));
-    }
+    let writers = spawn_writers(&everyone, &stop_load, &written, WRITERS, "bus");
+    let buyers = spawn_buyers(&everyone, &stop_load, &bought, BUYERS, "bus");
 
     // The faults.
     tokio::time::sleep(BETWEEN).await;

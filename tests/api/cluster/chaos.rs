@@ -216,6 +216,104 @@ pub(crate) async fn subscriber(
     }
 }
 
+/// What a writer did: its product, its acknowledged adjustments, the answers refused.
+pub(crate) type Written = (String, i64, Vec<Value>);
+/// What a buyer did: its orders, the answers refused.
+pub(crate) type Bought = (Vec<String>, Vec<Value>);
+
+/// `n` writers behind `pool` until `stop`: `adjustStock(+1)` on `products` (in turn), each
+/// with its own idempotency key (`<tag>-w<writer>-<n>`), retried on another replica when
+/// no answer comes.
+pub(crate) fn spawn_writers(
+    pool: &Pool,
+    stop: &Arc<AtomicBool>,
+    products: &[String],
+    n: usize,
+    tag: &str,
+) -> Vec<tokio::task::JoinHandle<Written>> {
+    (0..n)
+        .map(|w| {
+            let (pool, stop) = (pool.clone(), stop.clone());
+            let (product, tag) = (products[w % products.len()].clone(), tag.to_owned());
+            tokio::spawn(async move {
+                let mut client = Client::new(&pool, "admin", Role::Admin, w);
+                let (mut acked, mut refused) = (0_i64, Vec::new());
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let answer = client
+                        .send(
+                            ADJUST_STOCK,
+                            json!({ "input": {
+                                "productId": product, "delta": 1, "idempotencyKey": format!("{tag}-w{w}-{n}"),
+                            }}),
+                        )
+                        .await;
+                    if acknowledged(&answer) {
+                        acked += 1;
+                    } else {
+                        refused.push(answer);
+                    }
+                }
+                (product, acked, refused)
+            })
+        })
+        .collect()
+}
+
+/// `n` buyers behind `pool` until `stop` (users `<tag>-buyer-<b>`): each adds one of
+/// `product` to its cart and checks out, again and again, with idempotency keys.
+pub(crate) fn spawn_buyers(
+    pool: &Pool,
+    stop: &Arc<AtomicBool>,
+    product: &str,
+    n: usize,
+    tag: &str,
+) -> Vec<tokio::task::JoinHandle<Bought>> {
+    (0..n)
+        .map(|b| {
+            let (pool, stop, product) = (pool.clone(), stop.clone(), product.to_owned());
+            let user = format!("{tag}-buyer-{b}");
+            tokio::spawn(async move {
+                let mut client = Client::new(&pool, &user, Role::Customer, b);
+                let (mut orders, mut refused) = (Vec::new(), Vec::new());
+                let mut n = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let added = client
+                        .send(
+                            ADD_TO_CART,
+                            json!({ "input": {
+                                "productId": product, "quantity": 1,
+                                "idempotencyKey": format!("{user}-add-{n}"),
+                            }}),
+                        )
+                        .await;
+                    if !acknowledged(&added) {
+                        refused.push(added);
+                        continue;
+                    }
+                    let placed = client
+                        .send(
+                            CHECKOUT,
+                            json!({ "input": {
+                                "paymentToken": "tok_visa", "shippingAddress": ADDRESS,
+                                "idempotencyKey": format!("{user}-checkout-{n}"),
+                            }}),
+                        )
+                        .await;
+                    match placed["data"]["checkout"]["order"]["id"].as_str() {
+                        Some(id) => orders.push(id.to_owned()),
+                        None if acknowledged(&placed) => {}
+                        None => refused.push(placed),
+                    }
+                }
+                (orders, refused)
+            })
+        })
+        .collect()
+}
+
 pub(crate) const EVENTS_SUB: &str =
     "subscription($after: Position) { events(after: $after) { position } }";
 pub(crate) const PRODUCTS_SUB: &str = "subscription($ids: [UUID!], $after: Position) { productUpdated(ids: $ids, after: $after) { id stock position } }";
@@ -297,73 +395,8 @@ async fn kills_and_freezes_of_the_unit_holders_under_load_lose_nothing_and_doubl
 
     // The load.
     let stop_load = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let (pool, stop, product) = (pool.clone(), stop_load.clone(), written[w % 2].clone());
-        writers.push(tokio::spawn(async move {
-            let mut client = Client::new(&pool, "admin", Role::Admin, w);
-            let (mut acked, mut refused) = (0_i64, Vec::new());
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let answer = client
-                    .send(
-                        ADJUST_STOCK,
-                        json!({ "input": {
-                            "productId": product, "delta": 1, "idempotencyKey": format!("w{w}-{n}"),
-                        }}),
-                    )
-                    .await;
-                if acknowledged(&answer) {
-                    acked += 1;
-                } else {
-                    refused.push(answer);
-                }
-            }
-            (product, acked, refused)
-        }));
-    }
-    let mut buyers = Vec::new();
-    for b in 0..BUYERS {
-        let (pool, stop, product) = (pool.clone(), stop_load.clone(), bought.clone());
-        buyers.push(tokio::spawn(async move {
-            let user = format!("chaos-buyer-{b}");
-            let mut client = Client::new(&pool, &user, Role::Customer, b);
-            let (mut orders, mut refused) = (Vec::new(), Vec::new());
-            let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
-                n += 1;
-                let added = client
-                    .send(
-                        ADD_TO_CART,
-                        json!({ "input": {
-                            "productId": product, "quantity": 1,
-                            "idempotencyKey": format!("{user}-add-{n}"),
-                        }}),
-                    )
-                    .await;
-                if !acknowledged(&added) {
-                    refused.push(added);
-                    continue;
-                }
-                let placed = client
-                    .send(
-                        CHECKOUT,
-                        json!({ "input": {
-                            "paymentToken": "tok_visa", "shippingAddress": ADDRESS,
-                            "idempotencyKey": format!("{user}-checkout-{n}"),
-                        }}),
-                    )
-                    .await;
-                match placed["data"]["checkout"]["order"]["id"].as_str() {
-                    Some(id) => orders.push(id.to_owned()),
-                    None if acknowledged(&placed) => {}
-                    None => refused.push(placed),
-                }
-            }
-            (orders, refused)
-        }));
-    }
+    let writers = spawn_writers(&pool, &stop_load, written, WRITERS, "chaos");
+    let buyers = spawn_buyers(&pool, &stop_load, &bought, BUYERS, "chaos");
 
     // The faults: kill -9 or freeze the holder of a random unit, a dozen times.
     let mut faults = Vec::new();
