@@ -233,3 +233,81 @@ async fn a_read_replica_is_refused_without_a_broker_on_sqlite_or_on_the_write_da
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_read_replica_catches_up_after_its_read_database_crashes_and_restarts() {
+    if !on_postgres() {
+        return; // a read replica's write database is PostgreSQL
+    }
+    let Some(broker) = Broker::start().await else {
+        return;
+    };
+    let Some(read_server) = super::private_pg::PrivatePostgres::start() else {
+        eprintln!("skipped: no PostgreSQL binaries to run a private server");
+        return;
+    };
+    let read_url = read_server.database("reads");
+    let writer = spawn_app_with(|s| s.nats_url = Some(broker.url())).await;
+    let reader = writer
+        .replica_with(|s| s.read_database_url = Some(read_url.clone()))
+        .await;
+    let created = writer
+        .as_admin()
+        .create_product("RESTART-1", "1.00", 0)
+        .await;
+    let id = str_of(&created["id"]).to_owned();
+    product_until(&reader, &id, |p| p["stock"] == json!(0)).await;
+    let mut ws = WsClient::connect(&reader, None).await;
+    ws.subscribe(
+        "p",
+        "subscription ($id: UUID!) { productUpdated(ids: [$id]) { stock position } }",
+        json!({ "id": id }),
+    )
+    .await;
+    assert_eq!(ws.next_data("p", "productUpdated").await["stock"], json!(0));
+
+    // Writes go on through the writer while the read database crashes and comes back.
+    for _ in 0..5 {
+        let resp = writer.as_admin().adjust_stock(&id, 1).await;
+        assert!(resp["errors"].is_null(), "{resp}");
+    }
+    let server = std::sync::Arc::new(read_server);
+    let restarting = {
+        let server = server.clone();
+        tokio::task::spawn_blocking(move || server.crash_and_restart(Duration::from_secs(2)))
+    };
+    for _ in 0..10 {
+        let resp = writer.as_admin().adjust_stock(&id, 1).await;
+        assert!(
+            resp["errors"].is_null(),
+            "writes need no read database: {resp}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    restarting.await.expect("the read database restarted");
+    for _ in 0..5 {
+        let resp = writer.as_admin().adjust_stock(&id, 1).await;
+        assert!(resp["errors"].is_null(), "{resp}");
+    }
+
+    // The read replica folds on from its checkpoints: every write shows, the subscriber
+    // ends at the last stock, the views equal a replay of the log, and mutations through
+    // it read their own writes again.
+    product_until(&reader, &id, |p| p["stock"] == json!(20)).await;
+    ws.next_until("p", "productUpdated", |p| p["stock"] == json!(20))
+        .await;
+    for name in ["catalog", "cart", "orders", "dashboard"] {
+        let resp = reader.as_admin().gql(VERIFY, json!({ "name": name })).await;
+        assert_eq!(
+            data(&resp)["verifyProjection"]["ok"],
+            json!(true),
+            "{name}: {resp}"
+        );
+    }
+    let resp = reader.as_admin().adjust_stock(&id, 1).await;
+    assert_eq!(
+        data(&resp)["adjustStock"]["product"]["stock"],
+        json!(21),
+        "{resp}"
+    );
+}
