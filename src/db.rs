@@ -21,9 +21,21 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
-    Database::connect(options)
-        .await
-        .with_context(|| format!("connecting to {}", redact(url)))
+    // Processes (or services of one process) opening a new SQLite file at the same moment
+    // race to switch it to WAL; the loser's first pragma answers SQLITE_BUSY at once,
+    // before the busy timeout applies. It is tried again, briefly.
+    let mut attempt = 0;
+    loop {
+        match Database::connect(options.clone()).await {
+            Err(e) if attempt < 20 && e.to_string().contains("database is locked") => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(25 * attempt)).await;
+            }
+            connected => {
+                return connected.with_context(|| format!("connecting to {}", redact(url)));
+            }
+        }
+    }
 }
 
 /// Connects, checks PostgreSQL's settings, and applies every pending migration: a
