@@ -24,6 +24,10 @@
 //! stdout and `target/bench-bus.md`.
 #![allow(clippy::unwrap_used)]
 
+/// A second PostgreSQL server, for the read database of the split layout (the tests' own).
+#[path = "../tests/api/private_pg.rs"]
+#[allow(dead_code)] // the crash and restart are the tests'
+mod private_pg;
 #[path = "support/replicas.rs"]
 mod support;
 
@@ -57,7 +61,7 @@ fn main() -> anyhow::Result<()> {
 /// A private broker: `nats-server -js` on a free port with its own store.
 struct Broker {
     url: String,
-    _child: Child,
+    child: Child,
     _store: tempfile::TempDir,
 }
 
@@ -93,7 +97,7 @@ impl Broker {
         }
         Broker {
             url,
-            _child: child,
+            child,
             _store: store,
         }
     }
@@ -286,21 +290,84 @@ struct Split {
     reads: [f64; 4],
 }
 
-/// Parts 2 and 3: a writer and a read replica on a database of its own.
-async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Split {
+/// Where parts 2 and 3 run.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// Every process on every CPU, both databases on the one PostgreSQL server.
+    Shared,
+    /// The write side (the writer, the PostgreSQL server of the write database, the broker
+    /// and the write load) on CPU 0; the read side (the read replica, a PostgreSQL server
+    /// of its own for the read database, the read load) on CPU 1.
+    Split,
+}
+
+impl Layout {
+    fn write_cpu(self) -> Option<String> {
+        (self == Layout::Split).then(|| "0".to_owned())
+    }
+    fn read_cpu(self) -> Option<String> {
+        (self == Layout::Split).then(|| "1".to_owned())
+    }
+}
+
+/// The main process of the PostgreSQL server behind `admin_url`.
+async fn postmaster(admin_url: &str) -> u32 {
+    use sea_orm::ConnectionTrait;
+    let admin = sea_orm::Database::connect(admin_url).await.unwrap();
+    let row = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SHOW data_directory",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let dir: String = row.try_get("", "data_directory").unwrap();
+    let pidfile = std::fs::read_to_string(Path::new(&dir).join("postmaster.pid")).unwrap();
+    pidfile.lines().next().unwrap().trim().parse().unwrap()
+}
+
+/// Parts 2 and 3: a writer and a read replica on a database of its own, laid out as
+/// `layout` says.
+async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize, layout: Layout) -> Split {
     let (write_db, write_name) = fresh_database(admin_url).await;
-    let (read_db, read_name) = fresh_database(admin_url).await;
+    let (read_server, read_db, read_name) = match layout {
+        Layout::Shared => {
+            let (url, name) = fresh_database(admin_url).await;
+            (None, url, Some(name))
+        }
+        Layout::Split => {
+            let server = private_pg::PrivatePostgres::start()
+                .expect("PostgreSQL's binaries and runuser, for a second server");
+            let url = format!("{}?sslmode=disable", server.database("reads"));
+            pin(server.pid(), "1", true);
+            (Some(server), url, None)
+        }
+    };
+    let write_server = postmaster(admin_url).await;
+    let all_cpus = format!(
+        "0-{}",
+        std::thread::available_parallelism().unwrap().get() - 1
+    );
+    if layout == Layout::Split {
+        pin(write_server, "0", true);
+    }
     let dir = tempfile::tempdir().unwrap();
     let broker = Broker::start().await;
+    if let Some(cpu) = layout.write_cpu() {
+        pin(broker.child.id().unwrap(), &cpu, false);
+    }
     let http = reqwest::Client::new();
-    let writer = Replica::start(
+    let writer = Replica::start_on(
+        layout.write_cpu().as_deref(),
         &write_db,
         dir.path(),
         "writer",
         &[("ORDERGRAPH_NATS_URL", broker.url.clone())],
     )
     .await;
-    let reader = Replica::start(
+    let reader = Replica::start_on(
+        layout.read_cpu().as_deref(),
         &write_db,
         dir.path(),
         "reader",
@@ -323,12 +390,20 @@ async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Spl
         }
     }
 
+    // Each load runs on its side's CPU.
+    let timed = |cpu: Option<String>, url: &str, query: &'static str, products: &[String]| {
+        let (url, products) = (url.to_owned(), products.to_vec());
+        on_cpus(cpu, move || async move {
+            load_for(&url, query, &products, clients, secs).await
+        })
+    };
+
     // Part 3 first, idle: reads on each.
-    let idle_writer = load_for(&writer.url, PRODUCT, &products, clients, secs).await;
-    let idle_reader = load_for(&reader.url, PRODUCT, &products, clients, secs).await;
+    let idle_writer = timed(layout.write_cpu(), &writer.url, PRODUCT, &products).await;
+    let idle_reader = timed(layout.read_cpu(), &reader.url, PRODUCT, &products).await;
 
     // The peak write rate, then part 2 at half of it.
-    let peak = load_for(&writer.url, ADJUST, &products[1..], clients, secs).await;
+    let peak = timed(layout.write_cpu(), &writer.url, ADJUST, &products[1..]).await;
     let rate = peak / 2.0;
     let stop = Arc::new(AtomicBool::new(false));
     let background = {
@@ -338,7 +413,7 @@ async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Spl
             products[1..].to_vec(),
             stop.clone(),
         );
-        tokio::spawn(async move {
+        tokio::spawn(on_cpus(layout.write_cpu(), move || async move {
             let http = reqwest::Client::new();
             let every = Duration::from_secs_f64(1.0 / rate);
             let mut tick = tokio::time::interval(every);
@@ -357,7 +432,7 @@ async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Spl
                 });
                 i += 1;
             }
-        })
+        }))
     };
     let probe = products[0].clone();
     let mut at_writer = watch(&writer, &probe).await;
@@ -377,20 +452,32 @@ async fn split(admin_url: &str, clients: usize, secs: u64, probes: usize) -> Spl
 
     // Part 3 under a write load through the writer.
     let mut busy = [0.0; 2];
-    for (i, url) in [&writer.url, &reader.url].into_iter().enumerate() {
+    let sides = [
+        (&writer.url, layout.write_cpu()),
+        (&reader.url, layout.read_cpu()),
+    ];
+    for (i, (url, cpu)) in sides.into_iter().enumerate() {
         let stop = Arc::new(AtomicBool::new(false));
         let writes = {
             let (url, products, stop) = (writer.url.clone(), products.clone(), stop.clone());
-            tokio::spawn(async move { load(&url, ADJUST, &products, clients, stop).await })
+            tokio::spawn(on_cpus(layout.write_cpu(), move || async move {
+                load(&url, ADJUST, &products, clients, stop).await
+            }))
         };
-        busy[i] = load_for(url, PRODUCT, &products, clients, secs).await;
+        busy[i] = timed(cpu, url, PRODUCT, &products).await;
         stop.store(true, Ordering::Relaxed);
         writes.await.unwrap();
     }
     drop(writer);
     drop(reader);
+    drop(read_server);
+    if layout == Layout::Split {
+        pin(write_server, &all_cpus, true);
+    }
     drop_database(admin_url, &write_name).await;
-    drop_database(admin_url, &read_name).await;
+    if let Some(name) = read_name {
+        drop_database(admin_url, &name).await;
+    }
     Split {
         peak,
         rate,
@@ -419,29 +506,40 @@ async fn run() -> anyhow::Result<()> {
         rate / bare
     ));
     eprintln!("{report}");
-    let s = split(&admin_url, clients, secs, probes).await;
-    report.push_str(&format!(
-        "## Commit → subscriber at 50 % of the peak write rate\n\nPeak `adjustStock` through the writer: {:.0}/s; background load {:.0}/s; a probe product changed one at a time, from the mutation's send to the `productUpdated` frame.\n\n| subscriber | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n| on the writer, views in the write database (baseline) | {} | {:.2} | {:.2} | {:.2} |\n| on a read replica, views in its own database fed from the stream | {} | {:.2} | {:.2} | {:.2} |\n\n",
-        s.peak,
-        s.rate,
-        s.near.len(),
-        ms(s.near.value_at_quantile(0.5)),
-        ms(s.near.value_at_quantile(0.99)),
-        ms(s.near.max()),
-        s.far.len(),
-        ms(s.far.value_at_quantile(0.5)),
-        ms(s.far.value_at_quantile(0.99)),
-        ms(s.far.max()),
-    ));
-    report.push_str(&format!(
-        "## Reads under writes (`product(id)`, {clients} clients)\n\n| served by | idle, queries/s | while {clients} clients write, queries/s | kept |\n|---|---:|---:|---:|\n| the writer (views in the write database, baseline) | {:.0} | {:.0} | {:.0} % |\n| a read replica (views in its own database) | {:.0} | {:.0} | {:.0} % |\n\n",
-        s.reads[0],
-        s.reads[2],
-        100.0 * s.reads[2] / s.reads[0],
-        s.reads[1],
-        s.reads[3],
-        100.0 * s.reads[3] / s.reads[1],
-    ));
+    for layout in [Layout::Shared, Layout::Split] {
+        let s = split(&admin_url, clients, secs, probes, layout).await;
+        let title = match layout {
+            Layout::Shared => {
+                "every process on both CPUs; the read database on the write database's PostgreSQL server"
+            }
+            Layout::Split => {
+                "the write side (writer, its PostgreSQL server, the broker, the write load) on CPU 0; the read side (read replica, a PostgreSQL server of its own, the read load) on CPU 1"
+            }
+        };
+        report.push_str(&format!(
+            "## Layout: {title}\n\n### Commit → subscriber at 50 % of the peak write rate\n\nPeak `adjustStock` through the writer: {:.0}/s; background load {:.0}/s; a probe product changed one at a time, from the mutation's send to the `productUpdated` frame.\n\n| subscriber | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n| on the writer, views in the write database (baseline) | {} | {:.2} | {:.2} | {:.2} |\n| on a read replica, views in its own database fed from the stream | {} | {:.2} | {:.2} | {:.2} |\n\n",
+            s.peak,
+            s.rate,
+            s.near.len(),
+            ms(s.near.value_at_quantile(0.5)),
+            ms(s.near.value_at_quantile(0.99)),
+            ms(s.near.max()),
+            s.far.len(),
+            ms(s.far.value_at_quantile(0.5)),
+            ms(s.far.value_at_quantile(0.99)),
+            ms(s.far.max()),
+        ));
+        report.push_str(&format!(
+            "### Reads under writes (`product(id)`, {clients} clients)\n\n| served by | idle, queries/s | while {clients} clients write, queries/s | kept |\n|---|---:|---:|---:|\n| the writer (views in the write database, baseline) | {:.0} | {:.0} | {:.0} % |\n| a read replica (views in its own database) | {:.0} | {:.0} | {:.0} % |\n\n",
+            s.reads[0],
+            s.reads[2],
+            100.0 * s.reads[2] / s.reads[0],
+            s.reads[1],
+            s.reads[3],
+            100.0 * s.reads[3] / s.reads[1],
+        ));
+        eprintln!("{report}");
+    }
     println!("{report}");
     let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

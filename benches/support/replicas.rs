@@ -47,6 +47,71 @@ pub fn admin_token() -> String {
     .unwrap()
 }
 
+/// Pins process `pid` (all its threads) and, with `children`, every process it has
+/// started so far to the CPUs of `cpus` (a `taskset` list); what it starts later inherits
+/// the pinning.
+pub fn pin(pid: u32, cpus: &str, children: bool) {
+    let mut pids = vec![pid.to_string()];
+    if children {
+        let out = std::process::Command::new("pgrep")
+            .args(["-P", &pid.to_string()])
+            .output()
+            .unwrap();
+        pids.extend(
+            String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned),
+        );
+    }
+    for pid in pids {
+        let out = std::process::Command::new("taskset")
+            .args(["-a", "-pc", cpus, &pid])
+            .output()
+            .unwrap();
+        // A child may have ended meanwhile.
+        if !out.status.success() {
+            eprintln!(
+                "taskset {cpus} {pid}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+/// Pins the calling thread to the CPUs of `cpus`.
+pub fn pin_this_thread(cpus: &str) {
+    let me = std::fs::read_link("/proc/thread-self").unwrap();
+    let tid = me.file_name().unwrap().to_string_lossy().into_owned();
+    let status = std::process::Command::new("taskset")
+        .args(["-pc", cpus, &tid])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "taskset {cpus} {tid}");
+}
+
+/// Runs `work` to its end on a thread of its own (a single-threaded runtime), pinned to
+/// `cpus` when given: a load generator kept on one side of the machine.
+pub async fn on_cpus<T, F>(cpus: Option<String>, work: impl FnOnce() -> F + Send + 'static) -> T
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T>,
+{
+    let thread = std::thread::spawn(move || {
+        if let Some(cpus) = &cpus {
+            pin_this_thread(cpus);
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work())
+    });
+    tokio::task::spawn_blocking(move || thread.join().unwrap())
+        .await
+        .unwrap()
+}
+
 /// One server process.
 pub struct Replica {
     pub node: String,
@@ -56,11 +121,29 @@ pub struct Replica {
 
 impl Replica {
     pub async fn start(db: &str, dir: &Path, node: &str, env: &[(&str, String)]) -> Replica {
+        Self::start_on(None, db, dir, node, env).await
+    }
+
+    /// [`Replica::start`] on the CPUs of `cpus` only (a `taskset` list, e.g. `"0"`).
+    pub async fn start_on(
+        cpus: Option<&str>,
+        db: &str,
+        dir: &Path,
+        node: &str,
+        env: &[(&str, String)],
+    ) -> Replica {
         let data = dir.join(node);
         std::fs::create_dir_all(&data).unwrap();
         let log = dir.join(format!("{node}.log"));
         let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ordergraph"));
+        let mut command = match cpus {
+            Some(cpus) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", cpus, env!("CARGO_BIN_EXE_ordergraph")]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_ordergraph")),
+        };
         command
             .arg("serve")
             .env("DATABASE_URL", db)

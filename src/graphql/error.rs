@@ -41,6 +41,7 @@ impl AppError {
             AppError::ConsistencyTimeout { .. } => "CONSISTENCY_TIMEOUT",
             AppError::RateLimited(_) => "RATE_LIMITED",
             AppError::ServerDraining { .. } => "SERVER_DRAINING",
+            AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -58,6 +59,7 @@ impl ErrorExtensions for AppError {
                 "internal error".to_owned(),
                 Some(log_internal(e).to_string()),
             ),
+            AppError::Unavailable(e) => (self.to_string(), Some(log_unavailable(e).to_string())),
             other => (other.to_string(), None),
         };
         async_graphql::Error::new(message).extend_with(|_, ext| {
@@ -86,6 +88,14 @@ impl ErrorExtensions for AppError {
 fn log_internal(error: &anyhow::Error) -> uuid::Uuid {
     let error_id = uuid::Uuid::new_v4();
     tracing::error!(%error_id, error = %format_args!("{error:#}"), "internal error");
+    error_id
+}
+
+/// Logs an unavailable database as one WARN line (the service is fine; what it depends
+/// on is not) and returns its id, like `log_internal`.
+fn log_unavailable(error: &anyhow::Error) -> uuid::Uuid {
+    let error_id = uuid::Uuid::new_v4();
+    tracing::warn!(%error_id, error = %format_args!("{error:#}"), "database unavailable");
     error_id
 }
 

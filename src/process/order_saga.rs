@@ -254,6 +254,8 @@ impl SagaError {
             | SagaError::Overtaken(_) => Verdict::Global,
             SagaError::Transient(_) => Verdict::Transient,
             SagaError::Undecodable { .. } | SagaError::Unsettled(_) => Verdict::Permanent,
+            SagaError::App(AppError::Unavailable(_)) => Verdict::Global,
+            SagaError::Db(e) if crate::error::unavailable(e) => Verdict::Global,
             SagaError::Db(_) | SagaError::App(AppError::Internal(_)) if !database_reachable => {
                 Verdict::Global
             }

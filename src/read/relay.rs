@@ -404,8 +404,7 @@ impl Relay {
 /// backoff (or the projector stops), never the projection's failure.
 fn is_transient(e: &DbErr) -> bool {
     match e {
-        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
         DbErr::Custom(text) => text.starts_with(FENCED),
-        _ => false,
+        e => crate::error::unavailable(e),
     }
 }

@@ -7,7 +7,6 @@
 mod broker;
 mod consumer;
 mod faults;
-mod private_pg;
 mod read_replica;
 
 use std::time::{Duration, Instant};

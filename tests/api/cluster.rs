@@ -5,6 +5,7 @@
 
 pub(crate) mod chaos;
 pub(crate) mod harness;
+mod postgres_restart;
 
 use std::time::{Duration, Instant};
 

@@ -31,6 +31,7 @@ mod multipart;
 mod order_saga;
 mod orders;
 mod persisted_queries;
+mod private_pg;
 mod projections_live;
 mod rebuild;
 mod relay;

@@ -12,9 +12,6 @@
 //! subscriber on a read replica ended at the final stock; every order confirmed, none
 //! charged twice; the example consumer's table equals the units sold in the log.
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ordergraph::auth::Role;
@@ -23,11 +20,9 @@ use serde_json::json;
 
 use super::assert_stream_is_the_log;
 use super::broker::Broker;
-use crate::cluster::chaos::{
-    Client, EVENTS_SUB, PRODUCTS_SUB, Pool, Received, spawn_buyers, spawn_writers, subscriber,
-};
+use crate::cluster::chaos::{Client, Load, Pool, Subscribers, load_products, views_verify};
+use crate::cluster::charged_twice;
 use crate::cluster::harness::{CLUSTER, Cluster, holders};
-use crate::cluster::{charged_twice, within};
 use crate::helpers::*;
 
 const WRITERS: usize = 4;
@@ -92,55 +87,11 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     let mut admin = Client::new(&everyone, "admin", Role::Admin, 0);
     let mut sales = super::consumer::Consumer::start(&nats);
 
-    // Two products written to, one bought.
-    let mut products = Vec::new();
-    for (sku, stock) in [("BUS-A", 0), ("BUS-B", 0), ("BUS-BUY", 1_000_000)] {
-        let created = admin
-            .send(
-                CREATE_PRODUCT,
-                json!({ "input": {
-                    "sku": sku, "name": sku, "description": sku, "price": "1.00",
-                    "initialStock": stock, "idempotencyKey": sku,
-                }}),
-            )
-            .await;
-        products.push(str_of(&data(&created)["createProduct"]["product"]["id"]).to_owned());
-    }
-    let written = products[..2].to_vec();
-    let bought = products[2].clone();
-
-    // Subscribers on the read replicas only: two `events`, two `productUpdated`.
-    let stop_subscribers = Arc::new(AtomicBool::new(false));
-    let (mut feeds, mut watchers, mut subscriber_tasks) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..2 {
-        let feed = Arc::new(Mutex::new(Received::default()));
-        subscriber_tasks.push(tokio::spawn(subscriber(
-            readers.clone(),
-            EVENTS_SUB,
-            json!({}),
-            "events",
-            feed.clone(),
-            stop_subscribers.clone(),
-            i,
-        )));
-        feeds.push(feed);
-        let watcher = Arc::new(Mutex::new(Received::default()));
-        subscriber_tasks.push(tokio::spawn(subscriber(
-            readers.clone(),
-            PRODUCTS_SUB,
-            json!({ "ids": written }),
-            "productUpdated",
-            watcher.clone(),
-            stop_subscribers.clone(),
-            i,
-        )));
-        watchers.push(watcher);
-    }
-
-    // The load, through all five.
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(&everyone, &stop_load, &written, WRITERS, "bus");
-    let buyers = spawn_buyers(&everyone, &stop_load, &bought, BUYERS, "bus");
+    // Two products written to, one bought; subscribers on the read replicas only (two
+    // `events`, two `productUpdated`); the load, through all five.
+    let (written, bought) = load_products(&mut admin, "BUS").await;
+    let subscribers = Subscribers::start(&readers, 2, &written);
+    let load = Load::start(&everyone, (&written, WRITERS), (&bought, BUYERS), "bus");
 
     // The faults.
     tokio::time::sleep(BETWEEN).await;
@@ -206,36 +157,14 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     println!("fault: a read replica started from an empty database under load");
 
     tokio::time::sleep(BETWEEN).await;
-    stop_load.store(true, Ordering::Relaxed);
 
     // The checker.
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    let mut refused = Vec::new();
-    for writer in writers {
-        let (product, acked, mut r) = writer.await.expect("a writer");
-        *expected.entry(product).or_default() += acked;
-        refused.append(&mut r);
-    }
-    let mut orders = Vec::new();
-    for buyer in buyers {
-        let (mut o, mut r) = buyer.await.expect("a buyer");
-        orders.append(&mut o);
-        refused.append(&mut r);
-    }
-    assert!(refused.is_empty(), "refused: {refused:#?}");
-    assert!(
-        expected.values().all(|&n| n > 0) && !orders.is_empty(),
-        "the load ran"
-    );
-    println!(
-        "{} acknowledged adjustments, {} orders",
-        expected.values().sum::<i64>(),
-        orders.len()
-    );
+    let done = load.finish().await;
+    let (expected, orders) = (&done.expected, &done.orders);
 
     // Every order confirms, none twice charged.
     let mut writer_client = Client::new(&writers_only, "admin", Role::Admin, 0);
-    for order in &orders {
+    for order in orders {
         until(
             &mut writer_client,
             &format!("order {order} is CONFIRMED"),
@@ -264,7 +193,7 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
         ("the late read replica", &late_pool),
     ] {
         let mut client = Client::new(pool, "admin", Role::Admin, 0);
-        for (product, count) in &expected {
+        for (product, count) in expected {
             until(
                 &mut client,
                 &format!("{what} shows every write to {product}"),
@@ -274,7 +203,7 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
             )
             .await;
         }
-        for order in &orders {
+        for order in orders {
             until(
                 &mut client,
                 &format!("{what} shows order {order} CONFIRMED"),
@@ -284,58 +213,14 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
             )
             .await;
         }
-        for view in ["catalog", "cart", "orders", "dashboard"] {
-            let report = client
-                .send(
-                    "mutation($name: String!) { verifyProjection(name: $name) { ok differences } }",
-                    json!({ "name": view }),
-                )
-                .await;
-            assert_eq!(
-                data(&report)["verifyProjection"]["ok"],
-                true,
-                "{what}, {view}: {report:#}"
-            );
-        }
+        views_verify(&mut client, what).await;
     }
 
     // Every `events` subscriber on a read replica saw every position, once, in order.
     let log = super::log_rows(&cluster.database_url).await;
     let positions: Vec<i64> = log.iter().map(|r| r.position).collect();
     sales.reaches(&super::consumer::units_sold(&log)).await;
-    let head = *positions.last().expect("events");
-    for (i, feed) in feeds.iter().enumerate() {
-        within(
-            &format!("events subscriber {i} reaches the head {head}"),
-            Duration::from_secs(60),
-            || async { (feed.lock().expect("feed").last >= Some(head)).then_some(()) },
-        )
+    subscribers
+        .check(&positions, expected, Duration::from_secs(60))
         .await;
-    }
-    for (i, watcher) in watchers.iter().enumerate() {
-        within(
-            &format!("productUpdated subscriber {i} ends at the final stock"),
-            Duration::from_secs(60),
-            || async { (watcher.lock().expect("watcher").stock == expected).then_some(()) },
-        )
-        .await;
-    }
-    stop_subscribers.store(true, Ordering::Relaxed);
-    for task in subscriber_tasks {
-        task.abort();
-    }
-    for (i, feed) in feeds.iter().enumerate() {
-        let feed = feed.lock().expect("feed");
-        let seen: Vec<i64> = feed
-            .positions
-            .iter()
-            .copied()
-            .filter(|p| *p <= head)
-            .collect();
-        assert_eq!(
-            seen, positions,
-            "events subscriber {i} ({} reconnects)",
-            feed.reconnects
-        );
-    }
 }

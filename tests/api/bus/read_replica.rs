@@ -242,7 +242,7 @@ async fn a_read_replica_catches_up_after_its_read_database_crashes_and_restarts(
     let Some(broker) = Broker::start().await else {
         return;
     };
-    let Some(read_server) = super::private_pg::PrivatePostgres::start() else {
+    let Some(read_server) = crate::private_pg::PrivatePostgres::start() else {
         eprintln!("skipped: no PostgreSQL binaries to run a private server");
         return;
     };

@@ -66,6 +66,8 @@ pub(crate) struct Client {
     pool: Pool,
     token: String,
     turn: usize,
+    /// The answers `UNAVAILABLE` it sent again.
+    pub(crate) unavailable: usize,
 }
 
 impl Client {
@@ -78,6 +80,7 @@ impl Client {
             pool: pool.clone(),
             token: token(sub, role),
             turn,
+            unavailable: 0,
         }
     }
 
@@ -96,7 +99,12 @@ impl Client {
                 if let Ok(response) = sent
                     && let Ok(body) = response.json::<Value>().await
                 {
-                    return body;
+                    // The database was out of reach: the request may or may not have
+                    // taken effect, and the same request (idempotency key) is safe again.
+                    if error_code(&body).as_deref() != Some("UNAVAILABLE") {
+                        return body;
+                    }
+                    self.unavailable += 1;
                 }
             }
             assert!(Instant::now() < deadline, "no replica answered {query}");
@@ -216,10 +224,11 @@ pub(crate) async fn subscriber(
     }
 }
 
-/// What a writer did: its product, its acknowledged adjustments, the answers refused.
-pub(crate) type Written = (String, i64, Vec<Value>);
-/// What a buyer did: its orders, the answers refused.
-pub(crate) type Bought = (Vec<String>, Vec<Value>);
+/// What a writer did: its product, its acknowledged adjustments, the answers refused,
+/// the answers `UNAVAILABLE` sent again.
+pub(crate) type Written = (String, i64, Vec<Value>, usize);
+/// What a buyer did: its orders, the answers refused, the answers `UNAVAILABLE` sent again.
+pub(crate) type Bought = (Vec<String>, Vec<Value>, usize);
 
 /// `n` writers behind `pool` until `stop`: `adjustStock(+1)` on `products` (in turn), each
 /// with its own idempotency key (`<tag>-w<writer>-<n>`), retried on another replica when
@@ -255,7 +264,7 @@ pub(crate) fn spawn_writers(
                         refused.push(answer);
                     }
                 }
-                (product, acked, refused)
+                (product, acked, refused, client.unavailable)
             })
         })
         .collect()
@@ -308,10 +317,248 @@ pub(crate) fn spawn_buyers(
                         None => refused.push(placed),
                     }
                 }
-                (orders, refused)
+                (orders, refused, client.unavailable)
             })
         })
         .collect()
+}
+
+/// A mixed load behind a pool until [`Load::finish`]: writers adjusting `written`, buyers
+/// buying `bought`.
+pub(crate) struct Load {
+    stop: Arc<AtomicBool>,
+    writers: Vec<tokio::task::JoinHandle<Written>>,
+    buyers: Vec<tokio::task::JoinHandle<Bought>>,
+}
+
+/// What a load did, every answer accounted for.
+pub(crate) struct Done {
+    /// Acknowledged adjustments per product: its stock now.
+    pub(crate) expected: BTreeMap<String, i64>,
+    pub(crate) orders: Vec<String>,
+    /// Answers `UNAVAILABLE`, each sent again with the same idempotency key.
+    pub(crate) unavailable: usize,
+}
+
+impl Load {
+    pub(crate) fn start(
+        pool: &Pool,
+        (written, writers): (&[String], usize),
+        (bought, buyers): (&str, usize),
+        tag: &str,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        Load {
+            writers: spawn_writers(pool, &stop, written, writers, tag),
+            buyers: spawn_buyers(pool, &stop, bought, buyers, tag),
+            stop,
+        }
+    }
+
+    /// Stops the load and collects what it did; no answer may have been refused, and
+    /// every writer and buyer must have got something through.
+    pub(crate) async fn finish(self) -> Done {
+        self.stop.store(true, Ordering::Relaxed);
+        let (mut expected, mut orders) = (BTreeMap::new(), Vec::new());
+        let (mut refused, mut unavailable) = (Vec::new(), 0);
+        for writer in self.writers {
+            let (product, acked, mut r, u) = writer.await.expect("a writer");
+            *expected.entry(product).or_default() += acked;
+            refused.append(&mut r);
+            unavailable += u;
+        }
+        for buyer in self.buyers {
+            let (mut o, mut r, u) = buyer.await.expect("a buyer");
+            orders.append(&mut o);
+            refused.append(&mut r);
+            unavailable += u;
+        }
+        assert!(refused.is_empty(), "refused: {refused:#?}");
+        assert!(
+            expected.values().all(|&n| n > 0) && !orders.is_empty(),
+            "the load ran"
+        );
+        println!(
+            "{} acknowledged adjustments, {} orders, {unavailable} answers UNAVAILABLE sent again",
+            expected.values().sum::<i64>(),
+            orders.len(),
+        );
+        Done {
+            expected,
+            orders,
+            unavailable,
+        }
+    }
+}
+
+/// `events` and `productUpdated` (of `watched`) subscribers behind a pool, `n` of each,
+/// each resuming on another replica when its socket ends.
+pub(crate) struct Subscribers {
+    feeds: Vec<Arc<Mutex<Received>>>,
+    watchers: Vec<Arc<Mutex<Received>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Subscribers {
+    pub(crate) fn start(pool: &Pool, n: usize, watched: &[String]) -> Subscribers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (mut feeds, mut watchers, mut tasks) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            for (query, variables, field, into) in [
+                (EVENTS_SUB, json!({}), "events", &mut feeds),
+                (
+                    PRODUCTS_SUB,
+                    json!({ "ids": watched }),
+                    "productUpdated",
+                    &mut watchers,
+                ),
+            ] {
+                let got = Arc::new(Mutex::new(Received::default()));
+                tasks.push(tokio::spawn(subscriber(
+                    pool.clone(),
+                    query,
+                    variables,
+                    field,
+                    got.clone(),
+                    stop.clone(),
+                    i,
+                )));
+                into.push(got);
+            }
+        }
+        Subscribers {
+            feeds,
+            watchers,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Waits (at most `limit` each) until every `events` subscriber has reached the end
+    /// of `log` and every `productUpdated` subscriber shows the stocks of `expected`; then
+    /// stops them, and each `events` subscriber must have seen `log` exactly: every
+    /// position once, in order.
+    pub(crate) async fn check(
+        self,
+        log: &[i64],
+        expected: &BTreeMap<String, i64>,
+        limit: Duration,
+    ) {
+        let head = *log.last().expect("events");
+        for (i, feed) in self.feeds.iter().enumerate() {
+            within(
+                &format!("events subscriber {i} reaches the head {head}"),
+                limit,
+                || async { (feed.lock().expect("feed").last >= Some(head)).then_some(()) },
+            )
+            .await;
+        }
+        for (i, watcher) in self.watchers.iter().enumerate() {
+            within(
+                &format!("productUpdated subscriber {i} ends at the final stock"),
+                limit,
+                || async { (&watcher.lock().expect("watcher").stock == expected).then_some(()) },
+            )
+            .await;
+        }
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.abort();
+        }
+        for (i, feed) in self.feeds.iter().enumerate() {
+            let feed = feed.lock().expect("feed");
+            let seen: Vec<i64> = feed
+                .positions
+                .iter()
+                .copied()
+                .filter(|&p| p <= head)
+                .collect();
+            assert_eq!(
+                seen, log,
+                "events subscriber {i} (resumed {} times) saw the log as it is",
+                feed.reconnects
+            );
+        }
+    }
+}
+
+/// Every acknowledged adjustment of `done` is in the log once (a product's stock is their
+/// count) and every order it placed is CONFIRMED, as read behind `pool`.
+pub(crate) async fn settled(pool: &Pool, done: &Done) {
+    let read = |query: &'static str, id: String| async move {
+        Client::new(pool, "admin", Role::Admin, 0)
+            .send(query, json!({ "id": id }))
+            .await
+    };
+    for (product, count) in &done.expected {
+        within(
+            &format!("product {product} shows every acknowledged write"),
+            Duration::from_secs(30),
+            || async {
+                let answer = read(
+                    "query($id: UUID!) { product(id: $id) { stock } }",
+                    product.clone(),
+                )
+                .await;
+                (answer["data"]["product"]["stock"].as_i64() == Some(*count)).then_some(())
+            },
+        )
+        .await;
+    }
+    for order in &done.orders {
+        within(
+            &format!("order {order} is CONFIRMED"),
+            Duration::from_secs(60),
+            || async {
+                let answer = read(
+                    "query($id: UUID!) { order(id: $id) { status } }",
+                    order.clone(),
+                )
+                .await;
+                (answer["data"]["order"]["status"] == "CONFIRMED").then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// Every view behind `client` equals a replay of the log (`verifyProjection`).
+pub(crate) async fn views_verify(client: &mut Client, what: &str) {
+    for view in ["catalog", "cart", "orders", "dashboard"] {
+        let report = client
+            .send(
+                "mutation($name: String!) { verifyProjection(name: $name) { ok differences } }",
+                json!({ "name": view }),
+            )
+            .await;
+        assert_eq!(
+            data(&report)["verifyProjection"]["ok"],
+            true,
+            "{what}, {view}: {report:#}"
+        );
+    }
+}
+
+/// Creates the products a load needs through `admin`: two written to (stock 0), one
+/// bought (ample stock). Their ids.
+pub(crate) async fn load_products(admin: &mut Client, tag: &str) -> (Vec<String>, String) {
+    let mut products = Vec::new();
+    for (sku, stock) in [("A", 0), ("B", 0), ("BUY", 1_000_000)] {
+        let sku = format!("{tag}-{sku}");
+        let created = admin
+            .send(
+                CREATE_PRODUCT,
+                json!({ "input": {
+                    "sku": sku, "name": sku, "description": sku, "price": "1.00",
+                    "initialStock": stock, "idempotencyKey": sku,
+                }}),
+            )
+            .await;
+        products.push(str_of(&data(&created)["createProduct"]["product"]["id"]).to_owned());
+    }
+    let bought = products.pop().expect("three products");
+    (products, bought)
 }
 
 pub(crate) const EVENTS_SUB: &str =
@@ -346,57 +593,11 @@ async fn kills_and_freezes_of_the_unit_holders_under_load_lose_nothing_and_doubl
     })
     .await;
 
-    // Arrange: two products written to, one bought.
-    let mut products = Vec::new();
-    for (sku, stock) in [("CHAOS-A", 0), ("CHAOS-B", 0), ("CHAOS-BUY", 1_000_000)] {
-        let created = admin
-            .send(
-                CREATE_PRODUCT,
-                json!({ "input": {
-                    "sku": sku, "name": sku, "description": sku, "price": "1.00",
-                    "initialStock": stock, "idempotencyKey": sku,
-                }}),
-            )
-            .await;
-        products.push(str_of(&data(&created)["createProduct"]["product"]["id"]).to_owned());
-    }
-    let written = &products[..2];
-    let bought = products[2].clone();
-
-    // Subscribers: an `events` and a `productUpdated` subscriber per replica.
-    let stop_subscribers = Arc::new(AtomicBool::new(false));
-    let mut feeds = Vec::new();
-    let mut watchers = Vec::new();
-    let mut subscriber_tasks = Vec::new();
-    for i in 0..3 {
-        let feed = Arc::new(Mutex::new(Received::default()));
-        subscriber_tasks.push(tokio::spawn(subscriber(
-            pool.clone(),
-            EVENTS_SUB,
-            json!({}),
-            "events",
-            feed.clone(),
-            stop_subscribers.clone(),
-            i,
-        )));
-        feeds.push(feed);
-        let watcher = Arc::new(Mutex::new(Received::default()));
-        subscriber_tasks.push(tokio::spawn(subscriber(
-            pool.clone(),
-            PRODUCTS_SUB,
-            json!({ "ids": written }),
-            "productUpdated",
-            watcher.clone(),
-            stop_subscribers.clone(),
-            i,
-        )));
-        watchers.push(watcher);
-    }
-
-    // The load.
-    let stop_load = Arc::new(AtomicBool::new(false));
-    let writers = spawn_writers(&pool, &stop_load, written, WRITERS, "chaos");
-    let buyers = spawn_buyers(&pool, &stop_load, &bought, BUYERS, "chaos");
+    // Arrange: two products written to, one bought; an `events` and a `productUpdated`
+    // subscriber per replica; the load.
+    let (written, bought) = load_products(&mut admin, "CHAOS").await;
+    let subscribers = Subscribers::start(&pool, 3, &written);
+    let load = Load::start(&pool, (&written, WRITERS), (&bought, BUYERS), "chaos");
 
     // The faults: kill -9 or freeze the holder of a random unit, a dozen times.
     let mut faults = Vec::new();
@@ -435,135 +636,30 @@ async fn kills_and_freezes_of_the_unit_holders_under_load_lose_nothing_and_doubl
             pool.add(&address);
         }
     }
-    stop_load.store(true, Ordering::Relaxed);
     println!("faults: {faults:#?}");
 
     // The checker.
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    let mut refused = Vec::new();
-    for writer in writers {
-        let (product, acked, mut r) = writer.await.expect("a writer");
-        *expected.entry(product).or_default() += acked;
-        refused.append(&mut r);
-    }
-    let mut orders = Vec::new();
-    for buyer in buyers {
-        let (mut o, mut r) = buyer.await.expect("a buyer");
-        orders.append(&mut o);
-        refused.append(&mut r);
-    }
-    assert!(refused.is_empty(), "refused: {refused:#?}");
-    println!(
-        "{} acknowledged adjustments, {} orders, {} faults",
-        expected.values().sum::<i64>(),
-        orders.len(),
-        faults.len()
-    );
-    assert!(
-        expected.values().all(|&n| n > 0) && !orders.is_empty(),
-        "the load ran"
-    );
+    let done = load.finish().await;
 
-    // Every acknowledged adjustment is in the log once: the stock is their count.
-    for (product, count) in &expected {
-        within(
-            &format!("product {product} shows every acknowledged write"),
-            Duration::from_secs(30),
-            || async {
-                let mut admin = Client::new(&pool, "admin", Role::Admin, 0);
-                let read = admin
-                    .send(
-                        "query($id: UUID!) { product(id: $id) { stock } }",
-                        json!({ "id": product }),
-                    )
-                    .await;
-                (read["data"]["product"]["stock"].as_i64() == Some(*count)).then_some(())
-            },
-        )
-        .await;
-    }
-
-    // No order stuck: every one confirms (the saga's partitions moved with their holders).
-    for order in &orders {
-        within(
-            &format!("order {order} is CONFIRMED"),
-            Duration::from_secs(60),
-            || async {
-                let mut admin = Client::new(&pool, "admin", Role::Admin, 0);
-                let read = admin
-                    .send(
-                        "query($id: UUID!) { order(id: $id) { status } }",
-                        json!({ "id": order }),
-                    )
-                    .await;
-                (read["data"]["order"]["status"] == "CONFIRMED").then_some(())
-            },
-        )
-        .await;
-    }
+    // Every acknowledged adjustment is in the log once; no order stuck (the saga's
+    // partitions moved with their holders).
+    settled(&pool, &done).await;
     assert_eq!(
         charged_twice(&cluster).await,
         0,
         "an order was charged twice"
     );
 
-    // Every view equals a replay of the log.
-    for view in ["catalog", "cart", "orders", "dashboard"] {
-        let report = admin
-            .send(
-                "mutation($name: String!) { verifyProjection(name: $name) { ok } }",
-                json!({ "name": view }),
-            )
-            .await;
-        assert_eq!(
-            data(&report)["verifyProjection"]["ok"],
-            true,
-            "{view}: {report:#}"
-        );
-    }
-
-    // Every `events` subscriber saw every position of the log, once, in order.
+    // Every view equals a replay of the log; every subscriber saw it all.
+    views_verify(&mut admin, "the cluster").await;
     let log = log_positions(&cluster).await;
-    let head = *log.last().expect("events");
-    for (i, feed) in feeds.iter().enumerate() {
-        within(
-            &format!("events subscriber {i} reaches the head {head}"),
-            Duration::from_secs(30),
-            || async { (feed.lock().expect("feed").last >= Some(head)).then_some(()) },
-        )
+    subscribers
+        .check(&log, &done.expected, Duration::from_secs(30))
         .await;
-    }
-    // Every `productUpdated` subscriber ends at the final stock.
-    for (i, watcher) in watchers.iter().enumerate() {
-        within(
-            &format!("productUpdated subscriber {i} ends at the final stock"),
-            Duration::from_secs(30),
-            || async { (watcher.lock().expect("watcher").stock == expected).then_some(()) },
-        )
-        .await;
-    }
-    stop_subscribers.store(true, Ordering::Relaxed);
-    for task in subscriber_tasks {
-        task.abort();
-    }
-    for (i, feed) in feeds.iter().enumerate() {
-        let feed = feed.lock().expect("feed");
-        let upto: Vec<i64> = feed
-            .positions
-            .iter()
-            .copied()
-            .filter(|&p| p <= head)
-            .collect();
-        assert_eq!(
-            upto, log,
-            "events subscriber {i} (resumed {} times) saw the log as it is",
-            feed.reconnects
-        );
-    }
 }
 
 /// Every position in the log, in order.
-async fn log_positions(cluster: &Cluster) -> Vec<i64> {
+pub(crate) async fn log_positions(cluster: &Cluster) -> Vec<i64> {
     use sea_orm::ConnectionTrait;
     let db = cluster.db().await;
     db.query_all_raw(sea_orm::Statement::from_string(

@@ -86,14 +86,29 @@ impl Cluster {
         if !on_postgres() {
             return None;
         }
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let (database_url, database) = fresh_database_url(dir.path()).await;
+        Some(Self::on_database(dir, database_url, database).await)
+    }
+
+    /// No replica yet, on `database_url`: a database of the test's own (on a server it
+    /// may crash and restart), kept after the test.
+    pub async fn on(database_url: String) -> Cluster {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self::on_database(dir, database_url, None).await
+    }
+
+    async fn on_database(
+        dir: TempDir,
+        database_url: String,
+        database: Option<PostgresGuard>,
+    ) -> Cluster {
         let turn = TURNS
             .clone()
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let dir = tempfile::tempdir().expect("a temporary directory");
-        let (database_url, database) = fresh_database_url(dir.path()).await;
-        Some(Cluster {
+        Cluster {
             replicas: Vec::new(),
             database_url,
             dir,
@@ -103,7 +118,7 @@ impl Cluster {
                 .expect("an HTTP client"),
             _database: database,
             _turn: turn,
-        })
+        }
     }
 
     /// `n` replicas with the default roles, started together.
@@ -200,6 +215,11 @@ impl Replica {
             child,
             http,
         }
+    }
+
+    /// How the process ended, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("the replica's status")
     }
 
     pub fn pid(&self) -> u32 {

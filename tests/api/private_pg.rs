@@ -109,6 +109,19 @@ impl PrivatePostgres {
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 
+    /// The server's main process (the postmaster): its backends are its children.
+    #[allow(dead_code)] // benches/bus.rs pins it to a CPU
+    pub fn pid(&self) -> u32 {
+        let pidfile =
+            std::fs::read_to_string(std::path::Path::new(&self.data()).join("postmaster.pid"))
+                .expect("the server is running");
+        pidfile
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .expect("a pid on postmaster.pid's first line")
+    }
+
     /// A crash (`pg_ctl stop -m immediate`: no checkpoint, every connection cut), then the
     /// server starts again with crash recovery.
     pub fn crash_and_restart(&self, down: std::time::Duration) {
