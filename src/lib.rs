@@ -106,6 +106,12 @@ struct Core {
     _sqlite_lock: Option<cluster::sqlite_lock::SqliteLock>,
     /// The relay's own safe horizon (its projectors raise it), which the doorbells follow.
     relay_horizon: watch::Receiver<i64>,
+    /// The write database's safe horizon, read once for all of this process's readers of
+    /// the log (projectors, saga partitions, publisher).
+    log_horizon: Arc<log::horizon::SharedHorizon>,
+    /// The saga's failed orders, one value for the saga and the admin API (which tells
+    /// the saga of its changes through it).
+    dead_letters: process::dead_letters::DeadLetters,
     /// True once the server drains.
     drain: watch::Receiver<bool>,
     connections: Arc<http::ws::Connections>,
@@ -195,6 +201,8 @@ impl Core {
             .as_ref()
             .map_or_else(|| relay_horizon.clone(), |d| d.horizon());
         let gate = WriteGate::for_backend(db.get_database_backend());
+        let dead_letters =
+            process::dead_letters::DeadLetters::new(db.clone(), gate.clone(), wakeup.clone());
         Ok(Self {
             views_gate: if reader {
                 WriteGate::for_backend(views_db.get_database_backend())
@@ -223,6 +231,8 @@ impl Core {
             publisher: Arc::default(),
             _sqlite_lock: sqlite_lock,
             relay_horizon,
+            log_horizon: Arc::new(log::horizon::SharedHorizon::new(db.clone())),
+            dead_letters,
             relay_health: Arc::new(RelayHealth::default()),
             connections: Arc::new(http::ws::Connections::default()),
             tasks: Arc::new(Tasks::default()),
@@ -248,18 +258,17 @@ impl Core {
     }
 
     fn dead_letters(&self) -> process::dead_letters::DeadLetters {
-        process::dead_letters::DeadLetters::new(
-            self.db.clone(),
-            self.gate.clone(),
-            self.wakeup.clone(),
-        )
+        self.dead_letters.clone()
     }
 
     /// The relay: the projectors of every view, each run as a unit of work.
     fn relay(&self) -> Relay {
         let source: Arc<dyn log::source::EventSource> = match &self.bus_source {
             Some(bus) => bus.clone(),
-            None => Arc::new(log::source::LogSource(self.db.clone())),
+            None => Arc::new(log::source::LogSource {
+                db: self.db.clone(),
+                horizon: self.log_horizon.clone(),
+            }),
         };
         Relay {
             db: self.views.clone(),
@@ -349,6 +358,7 @@ impl Core {
             db: self.db.clone(),
             settings: self.broker.clone()?,
             node: self.node.to_string(),
+            horizon: self.log_horizon.clone(),
             wakeup: self.wakeup.subscribe(),
             poll: self.settings.relay_poll(),
             status: self.publisher.clone(),
@@ -448,6 +458,7 @@ impl Core {
             dead_letters: self.dead_letters(),
             retry: self.settings.saga_retry(),
             metrics: self.metrics.clone(),
+            horizon: self.log_horizon.clone(),
             wakeup: self.wakeup.subscribe(),
             poll: self.settings.relay_poll(),
             fault,

@@ -33,7 +33,7 @@ use super::wire::{self, Published};
 use super::{BrokerSettings, connect, ensure_stream};
 use crate::cluster::Fence;
 use crate::entity::events;
-use crate::log::horizon::safe_horizon;
+use crate::log::horizon::SharedHorizon;
 use crate::log::reader::Span;
 use crate::metrics::Metrics;
 use crate::supervise::Failure;
@@ -98,6 +98,8 @@ pub struct Publisher {
     pub settings: BrokerSettings,
     /// This replica's node id: the broker connection's name.
     pub node: String,
+    /// The write database's safe horizon, shared with the process's other readers.
+    pub horizon: Arc<SharedHorizon>,
     /// Rings after a commit here, or a hint of one elsewhere.
     pub wakeup: watch::Receiver<u64>,
     /// The longest wait between two looks at the log.
@@ -171,7 +173,7 @@ impl Publisher {
             if fence.check().is_err() {
                 return Ok(());
             }
-            let horizon = safe_horizon(&self.db, last).await.map_err(transient)?;
+            let horizon = self.horizon.get(last).await.map_err(transient)?;
             self.metrics.bus_lag(horizon - last);
             if horizon <= last {
                 tokio::select! {
@@ -203,7 +205,7 @@ impl Publisher {
             return Ok(0);
         }
         // Every published position was final in the log when it was published.
-        let horizon = safe_horizon(&self.db, 0).await.map_err(transient)?;
+        let horizon = self.horizon.get(0).await.map_err(transient)?;
         if horizon < last {
             return Err(Stop::Diverged(format!(
                 "the stream's last sequence is {last} but the log ends at {horizon}: the \

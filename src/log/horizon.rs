@@ -5,6 +5,7 @@
 //! docs/adr/0001-relay-never-skips-a-late-commit.md). On SQLite one writer at a time
 //! commits in position order, so the horizon is the maximum.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
@@ -18,6 +19,47 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
     match db.get_database_backend() {
         DbBackend::Postgres => postgres_horizon(db, known).await,
         _ => committed_head(db).await,
+    }
+}
+
+/// One process's readers of the log — the projectors, the saga's partitions, the
+/// publisher — share their safe-horizon reads: a commit wakes them all at once, and one
+/// read made after each of them asked answers them all, instead of one read (up to three
+/// round trips, one of them over `pg_stat_activity`) per reader per commit.
+///
+/// A read answers every request made *before it started*: whatever had committed when a
+/// reader asked is below the horizon that read finds. Requests made while a read is in
+/// flight wait for it, then share the next one; at most one read runs at a time.
+pub struct SharedHorizon {
+    db: DatabaseConnection,
+    /// How many requests were ever made: request `n` is answered by a read that starts
+    /// after the counter reached `n`.
+    asked: AtomicU64,
+    /// The last read: the requests it answers (all up to this number) and what it found.
+    last: tokio::sync::Mutex<(u64, i64)>,
+}
+
+impl SharedHorizon {
+    pub fn new(db: DatabaseConnection) -> Self {
+        Self {
+            db,
+            asked: AtomicU64::new(0),
+            last: tokio::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// The safe horizon as of now (see [`safe_horizon`]; `known` as there).
+    pub async fn get(&self, known: i64) -> Result<i64, DbErr> {
+        let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut last = self.last.lock().await;
+        if last.0 >= ticket {
+            return Ok(last.1.max(known));
+        }
+        // Every request numbered up to here was made before this read starts.
+        let answers = self.asked.load(Ordering::SeqCst);
+        let found = safe_horizon(&self.db, known.max(last.1)).await?;
+        *last = (answers, found.max(last.1));
+        Ok(last.1.max(known))
     }
 }
 
@@ -96,5 +138,59 @@ async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use sea_orm::{ActiveValue::Set, EntityTrait};
+
+    use super::*;
+    use crate::entity::events;
+
+    async fn append(db: &DatabaseConnection, version: i64) -> i64 {
+        let row = events::ActiveModel {
+            stream_id: Set(uuid::Uuid::nil()),
+            stream_type: Set("Product".into()),
+            version: Set(version),
+            event_type: Set("ProductStockAdjusted".into()),
+            event_version: Set(1),
+            data: Set(serde_json::json!({})),
+            metadata: Set(serde_json::json!({})),
+            recorded_at: Set(chrono::Utc::now()),
+            ..Default::default()
+        };
+        events::Entity::insert(row)
+            .exec(db)
+            .await
+            .expect("an event is appended")
+            .last_insert_id
+    }
+
+    #[tokio::test]
+    async fn every_reader_of_a_shared_horizon_sees_what_had_committed_when_it_asked() {
+        let db = crate::db::in_memory().await;
+        let horizon = Arc::new(SharedHorizon::new(db.clone()));
+        assert_eq!(horizon.get(0).await.expect("a horizon"), 0);
+        for version in 1..=20 {
+            let position = append(&db, version).await;
+            // Many readers at once after the commit, as a commit wakes them all.
+            let readers: Vec<_> = (0..16)
+                .map(|i| {
+                    let horizon = horizon.clone();
+                    // Some know the position before it, some nothing.
+                    let known = (i % 2) * (position - 1);
+                    tokio::spawn(async move { horizon.get(known).await })
+                })
+                .collect();
+            for reader in readers {
+                let seen = reader.await.expect("a reader").expect("a horizon");
+                assert_eq!(seen, position, "after the commit of position {position}");
+            }
+        }
+        // What a reader already knows is never taken back.
+        assert_eq!(horizon.get(99).await.expect("a horizon"), 99);
     }
 }

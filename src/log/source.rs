@@ -3,9 +3,11 @@
 //! (`crate::broker::source`, ADR 0016). The folding code is the same for both: the relay
 //! asks a source how far the log is final and for a page of it.
 
+use std::sync::Arc;
+
 use sea_orm::{DatabaseConnection, DbErr};
 
-use super::horizon::safe_horizon;
+use super::horizon::SharedHorizon;
 use super::reader::{Page, Span, Wanted};
 
 /// A readable copy of the log, in position order.
@@ -29,13 +31,17 @@ pub trait EventSource: Send + Sync {
     ) -> Result<Page, DbErr>;
 }
 
-/// The log in a database's `events` table.
-pub struct LogSource(pub DatabaseConnection);
+/// The log in a database's `events` table, its horizon shared with the process's other
+/// readers.
+pub struct LogSource {
+    pub db: DatabaseConnection,
+    pub horizon: Arc<SharedHorizon>,
+}
 
 #[async_trait::async_trait]
 impl EventSource for LogSource {
     async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
-        safe_horizon(&self.0, known).await
+        self.horizon.get(known).await
     }
 
     async fn page(
@@ -50,6 +56,6 @@ impl EventSource for LogSource {
         if let Some(wanted) = wanted {
             span = span.wanted(wanted);
         }
-        span.page(&self.0, limit).await
+        span.page(&self.db, limit).await
     }
 }

@@ -7,6 +7,9 @@
 //! other writer (one at a time on SQLite). Policy and reasons: ADR 0003. Each saga
 //! partition (ADR 0012) retries only its own orders' dead letters.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -98,11 +101,24 @@ pub struct DeadLetters {
     gate: WriteGate,
     /// Wakes the saga when an admin makes an order due.
     wakeup: Wakeup,
+    /// Counts the admin's changes made here (shared by the clones), so that the saga
+    /// re-reads its dead letters at once after one, and otherwise only once per poll.
+    changes: Arc<AtomicU64>,
 }
 
 impl DeadLetters {
     pub fn new(db: DatabaseConnection, gate: WriteGate, wakeup: Wakeup) -> Self {
-        Self { db, gate, wakeup }
+        Self {
+            db,
+            gate,
+            wakeup,
+            changes: Arc::default(),
+        }
+    }
+
+    /// How many changes the admin has made through this value and its clones.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     /// The dead letter of an order, if it has one.
@@ -272,6 +288,7 @@ impl DeadLetters {
             (result.rows_affected > 0).then_some(row).flatten()
         };
         if updated.is_some() {
+            self.changes.fetch_add(1, Ordering::SeqCst);
             self.wakeup.notify();
         }
         Ok(updated)

@@ -49,7 +49,7 @@ use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatu
 use crate::domain::{Aggregate, DomainEvent};
 use crate::entity::events;
 use crate::error::AppError;
-use crate::log::horizon::safe_horizon;
+use crate::log::horizon::SharedHorizon;
 use crate::log::reader::Span;
 use crate::metrics::Metrics;
 use crate::read::checkpoints::{self, Hold};
@@ -329,6 +329,15 @@ impl RetryPolicy {
     }
 }
 
+/// What a partition last read of its dead letters: when, the admin's change count then,
+/// and when its next retry falls due.
+#[derive(Default)]
+struct DeadLetterView {
+    read_at: Option<std::time::Instant>,
+    changes: u64,
+    next_due: Option<DateTime<Utc>>,
+}
+
 /// One partition's run: which orders, its checkpoint row, its fence token.
 struct Part {
     partition: Partition,
@@ -346,6 +355,8 @@ pub struct OrderSaga {
     pub dead_letters: DeadLetters,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
+    /// The write database's safe horizon, shared with the process's other readers.
+    pub horizon: Arc<SharedHorizon>,
     pub wakeup: watch::Receiver<u64>,
     pub poll: Duration,
     pub fault: Option<SagaFault>,
@@ -369,12 +380,16 @@ impl OrderSaga {
         let mut shutdown = part.fence.stop_signal();
         let mut wakeup = self.wakeup.clone();
         let mut checkpoint = checkpoints::load_one(&self.db, &part.checkpoint).await?;
+        let mut dead = DeadLetterView::default();
         let mut backoff = Duration::from_millis(50);
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
-            match self.tick(&part, &mut checkpoint, &shutdown).await {
+            match self
+                .tick(&part, &mut checkpoint, &shutdown, &mut dead)
+                .await
+            {
                 Ok(next_due) => {
                     backoff = Duration::from_millis(50);
                     // Wake for new events, for the earliest retry, or to poll.
@@ -417,28 +432,43 @@ impl OrderSaga {
     }
 
     /// Handles the new events, then the retries that are due; returns when the next
-    /// retry is due.
+    /// retry is due. The dead letters are read again only when this partition handled an
+    /// order, a retry falls due, the admin changed one, or a poll interval has passed:
+    /// a commit of any other kind (a stock change) wakes every partition, and must not
+    /// cost each of them three queries.
     async fn tick(
         &self,
         part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
+        dead: &mut DeadLetterView,
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
-        self.follow_log(part, checkpoint, shutdown).await?;
-        self.retry_due(part, shutdown).await?;
-        let summary = self.dead_letters.summary(part.partition).await?;
-        self.metrics
-            .saga_dead_letters(summary.retrying, summary.parked);
-        Ok(summary.next_due)
+        let handled = self.follow_log(part, checkpoint, shutdown).await?;
+        let changes = self.dead_letters.changes();
+        let stale = dead
+            .read_at
+            .is_none_or(|at| at.elapsed() >= self.poll || changes != dead.changes);
+        if handled || stale || dead.next_due.is_some_and(|due| due <= Utc::now()) {
+            dead.changes = changes;
+            self.retry_due(part, shutdown).await?;
+            let summary = self.dead_letters.summary(part.partition).await?;
+            self.metrics
+                .saga_dead_letters(summary.retrying, summary.parked);
+            dead.next_due = summary.next_due;
+            dead.read_at = Some(std::time::Instant::now());
+        }
+        Ok(dead.next_due)
     }
 
+    /// Handles the events up to the horizon; whether one of them was this partition's.
     async fn follow_log(
         &self,
         part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
-    ) -> Result<(), SagaError> {
-        let horizon = safe_horizon(&self.db, *checkpoint).await?;
+    ) -> Result<bool, SagaError> {
+        let horizon = self.horizon.get(*checkpoint).await?;
+        let mut handled = false;
         while *checkpoint < horizon {
             let page = Span::new(*checkpoint, horizon)
                 .of_types(&[Order::STREAM_TYPE, Payment::STREAM_TYPE])
@@ -449,7 +479,7 @@ impl OrderSaga {
                 if *shutdown.borrow() {
                     return Err(SagaError::Stopping);
                 }
-                self.handle(part, event).await?;
+                handled |= self.handle(part, event).await?;
                 *checkpoint = event.position;
             }
             // Past the last order or payment event nothing needs the saga: advance in
@@ -460,18 +490,29 @@ impl OrderSaga {
                 self.retry_due(part, shutdown).await?;
             }
         }
-        Ok(())
+        Ok(handled)
     }
 
     /// Handles one event and moves the checkpoint past it; an error only when the whole
-    /// saga must stop or back off.
-    async fn handle(&self, part: &Part, event: &events::Model) -> Result<(), SagaError> {
+    /// saga must stop or back off. Whether the event was this partition's.
+    async fn handle(&self, part: &Part, event: &events::Model) -> Result<bool, SagaError> {
         let (order_id, unreadable) = self.order_of(event).await?;
         if !part.partition.owns(order_id) {
             // Another partition's order: its checkpoint moves past it in memory only,
             // like a view's past an event it does not want.
-            return Ok(());
+            return Ok(false);
         }
+        self.handle_own(part, order_id, unreadable, event).await?;
+        Ok(true)
+    }
+
+    async fn handle_own(
+        &self,
+        part: &Part,
+        order_id: Uuid,
+        unreadable: Option<SagaError>,
+        event: &events::Model,
+    ) -> Result<(), SagaError> {
         if self.dead_letters.find(order_id).await?.is_some() {
             // Retrying or parked: its next attempt takes the whole state, this event's
             // change included.
