@@ -16,7 +16,8 @@
 //!
 //! `cargo bench --bench cluster` (env: BENCH_DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/test, on which a database per part is created and
-//! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32). Results go to stdout and
+//! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32; BENCH_PARTS, a list of
+//! `failover`, `delivery`, `throughput`, default all). Results go to stdout and
 //! `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
 
@@ -262,14 +263,16 @@ async fn run() -> anyhow::Result<()> {
     let secs: u64 = env_or("BENCH_SECS", 5);
     let kills: usize = env_or("BENCH_KILLS", 10);
     let clients: usize = env_or("BENCH_CLIENTS", 32);
+    let parts: String = env_or("BENCH_PARTS", "failover,delivery,throughput".to_owned());
     let mut report = format!(
         "# ordergraph cluster benchmark\n\n- date: {}\n- command: `cargo bench --bench cluster` ({kills} faults per kind, {clients} clients, {secs} s per load phase), release binary, one PostgreSQL; a fresh database per part\n\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
     );
 
-    let killed = failover(&admin_url, kills, false).await;
-    let frozen = failover(&admin_url, kills, true).await;
-    report.push_str(&format!(
+    if parts.contains("failover") {
+        let killed = failover(&admin_url, kills, false).await;
+        let frozen = failover(&admin_url, kills, true).await;
+        report.push_str(&format!(
         "## Failover (3 replicas; lease 3 s)\n\nFrom the fault on the replica folding the catalog to a stock change through a survivor read back.\n\n| fault | n | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|\n| kill -9 | {} | {:.0} | {:.0} | {:.0} |\n| SIGSTOP | {} | {:.0} | {:.0} | {:.0} |\n\n",
         killed.len(),
         ms(killed.value_at_quantile(0.5)),
@@ -280,10 +283,12 @@ async fn run() -> anyhow::Result<()> {
         ms(frozen.value_at_quantile(0.99)),
         ms(frozen.max()),
     ));
-    eprintln!("{report}");
+        eprintln!("{report}");
+    }
 
-    let (near, far) = delivery(&admin_url, 300).await;
-    report.push_str(&format!(
+    if parts.contains("delivery") {
+        let (near, far) = delivery(&admin_url, 300).await;
+        report.push_str(&format!(
         "## Change delivery (3 replicas)\n\nA stock change through a third replica, from the mutation's send to the `productUpdated` frame.\n\n| subscriber | n | p50 ms | p99 ms |\n|---|---:|---:|---:|\n| on the replica folding the catalog (baseline) | {} | {:.2} | {:.2} |\n| on another replica | {} | {:.2} | {:.2} |\n\n",
         near.len(),
         ms(near.value_at_quantile(0.5)),
@@ -292,17 +297,20 @@ async fn run() -> anyhow::Result<()> {
         ms(far.value_at_quantile(0.5)),
         ms(far.value_at_quantile(0.99)),
     ));
-    eprintln!("{report}");
+        eprintln!("{report}");
+    }
 
-    let (one_adjust, one_confirmed) = throughput(&admin_url, 1, 1, clients, secs).await;
-    let (three_adjust, three_confirmed) = throughput(&admin_url, 3, 8, clients, secs).await;
-    report.push_str(&format!(
+    if parts.contains("throughput") {
+        let (one_adjust, one_confirmed) = throughput(&admin_url, 1, 1, clients, secs).await;
+        let (three_adjust, three_confirmed) = throughput(&admin_url, 3, 8, clients, secs).await;
+        report.push_str(&format!(
         "## Throughput ({clients} clients)\n\n| setting | adjustStock/s | checkouts confirmed/s | confirmed ÷ adjustStock |\n|---|---:|---:|---:|\n| 1 replica, 1 saga task (baseline) | {one_adjust:.0} | {one_confirmed:.1} | {:.1} % |\n| 3 replicas, K = 8 saga partitions | {three_adjust:.0} | {three_confirmed:.1} | {:.1} % |\n| ratio 3 ÷ 1 | {:.2}× | {:.2}× | |\n\n",
         100.0 * one_confirmed / one_adjust,
         100.0 * three_confirmed / three_adjust,
         three_adjust / one_adjust,
         three_confirmed / one_confirmed,
     ));
+    }
     println!("{report}");
     let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
