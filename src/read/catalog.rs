@@ -151,21 +151,7 @@ impl LiveView for CatalogProjection {
         limit: u64,
     ) -> Result<Vec<(i64, String)>, DbErr> {
         use catalog_view::Column;
-        let rows: Vec<(Uuid, i64)> = catalog_view::Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::Position)
-            .filter(Column::Position.gt(after))
-            .filter(Column::Position.lte(upto))
-            .order_by_asc(Column::Position)
-            .limit(limit)
-            .into_tuple()
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, position)| (position, id.to_string()))
-            .collect())
+        view::moved::<Uuid, _>(db, Column::Id, Column::Position, after, upto, limit).await
     }
 }
 

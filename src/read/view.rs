@@ -29,7 +29,10 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    TryGetable,
+};
 
 use super::Projection;
 use super::bus::Change;
@@ -93,6 +96,40 @@ where
         return Ok(None);
     };
     Ok(find(id).await?.map(|row| (position(&row), row)))
+}
+
+/// The keys of a view table whose `position` column moved into `(after, upto]`, each with
+/// that position, oldest first, at most `limit`, read on the position index alone: the
+/// [`LiveView::moved`] of a view that keeps one row per key (its `key` column, of type
+/// `K`) at the position of the key's latest change.
+pub async fn moved<K, C>(
+    db: &DatabaseConnection,
+    key: C,
+    position: C,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<(i64, String)>, DbErr>
+where
+    K: TryGetable + ToString,
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    let rows: Vec<(K, i64)> = <C::EntityName as EntityTrait>::find()
+        .select_only()
+        .column(key)
+        .column(position)
+        .filter(position.gt(after))
+        .filter(position.lte(upto))
+        .order_by_asc(position)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, position)| (position, key.to_string()))
+        .collect())
 }
 
 /// One key of one view at `position`, loaded once by the hub.
