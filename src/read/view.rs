@@ -26,9 +26,9 @@
 //! ```
 
 use std::any::Any;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
     TryGetable,
@@ -144,74 +144,62 @@ pub struct ViewChange {
     pub routes: Vec<String>,
 }
 
-/// A view's loader with its type erased, for the hub's table of views.
-#[async_trait::async_trait]
-trait Loader: Send + Sync {
-    async fn load(
-        &self,
-        db: &DatabaseConnection,
-        change: &Change,
-    ) -> Result<Option<ViewChange>, DbErr>;
-
-    async fn moved(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, DbErr>;
+/// The state a change names, by `V`'s loader, if it is what the change sends.
+async fn load_change<V: LiveView>(
+    db: &DatabaseConnection,
+    change: &Change,
+) -> Result<Option<ViewChange>, DbErr> {
+    let Some((position, state)) = V::load(db, &change.key, change.position).await? else {
+        return Ok(None);
+    };
+    if !V::sends(position, change.position) {
+        return Ok(None);
+    }
+    let mut routes = vec![change.key.clone()];
+    routes.extend(V::routes(&state));
+    Ok(Some(ViewChange {
+        projection: V::NAME,
+        key: change.key.clone(),
+        position,
+        state: Arc::new(state),
+        routes,
+    }))
 }
 
-struct LoaderOf<V>(PhantomData<fn() -> V>);
-
-#[async_trait::async_trait]
-impl<V: LiveView> Loader for LoaderOf<V> {
-    async fn load(
-        &self,
-        db: &DatabaseConnection,
-        change: &Change,
-    ) -> Result<Option<ViewChange>, DbErr> {
-        let Some((position, state)) = V::load(db, &change.key, change.position).await? else {
-            return Ok(None);
-        };
-        if !V::sends(position, change.position) {
-            return Ok(None);
-        }
-        let mut routes = vec![change.key.clone()];
-        routes.extend(V::routes(&state));
-        Ok(Some(ViewChange {
+/// `V`'s keys that moved in a range, as changes of `V`.
+async fn moved_changes<V: LiveView>(
+    db: &DatabaseConnection,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<Change>, DbErr> {
+    Ok(V::moved(db, after, upto, limit)
+        .await?
+        .into_iter()
+        .map(|(position, key)| Change {
             projection: V::NAME,
-            key: change.key.clone(),
+            key,
             position,
-            state: Arc::new(state),
-            routes,
-        }))
-    }
-
-    async fn moved(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, DbErr> {
-        Ok(V::moved(db, after, upto, limit)
-            .await?
-            .into_iter()
-            .map(|(position, key)| Change {
-                projection: V::NAME,
-                key,
-                position,
-            })
-            .collect())
-    }
+        })
+        .collect())
 }
+
+/// [`load_change`] of one view, its type erased for the hub's table of views.
+type Load = for<'a> fn(
+    &'a DatabaseConnection,
+    &'a Change,
+) -> BoxFuture<'a, Result<Option<ViewChange>, DbErr>>;
+
+/// [`moved_changes`] of one view, its type erased.
+type Moved =
+    for<'a> fn(&'a DatabaseConnection, i64, i64, u64) -> BoxFuture<'a, Result<Vec<Change>, DbErr>>;
 
 /// A registered view: its projection and its live loader, taken together.
 #[derive(Clone)]
 pub struct View {
     pub projection: Arc<dyn Projection>,
-    loader: Arc<dyn Loader>,
+    load: Load,
+    moved: Moved,
 }
 
 impl View {
@@ -223,7 +211,8 @@ impl View {
         );
         Self {
             projection: Arc::new(view),
-            loader: Arc::new(LoaderOf::<V>(PhantomData)),
+            load: |db, change| Box::pin(load_change::<V>(db, change)),
+            moved: |db, after, upto, limit| Box::pin(moved_changes::<V>(db, after, upto, limit)),
         }
     }
 
@@ -237,7 +226,7 @@ impl View {
         db: &DatabaseConnection,
         change: &Change,
     ) -> Result<Option<ViewChange>, DbErr> {
-        self.loader.load(db, change).await
+        (self.load)(db, change).await
     }
 
     /// The changes of the keys whose rows moved into `(after, upto]`, oldest first, at
@@ -249,6 +238,6 @@ impl View {
         upto: i64,
         limit: u64,
     ) -> Result<Vec<Change>, DbErr> {
-        self.loader.moved(db, after, upto, limit).await
+        (self.moved)(db, after, upto, limit).await
     }
 }
