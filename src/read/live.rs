@@ -704,6 +704,24 @@ mod tests {
     use sea_orm::TransactionTrait;
     use uuid::Uuid;
 
+    /// Folds the events of `log` that `view`'s projection wants, in one transaction, and
+    /// returns the changes it announces.
+    async fn fold(db: &DatabaseConnection, view: &View, log: &[events::Model]) -> Vec<Change> {
+        let txn = db.begin().await.expect("a transaction");
+        let wanted: Vec<events::Model> = log
+            .iter()
+            .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
+            .cloned()
+            .collect();
+        let changes = view
+            .projection
+            .apply(&txn, &wanted)
+            .await
+            .unwrap_or_else(|e| panic!("{} folds the golden log: {e}", view.name()));
+        txn.commit().await.expect("commits");
+        changes
+    }
+
     /// Every registered view's projection announces changes of the golden log (every
     /// aggregate's fixture stream, `log::golden`), and its live loader loads each one at its
     /// position: a view whose loader cannot read what its projection announces fails here,
@@ -715,18 +733,7 @@ mod tests {
         let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
         let log = crate::log::golden::log();
         for view in &views {
-            let txn = db.begin().await.expect("a transaction");
-            let wanted: Vec<events::Model> = log
-                .iter()
-                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
-                .cloned()
-                .collect();
-            let changes = view
-                .projection
-                .apply(&txn, &wanted)
-                .await
-                .unwrap_or_else(|e| panic!("{} folds the golden log: {e}", view.name()));
-            txn.commit().await.expect("commits");
+            let changes = fold(&db, view, &log).await;
             assert!(!changes.is_empty(), "{} announces a change", view.name());
             // The latest change of each key: an earlier one's row has moved on since (a
             // newer change sends it), which the hub tells by loading nothing.
@@ -766,18 +773,7 @@ mod tests {
         let log = crate::log::golden::log();
         let upto = log.last().map_or(0, |e| e.position);
         for view in super::super::views() {
-            let txn = db.begin().await.expect("a transaction");
-            let wanted: Vec<events::Model> = log
-                .iter()
-                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
-                .cloned()
-                .collect();
-            let changes = view
-                .projection
-                .apply(&txn, &wanted)
-                .await
-                .unwrap_or_else(|e| panic!("{} folds the sample log: {e}", view.name()));
-            txn.commit().await.expect("commits");
+            let changes = fold(&db, &view, &log).await;
             let moved = view
                 .moved(&db, 0, upto, 100)
                 .await
