@@ -27,6 +27,7 @@
 //! kept beside the queue, never in it, so a full queue cannot lose it.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -491,6 +492,78 @@ pub trait Watch: Send + Sync + 'static {
 
     /// Whether a live state concerns this watch and the caller may see it.
     fn accepts(&self, state: &LiveState<Self>) -> bool;
+}
+
+/// A watch of one key of the view `V`, read whole by the view's own loader
+/// ([`LiveView::load`]): a user's cart, the dashboard's figures. Its state comes first,
+/// then each change of it; the hub routes it no other key's.
+pub struct OneKey<V> {
+    key: String,
+    view: PhantomData<fn() -> V>,
+}
+
+impl<V> OneKey<V> {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            view: PhantomData,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<V: LiveView> Watch for OneKey<V> {
+    type View = V;
+
+    fn keys(&self) -> Option<Vec<String>> {
+        Some(vec![self.key.clone()])
+    }
+
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        checkpoint: i64,
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
+        Ok(Some(
+            V::load(db, &self.key, checkpoint)
+                .await?
+                .into_iter()
+                .collect(),
+        ))
+    }
+
+    /// The state, when it moved after `after`: up to `upto`, or beyond it when the view
+    /// says a newer state is what a change at `upto` sends ([`LiveView::sends`]: the
+    /// dashboard's figures, which have no position of their own).
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        _limit: u64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let state = V::load(db, &self.key, upto).await?;
+        Ok(state
+            .filter(|(p, _)| *p > after && (*p <= upto || V::sends(*p, upto)))
+            .into_iter()
+            .collect())
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        upto: i64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        if !keys.contains(&self.key) {
+            return Ok(vec![]);
+        }
+        Ok(V::load(db, &self.key, upto).await?.into_iter().collect())
+    }
+
+    fn accepts(&self, _: &V::State) -> bool {
+        true
+    }
 }
 
 /// How a subscription ends besides its client leaving.
