@@ -211,17 +211,11 @@ pub async fn changed<C: ConnectionTrait>(
     upto: i64,
     limit: u64,
 ) -> Result<Vec<catalog_view::Model>, DbErr> {
-    let mut query = catalog_view::Entity::find()
-        .filter(catalog_view::Column::Position.gt(after))
-        .filter(catalog_view::Column::Position.lte(upto));
+    let mut query = view::moved_rows(catalog_view::Column::Position, after, upto, limit);
     if let Some(ids) = ids {
         query = query.filter(catalog_view::Column::Id.is_in(ids.iter().copied()));
     }
-    query
-        .order_by_asc(catalog_view::Column::Position)
-        .limit(limit)
-        .all(db)
-        .await
+    query.all(db).await
 }
 
 fn escape_like(s: &str) -> String {

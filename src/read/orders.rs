@@ -228,17 +228,11 @@ pub async fn changed<C: ConnectionTrait>(
     upto: i64,
     limit: u64,
 ) -> Result<Vec<order_view::Model>, DbErr> {
-    let mut query = order_view::Entity::find()
-        .filter(order_view::Column::Position.gt(after))
-        .filter(order_view::Column::Position.lte(upto));
+    let mut query = view::moved_rows(order_view::Column::Position, after, upto, limit);
     if let Some(user) = user_id {
         query = query.filter(order_view::Column::UserId.eq(user));
     }
-    query
-        .order_by_asc(order_view::Column::Position)
-        .limit(limit)
-        .all(db)
-        .await
+    query.all(db).await
 }
 
 pub struct OrderPage {

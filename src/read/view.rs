@@ -31,7 +31,7 @@ use std::sync::Arc;
 use futures_util::future::BoxFuture;
 use sea_orm::{
     ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    TryGetable,
+    Select, TryGetable,
 };
 
 use super::Projection;
@@ -98,10 +98,25 @@ where
     Ok(find(id).await?.map(|row| (position(&row), row)))
 }
 
+/// The rows of a view table whose `position` column moved into `(after, upto]`, oldest
+/// first, at most `limit`: a read on the position index, which a caller may narrow
+/// further (the catalog view to some products, the order view to a user's orders).
+pub fn moved_rows<C>(position: C, after: i64, upto: i64, limit: u64) -> Select<C::EntityName>
+where
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    <C::EntityName as EntityTrait>::find()
+        .filter(position.gt(after))
+        .filter(position.lte(upto))
+        .order_by_asc(position)
+        .limit(limit)
+}
+
 /// The keys of a view table whose `position` column moved into `(after, upto]`, each with
-/// that position, oldest first, at most `limit`, read on the position index alone: the
-/// [`LiveView::moved`] of a view that keeps one row per key (its `key` column, of type
-/// `K`) at the position of the key's latest change.
+/// that position, oldest first, at most `limit` ([`moved_rows`], their `key` column
+/// alone, of type `K`): the [`LiveView::moved`] of a view that keeps one row per key at
+/// the position of the key's latest change.
 pub async fn moved<K, C>(
     db: &DatabaseConnection,
     key: C,
@@ -115,14 +130,10 @@ where
     C: ColumnTrait,
     C::EntityName: EntityTrait<Column = C>,
 {
-    let rows: Vec<(K, i64)> = <C::EntityName as EntityTrait>::find()
+    let rows: Vec<(K, i64)> = moved_rows(position, after, upto, limit)
         .select_only()
         .column(key)
         .column(position)
-        .filter(position.gt(after))
-        .filter(position.lte(upto))
-        .order_by_asc(position)
-        .limit(limit)
         .into_tuple()
         .all(db)
         .await?;
