@@ -422,6 +422,16 @@ mod tests {
         }
     }
 
+    /// An update of the product of `created` that names its name again (unchanged) and
+    /// the price `price`.
+    fn update(price: &str) -> ProductCommand {
+        ProductCommand::Update {
+            name: Some(ProductName::parse("Tee").unwrap()),
+            description: None,
+            price: Some(Money::parse_str("p", price).unwrap()),
+        }
+    }
+
     fn review(user: &str, rating: i64) -> ProductCommand {
         ProductCommand::Review {
             user_id: UserId::parse(user).unwrap(),
@@ -508,11 +518,7 @@ mod tests {
     #[test]
     fn an_update_that_changes_nothing_emits_nothing() {
         let events = given::<Product>(&[created(0)])
-            .when(ProductCommand::Update {
-                name: Some(ProductName::parse("Tee").unwrap()),
-                description: None,
-                price: Some(Money::parse_str("p", "10.00").unwrap()),
-            })
+            .when(update("10.00"))
             .unwrap();
         assert!(events.is_empty());
     }
@@ -520,11 +526,7 @@ mod tests {
     #[test]
     fn an_update_records_only_changed_fields() {
         let events = given::<Product>(&[created(0)])
-            .when(ProductCommand::Update {
-                name: Some(ProductName::parse("Tee").unwrap()),
-                description: None,
-                price: Some(Money::parse_str("p", "12.50").unwrap()),
-            })
+            .when(update("12.50"))
             .unwrap();
         assert_eq!(
             events,

@@ -2,11 +2,8 @@
 //! view) and the cart mutations, each input parsed straight into its command. Every
 //! operation here needs a signed-in user.
 
-use std::collections::BTreeSet;
-
 use async_graphql::{Context, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
-use sea_orm::{DatabaseConnection, DbErr};
 use uuid::Uuid;
 
 use super::catalog::Product;
@@ -18,7 +15,7 @@ use crate::domain::cart::{self, CartCommand};
 use crate::domain::values::{Money, Quantity};
 use crate::error::{AppError, AppResult};
 use crate::read::cart::{self as view, CartLine, CartProjection, CartRead};
-use crate::read::live::{Positioned, Watch};
+use crate::read::live::OneKey;
 use crate::write::cart::{CartLineCommand, cart_command};
 use crate::write::{CommandContext, Envelope, Outcome};
 
@@ -244,66 +241,10 @@ impl CartSubscription {
     ) -> async_graphql::Result<Live<Cart>> {
         async {
             let caller = signed_in(ctx)?;
-            let watch = CartWatch {
-                user_id: caller.user_id.to_string(),
-            };
+            let watch = OneKey::<CartProjection>::new(caller.user_id.to_string());
             live(ctx, watch, after, Cart)
         }
         .await
         .gql()
-    }
-}
-
-struct CartWatch {
-    user_id: String,
-}
-
-#[async_trait::async_trait]
-impl Watch for CartWatch {
-    type View = CartProjection;
-
-    fn keys(&self) -> Option<Vec<String>> {
-        Some(vec![self.user_id.clone()])
-    }
-
-    async fn current(
-        &self,
-        db: &DatabaseConnection,
-        _checkpoint: i64,
-    ) -> Result<Option<Positioned<Self>>, DbErr> {
-        let cart = view::find(db, &self.user_id).await?;
-        Ok(Some(vec![(cart.position, cart)]))
-    }
-
-    async fn changed(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        _limit: u64,
-    ) -> Result<Positioned<Self>, DbErr> {
-        let cart = view::find(db, &self.user_id).await?;
-        Ok(if cart.position > after && cart.position <= upto {
-            vec![(cart.position, cart)]
-        } else {
-            vec![]
-        })
-    }
-
-    async fn rows(
-        &self,
-        db: &DatabaseConnection,
-        keys: &BTreeSet<String>,
-        _upto: i64,
-    ) -> Result<Positioned<Self>, DbErr> {
-        if !keys.contains(&self.user_id) {
-            return Ok(vec![]);
-        }
-        let cart = view::find(db, &self.user_id).await?;
-        Ok(vec![(cart.position, cart)])
-    }
-
-    fn accepts(&self, cart: &CartRead) -> bool {
-        cart.user_id == self.user_id
     }
 }

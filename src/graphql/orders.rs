@@ -21,8 +21,8 @@ use crate::domain::values::{Money, PaymentToken, Reason, ShippingAddress};
 use crate::entity::saga_dead_letters;
 use crate::error::{AppError, AppResult};
 use crate::process::dead_letters::Status as DeadLetterStatus;
-use crate::read::dashboard::{self as dashboard_view, DashboardProjection, DashboardRead};
-use crate::read::live::{LiveState, Positioned, Watch, user_route};
+use crate::read::dashboard::{self as dashboard_view, DashboardProjection};
+use crate::read::live::{LiveState, OneKey, Positioned, Watch, user_route};
 use crate::read::orders::order_view;
 use crate::read::orders::{self as view, OrderProjection};
 use crate::write::idempotency::request_hash;
@@ -618,7 +618,8 @@ impl OrdersSubscription {
     ) -> async_graphql::Result<Live<Dashboard>> {
         async {
             admin(ctx)?;
-            live(ctx, DashboardWatch, after, |figures| Dashboard { figures })
+            let watch = OneKey::<DashboardProjection>::new(dashboard_view::KEY);
+            live(ctx, watch, after, |figures| Dashboard { figures })
         }
         .await
         .gql()
@@ -702,57 +703,5 @@ impl Watch for OrderWatch {
 
     fn accepts(&self, order: &LiveState<Self>) -> bool {
         self.id.is_none_or(|id| id == order.id) && self.caller.may_see_order(&order.user_id)
-    }
-}
-
-struct DashboardWatch;
-
-#[async_trait::async_trait]
-impl Watch for DashboardWatch {
-    type View = DashboardProjection;
-
-    fn keys(&self) -> Option<Vec<String>> {
-        Some(vec![dashboard_view::KEY.to_owned()])
-    }
-
-    async fn current(
-        &self,
-        db: &DatabaseConnection,
-        checkpoint: i64,
-    ) -> Result<Option<Positioned<Self>>, DbErr> {
-        let figures = dashboard_view::read(db, Utc::now(), checkpoint).await?;
-        Ok(Some(vec![(figures.position, figures)]))
-    }
-
-    async fn changed(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        _limit: u64,
-    ) -> Result<Positioned<Self>, DbErr> {
-        let figures = dashboard_view::read(db, Utc::now(), upto).await?;
-        Ok(if figures.position > after {
-            vec![(figures.position, figures)]
-        } else {
-            vec![]
-        })
-    }
-
-    async fn rows(
-        &self,
-        db: &DatabaseConnection,
-        keys: &BTreeSet<String>,
-        upto: i64,
-    ) -> Result<Positioned<Self>, DbErr> {
-        if !keys.contains(dashboard_view::KEY) {
-            return Ok(vec![]);
-        }
-        let figures = dashboard_view::read(db, Utc::now(), upto).await?;
-        Ok(vec![(figures.position, figures)])
-    }
-
-    fn accepts(&self, _: &DashboardRead) -> bool {
-        true
     }
 }

@@ -101,13 +101,23 @@ async fn serve(Path(path): Path<String>) -> Response {
     response
 }
 
-/// The `/assets/` paths a page loads (its `src` and `href` values), for the pages' tests.
+/// For the pages' tests: `page` loads exactly `assets` (its `src` and `href` values under
+/// `/assets/`), and names no other origin.
 #[cfg(test)]
-pub(super) fn loaded(page: &str) -> Vec<&str> {
-    page.split("/assets/")
+pub(super) fn assert_loads_only(page: &str, assets: &[Asset]) {
+    let mut loaded: Vec<&str> = page
+        .split("/assets/")
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
-        .collect()
+        .collect();
+    let mut served: Vec<&str> = assets.iter().map(|a| a.path).collect();
+    loaded.sort_unstable();
+    served.sort_unstable();
+    assert_eq!(loaded, served, "the page loads {loaded:?}");
+    assert!(
+        !page.contains("://"),
+        "the page names no other origin: {page}"
+    );
 }
 
 #[cfg(test)]

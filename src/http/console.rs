@@ -63,16 +63,7 @@ mod tests {
 
     #[test]
     fn the_page_loads_every_built_asset_and_nothing_else() {
-        let loaded = super::super::assets::loaded(PAGE);
-        let mut served: Vec<&str> = ASSETS.iter().map(|a| a.path).collect();
-        let mut sorted = loaded.clone();
-        sorted.sort_unstable();
-        served.sort_unstable();
-        assert_eq!(sorted, served, "the page loads {loaded:?}");
-        assert!(
-            !PAGE.contains("://"),
-            "the page names no other origin: {PAGE}"
-        );
+        super::super::assets::assert_loads_only(PAGE, ASSETS);
         assert!(
             !PAGE.contains("<script>"),
             "no inline script, which the page's CSP would refuse: {PAGE}"

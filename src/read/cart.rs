@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    EntityTrait, QueryFilter, QueryOrder,
 };
 use uuid::Uuid;
 
 use super::catalog::catalog_view;
-use super::view::LiveView;
+use super::view::{self, LiveView};
 use super::{ChangeKey, Projection, ViewTable, catalog};
 use crate::domain::Aggregate;
 use crate::domain::cart::{Cart, CartEvent, LineChange};
@@ -153,21 +153,7 @@ impl LiveView for CartProjection {
         limit: u64,
     ) -> Result<Vec<(i64, String)>, DbErr> {
         use cart_view::Column;
-        let rows: Vec<(String, i64)> = cart_view::Entity::find()
-            .select_only()
-            .column(Column::UserId)
-            .column(Column::Position)
-            .filter(Column::Position.gt(after))
-            .filter(Column::Position.lte(upto))
-            .order_by_asc(Column::Position)
-            .limit(limit)
-            .into_tuple()
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(user, position)| (position, user))
-            .collect())
+        view::moved::<String, _>(db, Column::UserId, Column::Position, after, upto, limit).await
     }
 }
 

@@ -151,21 +151,7 @@ impl LiveView for CatalogProjection {
         limit: u64,
     ) -> Result<Vec<(i64, String)>, DbErr> {
         use catalog_view::Column;
-        let rows: Vec<(Uuid, i64)> = catalog_view::Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::Position)
-            .filter(Column::Position.gt(after))
-            .filter(Column::Position.lte(upto))
-            .order_by_asc(Column::Position)
-            .limit(limit)
-            .into_tuple()
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, position)| (position, id.to_string()))
-            .collect())
+        view::moved::<Uuid, _>(db, Column::Id, Column::Position, after, upto, limit).await
     }
 }
 
@@ -225,17 +211,11 @@ pub async fn changed<C: ConnectionTrait>(
     upto: i64,
     limit: u64,
 ) -> Result<Vec<catalog_view::Model>, DbErr> {
-    let mut query = catalog_view::Entity::find()
-        .filter(catalog_view::Column::Position.gt(after))
-        .filter(catalog_view::Column::Position.lte(upto));
+    let mut query = view::moved_rows(catalog_view::Column::Position, after, upto, limit);
     if let Some(ids) = ids {
         query = query.filter(catalog_view::Column::Id.is_in(ids.iter().copied()));
     }
-    query
-        .order_by_asc(catalog_view::Column::Position)
-        .limit(limit)
-        .all(db)
-        .await
+    query.all(db).await
 }
 
 fn escape_like(s: &str) -> String {

@@ -27,6 +27,7 @@
 //! kept beside the queue, never in it, so a full queue cannot lose it.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -493,6 +494,78 @@ pub trait Watch: Send + Sync + 'static {
     fn accepts(&self, state: &LiveState<Self>) -> bool;
 }
 
+/// A watch of one key of the view `V`, read whole by the view's own loader
+/// ([`LiveView::load`]): a user's cart, the dashboard's figures. Its state comes first,
+/// then each change of it; the hub routes it no other key's.
+pub struct OneKey<V> {
+    key: String,
+    view: PhantomData<fn() -> V>,
+}
+
+impl<V> OneKey<V> {
+    pub fn new(key: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            view: PhantomData,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl<V: LiveView> Watch for OneKey<V> {
+    type View = V;
+
+    fn keys(&self) -> Option<Vec<String>> {
+        Some(vec![self.key.clone()])
+    }
+
+    async fn current(
+        &self,
+        db: &DatabaseConnection,
+        checkpoint: i64,
+    ) -> Result<Option<Positioned<Self>>, DbErr> {
+        Ok(Some(
+            V::load(db, &self.key, checkpoint)
+                .await?
+                .into_iter()
+                .collect(),
+        ))
+    }
+
+    /// The state, when it moved after `after`: up to `upto`, or beyond it when the view
+    /// says a newer state is what a change at `upto` sends ([`LiveView::sends`]: the
+    /// dashboard's figures, which have no position of their own).
+    async fn changed(
+        &self,
+        db: &DatabaseConnection,
+        after: i64,
+        upto: i64,
+        _limit: u64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        let state = V::load(db, &self.key, upto).await?;
+        Ok(state
+            .filter(|(p, _)| *p > after && (*p <= upto || V::sends(*p, upto)))
+            .into_iter()
+            .collect())
+    }
+
+    async fn rows(
+        &self,
+        db: &DatabaseConnection,
+        keys: &BTreeSet<String>,
+        upto: i64,
+    ) -> Result<Positioned<Self>, DbErr> {
+        if !keys.contains(&self.key) {
+            return Ok(vec![]);
+        }
+        Ok(V::load(db, &self.key, upto).await?.into_iter().collect())
+    }
+
+    fn accepts(&self, _: &V::State) -> bool {
+        true
+    }
+}
+
 /// How a subscription ends besides its client leaving.
 #[derive(Clone)]
 pub struct Limits {
@@ -704,6 +777,24 @@ mod tests {
     use sea_orm::TransactionTrait;
     use uuid::Uuid;
 
+    /// Folds the events of `log` that `view`'s projection wants, in one transaction, and
+    /// returns the changes it announces.
+    async fn fold(db: &DatabaseConnection, view: &View, log: &[events::Model]) -> Vec<Change> {
+        let txn = db.begin().await.expect("a transaction");
+        let wanted: Vec<events::Model> = log
+            .iter()
+            .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
+            .cloned()
+            .collect();
+        let changes = view
+            .projection
+            .apply(&txn, &wanted)
+            .await
+            .unwrap_or_else(|e| panic!("{} folds the golden log: {e}", view.name()));
+        txn.commit().await.expect("commits");
+        changes
+    }
+
     /// Every registered view's projection announces changes of the golden log (every
     /// aggregate's fixture stream, `log::golden`), and its live loader loads each one at its
     /// position: a view whose loader cannot read what its projection announces fails here,
@@ -715,18 +806,7 @@ mod tests {
         let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
         let log = crate::log::golden::log();
         for view in &views {
-            let txn = db.begin().await.expect("a transaction");
-            let wanted: Vec<events::Model> = log
-                .iter()
-                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
-                .cloned()
-                .collect();
-            let changes = view
-                .projection
-                .apply(&txn, &wanted)
-                .await
-                .unwrap_or_else(|e| panic!("{} folds the golden log: {e}", view.name()));
-            txn.commit().await.expect("commits");
+            let changes = fold(&db, view, &log).await;
             assert!(!changes.is_empty(), "{} announces a change", view.name());
             // The latest change of each key: an earlier one's row has moved on since (a
             // newer change sends it), which the hub tells by loading nothing.
@@ -766,18 +846,7 @@ mod tests {
         let log = crate::log::golden::log();
         let upto = log.last().map_or(0, |e| e.position);
         for view in super::super::views() {
-            let txn = db.begin().await.expect("a transaction");
-            let wanted: Vec<events::Model> = log
-                .iter()
-                .filter(|e| crate::log::reader::Wanted::any(view.projection.wants(), e))
-                .cloned()
-                .collect();
-            let changes = view
-                .projection
-                .apply(&txn, &wanted)
-                .await
-                .unwrap_or_else(|e| panic!("{} folds the sample log: {e}", view.name()));
-            txn.commit().await.expect("commits");
+            let changes = fold(&db, &view, &log).await;
             let moved = view
                 .moved(&db, 0, upto, 100)
                 .await

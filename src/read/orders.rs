@@ -105,21 +105,7 @@ impl LiveView for OrderProjection {
         limit: u64,
     ) -> Result<Vec<(i64, String)>, DbErr> {
         use order_view::Column;
-        let rows: Vec<(Uuid, i64)> = order_view::Entity::find()
-            .select_only()
-            .column(Column::Id)
-            .column(Column::Position)
-            .filter(Column::Position.gt(after))
-            .filter(Column::Position.lte(upto))
-            .order_by_asc(Column::Position)
-            .limit(limit)
-            .into_tuple()
-            .all(db)
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(id, position)| (position, id.to_string()))
-            .collect())
+        view::moved::<Uuid, _>(db, Column::Id, Column::Position, after, upto, limit).await
     }
 
     /// Its owner's route too: a customer's `orderUpdated` is woken by their orders only.
@@ -242,17 +228,11 @@ pub async fn changed<C: ConnectionTrait>(
     upto: i64,
     limit: u64,
 ) -> Result<Vec<order_view::Model>, DbErr> {
-    let mut query = order_view::Entity::find()
-        .filter(order_view::Column::Position.gt(after))
-        .filter(order_view::Column::Position.lte(upto));
+    let mut query = view::moved_rows(order_view::Column::Position, after, upto, limit);
     if let Some(user) = user_id {
         query = query.filter(order_view::Column::UserId.eq(user));
     }
-    query
-        .order_by_asc(order_view::Column::Position)
-        .limit(limit)
-        .all(db)
-        .await
+    query.all(db).await
 }
 
 pub struct OrderPage {

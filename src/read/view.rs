@@ -26,10 +26,13 @@
 //! ```
 
 use std::any::Any;
-use std::marker::PhantomData;
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use futures_util::future::BoxFuture;
+use sea_orm::{
+    ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Select, TryGetable,
+};
 
 use super::Projection;
 use super::bus::Change;
@@ -95,6 +98,51 @@ where
     Ok(find(id).await?.map(|row| (position(&row), row)))
 }
 
+/// The rows of a view table whose `position` column moved into `(after, upto]`, oldest
+/// first, at most `limit`: a read on the position index, which a caller may narrow
+/// further (the catalog view to some products, the order view to a user's orders).
+pub fn moved_rows<C>(position: C, after: i64, upto: i64, limit: u64) -> Select<C::EntityName>
+where
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    <C::EntityName as EntityTrait>::find()
+        .filter(position.gt(after))
+        .filter(position.lte(upto))
+        .order_by_asc(position)
+        .limit(limit)
+}
+
+/// The keys of a view table whose `position` column moved into `(after, upto]`, each with
+/// that position, oldest first, at most `limit` ([`moved_rows`], their `key` column
+/// alone, of type `K`): the [`LiveView::moved`] of a view that keeps one row per key at
+/// the position of the key's latest change.
+pub async fn moved<K, C>(
+    db: &DatabaseConnection,
+    key: C,
+    position: C,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<(i64, String)>, DbErr>
+where
+    K: TryGetable + ToString,
+    C: ColumnTrait,
+    C::EntityName: EntityTrait<Column = C>,
+{
+    let rows: Vec<(K, i64)> = moved_rows(position, after, upto, limit)
+        .select_only()
+        .column(key)
+        .column(position)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, position)| (position, key.to_string()))
+        .collect())
+}
+
 /// One key of one view at `position`, loaded once by the hub.
 #[derive(Debug)]
 pub struct ViewChange {
@@ -107,74 +155,62 @@ pub struct ViewChange {
     pub routes: Vec<String>,
 }
 
-/// A view's loader with its type erased, for the hub's table of views.
-#[async_trait::async_trait]
-trait Loader: Send + Sync {
-    async fn load(
-        &self,
-        db: &DatabaseConnection,
-        change: &Change,
-    ) -> Result<Option<ViewChange>, DbErr>;
-
-    async fn moved(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, DbErr>;
+/// The state a change names, by `V`'s loader, if it is what the change sends.
+async fn load_change<V: LiveView>(
+    db: &DatabaseConnection,
+    change: &Change,
+) -> Result<Option<ViewChange>, DbErr> {
+    let Some((position, state)) = V::load(db, &change.key, change.position).await? else {
+        return Ok(None);
+    };
+    if !V::sends(position, change.position) {
+        return Ok(None);
+    }
+    let mut routes = vec![change.key.clone()];
+    routes.extend(V::routes(&state));
+    Ok(Some(ViewChange {
+        projection: V::NAME,
+        key: change.key.clone(),
+        position,
+        state: Arc::new(state),
+        routes,
+    }))
 }
 
-struct LoaderOf<V>(PhantomData<fn() -> V>);
-
-#[async_trait::async_trait]
-impl<V: LiveView> Loader for LoaderOf<V> {
-    async fn load(
-        &self,
-        db: &DatabaseConnection,
-        change: &Change,
-    ) -> Result<Option<ViewChange>, DbErr> {
-        let Some((position, state)) = V::load(db, &change.key, change.position).await? else {
-            return Ok(None);
-        };
-        if !V::sends(position, change.position) {
-            return Ok(None);
-        }
-        let mut routes = vec![change.key.clone()];
-        routes.extend(V::routes(&state));
-        Ok(Some(ViewChange {
+/// `V`'s keys that moved in a range, as changes of `V`.
+async fn moved_changes<V: LiveView>(
+    db: &DatabaseConnection,
+    after: i64,
+    upto: i64,
+    limit: u64,
+) -> Result<Vec<Change>, DbErr> {
+    Ok(V::moved(db, after, upto, limit)
+        .await?
+        .into_iter()
+        .map(|(position, key)| Change {
             projection: V::NAME,
-            key: change.key.clone(),
+            key,
             position,
-            state: Arc::new(state),
-            routes,
-        }))
-    }
-
-    async fn moved(
-        &self,
-        db: &DatabaseConnection,
-        after: i64,
-        upto: i64,
-        limit: u64,
-    ) -> Result<Vec<Change>, DbErr> {
-        Ok(V::moved(db, after, upto, limit)
-            .await?
-            .into_iter()
-            .map(|(position, key)| Change {
-                projection: V::NAME,
-                key,
-                position,
-            })
-            .collect())
-    }
+        })
+        .collect())
 }
+
+/// [`load_change`] of one view, its type erased for the hub's table of views.
+type Load = for<'a> fn(
+    &'a DatabaseConnection,
+    &'a Change,
+) -> BoxFuture<'a, Result<Option<ViewChange>, DbErr>>;
+
+/// [`moved_changes`] of one view, its type erased.
+type Moved =
+    for<'a> fn(&'a DatabaseConnection, i64, i64, u64) -> BoxFuture<'a, Result<Vec<Change>, DbErr>>;
 
 /// A registered view: its projection and its live loader, taken together.
 #[derive(Clone)]
 pub struct View {
     pub projection: Arc<dyn Projection>,
-    loader: Arc<dyn Loader>,
+    load: Load,
+    moved: Moved,
 }
 
 impl View {
@@ -186,7 +222,8 @@ impl View {
         );
         Self {
             projection: Arc::new(view),
-            loader: Arc::new(LoaderOf::<V>(PhantomData)),
+            load: |db, change| Box::pin(load_change::<V>(db, change)),
+            moved: |db, after, upto, limit| Box::pin(moved_changes::<V>(db, after, upto, limit)),
         }
     }
 
@@ -200,7 +237,7 @@ impl View {
         db: &DatabaseConnection,
         change: &Change,
     ) -> Result<Option<ViewChange>, DbErr> {
-        self.loader.load(db, change).await
+        (self.load)(db, change).await
     }
 
     /// The changes of the keys whose rows moved into `(after, upto]`, oldest first, at
@@ -212,6 +249,6 @@ impl View {
         upto: i64,
         limit: u64,
     ) -> Result<Vec<Change>, DbErr> {
-        self.loader.moved(db, after, upto, limit).await
+        (self.moved)(db, after, upto, limit).await
     }
 }
