@@ -83,7 +83,8 @@ pub async fn committed_head(db: &DatabaseConnection) -> Result<i64, DbErr> {
 /// the transactions running in this database. Every transaction that holds a position
 /// ≤ L took its xid before it drew that position (the writer calls `pg_current_xact_id()`
 /// first), so before L was read: if it is still running it is on that list. (3) Wait
-/// until none of the listed transactions is running any more. From then on every position
+/// until none of the listed transactions is running any more (no longer in progress in a
+/// fresh snapshot). From then on every position
 /// ≤ L belongs to a finished transaction, committed (visible) or rolled back (a gap
 /// forever). Transactions that start later are not waited for, so a steady stream of
 /// writers cannot starve the relay, and transactions of other databases on the same
@@ -119,10 +120,22 @@ async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
     if running.is_empty() {
         return Ok(last);
     }
+    // Still running: not visible in a fresh snapshot (`pg_visible_in_snapshot`: at or
+    // past its xmax, or in its in-progress list). A snapshot is what every statement
+    // takes anyway, where `pg_stat_activity` copies every backend's status and query
+    // text: this poll runs while writers are in flight, which under load is most of the
+    // time. `backend_xid` is 32 bits; it is widened to the xid8 within 2^31 of the
+    // snapshot's xmax (a running transaction's xid is always that close).
     let still_running = Statement::from_sql_and_values(
         backend,
-        "SELECT COUNT(*) AS n FROM pg_stat_activity \
-         WHERE datname = current_database() AND backend_xid::text = ANY($1)",
+        "WITH s AS (SELECT pg_current_snapshot() AS snap, \
+                    pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS xmax), \
+              w AS (SELECT s.snap, s.xmax, ((s.xmax >> 32) << 32) | x::bigint AS xid \
+                    FROM s, unnest($1::text[]) AS x) \
+         SELECT COUNT(*) AS n FROM w WHERE NOT pg_visible_in_snapshot( \
+             (CASE WHEN xid > xmax + 2147483648 THEN xid - 4294967296 \
+                   WHEN xid < xmax - 2147483648 THEN xid + 4294967296 \
+                   ELSE xid END)::text::xid8, snap)",
         [sea_orm::Value::from(running)],
     );
     let mut pause = Duration::from_micros(200);
