@@ -669,7 +669,8 @@ pub struct AcquireTimes(Histogram);
 impl Default for AcquireTimes {
     fn default() -> Self {
         // 10 µs (an idle connection's ping) … 10 s (the acquire timeout), 1-2.5-5 per
-        // decade so that a rule can name a round bound (`le="1"`).
+        // decade so that a rule can name a round bound (`le="1.0"`, as the exposition
+        // writes it).
         Self(Histogram::new([
             0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
             0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -216,6 +216,11 @@ async fn an_idle_server_exports_its_pool_with_every_acquire_of_its_start() {
         ),
         count
     );
+    // The bound OrdergraphDatabaseAcquireSlow names, as the alert spells it.
+    sample(
+        &metrics,
+        r#"ordergraph_db_pool_acquire_seconds_bucket{le="1.0",pool="database"}"#,
+    );
     for series in [
         r#"ordergraph_db_pool_connections{pool="database",state="in_use"}"#,
         r#"ordergraph_db_pool_connections{pool="database",state="idle"}"#,
