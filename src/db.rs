@@ -54,6 +54,13 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
 /// `PoolInner::acquire`), with the time it took in `acquired_after_secs`.
 pub const ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
 
+/// The level of the acquire events ([`tag_acquires`]): `info`, not `trace`, so that the
+/// layer that takes them does not raise the process's maximum level above the log's
+/// default, which would make every `trace!` and `debug!` call site of every crate (and
+/// every `log` record) reach the filters, instead of being dropped at the first check.
+/// The log layer never shows these events, whatever its level (`telemetry::init`).
+pub const ACQUIRE_LEVEL: &str = "info";
+
 /// Most pools of one process told apart: tags run from 1 ns to this many.
 const MAX_TAGS: usize = 1000;
 
@@ -71,7 +78,7 @@ static TAGS: RwLock<Vec<Weak<AcquireTimes>>> = RwLock::new(Vec::new());
 /// "slow" one, sent when the acquire took longer than `acquire_slow_threshold`, which
 /// carries that threshold (`slow_acquire_threshold_secs`), and a plain one which carries
 /// nothing else. So each pool gets a threshold of its own of a few nanoseconds, its tag,
-/// and its slow event at `TRACE`: every acquire takes longer than that (each one pings
+/// and its slow event at `INFO` (see [`ACQUIRE_LEVEL`]): every acquire takes longer than that (each one pings
 /// an idle connection first, sqlx's `test_before_acquire`, or opens a new one: a round
 /// trip to the server or to SQLite's thread), so every acquire sends the slow event, and
 /// its threshold says which pool it came from. `telemetry::pool_acquire_layer` reads the
@@ -110,7 +117,7 @@ fn tagged<DB: sea_orm::sqlx::Database>(
     options
         .acquire_slow_threshold(tag)
         // sqlx takes `log`'s level type, which this crate does not depend on.
-        .acquire_slow_level("trace".parse().expect("`trace` is a log level"))
+        .acquire_slow_level(ACQUIRE_LEVEL.parse().expect("a log level's name"))
         .after_connect(move |_, _| {
             let _held = &held;
             Box::pin(async { Ok(()) })

@@ -203,7 +203,7 @@ where
 {
     PoolAcquires.with_filter(
         tracing_subscriber::filter::Targets::new()
-            .with_target(crate::db::ACQUIRE_TARGET, Level::TRACE),
+            .with_target(crate::db::ACQUIRE_TARGET, Level::INFO),
     )
 }
 
