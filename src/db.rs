@@ -1,13 +1,19 @@
-//! Connecting to the database and applying migrations.
+//! Connecting to the database and applying migrations; and the tag that tells each
+//! pool's acquires apart in sqlx's tracing events ([`tag_acquires`]).
 
+use std::sync::{Arc, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use migration::{Migrator, MigratorTrait};
+use sea_orm::sqlx::pool::PoolOptions;
 use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend};
 
+use crate::metrics::AcquireTimes;
+
 /// Connects with pool settings fit for the backend. SQLite gets WAL (readers never block
-/// the writer), a busy timeout, and foreign keys on.
+/// the writer), a busy timeout, and foreign keys on. The pool is tagged so that its
+/// acquire times can be measured ([`tag_acquires`]).
 pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<DatabaseConnection> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
@@ -21,6 +27,12 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
         });
+    if let Some((tag, times)) = tag_acquires() {
+        let also = times.clone();
+        options
+            .map_sqlx_postgres_pool_opts(move |o| tagged(o, tag, &times))
+            .map_sqlx_sqlite_pool_opts(move |o| tagged(o, tag, &also));
+    }
     // Processes (or services of one process) opening a new SQLite file at the same moment
     // race to switch it to WAL; the loser's first pragma answers SQLITE_BUSY at once,
     // before the busy timeout applies. It is tried again, briefly.
@@ -36,6 +48,124 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
             }
         }
     }
+}
+
+/// The target of the event sqlx sends for each acquire from a pool (sqlx-core's
+/// `PoolInner::acquire`), with the time it took in `acquired_after_secs`.
+pub const ACQUIRE_TARGET: &str = "sqlx::pool::acquire";
+
+/// The level of the acquire events ([`tag_acquires`]): `info`, not `trace`, so that the
+/// layer that takes them does not raise the process's maximum level above the log's
+/// default, which would make every `trace!` and `debug!` call site of every crate (and
+/// every `log` record) reach the filters, instead of being dropped at the first check.
+/// The log layer never shows these events, whatever its level (`telemetry::init`).
+pub const ACQUIRE_LEVEL: &str = "info";
+
+/// Most pools of one process told apart: tags run from 1 ns to this many.
+const MAX_TAGS: usize = 1000;
+
+/// Each tag's acquire times (tag `n` at index `n - 1`); a tag whose pool is gone (no
+/// strong reference left) is free for the next pool. Process-wide because tracing's
+/// dispatcher is: the events of every pool in the process reach the one layer.
+static TAGS: RwLock<Vec<Weak<AcquireTimes>>> = RwLock::new(Vec::new());
+
+/// A tag for a new pool, and the histogram its acquires go to (`None` when every tag is
+/// taken: that pool is then not measured).
+///
+/// sqlx keeps no count of the tasks waiting for a connection, and SeaORM takes its
+/// connections inside the library. What sqlx does report is each acquire's duration, as
+/// a tracing event ([`ACQUIRE_TARGET`]) that names no pool. It comes in two forms: a
+/// "slow" one, sent when the acquire took longer than `acquire_slow_threshold`, which
+/// carries that threshold (`slow_acquire_threshold_secs`), and a plain one which carries
+/// nothing else. So each pool gets a threshold of its own of a few nanoseconds, its tag,
+/// and its slow event at `INFO` (see [`ACQUIRE_LEVEL`]): every acquire takes longer than that (each one pings
+/// an idle connection first, sqlx's `test_before_acquire`, or opens a new one: a round
+/// trip to the server or to SQLite's thread), so every acquire sends the slow event, and
+/// its threshold says which pool it came from. `telemetry::pool_acquire_layer` reads the
+/// events and [`record_acquire`] routes each to its pool's histogram; two services in one
+/// process (the tests) each get their own pools' figures.
+///
+/// The cost: sqlx's own warning for an acquire slower than 2 s (its default slow level
+/// and threshold) is gone; the histogram has every acquire, and an alert watches the
+/// wait (deploy/prometheus/alerts.yml).
+fn tag_acquires() -> Option<(Duration, Arc<AcquireTimes>)> {
+    let times = Arc::new(AcquireTimes::default());
+    let mut tags = TAGS.write().unwrap_or_else(PoisonError::into_inner);
+    let index = match tags.iter().position(|pool| pool.strong_count() == 0) {
+        Some(free) => free,
+        None if tags.len() < MAX_TAGS => {
+            tags.push(Weak::new());
+            tags.len() - 1
+        }
+        None => return None,
+    };
+    tags[index] = Arc::downgrade(&times);
+    let nanos = u64::try_from(index + 1).ok()?;
+    Some((Duration::from_nanos(nanos), times))
+}
+
+/// `options` with the tag of [`tag_acquires`]. The pool holds `times` (in an
+/// `after_connect` hook that does nothing else), so its tag stays taken exactly as long
+/// as the pool lives. The hook is the pool's only one: SeaORM sets one on PostgreSQL
+/// only for a `schema_search_path`, which this service does not use.
+fn tagged<DB: sea_orm::sqlx::Database>(
+    options: PoolOptions<DB>,
+    tag: Duration,
+    times: &Arc<AcquireTimes>,
+) -> PoolOptions<DB> {
+    let held = times.clone();
+    options
+        .acquire_slow_threshold(tag)
+        // sqlx takes `log`'s level type, which this crate does not depend on.
+        .acquire_slow_level(ACQUIRE_LEVEL.parse().expect("a log level's name"))
+        .after_connect(move |_, _| {
+            let _held = &held;
+            Box::pin(async { Ok(()) })
+        })
+}
+
+/// The tag's index in [`TAGS`], if `threshold_secs` is one.
+fn tag_index(threshold_secs: f64) -> Option<usize> {
+    let nanos = (threshold_secs * 1e9).round();
+    // Within 1..=MAX_TAGS, so the cast is exact.
+    (nanos >= 1.0 && nanos <= MAX_TAGS as f64).then(|| nanos as usize - 1)
+}
+
+/// Records one acquire that sqlx reported with the slow threshold `threshold_secs` and
+/// the duration `seconds`, in its pool's histogram; nothing if the threshold is no tag
+/// (an untagged pool's event) or its pool is gone.
+pub fn record_acquire(threshold_secs: f64, seconds: f64) {
+    let Some(index) = tag_index(threshold_secs) else {
+        return;
+    };
+    let times = TAGS
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(index)
+        .and_then(Weak::upgrade);
+    if let Some(times) = times {
+        times.observe(seconds);
+    }
+}
+
+/// The acquire times of `db`'s pool, found by its tag, if [`connect`] tagged it.
+pub fn acquire_times(db: &DatabaseConnection) -> Option<Arc<AcquireTimes>> {
+    let threshold = match db.get_database_backend() {
+        DbBackend::Postgres => db
+            .get_postgres_connection_pool()
+            .options()
+            .get_acquire_slow_threshold(),
+        DbBackend::Sqlite => db
+            .get_sqlite_connection_pool()
+            .options()
+            .get_acquire_slow_threshold(),
+        _ => return None,
+    };
+    let index = tag_index(threshold.as_secs_f64())?;
+    TAGS.read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(index)
+        .and_then(Weak::upgrade)
 }
 
 /// Connects, checks PostgreSQL's settings, and applies every pending migration: a
@@ -263,6 +393,85 @@ pub async fn in_memory() -> DatabaseConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_few_nanoseconds_are_a_tag() {
+        assert_eq!(tag_index(1e-9), Some(0));
+        assert_eq!(tag_index(1e-6), Some(MAX_TAGS - 1));
+        // sqlx's default threshold (an untagged pool), and what lies around the tags.
+        for untagged in [2.0, 0.0, 1.001e-6, -1e-9, f64::NAN] {
+            assert_eq!(tag_index(untagged), None, "{untagged}");
+        }
+    }
+
+    /// The count and sum of `pool`'s acquire times in an exposition.
+    fn acquires(metrics: &crate::metrics::Metrics, pool: &str) -> (u64, f64) {
+        let text = metrics.render();
+        let sample = |suffix: &str| {
+            let prefix = format!("ordergraph_db_pool_acquire_seconds_{suffix}{{pool=\"{pool}\"}} ");
+            text.lines()
+                .find_map(|line| line.strip_prefix(&prefix))
+                .and_then(|value| value.parse::<f64>().ok())
+                .unwrap_or_else(|| panic!("no {suffix} for {pool}:\n{text}"))
+        };
+        (sample("count") as u64, sample("sum"))
+    }
+
+    #[tokio::test]
+    async fn a_wait_for_the_connection_is_counted_in_its_own_pool_alone() {
+        use sea_orm::TransactionTrait as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tracing_subscriber::layer::SubscriberExt as _;
+        // Arrange: the layer the service installs, on this test's thread (a
+        // current-thread runtime: every task of the test runs here).
+        let _subscriber = tracing::subscriber::set_default(
+            tracing_subscriber::registry().with(crate::telemetry::pool_acquire_layer()),
+        );
+        let busy = connect("sqlite::memory:", 1).await.expect("a pool");
+        let other = connect("sqlite::memory:", 1).await.expect("a pool");
+        let metrics = crate::metrics::Metrics::default();
+        metrics.watch_pool("busy", &busy);
+        metrics.watch_pool("other", &other);
+        let (busy_before, busy_waited_before) = acquires(&metrics, "busy");
+        let other_before = acquires(&metrics, "other");
+
+        // Act: the pool's one connection is held by a transaction while another task
+        // asks for it.
+        let txn = busy.begin().await.expect("a transaction");
+        let asking = Arc::new(AtomicBool::new(false));
+        let waiter = tokio::spawn({
+            let (busy, asking) = (busy.clone(), asking.clone());
+            async move {
+                asking.store(true, Ordering::SeqCst);
+                // Acquires in the same poll as the store above, up to its wait.
+                busy.execute_unprepared("SELECT 1").await
+            }
+        });
+        while !asking.load(Ordering::SeqCst) {
+            tokio::task::yield_now().await;
+        }
+        let waiting_since = std::time::Instant::now();
+        for _ in 0..20 {
+            txn.execute_unprepared("SELECT 1").await.expect("a query");
+        }
+        let held = waiting_since.elapsed().as_secs_f64();
+        txn.commit().await.expect("the commit");
+        waiter
+            .await
+            .expect("the task")
+            .expect("the query, once the connection is free");
+
+        // Assert: two more acquires, the waiter's at least as long as it waited (the
+        // bound is what this test measured itself, so never too high); none in the
+        // other pool.
+        let (busy_after, busy_waited_after) = acquires(&metrics, "busy");
+        assert_eq!(busy_after, busy_before + 2);
+        assert!(
+            busy_waited_after - busy_waited_before >= held,
+            "{busy_waited_before} -> {busy_waited_after}, held {held}"
+        );
+        assert_eq!(acquires(&metrics, "other"), other_before);
+    }
 
     #[test]
     fn a_position_default_that_does_not_take_the_xid_first_is_refused() {

@@ -175,6 +175,10 @@ impl Core {
         }
         let checkpoints = Arc::new(Checkpoints::load(&views_db, &names).await?);
         let metrics = Arc::new(metrics::Metrics::default());
+        metrics.watch_pool("database", &db);
+        if reader {
+            metrics.watch_pool("read_database", &views_db);
+        }
         let buffer = settings.subscription_buffer.max(1);
         let (horizon_tx, relay_horizon) = watch::channel(0);
         let wakeup = write::Wakeup::default();

@@ -5,7 +5,9 @@
 //! ([`track_http`]); GraphQL operation latency by type and name and errors by
 //! `extensions.code` ([`OperationMetrics`], an async-graphql extension); and, measured
 //! at each scrape ([`Metrics::scrape`]), each projection's lag in seconds, the database
-//! pool and the process (the standard unprefixed `process_*` names, read from `/proc`).
+//! pools and the process (the standard unprefixed `process_*` names, read from `/proc`);
+//! and each pool's acquire times ([`AcquireTimes`]), which only sqlx's tracing events
+//! carry (`db::tag_acquires` and `telemetry::pool_acquire_layer` say how they get here).
 //! Every label's values are bounded: routes are the router's, operation names are only
 //! those of documents that validated, at most [`MAX_OPERATION_NAMES`] of them, later ones
 //! counted as `other`, and codes are the API's.
@@ -68,6 +70,14 @@ pub struct CodeLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PoolLabel {
+    /// `database` (DATABASE_URL's pool), or `read_database` (a read replica's
+    /// READ_DATABASE_URL).
+    pub pool: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolStateLabels {
+    pub pool: String,
     /// `in_use` or `idle`.
     pub state: String,
 }
@@ -97,8 +107,11 @@ pub struct Metrics {
     operation_names: Mutex<HashSet<String>>,
     graphql_errors: Family<CodeLabel, Counter>,
     projection_lag_seconds: Family<ProjectionLabel, Gauge<f64, std::sync::atomic::AtomicU64>>,
-    pool_connections: Family<PoolLabel, Gauge>,
-    pool_max: Gauge,
+    pool_connections: Family<PoolStateLabels, Gauge>,
+    pool_max: Family<PoolLabel, Gauge>,
+    /// The pools measured at each scrape, by name ([`Metrics::watch_pool`]); their
+    /// acquire times are encoded by [`PoolAcquireCollector`].
+    pools: Arc<Mutex<Vec<WatchedPool>>>,
     /// The `process_*` metrics, unprefixed as every exporter names them.
     process: Registry,
     process_rss: Gauge,
@@ -241,18 +254,20 @@ impl Default for Metrics {
             "Time since the oldest event a view has not folded yet was recorded (0 when caught up)",
             projection_lag_seconds.clone(),
         );
-        let pool_connections = Family::<PoolLabel, Gauge>::default();
+        let pool_connections = Family::<PoolStateLabels, Gauge>::default();
         registry.register(
             "db_pool_connections",
-            "Database pool connections, by state (in_use or idle); sqlx does not expose its waiters",
+            "Database pool connections, by pool and state (in_use or idle)",
             pool_connections.clone(),
         );
-        let pool_max = Gauge::default();
+        let pool_max = Family::<PoolLabel, Gauge>::default();
         registry.register(
             "db_pool_max_connections",
-            "Size limit of the database pool",
+            "Size limit of each database pool",
             pool_max.clone(),
         );
+        let pools = Arc::new(Mutex::new(Vec::new()));
+        registry.register_collector(Box::new(PoolAcquireCollector(pools.clone())));
         // The event bus (src/broker.rs): 0 on a replica that does not publish.
         let bus_published = Gauge::default();
         registry.register(
@@ -311,6 +326,7 @@ impl Default for Metrics {
             projection_lag_seconds,
             pool_connections,
             pool_max,
+            pools,
             process,
             process_rss,
             process_cpu,
@@ -533,8 +549,8 @@ impl Metrics {
         }
     }
 
-    /// Measures what is measured at each scrape: the views' lag in seconds, the database
-    /// pool and the process.
+    /// Measures what is measured at each scrape: the views' lag in seconds (read from
+    /// `db`), the database pools ([`Metrics::watch_pool`]) and the process.
     pub async fn scrape(
         &self,
         db: &sea_orm::DatabaseConnection,
@@ -551,43 +567,66 @@ impl Metrics {
             // The other figures are still worth serving; the series keep their last value.
             Err(e) => tracing::warn!(error = %e, "could not measure the projections' lag"),
         }
-        self.pool(db);
+        self.pools();
         self.process();
     }
 
-    fn pool(&self, db: &sea_orm::DatabaseConnection) {
+    /// Measures `db`'s pool at each scrape, labelled `pool="{name}"`: its connections
+    /// in use and idle, its size limit, and the time each acquire from it took (when
+    /// [`crate::db::connect`] could tag it). Called once per pool, at start-up.
+    pub fn watch_pool(&self, name: &'static str, db: &sea_orm::DatabaseConnection) {
+        let watched = WatchedPool {
+            name,
+            acquires: crate::db::acquire_times(db),
+            db: db.clone(),
+        };
+        let mut pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        pools.retain(|pool| pool.name != name);
+        pools.push(watched);
+    }
+
+    fn pools(&self) {
         use sea_orm::DatabaseBackend;
-        // Each getter panics for another backend: ask the one this connection has.
-        let (size, idle, max) = match db.get_database_backend() {
-            DatabaseBackend::Postgres => {
-                let pool = db.get_postgres_connection_pool();
-                (
-                    pool.size(),
-                    pool.num_idle(),
-                    pool.options().get_max_connections(),
-                )
-            }
-            DatabaseBackend::Sqlite => {
-                let pool = db.get_sqlite_connection_pool();
-                (
-                    pool.size(),
-                    pool.num_idle(),
-                    pool.options().get_max_connections(),
-                )
-            }
-            _ => return,
-        };
-        let idle = i64::try_from(idle).unwrap_or(i64::MAX);
-        let state = |state: &str| PoolLabel {
-            state: state.to_owned(),
-        };
-        self.pool_connections
-            .get_or_create(&state("in_use"))
-            .set((i64::from(size) - idle).max(0));
-        self.pool_connections
-            .get_or_create(&state("idle"))
-            .set(idle);
-        self.pool_max.set(i64::from(max));
+        let pools = self.pools.lock().unwrap_or_else(PoisonError::into_inner);
+        for pool in pools.iter() {
+            let db = &pool.db;
+            // Each getter panics for another backend: ask the one this connection has.
+            let (size, idle, max) = match db.get_database_backend() {
+                DatabaseBackend::Postgres => {
+                    let pool = db.get_postgres_connection_pool();
+                    (
+                        pool.size(),
+                        pool.num_idle(),
+                        pool.options().get_max_connections(),
+                    )
+                }
+                DatabaseBackend::Sqlite => {
+                    let pool = db.get_sqlite_connection_pool();
+                    (
+                        pool.size(),
+                        pool.num_idle(),
+                        pool.options().get_max_connections(),
+                    )
+                }
+                _ => continue,
+            };
+            let idle = i64::try_from(idle).unwrap_or(i64::MAX);
+            let state = |state: &str| PoolStateLabels {
+                pool: pool.name.to_owned(),
+                state: state.to_owned(),
+            };
+            self.pool_connections
+                .get_or_create(&state("in_use"))
+                .set((i64::from(size) - idle).max(0));
+            self.pool_connections
+                .get_or_create(&state("idle"))
+                .set(idle);
+            self.pool_max
+                .get_or_create(&PoolLabel {
+                    pool: pool.name.to_owned(),
+                })
+                .set(i64::from(max));
+        }
     }
 
     /// The process's figures from `/proc/self` (Linux); elsewhere they stay at 0.
@@ -606,6 +645,72 @@ impl Metrics {
         }
         self.process_fds.set(process.open_fds);
         self.process_threads.set(process.threads);
+    }
+}
+
+/// A database pool measured at each scrape.
+#[derive(Debug)]
+struct WatchedPool {
+    name: &'static str,
+    db: sea_orm::DatabaseConnection,
+    /// `None` for a pool [`crate::db::connect`] could not tag.
+    acquires: Option<Arc<AcquireTimes>>,
+}
+
+/// The time each acquire from one database pool took, from the call to the connection
+/// in hand: waiting for a free connection, or for a new one to open, and sqlx's check of
+/// an idle one (`test_before_acquire`, a ping). By Little's law, the rate of its sum is
+/// the mean number of tasks waiting on the pool (`rate(…_sum[1m])`). sqlx reports an
+/// acquire only when it gets its connection: one that times out (10 s, then the request
+/// fails as `INTERNAL`) or whose task is dropped while it waits is not in it.
+#[derive(Debug)]
+pub struct AcquireTimes(Histogram);
+
+impl Default for AcquireTimes {
+    fn default() -> Self {
+        // 10 µs (an idle connection's ping) … 10 s (the acquire timeout), 1-2.5-5 per
+        // decade so that a rule can name a round bound (`le="1.0"`, as the exposition
+        // writes it).
+        Self(Histogram::new([
+            0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01,
+            0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]))
+    }
+}
+
+impl AcquireTimes {
+    pub fn observe(&self, seconds: f64) {
+        self.0.observe(seconds);
+    }
+}
+
+/// Encodes the watched pools' [`AcquireTimes`] at each scrape, labelled by pool (the
+/// histograms are made where the pools are, before this registry knows them).
+#[derive(Debug)]
+struct PoolAcquireCollector(Arc<Mutex<Vec<WatchedPool>>>);
+
+impl prometheus_client::collector::Collector for PoolAcquireCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::TypedMetric as _;
+        let pools = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut family = encoder.encode_descriptor(
+            "db_pool_acquire_seconds",
+            "Time each acquire from a database pool took (waiting for a connection, opening one, or checking an idle one), by pool; rate(_sum) is the mean number of tasks waiting. Acquires that timed out are not counted",
+            None,
+            Histogram::TYPE,
+        )?;
+        for pool in pools.iter() {
+            if let Some(acquires) = &pool.acquires {
+                acquires.0.encode(family.encode_family(&PoolLabel {
+                    pool: pool.name.to_owned(),
+                })?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -12,6 +12,11 @@
 //! the exporter, and a full queue drops spans instead. Off, no layer takes the spans of
 //! [`TRACE_TARGET`] (the log layer never does), so their call sites are disabled and the
 //! schema does not even register the extension that opens them.
+//!
+//! **Pool acquires**: a third layer, [`pool_acquire_layer`], takes sqlx's event for each
+//! connection acquired from a database pool and records its duration in that pool's
+//! histogram (`ordergraph_db_pool_acquire_seconds`; `db::tag_acquires` says how a pool is
+//! told from another). The log layer never shows those events.
 
 use std::time::Duration;
 
@@ -134,9 +139,15 @@ impl Telemetry {
 pub fn init(json: bool, traces: &Traces) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"))
-        // Whatever RUST_LOG says: the trace-only spans are not log material.
+        // Whatever RUST_LOG says: the trace-only spans are not log material, nor are
+        // the acquire events, which are all "slow" by design (db::tag_acquires).
         .add_directive(
             format!("{TRACE_TARGET}=off")
+                .parse()
+                .expect("a valid directive: the target is a constant"),
+        )
+        .add_directive(
+            format!("{}=off", crate::db::ACQUIRE_TARGET)
                 .parse()
                 .expect("a valid directive: the target is a constant"),
         );
@@ -171,6 +182,7 @@ pub fn init(json: bool, traces: &Traces) -> anyhow::Result<Telemetry> {
     tracing_subscriber::registry()
         .with(logs)
         .with(exported)
+        .with(pool_acquire_layer())
         .try_init()
         .context("installing the global tracing subscriber")?;
     if let Traces::Otlp { endpoint } = traces {
@@ -180,6 +192,52 @@ pub fn init(json: bool, traces: &Traces) -> anyhow::Result<Telemetry> {
         );
     }
     Ok(Telemetry { provider })
+}
+
+/// The layer that records each acquire from a tagged database pool in its histogram
+/// (`db::record_acquire`). It takes only sqlx's acquire events; the service's own
+/// subscriber has it ([`init`]), and so must any other subscriber that wants the figures.
+pub fn pool_acquire_layer<S>() -> impl tracing_subscriber::Layer<S>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    PoolAcquires.with_filter(
+        tracing_subscriber::filter::Targets::new()
+            .with_target(crate::db::ACQUIRE_TARGET, Level::INFO),
+    )
+}
+
+struct PoolAcquires;
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for PoolAcquires {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        let mut acquire = AcquireEvent::default();
+        event.record(&mut acquire);
+        if let (Some(tag), Some(seconds)) = (acquire.threshold_secs, acquire.seconds) {
+            crate::db::record_acquire(tag, seconds);
+        }
+    }
+}
+
+/// The fields of sqlx's acquire event.
+#[derive(Default)]
+struct AcquireEvent {
+    /// `acquired_after_secs`: the acquire's duration.
+    seconds: Option<f64>,
+    /// `slow_acquire_threshold_secs`: the pool's tag.
+    threshold_secs: Option<f64>,
+}
+
+impl tracing::field::Visit for AcquireEvent {
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        match field.name() {
+            "acquired_after_secs" => self.seconds = Some(value),
+            "slow_acquire_threshold_secs" => self.threshold_secs = Some(value),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
 }
 
 /// The tracer provider: the OTLP/HTTP exporter behind a batch processor (its queue,

@@ -1,6 +1,7 @@
 //! `/metrics` has what operators expect (issue 15): HTTP and GraphQL latency, errors by
-//! code, lag in seconds, the database pool, the process; and every metric that
-//! `deploy/`'s alert rules and dashboard name is exported by a running server.
+//! code, lag in seconds, the database pool (in use, idle, and the time its acquires
+//! waited), the process; and every metric that `deploy/`'s alert rules and dashboard
+//! name is exported by a running server.
 
 use std::collections::BTreeSet;
 
@@ -98,8 +99,10 @@ async fn latency_errors_pool_and_process_are_exported_with_bounded_labels() {
         r#"ordergraph_graphql_operation_duration_seconds_count{type="mutation",name="CreateProduct"} 1"#,
         r#"ordergraph_graphql_errors_total{code="BAD_USER_INPUT"} 1"#,
         r#"ordergraph_projection_lag_seconds{projection="catalog"}"#,
-        r#"ordergraph_db_pool_connections{state="in_use"}"#,
-        r#"ordergraph_db_pool_connections{state="idle"}"#,
+        r#"ordergraph_db_pool_connections{pool="database",state="in_use"}"#,
+        r#"ordergraph_db_pool_connections{pool="database",state="idle"}"#,
+        r#"ordergraph_db_pool_max_connections{pool="database"} 16"#,
+        r#"ordergraph_db_pool_acquire_seconds_count{pool="database"}"#,
         "process_resident_memory_bytes ",
         "process_cpu_seconds_total ",
         "process_open_fds ",
@@ -151,4 +154,117 @@ async fn operations_and_errors_over_a_websocket_are_counted_too() {
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
+}
+
+/// The layer `ordergraph serve` installs to measure the pools' acquires
+/// (`telemetry::init`). The tests start their servers in this process, where nothing
+/// else installs a subscriber; once installed, it measures every test's pools, each in
+/// its own server's figures.
+fn measure_pool_acquires() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(ordergraph::telemetry::pool_acquire_layer())
+            .try_init()
+            .expect("no other test installs a global subscriber");
+    });
+}
+
+/// The value of the sample `series` (name and labels) in an exposition.
+fn sample(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("no {series}:\n{metrics}"))
+}
+
+/// The count and the sum of the write pool's acquire times.
+fn acquires(metrics: &str) -> (f64, f64) {
+    (
+        sample(
+            metrics,
+            r#"ordergraph_db_pool_acquire_seconds_count{pool="database"}"#,
+        ),
+        sample(
+            metrics,
+            r#"ordergraph_db_pool_acquire_seconds_sum{pool="database"}"#,
+        ),
+    )
+}
+
+#[tokio::test]
+async fn an_idle_server_exports_its_pool_with_every_acquire_of_its_start() {
+    // Arrange
+    measure_pool_acquires();
+    let app = spawn_app().await;
+
+    // Act
+    let metrics = metrics_text(&app).await;
+
+    // Assert: the pool's figures are there before any request: its connections, and
+    // the acquires the start made itself (migrations, checkpoints), every one in the
+    // histogram's buckets. A server without a read database has one pool.
+    let (count, waited) = acquires(&metrics);
+    assert!(count >= 1.0 && waited > 0.0, "{count} {waited}:\n{metrics}");
+    assert_eq!(
+        sample(
+            &metrics,
+            r#"ordergraph_db_pool_acquire_seconds_bucket{le="+Inf",pool="database"}"#
+        ),
+        count
+    );
+    // The bound OrdergraphDatabaseAcquireSlow names, as the alert spells it.
+    sample(
+        &metrics,
+        r#"ordergraph_db_pool_acquire_seconds_bucket{le="1.0",pool="database"}"#,
+    );
+    for series in [
+        r#"ordergraph_db_pool_connections{pool="database",state="in_use"}"#,
+        r#"ordergraph_db_pool_connections{pool="database",state="idle"}"#,
+    ] {
+        sample(&metrics, series);
+    }
+    assert!(!metrics.contains("read_database"), "{metrics}");
+}
+
+#[tokio::test]
+async fn requests_that_wait_for_the_one_connection_of_the_pool_are_counted() {
+    // Arrange: a pool of one connection, so that concurrent requests queue for it.
+    measure_pool_acquires();
+    let app = spawn_app_with(|s| s.db_max_connections = 1).await;
+    app.as_admin().create_product("POOL-1", "1.00", 1).await;
+    let before = metrics_text(&app).await;
+    assert_eq!(
+        sample(
+            &before,
+            r#"ordergraph_db_pool_max_connections{pool="database"}"#
+        ),
+        1.0
+    );
+    let (count_before, waited_before) = acquires(&before);
+
+    // Act
+    const REQUESTS: usize = 20;
+    let answers = futures_util::future::join_all(
+        (0..REQUESTS).map(|_| app.gql("{ products { totalCount } }", json!({}))),
+    )
+    .await;
+
+    // Assert: every request was served, each acquire of theirs is in the count (at least
+    // one per request) and their time in the sum.
+    for answer in &answers {
+        assert!(answer["errors"].is_null(), "{answer}");
+    }
+    let (count_after, waited_after) = acquires(&metrics_text(&app).await);
+    assert!(
+        count_after >= count_before + REQUESTS as f64,
+        "{count_before} -> {count_after}"
+    );
+    assert!(
+        waited_after > waited_before,
+        "{waited_before} -> {waited_after}"
+    );
 }
