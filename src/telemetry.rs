@@ -151,7 +151,13 @@ pub fn init(json: bool, traces: &Traces) -> anyhow::Result<Telemetry> {
                 .parse()
                 .expect("a valid directive: the target is a constant"),
         );
-    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    // Colours only on a terminal: a log redirected to a file or a collector gets no
+    // escape codes (NO_COLOR turns them off on a terminal too).
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     let logs = if json {
         logs.json().with_filter(filter).boxed()
     } else {
