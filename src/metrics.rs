@@ -132,191 +132,201 @@ pub struct SubscriptionLabel {
     pub feed: String,
 }
 
+/// Registers `metric` under `name` with `help`, and gives it back to be kept.
+fn register<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("ordergraph");
-        let commands = Family::<CommandLabels, Counter>::default();
-        registry.register(
+        let commands = register(
+            &mut registry,
             "commands",
             "Commands executed, by outcome",
-            commands.clone(),
+            Family::<CommandLabels, Counter>::default(),
         );
-        let command_seconds = Family::<OperationLabel, Histogram>::new_with_constructor(|| {
-            // 0.5 ms … ~4 s
-            Histogram::new(exponential_buckets(0.0005, 2.0, 14))
-        });
-        registry.register(
+        let command_seconds = register(
+            &mut registry,
             "command_duration_seconds",
             "Time to decide and commit a command (without the read-your-writes wait)",
-            command_seconds.clone(),
+            Family::<OperationLabel, Histogram>::new_with_constructor(|| {
+                // 0.5 ms … ~4 s
+                Histogram::new(exponential_buckets(0.0005, 2.0, 14))
+            }),
         );
-        let projection_position = Family::<ProjectionLabel, Gauge>::default();
-        registry.register(
+        let projection_position = register(
+            &mut registry,
             "projection_position",
             "Position of the last event folded into each view",
-            projection_position.clone(),
+            Family::<ProjectionLabel, Gauge>::default(),
         );
-        let log_head = Gauge::default();
-        registry.register(
+        let log_head = register(
+            &mut registry,
             "event_log_safe_head",
             "Highest position below which every event is final (the relay's horizon)",
-            log_head.clone(),
+            Gauge::default(),
         );
-        let subscriptions = Family::<SubscriptionLabel, Gauge>::default();
-        registry.register(
+        let subscriptions = register(
+            &mut registry,
             "subscriptions_open",
             "Open subscriptions, by view (or the raw events feed)",
-            subscriptions.clone(),
+            Family::<SubscriptionLabel, Gauge>::default(),
         );
-        let lagged = Family::<SubscriptionLabel, Counter>::default();
-        registry.register(
+        let lagged = register(
+            &mut registry,
             "subscriptions_lagged",
             "Times a subscription fell behind its in-memory buffer and re-read from the database",
-            lagged.clone(),
+            Family::<SubscriptionLabel, Counter>::default(),
         );
-        let ws_connections = Gauge::default();
-        registry.register(
+        let ws_connections = register(
+            &mut registry,
             "websocket_connections",
             "Open GraphQL WebSocket connections",
-            ws_connections.clone(),
+            Gauge::default(),
         );
-        let events_applied = Family::<ProjectionLabel, Counter>::default();
-        registry.register(
+        let events_applied = register(
+            &mut registry,
             "projection_events_applied",
             "Events folded into each view",
-            events_applied.clone(),
+            Family::<ProjectionLabel, Counter>::default(),
         );
-        let projection_lag = Family::<ProjectionLabel, Gauge>::default();
-        registry.register(
+        let projection_lag = register(
+            &mut registry,
             "projection_lag_positions",
             "Positions between the log's safe head and each view's checkpoint",
-            projection_lag.clone(),
+            Family::<ProjectionLabel, Gauge>::default(),
         );
-        let projection_failed = Family::<ProjectionLabel, Gauge>::default();
-        registry.register(
+        let projection_failed = register(
+            &mut registry,
             "projection_failed",
             "1 when the projection stopped at an event it cannot fold",
-            projection_failed.clone(),
+            Family::<ProjectionLabel, Gauge>::default(),
         );
-        let saga_parked = Gauge::default();
-        registry.register(
+        let saga_parked = register(
+            &mut registry,
             "saga_orders_parked",
             "Orders the saga set aside until an admin retries them (retryOrder)",
-            saga_parked.clone(),
+            Gauge::default(),
         );
-        let cluster_units_held = Family::<NodeLabel, Gauge>::default();
-        registry.register(
+        let cluster_units_held = register(
+            &mut registry,
             "cluster_units_held",
             "Units of work (projectors, saga partitions) this replica holds, by node id",
-            cluster_units_held.clone(),
+            Family::<NodeLabel, Gauge>::default(),
         );
-        let cluster_lease_age = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
+        let cluster_lease_age = register(
+            &mut registry,
             "cluster_lease_age_seconds",
             "Time since this replica's last successful lease heartbeat was sent (PostgreSQL)",
-            cluster_lease_age.clone(),
+            Gauge::<f64, std::sync::atomic::AtomicU64>::default(),
         );
-        let cluster_fenced = Gauge::default();
-        registry.register(
+        let cluster_fenced = register(
+            &mut registry,
             "cluster_fenced",
             "1 while this replica has stopped its units because its lease may be gone",
-            cluster_fenced.clone(),
+            Gauge::default(),
         );
-        let saga_retrying = Gauge::default();
-        registry.register(
+        let saga_retrying = register(
+            &mut registry,
             "saga_orders_retrying",
             "Orders whose next saga attempt is scheduled after a failure",
-            saga_retrying.clone(),
+            Gauge::default(),
         );
         let latency = || Histogram::new(exponential_buckets(0.0005, 2.0, 16));
-        let http_seconds = Family::<HttpLabels, Histogram>::new_with_constructor(latency);
-        registry.register(
+        let http_seconds = register(
+            &mut registry,
             "http_request_duration_seconds",
             "Time to answer an HTTP request (to the response's head: a streamed subscription is not counted to its end), by route, method and status class",
-            http_seconds.clone(),
+            Family::<HttpLabels, Histogram>::new_with_constructor(latency),
         );
-        let operation_seconds =
-            Family::<GraphqlOperationLabels, Histogram>::new_with_constructor(latency);
-        registry.register(
+        let operation_seconds = register(
+            &mut registry,
             "graphql_operation_duration_seconds",
             "Time to execute a GraphQL query or mutation that validated (any transport), by type and name",
-            operation_seconds.clone(),
+            Family::<GraphqlOperationLabels, Histogram>::new_with_constructor(latency),
         );
-        let graphql_errors = Family::<CodeLabel, Counter>::default();
-        registry.register(
+        let graphql_errors = register(
+            &mut registry,
             "graphql_errors",
             "GraphQL errors sent, by extensions.code",
-            graphql_errors.clone(),
+            Family::<CodeLabel, Counter>::default(),
         );
-        let projection_lag_seconds = Family::default();
-        registry.register(
+        let projection_lag_seconds = register(
+            &mut registry,
             "projection_lag_seconds",
             "Time since the oldest event a view has not folded yet was recorded (0 when caught up)",
-            projection_lag_seconds.clone(),
+            Family::default(),
         );
-        let pool_connections = Family::<PoolStateLabels, Gauge>::default();
-        registry.register(
+        let pool_connections = register(
+            &mut registry,
             "db_pool_connections",
             "Database pool connections, by pool and state (in_use or idle)",
-            pool_connections.clone(),
+            Family::<PoolStateLabels, Gauge>::default(),
         );
-        let pool_max = Family::<PoolLabel, Gauge>::default();
-        registry.register(
+        let pool_max = register(
+            &mut registry,
             "db_pool_max_connections",
             "Size limit of each database pool",
-            pool_max.clone(),
+            Family::<PoolLabel, Gauge>::default(),
         );
         let pools = Arc::new(Mutex::new(Vec::new()));
         registry.register_collector(Box::new(PoolAcquireCollector(pools.clone())));
         // The event bus (src/broker.rs): 0 on a replica that does not publish.
-        let bus_published = Gauge::default();
-        registry.register(
+        let bus_published = register(
+            &mut registry,
             "bus_published_position",
             "Last log position the broker acknowledged to this replica's publisher",
-            bus_published.clone(),
+            Gauge::default(),
         );
-        let bus_lag = Gauge::default();
-        registry.register(
+        let bus_lag = register(
+            &mut registry,
             "bus_publish_lag",
             "Log positions final in the log and not yet published, as this replica's publisher last saw",
-            bus_lag.clone(),
+            Gauge::default(),
         );
-        let bus_diverged = Gauge::default();
-        registry.register(
+        let bus_diverged = register(
+            &mut registry,
             "bus_diverged",
             "1 while publishing is stopped because the event stream and the log disagree",
-            bus_diverged.clone(),
+            Gauge::default(),
         );
-        let bus_gaps = Counter::default();
-        registry.register(
+        let bus_gaps = register(
+            &mut registry,
             "bus_gap_markers",
             "Gap markers published for positions whose transaction rolled back",
-            bus_gaps.clone(),
+            Counter::default(),
         );
         let mut process = Registry::default();
-        let process_rss = Gauge::default();
-        process.register(
+        let process_rss = register(
+            &mut process,
             "process_resident_memory_bytes",
             "Resident memory size in bytes",
-            process_rss.clone(),
+            Gauge::default(),
         );
-        let process_cpu = Counter::default();
-        process.register(
+        let process_cpu = register(
+            &mut process,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds",
-            process_cpu.clone(),
+            Counter::default(),
         );
-        let process_fds = Gauge::default();
-        process.register(
+        let process_fds = register(
+            &mut process,
             "process_open_fds",
             "Number of open file descriptors",
-            process_fds.clone(),
+            Gauge::default(),
         );
-        let process_threads = Gauge::default();
-        process.register(
+        let process_threads = register(
+            &mut process,
             "process_threads",
             "Number of OS threads in the process",
-            process_threads.clone(),
+            Gauge::default(),
         );
         Self {
             http_seconds,
@@ -882,32 +892,13 @@ impl async_graphql::extensions::Extension for OperationTimer {
         variables: &async_graphql::Variables,
         next: async_graphql::extensions::NextParseQuery<'_>,
     ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
-        use async_graphql::parser::types::{DocumentOperations, OperationType};
         let document = next.run(ctx, query, variables).await?;
         let requested = self
             .requested_name
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let operation = match (&document.operations, requested) {
-            (DocumentOperations::Single(op), requested) => Some((op.node.ty, requested)),
-            (DocumentOperations::Multiple(ops), Some(name)) => {
-                ops.get(name.as_str()).map(|op| (op.node.ty, Some(name)))
-            }
-            (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-                .iter()
-                .next()
-                .map(|(name, op)| (op.node.ty, Some(name.to_string()))),
-            (DocumentOperations::Multiple(_), None) => None,
-        };
-        let operation = operation.map(|(ty, name)| {
-            let ty = match ty {
-                OperationType::Query => "query",
-                OperationType::Mutation => "mutation",
-                OperationType::Subscription => "subscription",
-            };
-            (ty, name)
-        });
+        let operation = crate::graphql::traces::operation(&document, requested);
         *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = operation;
         Ok(document)
     }

@@ -175,11 +175,6 @@ impl Extension for OperationSpan {
         let Some((ty, name)) = operation(&document, requested) else {
             return Ok(document);
         };
-        let ty = match ty {
-            OperationType::Query => "query",
-            OperationType::Mutation => "mutation",
-            OperationType::Subscription => "subscription",
-        };
         let span = match self.span() {
             Some(span) => span,
             None if ty == "subscription" => return Ok(document),
@@ -245,22 +240,30 @@ impl Extension for OperationSpan {
     }
 }
 
-/// The type and name of the operation `document` runs, for the request's
-/// `operationName`.
-fn operation(
+/// The operation `document` runs, given the request's `operationName`: its type
+/// (`query`, `mutation`, `subscription`) and its name (`None` for an anonymous one).
+/// `None` when the name picks none of the document's operations (execution refuses it).
+/// The trace's span and the operation metrics name an operation by this.
+pub(crate) fn operation(
     document: &ExecutableDocument,
     requested: Option<String>,
-) -> Option<(OperationType, Option<String>)> {
-    match (&document.operations, requested) {
+) -> Option<(&'static str, Option<String>)> {
+    let (ty, name) = match (&document.operations, requested) {
         // An anonymous operation.
-        (DocumentOperations::Single(op), _) => Some((op.node.ty, None)),
+        (DocumentOperations::Single(op), _) => (op.node.ty, None),
         (DocumentOperations::Multiple(ops), Some(name)) => {
-            ops.get(name.as_str()).map(|op| (op.node.ty, Some(name)))
+            (ops.get(name.as_str())?.node.ty, Some(name))
         }
-        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops
-            .iter()
-            .next()
-            .map(|(name, op)| (op.node.ty, Some(name.to_string()))),
-        (DocumentOperations::Multiple(_), None) => None,
-    }
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => {
+            let (name, op) = ops.iter().next()?;
+            (op.node.ty, Some(name.to_string()))
+        }
+        (DocumentOperations::Multiple(_), None) => return None,
+    };
+    let ty = match ty {
+        OperationType::Query => "query",
+        OperationType::Mutation => "mutation",
+        OperationType::Subscription => "subscription",
+    };
+    Some((ty, name))
 }
