@@ -865,7 +865,10 @@ impl async_graphql::extensions::Extension for OperationTimer {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        if let Some((ty, name)) = operation {
+        // A subscription's stream runs `execute` for each event it resolves: not timed.
+        if let Some((ty, name)) = operation
+            && ty != "subscription"
+        {
             self.metrics
                 .operation(ty, name.as_deref(), started.elapsed().as_secs_f64());
         }

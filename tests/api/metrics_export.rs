@@ -146,6 +146,17 @@ async fn operations_and_errors_over_a_websocket_are_counted_too() {
         refused = client.recv().await;
     }
     assert!(refused.to_string().contains("UNAUTHENTICATED"), "{refused}");
+    // A subscription lasts as long as its client wants: it is not timed as an operation
+    // (its stream resolves each event through the same hook a query executes in).
+    let product = app.as_admin().create_product("TIMED-1", "1.00", 1).await;
+    client
+        .subscribe(
+            "s",
+            "subscription Watching($ids: [UUID!]) { productUpdated(ids: $ids) { stock } }",
+            json!({ "ids": [product["id"]] }),
+        )
+        .await;
+    assert_eq!(client.next_data("s", "productUpdated").await["stock"], 1);
 
     let metrics = metrics_text(&app).await;
     for expected in [
@@ -154,6 +165,10 @@ async fn operations_and_errors_over_a_websocket_are_counted_too() {
     ] {
         assert!(metrics.contains(expected), "missing {expected}:\n{metrics}");
     }
+    assert!(
+        !metrics.contains(r#"type="subscription""#),
+        "a subscription is not timed:\n{metrics}"
+    );
 }
 
 /// The layer `ordergraph serve` installs to measure the pools' acquires

@@ -125,12 +125,22 @@ impl PrivatePostgres {
     /// A crash (`pg_ctl stop -m immediate`: no checkpoint, every connection cut), then the
     /// server starts again with crash recovery.
     pub fn crash_and_restart(&self, down: std::time::Duration) {
+        self.crash();
+        std::thread::sleep(down);
+        self.start_again();
+    }
+
+    /// A crash: `pg_ctl stop -m immediate` (no checkpoint, every connection cut).
+    pub fn crash(&self) {
         let out = as_postgres(
             &self.bin.join("pg_ctl"),
             &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
         );
         assert!(out.status.success(), "pg_ctl stop");
-        std::thread::sleep(down);
+    }
+
+    /// Starts the server again after [`Self::crash`] (with crash recovery).
+    pub fn start_again(&self) {
         self.run();
     }
 }
