@@ -463,7 +463,7 @@ impl Core {
             retry: self.settings.saga_retry(),
             metrics: self.metrics.clone(),
             horizon: self.log_horizon.clone(),
-            wakeup: self.wakeup.subscribe(),
+            wakeup: self.wakeup.subscribe_saga(),
             poll: self.settings.relay_poll(),
             fault,
         }
@@ -690,7 +690,7 @@ impl Application {
             let (db, wakeup) = (core.db.clone(), core.wakeup.clone());
             supervisor.spawn("writer-hints", move |up, stopped| {
                 let run =
-                    read::doorbell::send_hints(db.clone(), uuid::Uuid::new_v4(), wakeup.commits());
+                    read::doorbell::send_hints(db.clone(), uuid::Uuid::new_v4(), wakeup.clone());
                 let stop = stopped.wait();
                 async move {
                     up.ready();

@@ -184,41 +184,95 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 pub struct Wakeup(Arc<WakeupChannels>);
 
 struct WakeupChannels {
+    /// Any events: the relay's projectors and the publisher.
     local: watch::Sender<u64>,
+    /// Events of an order or a payment: the saga's partitions, which read nothing else.
+    saga_local: watch::Sender<u64>,
     commits: watch::Sender<u64>,
+    saga_commits: watch::Sender<u64>,
 }
 
 impl Default for Wakeup {
     fn default() -> Self {
         Self(Arc::new(WakeupChannels {
             local: watch::Sender::new(0),
+            saga_local: watch::Sender::new(0),
             commits: watch::Sender::new(0),
+            saga_commits: watch::Sender::new(0),
         }))
     }
 }
 
+fn ring(channel: &watch::Sender<u64>) {
+    channel.send_modify(|n| *n = n.wrapping_add(1));
+}
+
 impl Wakeup {
-    /// Events were committed by this process: wakes its relay and saga, and counts a
-    /// commit for the other replicas' hint. Call it after the commit, never inside the
+    /// Events were committed by this process, or something the saga must look at changed
+    /// (an admin made a parked order due): wakes its relay and saga, and counts a commit
+    /// for the other replicas' hint. Call it after the commit, never inside the
     /// transaction.
     pub fn notify(&self) {
-        self.0.local.send_modify(|n| *n = n.wrapping_add(1));
-        self.0.commits.send_modify(|n| *n = n.wrapping_add(1));
+        ring(&self.0.saga_local);
+        ring(&self.0.saga_commits);
+        ring(&self.0.local);
+        ring(&self.0.commits);
+    }
+
+    /// A command of this process committed `written` (`Outcome::written`): wakes the
+    /// relay, and the saga only when an order's or a payment's events are among them (a
+    /// stock change, a cart line or a review is nothing the saga reads: with K partitions
+    /// on each replica, waking them for every commit cost K reads of the log per commit).
+    pub fn notify_written(&self, written: &[(&'static str, &'static str)]) {
+        if written
+            .iter()
+            .any(|(stream_type, _)| Self::saga_reads(stream_type))
+        {
+            // Before the commit count: a hint that sees the commit sees this too.
+            ring(&self.0.saga_local);
+            ring(&self.0.saga_commits);
+        }
+        ring(&self.0.local);
+        ring(&self.0.commits);
+    }
+
+    /// Whether the saga reads events of `stream_type`.
+    fn saga_reads(stream_type: &str) -> bool {
+        stream_type == crate::domain::order::Order::STREAM_TYPE
+            || stream_type == crate::domain::payment::Payment::STREAM_TYPE
     }
 
     /// Another replica committed events (its hint arrived): wakes this process's relay
     /// and saga only.
     pub fn wake_local(&self) {
-        self.0.local.send_modify(|n| *n = n.wrapping_add(1));
+        ring(&self.0.saga_local);
+        ring(&self.0.local);
     }
 
+    /// Another replica committed events the saga does not read (its hint says so): wakes
+    /// this process's relay only.
+    pub fn wake_relay(&self) {
+        ring(&self.0.local);
+    }
+
+    /// Rings for any events: the relay's projectors and the publisher.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.local.subscribe()
+    }
+
+    /// Rings for events of orders and payments: the saga's partitions.
+    pub fn subscribe_saga(&self) -> watch::Receiver<u64> {
+        self.0.saga_local.subscribe()
     }
 
     /// The commits of this process, counted: what the hint to other replicas follows.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.0.commits.subscribe()
+    }
+
+    /// The commits of this process that the saga reads, counted (rung before `commits`).
+    pub fn saga_commits(&self) -> watch::Receiver<u64> {
+        self.0.saga_commits.subscribe()
     }
 }
 
@@ -719,7 +773,7 @@ impl Writer {
             };
             match result {
                 Ok(outcome) => {
-                    self.relay_wakeup.notify();
+                    self.relay_wakeup.notify_written(&outcome.written);
                     return Ok(outcome);
                 }
                 Err(TxError::Conflict(stream_id)) => {
@@ -800,6 +854,37 @@ impl Writer {
 #[cfg(test)]
 mod wakeup_tests {
     use super::Wakeup;
+
+    /// The saga's partitions wake for orders and payments only; the relay for anything.
+    #[test]
+    fn a_stock_change_wakes_the_relay_and_an_order_wakes_the_saga_too() {
+        let wakeup = Wakeup::default();
+        let (mut relay, mut saga) = (wakeup.subscribe(), wakeup.subscribe_saga());
+        let saga_commits = wakeup.saga_commits();
+
+        wakeup.notify_written(&[("product", "ProductStockUpdated")]);
+        assert!(relay.has_changed().expect("open"));
+        assert!(!saga.has_changed().expect("open"));
+        assert!(!saga_commits.has_changed().expect("open"));
+        relay.borrow_and_update();
+
+        wakeup.notify_written(&[
+            ("product", "ProductStockReserved"),
+            ("order", "OrderReserved"),
+        ]);
+        assert!(relay.has_changed().expect("open"));
+        assert!(saga.has_changed().expect("open"));
+        assert!(saga_commits.has_changed().expect("open"));
+        relay.borrow_and_update();
+        saga.borrow_and_update();
+
+        // A hint that says nothing for the saga; one that does (or an older replica's).
+        wakeup.wake_relay();
+        assert!(relay.has_changed().expect("open"));
+        assert!(!saga.has_changed().expect("open"));
+        wakeup.wake_local();
+        assert!(saga.has_changed().expect("open"));
+    }
 
     /// A commit here wakes this process and counts for the other replicas' hint; a hint
     /// from another replica wakes this process only, so hints never echo between replicas.

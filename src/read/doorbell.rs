@@ -293,7 +293,7 @@ impl Doorbells {
         let _hints = AbortOnDrop(tokio::spawn(send_hints(
             self.db.clone(),
             self.node,
-            self.wakeup.commits(),
+            self.wakeup.clone(),
         )));
         // Listening: everything committed before is in the tables.
         self.resync().await?;
@@ -400,9 +400,11 @@ impl Doorbells {
                 self.raise_horizon(bell.h);
             }
             // Another replica committed (this one's own hints come back too: ignored).
-            WAKE_CHANNEL if payload != self.node.simple().to_string() => {
-                self.wakeup.wake_local();
-            }
+            WAKE_CHANNEL => match Hint::parse(payload) {
+                Hint { node, .. } if node == self.node.simple().to_string() => {}
+                Hint { saga: false, .. } => self.wakeup.wake_relay(),
+                Hint { saga: true, .. } => self.wakeup.wake_local(),
+            },
             REBUILD_CHANNEL => {
                 let mut seen = self.seen.lock().await;
                 self.read_notices(&mut seen).await?;
@@ -544,12 +546,52 @@ async fn read_notifications(mut listener: PgListener, tx: mpsc::Sender<Heard>) {
     }
 }
 
+/// A writer hint: the node that committed, and whether the saga reads any of what it
+/// committed since its last hint. On the wire, the node id alone (what every version
+/// sends, and means "wake everything"), or followed by ` relay` (wake the projectors and
+/// the publisher only).
+#[derive(Debug, PartialEq, Eq)]
+struct Hint<'a> {
+    node: &'a str,
+    saga: bool,
+}
+
+impl<'a> Hint<'a> {
+    const RELAY_ONLY: &'static str = " relay";
+
+    fn parse(payload: &'a str) -> Hint<'a> {
+        match payload.strip_suffix(Self::RELAY_ONLY) {
+            Some(node) => Hint { node, saga: false },
+            None => Hint {
+                node: payload,
+                saga: true,
+            },
+        }
+    }
+
+    fn payload(&self) -> String {
+        if self.saga {
+            self.node.to_owned()
+        } else {
+            format!("{}{}", self.node, Self::RELAY_ONLY)
+        }
+    }
+}
+
 /// Wakes the other replicas after this one's commits: at most one hint per
-/// [`HINT_EVERY`], each its own statement, never inside a command's transaction.
-pub async fn send_hints(db: DatabaseConnection, node: Uuid, mut commits: watch::Receiver<u64>) {
-    let payload = node.simple().to_string();
+/// [`HINT_EVERY`], each its own statement, never inside a command's transaction. It says
+/// whether the saga reads any of the events since the last hint, so that a stock change
+/// does not wake every saga partition of every replica.
+pub async fn send_hints(db: DatabaseConnection, node: Uuid, wakeup: crate::write::Wakeup) {
+    let (mut commits, mut saga_commits) = (wakeup.commits(), wakeup.saga_commits());
+    let node = node.simple().to_string();
     while commits.changed().await.is_ok() {
         commits.borrow_and_update();
+        // Rung before the commit count: whatever commit this hint covers, its saga part
+        // is seen here.
+        let saga = saga_commits.has_changed().unwrap_or(true);
+        saga_commits.borrow_and_update();
+        let payload = Hint { node: &node, saga }.payload();
         if let Err(e) = notify(&db, WAKE_CHANNEL, &payload).await {
             // Only an optimisation: the other replicas poll.
             tracing::debug!(error = %e, "a writer hint was not sent");
@@ -561,6 +603,22 @@ pub async fn send_hints(db: DatabaseConnection, node: Uuid, mut commits: watch::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hint_says_whether_the_saga_must_wake_and_a_bare_node_id_wakes_everything() {
+        for saga in [true, false] {
+            let hint = Hint { node: "0a1b", saga };
+            assert_eq!(Hint::parse(&hint.payload()), hint);
+        }
+        // What a replica of an earlier version sends.
+        assert_eq!(
+            Hint::parse("0a1b"),
+            Hint {
+                node: "0a1b",
+                saga: true
+            }
+        );
+    }
 
     #[test]
     fn a_doorbell_is_small_json_and_a_horizon_only_one_has_only_the_horizon() {
