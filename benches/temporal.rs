@@ -8,6 +8,10 @@
 //! `target/bench-temporal.md`.
 #![allow(clippy::unwrap_used)]
 
+/// The GraphQL client of the process benchmarks (`gql`), shared rather than copied.
+#[path = "support/replicas.rs"]
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -16,8 +20,10 @@ use ordergraph::auth::{Role, mint_token};
 use ordergraph::config::Settings;
 use sea_orm::ConnectionTrait;
 use secrecy::SecretString;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::oneshot;
+
+use support::gql;
 
 const SECRET: &str = "temporal-bench-secret-not-for-production";
 const CREATE: &str = "mutation { createProduct(input: {sku: \"TEMPORAL-1\", name: \"Bench\", price: \"1.00\", initialStock: 1000000}) { product { id } } }";
@@ -31,21 +37,6 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?
         .block_on(run())
-}
-
-async fn gql(http: &reqwest::Client, url: &str, token: &str, query: &str, vars: Value) -> Value {
-    let resp: Value = http
-        .post(url)
-        .bearer_auth(token)
-        .json(&json!({ "query": query, "variables": vars }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(resp.get("errors").is_none(), "GraphQL error: {resp}");
-    resp["data"].clone()
 }
 
 struct Measured {

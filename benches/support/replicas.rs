@@ -1,6 +1,7 @@
-//! What the process benchmarks share (`benches/cluster.rs`, `benches/bus.rs`): real server
-//! processes of the release binary on fresh PostgreSQL databases, a GraphQL client, a
-//! `productUpdated` watcher and the histogram helpers. Included by each with `#[path]`
+//! What the process benchmarks share (`benches/cluster.rs`, `benches/bus.rs`; and
+//! `benches/temporal.rs` takes its GraphQL client): real server processes of the release
+//! binary on fresh PostgreSQL databases, a GraphQL client, a `productUpdated` watcher and
+//! the histogram helpers. Included by each with `#[path]`
 //! (a file of its own directly in `benches/` would be taken for a benchmark).
 #![allow(dead_code)]
 

@@ -85,13 +85,7 @@ async fn a_read_replica_serves_views_folded_from_the_bus_and_reads_its_own_write
     );
 
     // A subscriber on the read replica hears a change made through the writer.
-    let mut ws = WsClient::connect(&reader, None).await;
-    ws.subscribe(
-        "p",
-        "subscription ($id: UUID!) { productUpdated(ids: [$id]) { stock position } }",
-        json!({ "id": id }),
-    )
-    .await;
+    let mut ws = watch_product(&reader, &id).await;
     let first = ws.next_data("p", "productUpdated").await;
     assert_eq!(first["stock"], json!(7));
     let resp = writer.as_admin().adjust_stock(&id, 5).await;
@@ -257,13 +251,7 @@ async fn a_read_replica_catches_up_after_its_read_database_crashes_and_restarts(
         .await;
     let id = str_of(&created["id"]).to_owned();
     product_until(&reader, &id, |p| p["stock"] == json!(0)).await;
-    let mut ws = WsClient::connect(&reader, None).await;
-    ws.subscribe(
-        "p",
-        "subscription ($id: UUID!) { productUpdated(ids: [$id]) { stock position } }",
-        json!({ "id": id }),
-    )
-    .await;
+    let mut ws = watch_product(&reader, &id).await;
     assert_eq!(ws.next_data("p", "productUpdated").await["stock"], json!(0));
 
     // Writes go on through the writer while the read database crashes and comes back.
@@ -310,4 +298,16 @@ async fn a_read_replica_catches_up_after_its_read_database_crashes_and_restarts(
         json!(21),
         "{resp}"
     );
+}
+
+/// A `productUpdated` subscriber of product `id` on `app`, anonymous (as id "p").
+async fn watch_product(app: &TestApp, id: &str) -> WsClient {
+    let mut ws = WsClient::connect(app, None).await;
+    ws.subscribe(
+        "p",
+        "subscription ($id: UUID!) { productUpdated(ids: [$id]) { stock position } }",
+        json!({ "id": id }),
+    )
+    .await;
+    ws
 }
