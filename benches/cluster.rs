@@ -17,7 +17,8 @@
 //! `cargo bench --bench cluster` (env: BENCH_DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/test, on which a database per part is created and
 //! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32; BENCH_PARTS, a list of
-//! `failover`, `delivery`, `throughput`, default all). Results go to stdout and
+//! `failover`, `delivery`, `throughput`, default all; BENCH_ROUNDS and BENCH_POOL for the
+//! throughput part). Results go to stdout and
 //! `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
 
@@ -237,11 +238,21 @@ async fn checkout_load(
 }
 
 /// Parts 3 and 4 on `n` replicas with `k` saga partitions: (adjustStock/s, confirmed/s).
-async fn throughput(admin_url: &str, n: usize, k: u16, clients: usize, secs: u64) -> (f64, f64) {
+async fn throughput(
+    admin_url: &str,
+    n: usize,
+    k: u16,
+    pool: u32,
+    clients: usize,
+    secs: u64,
+) -> (f64, f64) {
     let (db, name) = fresh_database(admin_url).await;
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let env = [("ORDERGRAPH_SAGA_PARTITIONS", k.to_string())];
+    let env = [
+        ("ORDERGRAPH_SAGA_PARTITIONS", k.to_string()),
+        ("ORDERGRAPH_DB_MAX_CONNECTIONS", pool.to_string()),
+    ];
     let mut replicas = Vec::new();
     for i in 0..n {
         replicas.push(Replica::start(&db, dir.path(), &format!("r{i}"), &env).await);
@@ -253,6 +264,66 @@ async fn throughput(admin_url: &str, n: usize, k: u16, clients: usize, secs: u64
     drop(replicas);
     drop_database(admin_url, &name).await;
     (adjust, confirmed)
+}
+
+/// The throughput part, `BENCH_ROUNDS` rounds (default 3; a single run spreads by about
+/// ±0.1 in its ratios), each running in turn: one replica with the default pool of 16
+/// connections and one saga task; three replicas with K = 8 saga partitions and the
+/// default pool each (48 connections in all); the same with the pools split
+/// (`BENCH_POOL`, default 5 each: about the one replica's 16 in all, as README advises).
+async fn throughput_rounds(admin_url: &str, clients: usize, secs: u64) -> String {
+    const DEFAULT_POOL: u32 = 16;
+    let rounds: usize = env_or("BENCH_ROUNDS", 3);
+    let split: u32 = env_or("BENCH_POOL", DEFAULT_POOL / 3);
+    let mut rows = String::new();
+    let mut ratios: [Vec<(f64, f64)>; 2] = [Vec::new(), Vec::new()];
+    let mut printed = 0;
+    for round in 1..=rounds {
+        let one = throughput(admin_url, 1, 1, DEFAULT_POOL, clients, secs).await;
+        rows.push_str(&format!(
+            "| {round} | 1 replica, pool {DEFAULT_POOL}, 1 saga task (baseline) | {:.0} | {:.1} | {:.1} % | | |\n",
+            one.0,
+            one.1,
+            100.0 * one.1 / one.0
+        ));
+        for (i, pool) in [DEFAULT_POOL, split].into_iter().enumerate() {
+            let three = throughput(admin_url, 3, 8, pool, clients, secs).await;
+            let ratio = (three.0 / one.0, three.1 / one.1);
+            ratios[i].push(ratio);
+            rows.push_str(&format!(
+                "| {round} | 3 replicas, pool {pool} each, K = 8 | {:.0} | {:.1} | {:.1} % | {:.2}× | {:.2}× |\n",
+                three.0,
+                three.1,
+                100.0 * three.1 / three.0,
+                ratio.0,
+                ratio.1
+            ));
+        }
+        eprint!("{}", &rows[printed..]);
+        printed = rows.len();
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        let half = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[half - 1] + v[half]) / 2.0
+        } else {
+            v[half]
+        }
+    };
+    let summary: Vec<String> = [DEFAULT_POOL, split]
+        .iter()
+        .zip(ratios)
+        .map(|(pool, r)| {
+            let writes = median(r.iter().map(|x| x.0).collect());
+            let orders = median(r.iter().map(|x| x.1).collect());
+            format!("- 3 replicas, pool {pool} each: median 3 ÷ 1 **{writes:.2}×** adjustStock, **{orders:.2}×** confirmed orders\n")
+        })
+        .collect();
+    format!(
+        "## Throughput ({clients} clients, {rounds} rounds)\n\n| round | setting | adjustStock/s | checkouts confirmed/s | confirmed ÷ adjustStock | 3 ÷ 1 adjustStock | 3 ÷ 1 confirmed |\n|---|---|---:|---:|---:|---:|---:|\n{rows}\n{}\n",
+        summary.concat()
+    )
 }
 
 async fn run() -> anyhow::Result<()> {
@@ -301,15 +372,7 @@ async fn run() -> anyhow::Result<()> {
     }
 
     if parts.contains("throughput") {
-        let (one_adjust, one_confirmed) = throughput(&admin_url, 1, 1, clients, secs).await;
-        let (three_adjust, three_confirmed) = throughput(&admin_url, 3, 8, clients, secs).await;
-        report.push_str(&format!(
-        "## Throughput ({clients} clients)\n\n| setting | adjustStock/s | checkouts confirmed/s | confirmed ÷ adjustStock |\n|---|---:|---:|---:|\n| 1 replica, 1 saga task (baseline) | {one_adjust:.0} | {one_confirmed:.1} | {:.1} % |\n| 3 replicas, K = 8 saga partitions | {three_adjust:.0} | {three_confirmed:.1} | {:.1} % |\n| ratio 3 ÷ 1 | {:.2}× | {:.2}× | |\n\n",
-        100.0 * one_confirmed / one_adjust,
-        100.0 * three_confirmed / three_adjust,
-        three_adjust / one_adjust,
-        three_confirmed / one_confirmed,
-    ));
+        report.push_str(&throughput_rounds(&admin_url, clients, secs).await);
     }
     println!("{report}");
     let target: PathBuf = std::env::var_os("CARGO_TARGET_DIR")
