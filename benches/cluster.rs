@@ -305,7 +305,7 @@ async fn throughput_rounds(admin_url: &str, clients: usize, secs: u64) -> String
     let median = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         let half = v.len() / 2;
-        if v.len() % 2 == 0 {
+        if v.len().is_multiple_of(2) {
             (v[half - 1] + v[half]) / 2.0
         } else {
             v[half]
