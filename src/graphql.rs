@@ -131,6 +131,18 @@ impl Services {
     /// failed delays the answer by the wait at most, and never fails the mutation,
     /// whose own view already shows its write.
     pub async fn await_written(&self, own: &str, outcome: &Outcome) -> AppResult<()> {
+        self.read_written(own, outcome, async { Ok(()) }).await
+    }
+
+    /// [`await_written`](Self::await_written), reading the payload with `read` as soon as
+    /// `own` has caught up, while the other views are still awaited: the read is off the
+    /// path of a mutation whose events reach several views.
+    pub async fn read_written<T>(
+        &self,
+        own: &str,
+        outcome: &Outcome,
+        read: impl Future<Output = AppResult<T>>,
+    ) -> AppResult<T> {
         let position = outcome.position;
         let others = self.wants.iter().filter(|(name, wants)| {
             *name != own
@@ -152,7 +164,11 @@ impl Services {
                 );
             }
         }));
-        let (own, _) = tokio::join!(self.await_view(own, position), others);
+        let own = async {
+            self.await_view(own, position).await?;
+            read.await
+        };
+        let (own, _) = tokio::join!(own, others);
         own
     }
 
@@ -292,11 +308,13 @@ where
     Find: Future<Output = Result<Option<T>, sea_orm::DbErr>>,
 {
     let s = services(ctx)?;
-    s.await_written(projection, outcome).await?;
     let id = outcome.stream_id;
-    find(&s.views, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
+    let read = async {
+        find(&s.views, id)
+            .await?
+            .ok_or_else(|| AppError::NotFound(format!("{what} {id} not found")))
+    };
+    s.read_written(projection, outcome, read).await
 }
 
 /// Checks a Relay `first` (or `last`) argument.

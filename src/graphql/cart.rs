@@ -127,10 +127,11 @@ impl CartQuery {
 async fn cart_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<CartPayload> {
     let s = services(ctx)?;
     let caller = signed_in(ctx)?;
-    s.await_written(view::NAME, &outcome).await?;
+    let read = async { Ok(view::find(&s.views, caller.user_id.as_str()).await?) };
+    let cart = s.read_written(view::NAME, &outcome, read).await?;
     Ok(CartPayload {
         position: Position(outcome.position),
-        cart: Cart(view::find(&s.views, caller.user_id.as_str()).await?),
+        cart: Cart(cart),
     })
 }
 

@@ -24,8 +24,8 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
 
 /// One process's readers of the log — the projectors, the saga's partitions, the
 /// publisher — share their safe-horizon reads: a commit wakes them all at once, and one
-/// read made after each of them asked answers them all, instead of one read (up to three
-/// round trips, one of them over `pg_stat_activity`) per reader per commit.
+/// read made after each of them asked answers them all, instead of one read (a scan of
+/// `pg_stat_activity`, and a poll per writer still in flight) per reader per commit.
 ///
 /// A read answers every request made *before it started*: whatever had committed when a
 /// reader asked is below the horizon that read finds. Requests made while a read is in
@@ -81,42 +81,43 @@ pub async fn committed_head(db: &DatabaseConnection) -> Result<i64, DbErr> {
 
 /// PostgreSQL: (1) read the last position handed out, L; (2) *then* list the xids of
 /// the transactions running in this database. Every transaction that holds a position
-/// ≤ L took its xid before it drew that position (the writer calls `pg_current_xact_id()`
-/// first), so before L was read: if it is still running it is on that list. (3) Wait
-/// until none of the listed transactions is running any more (no longer in progress in a
-/// fresh snapshot). From then on every position
-/// ≤ L belongs to a finished transaction, committed (visible) or rolled back (a gap
-/// forever). Transactions that start later are not waited for, so a steady stream of
-/// writers cannot starve the relay, and transactions of other databases on the same
-/// server are never waited for. The wait never gives up on a slow transaction. An idle
-/// tick stops after step 1; otherwise it costs two round trips, and one per poll while
-/// a listed writer is still in flight. (ADR 0001.)
+/// ≤ L took its xid before it drew that position (the `events.position` default calls
+/// `pg_current_xact_id()` first), so before L was read: if it is still running it is on
+/// that list. (3) Wait until none of the listed transactions is running any more (no
+/// longer in progress in a fresh snapshot). From then on every position ≤ L belongs to
+/// a finished transaction, committed (visible) or rolled back (a gap forever).
+/// Transactions that start later are not waited for, so a steady stream of writers
+/// cannot starve the relay, and transactions of other databases on the same server are
+/// never waited for. The wait never gives up on a slow transaction. Steps 1 and 2 are
+/// one statement: a read costs one round trip, and one more per poll while a listed
+/// writer is still in flight. (ADR 0001.)
 async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, DbErr> {
     let backend = DbBackend::Postgres;
-    let last = db
-        .query_one_raw(Statement::from_string(
+    // Steps 1 and 2 in one round trip, still in that order: the list is a subquery that
+    // depends on `L` (a parameter of the sub-plan, evaluated for the row `l` produced), so
+    // it runs after `L` was read, and only when `L` is past `known`. `l` is MATERIALIZED
+    // and calls a volatile function, so the planner neither inlines it nor evaluates it
+    // twice. The statement runs outside any transaction, so `pg_stat_activity` is read
+    // afresh (it is cached for a transaction's length). backend_xid is NULL for a
+    // session without a writing transaction.
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
             backend,
-            "SELECT COALESCE(pg_sequence_last_value(pg_get_serial_sequence('events', 'position')), 0) AS last",
+            "WITH l AS MATERIALIZED (SELECT COALESCE(pg_sequence_last_value(\
+                 pg_get_serial_sequence('events', 'position')), 0) AS last) \
+             SELECT l.last, ARRAY(SELECT backend_xid::text FROM pg_stat_activity \
+                 WHERE l.last > $1 AND datname = current_database() \
+                 AND backend_xid IS NOT NULL AND pid <> pg_backend_pid()) AS running \
+             FROM l",
+            [known.into()],
         ))
         .await?
-        .map(|r| r.try_get::<i64>("", "last"))
-        .transpose()?
-        .unwrap_or(0);
+        .ok_or_else(|| DbErr::RecordNotFound("no answer to the horizon read".into()))?;
+    let last: i64 = row.try_get("", "last")?;
     if last <= known {
         return Ok(known);
     }
-    // backend_xid is NULL for a session without a writing transaction.
-    let running = db
-        .query_all_raw(Statement::from_string(
-            backend,
-            "SELECT backend_xid::text AS xid FROM pg_stat_activity \
-             WHERE datname = current_database() AND backend_xid IS NOT NULL \
-             AND pid <> pg_backend_pid()",
-        ))
-        .await?
-        .into_iter()
-        .map(|r| r.try_get::<String>("", "xid"))
-        .collect::<Result<Vec<_>, _>>()?;
+    let running: Vec<String> = row.try_get("", "running")?;
     if running.is_empty() {
         return Ok(last);
     }

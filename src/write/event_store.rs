@@ -4,8 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -128,9 +127,11 @@ pub async fn load_stream<C: ConnectionTrait>(
 
 /// Appends `events` after `expected_version` and returns their positions.
 ///
-/// Must run inside a transaction. On PostgreSQL it first makes sure the transaction has
-/// its xid *before* it draws any position: the relay's safe horizon relies on every
-/// position being held by a transaction that was visible as in flight (ADR 0001).
+/// Must run inside a transaction. On PostgreSQL the relay's safe horizon relies on every
+/// position being held by a transaction that was visible as in flight, so the xid must
+/// come before the position (ADR 0001): the `events.position` default does that itself
+/// (`events_position_after_xid()`, migration `m20261126_000010`), for this path and any
+/// other writer, without a round trip of its own.
 ///
 /// A stream has one type for life. `fold` reads a stream of another type as empty, so a
 /// command may decide to create a stream whose id another type already holds: starting a
@@ -147,13 +148,6 @@ pub async fn append<C: ConnectionTrait, E: DomainEvent>(
     metadata: &EventMetadata,
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>, AppendError> {
-    if txn.get_database_backend() == DbBackend::Postgres {
-        txn.execute_raw(Statement::from_string(
-            DbBackend::Postgres,
-            "SELECT pg_current_xact_id()",
-        ))
-        .await?;
-    }
     if expected_version == 0
         && let Some(existing) = events::Entity::find()
             .filter(events::Column::StreamId.eq(stream_id))
