@@ -55,6 +55,17 @@ pub trait Projection: Send + Sync {
     /// (`projections`, `ordergraph projections status`) does not count them.
     fn wants(&self) -> &'static [Wanted];
 
+    /// The part of [`wants`](Projection::wants) (each entry also listed there) that
+    /// writes no row of the view and only announces a change of it, under the key
+    /// named: the dashboard wants stock changes because its `lowStock` is read from the
+    /// catalog view when it is loaded. A page of such events alone needs no transaction:
+    /// the relay advances the view in memory and rings its doorbell outside one, and the
+    /// lag count leaves them out (they cannot put the stored view behind). `apply` still
+    /// gets them in a page that also holds events that write.
+    fn announces(&self) -> Option<Announces> {
+        None
+    }
+
     /// The tables of its view, each with its primary key: what a rebuild replaces and a
     /// verify compares. `apply` writes these and nothing else, and reads nothing else.
     fn tables(&self) -> &'static [ViewTable];
@@ -94,6 +105,40 @@ pub trait Projection: Send + Sync {
             row.position
         )))
     }
+}
+
+/// Events a projection folds only to announce a change of one key ([`Projection::announces`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Announces {
+    pub wanted: &'static [Wanted],
+    pub key: &'static str,
+}
+
+impl Announces {
+    /// The change that `events` announce when none of them writes a row, else `None`.
+    pub fn change(&self, projection: &'static str, events: &[events::Model]) -> Option<Change> {
+        let last = events.last()?;
+        events
+            .iter()
+            .all(|e| Wanted::any(self.wanted, e))
+            .then(|| Change {
+                projection,
+                key: self.key.to_owned(),
+                position: last.position,
+            })
+    }
+}
+
+/// What a projection's view may be behind: the events it wants, less those it only
+/// announces ([`Projection::announces`]).
+pub fn written_by(projection: &dyn Projection) -> Vec<Wanted> {
+    let announced = projection.announces().map_or(&[][..], |a| a.wanted);
+    projection
+        .wants()
+        .iter()
+        .filter(|w| !announced.contains(w))
+        .copied()
+        .collect()
 }
 
 /// One table of a projection's view.
@@ -139,4 +184,59 @@ pub(crate) fn split_page<T>(mut items: Vec<T>, first: u64) -> (Vec<T>, bool) {
     let has_next_page = items.len() as u64 > first;
     items.truncate(usize::try_from(first).unwrap_or(usize::MAX));
     (items, has_next_page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(position: i64, stream_type: &str) -> events::Model {
+        events::Model {
+            position,
+            stream_id: uuid::Uuid::nil(),
+            stream_type: stream_type.to_owned(),
+            version: position,
+            event_type: "Anything".to_owned(),
+            event_version: 1,
+            data: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn what_a_view_announces_it_also_wants_and_is_not_behind() {
+        for projection in all_projections() {
+            let written = written_by(projection.as_ref());
+            let announced = projection.announces().map_or(&[][..], |a| a.wanted);
+            for w in announced {
+                assert!(
+                    projection.wants().contains(w),
+                    "{} announces {w:?} without wanting it",
+                    projection.name()
+                );
+                assert!(!written.contains(w), "{}: {w:?}", projection.name());
+            }
+            assert_eq!(
+                written.len() + announced.len(),
+                projection.wants().len(),
+                "{}",
+                projection.name()
+            );
+        }
+    }
+
+    #[test]
+    fn a_page_is_announced_only_when_every_event_in_it_is() {
+        let dashboard = dashboard::DashboardProjection;
+        let announces = dashboard
+            .announces()
+            .expect("the dashboard announces stock");
+        let stock = [event(3, "product"), event(4, "product")];
+        let change = announces.change("dashboard", &stock).expect("announced");
+        assert_eq!((change.key.as_str(), change.position), ("dashboard", 4));
+        let mixed = [event(3, "product"), event(4, "order")];
+        assert!(announces.change("dashboard", &mixed).is_none());
+        assert!(announces.change("dashboard", &[]).is_none());
+    }
 }

@@ -19,7 +19,7 @@ use crate::entity::events;
 /// only some event types (persisted names). A projection declares what it wants once;
 /// the relay, a rebuild and the lag count all filter by that same declaration, so a view
 /// that skips an event is never reported behind it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Wanted {
     pub stream_type: &'static str,
     /// `None`: every event of the stream type.

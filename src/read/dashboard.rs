@@ -13,7 +13,7 @@ use sea_orm::{
 use super::bus::Change;
 use super::catalog::catalog_view;
 use super::view::LiveView;
-use super::{ChangeKey, Projection, ViewTable};
+use super::{Announces, ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
 use crate::domain::payment::{Payment, PaymentEvent};
 use crate::domain::product::ProductStatus;
@@ -60,6 +60,9 @@ pub const NAME: &str = "dashboard";
 
 /// The one key of the dashboard view on the change bus.
 pub const KEY: &str = "dashboard";
+
+/// The product events the dashboard announces (`lowStock`) and writes nothing for.
+const STOCK: Wanted = Wanted::all(crate::domain::product::Product::STREAM_TYPE);
 
 const REVENUE: &str = "revenue_cents";
 
@@ -169,14 +172,22 @@ impl Projection for DashboardProjection {
     }
 
     fn wants(&self) -> &'static [Wanted] {
-        // Product events move `lowStock`, read from the catalog view.
         const {
             &[
                 Wanted::all(Order::STREAM_TYPE),
                 Wanted::all(Payment::STREAM_TYPE),
-                Wanted::all(crate::domain::product::Product::STREAM_TYPE),
+                STOCK,
             ]
         }
+    }
+
+    /// Product events move `lowStock`, which is read from the catalog view: they write
+    /// nothing here.
+    fn announces(&self) -> Option<Announces> {
+        Some(Announces {
+            wanted: const { &[STOCK] },
+            key: KEY,
+        })
     }
 
     async fn apply(

@@ -143,6 +143,35 @@ pub async fn ring<C: ConnectionTrait>(
     if txn.get_database_backend() != DbBackend::Postgres {
         return Ok(());
     }
+    let payload = fold_bell(projection, from, upto, horizon, changes)?;
+    notify(txn, VIEW_CHANNEL, &payload).await
+}
+
+/// [`ring`] for a fold that wrote nothing, so has no transaction to ring in (a page of
+/// events a view only announces): in a statement of its own. Nothing on SQLite.
+pub async fn ring_now(
+    db: &DatabaseConnection,
+    projection: &str,
+    from: i64,
+    upto: i64,
+    horizon: i64,
+    changes: usize,
+) -> Result<(), DbErr> {
+    if db.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let payload = fold_bell(projection, from, upto, horizon, changes)?;
+    notify_now(db, VIEW_CHANNEL, &payload).await
+}
+
+/// The payload of a fold's doorbell.
+fn fold_bell(
+    projection: &str,
+    from: i64,
+    upto: i64,
+    horizon: i64,
+    changes: usize,
+) -> Result<String, DbErr> {
     let bell = Bell {
         p: Some(projection.to_owned()),
         from: Some(from),
@@ -150,8 +179,7 @@ pub async fn ring<C: ConnectionTrait>(
         h: horizon.max(upto),
         n: Some(changes as u64),
     };
-    let payload = serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))?;
-    notify(txn, VIEW_CHANNEL, &payload).await
+    serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))
 }
 
 /// Records, inside a rebuild's swap transaction, which keys of `projection` the swap

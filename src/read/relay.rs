@@ -20,7 +20,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tokio::sync::watch;
 
 use super::Projection;
-use super::bus::ChangeBus;
+use super::bus::{Change, ChangeBus};
 use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
 use crate::cluster::{Fence, Fenced};
@@ -276,6 +276,11 @@ impl Relay {
                 self.checkpoints.advance(name, upto);
                 continue;
             }
+            if let Some(change) = projection.announces().and_then(|a| a.change(name, &events)) {
+                self.announce(projection, checkpoint, upto, change, fence)
+                    .await?;
+                continue;
+            }
             match self
                 .fold(projection, checkpoint, &events, upto, fence)
                 .await
@@ -338,6 +343,31 @@ impl Relay {
             self.bus.publish(changes);
         }
         Ok(true)
+    }
+
+    /// A page of events that write no row of `projection`'s view and only announce a
+    /// change of it (`Projection::announces`): no transaction. The doorbell rings in a
+    /// statement of its own (every replica, this one too, re-sends the key), then the
+    /// checkpoint advances in memory, as for a page of events the view does not want: the
+    /// stored one catches up with the view's next write, and after a restart these events
+    /// are read again and announce again, which sends a subscriber what it has already.
+    async fn announce(
+        &self,
+        projection: &dyn Projection,
+        from: i64,
+        upto: i64,
+        change: Change,
+        fence: &Fence,
+    ) -> Result<(), DbErr> {
+        let name = projection.name();
+        fence.check().map_err(fenced)?;
+        let horizon = *self.horizon.borrow();
+        super::doorbell::ring_now(&self.db, name, from, upto, horizon, 1).await?;
+        self.checkpoints.advance(name, upto);
+        self.metrics.projection_at(name, upto);
+        self.statuses.advanced(name);
+        self.bus.publish(vec![change]);
+        Ok(())
     }
 
     /// After a failed batch: folds the events one at a time (each with its checkpoint),

@@ -199,9 +199,11 @@ impl Statuses {
             let (lag, lag_millis) = if position >= head {
                 (0, 0)
             } else {
+                let written;
                 let mut behind = Span::new(position, head);
                 if let Some(projection) = projections.iter().find(|p| p.name() == name) {
-                    behind = behind.wanted(projection.wants());
+                    written = super::written_by(projection.as_ref());
+                    behind = behind.wanted(&written);
                 }
                 let lag = behind.count(db).await?;
                 let oldest = behind.first(db).await?.map_or(0, |e| {

@@ -21,6 +21,9 @@ const PRODUCT_UPDATED: &str = "subscription($ids: [UUID!], $after: Position) {
 const CART_UPDATED: &str = "subscription {
   cartUpdated { userId itemCount items { productId quantity } position }
 }";
+const DASHBOARD_UPDATED: &str = "subscription {
+  dashboardUpdated { lowStock(threshold: 3) { sku stock } position }
+}";
 const EVENTS: &str = "subscription($after: Position) {
   events(after: $after) { position type streamId }
 }";
@@ -94,6 +97,63 @@ async fn a_product_updated_subscriber_on_one_replica_receives_changes_made_throu
         percentile(&mut local, 0.5),
         percentile(&mut local, 0.99),
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dashboard_subscriber_on_another_replica_sees_low_stock_move_with_a_stock_change() {
+    if !on_postgres() {
+        return;
+    }
+    // Arrange: two replicas, a product with plenty, a dashboard subscriber on each.
+    let a = spawn_app().await;
+    let b = a.replica().await;
+    let admin = a.as_admin();
+    let product = admin.create_product("LOW-BELL", "1.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    let mut subscribers = Vec::new();
+    for app in [&a, &b] {
+        let mut ws = WsClient::connect(app, Some(&token("admin", Role::Admin))).await;
+        ws.subscribe("d", DASHBOARD_UPDATED, json!({})).await;
+        let first = ws.next_data("d", "dashboardUpdated").await;
+        assert_eq!(first["lowStock"], json!([]), "{first}");
+        subscribers.push(ws);
+    }
+
+    // Act: stock changes alone (the dashboard writes no row for them, only announces),
+    // through A: down to 2, then to 1.
+    let down = admin.adjust_stock(&id, -8).await;
+    let again = admin.adjust_stock(&id, -1).await;
+
+    // Assert: both subscribers see each low stock at the mutation's position.
+    for ws in &mut subscribers {
+        for (resp, stock) in [(&down, 2), (&again, 1)] {
+            let at = pos(&data(resp)["adjustStock"]["position"]);
+            let seen = ws
+                .next_until("d", "dashboardUpdated", |d| pos(&d["position"]) >= at)
+                .await;
+            assert_eq!(
+                seen["lowStock"],
+                json!([{ "sku": "LOW-BELL", "stock": stock }]),
+                "{seen}"
+            );
+            assert_eq!(pos(&seen["position"]), at, "{seen}");
+        }
+    }
+    // And the dashboard is not reported behind the stock changes it only announced.
+    for app in [&a, &b] {
+        let table = app
+            .as_admin()
+            .gql("{ projections { name lag } }", json!({}))
+            .await;
+        let dashboard = data(&table)["projections"]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|p| p["name"] == "dashboard")
+            .cloned()
+            .expect("the dashboard's row");
+        assert_eq!(dashboard["lag"], 0, "{table}");
+    }
 }
 
 /// Products, stock, a cart and checkouts (and the saga's events that follow them)
