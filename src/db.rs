@@ -245,31 +245,28 @@ pub async fn postgres_facts(url: &str) -> anyhow::Result<PostgresFacts> {
     let one = |sql: &'static str| sea_orm::Statement::from_string(DbBackend::Postgres, sql);
     let observer = connect(url, 1).await?;
     let writer = connect(url, 1).await?;
-    let max_prepared_transactions = observer
-        .query_one_raw(one(
-            "SELECT current_setting('max_prepared_transactions')::bigint AS n",
-        ))
-        .await?
-        .map(|row| row.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0);
+    let max_prepared_transactions = scalar::<i64>(
+        &observer,
+        one("SELECT current_setting('max_prepared_transactions')::bigint AS n"),
+        "n",
+    )
+    .await?
+    .unwrap_or(0);
     let txn = writer.begin().await?;
-    let xid: String = txn
-        .query_one_raw(one("SELECT pg_current_xact_id()::text AS xid"))
+    let xid: String = scalar(&txn, one("SELECT pg_current_xact_id()::text AS xid"), "xid")
         .await?
-        .map(|row| row.try_get("", "xid"))
-        .transpose()?
         .unwrap_or_default();
-    let seen = observer
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+    let seen = scalar::<i64>(
+        &observer,
+        sea_orm::Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE backend_xid::text = $1",
             [xid.into()],
-        ))
-        .await?
-        .map(|row| row.try_get::<i64>("", "n"))
-        .transpose()?
-        .unwrap_or(0);
+        ),
+        "n",
+    )
+    .await?
+    .unwrap_or(0);
     txn.rollback().await?;
     let _ = writer.close().await;
     let _ = observer.close().await;
@@ -301,26 +298,26 @@ pub const POSITION_DEFAULT: &str = "events_position_after_xid";
 /// good (`idle_in_transaction_session_timeout` off).
 pub async fn check_postgres_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
     let one = |sql: &'static str| sea_orm::Statement::from_string(DbBackend::Postgres, sql);
-    let default: Option<String> = db
-        .query_one_raw(one(
+    let default: Option<String> = scalar(
+        db,
+        one(
             "SELECT pg_get_expr(d.adbin, d.adrelid) AS expr FROM pg_attrdef d \
              JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum \
              WHERE d.adrelid = 'events'::regclass AND a.attname = 'position'",
-        ))
-        .await?
-        .map(|row| row.try_get::<String>("", "expr"))
-        .transpose()?;
+        ),
+        "expr",
+    )
+    .await?;
     if let Some(why) = writer_rule_refusal(default.as_deref()) {
         anyhow::bail!(why);
     }
-    let idle: String = db
-        .query_one_raw(one(
-            "SELECT current_setting('idle_in_transaction_session_timeout') AS v",
-        ))
-        .await?
-        .map(|row| row.try_get::<String>("", "v"))
-        .transpose()?
-        .unwrap_or_default();
+    let idle: String = scalar(
+        db,
+        one("SELECT current_setting('idle_in_transaction_session_timeout') AS v"),
+        "v",
+    )
+    .await?
+    .unwrap_or_default();
     if idle == "0" {
         tracing::warn!(
             "idle_in_transaction_session_timeout is off: a process frozen inside a write transaction holds every view of every replica back until it ends; set it (5s is a good value, README: Running on PostgreSQL)"
@@ -378,6 +375,19 @@ where
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// The `column` of the first row `statement` returns (a count, a setting), or `None`
+/// when it returns no row.
+pub async fn scalar<T: sea_orm::TryGetable>(
+    db: &impl ConnectionTrait,
+    statement: sea_orm::Statement,
+    column: &str,
+) -> Result<Option<T>, sea_orm::DbErr> {
+    db.query_one_raw(statement)
+        .await?
+        .map(|row| row.try_get::<T>("", column))
+        .transpose()
 }
 
 /// A migrated database in memory, for unit tests of what reads and writes tables.

@@ -36,6 +36,43 @@ macro_rules! stored {
     };
 }
 
+/// Declares an event enum (`DomainEvent`): each variant written once, after its
+/// persisted type (its serde `type` tag: never rename one), and `TYPES` and `event_type`
+/// follow from that one list. Events are stored as `{"type": …, "data": {…}}`.
+macro_rules! events {
+    (
+        $(#[doc = $doc:literal])*
+        pub enum $name:ident {
+            $(
+                $(#[doc = $variant_doc:literal])*
+                #[serde(rename = $type:literal)]
+                $variant:ident { $($fields:tt)* },
+            )+
+        }
+    ) => {
+        $(#[doc = $doc])*
+        #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+        #[serde(tag = "type", content = "data")]
+        pub enum $name {
+            $(
+                $(#[doc = $variant_doc])*
+                #[serde(rename = $type)]
+                $variant { $($fields)* },
+            )+
+        }
+
+        impl $crate::domain::DomainEvent for $name {
+            const TYPES: &'static [&'static str] = &[$($type,)+];
+
+            fn event_type(&self) -> &'static str {
+                match self {
+                    $($name::$variant { .. } => $type,)+
+                }
+            }
+        }
+    };
+}
+
 pub mod cart;
 pub mod order;
 pub mod payment;

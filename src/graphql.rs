@@ -15,6 +15,7 @@ pub mod live;
 pub mod node;
 pub mod orders;
 pub mod persisted;
+pub mod pipeline;
 pub mod projections;
 pub mod scalars;
 pub mod traces;
@@ -191,30 +192,29 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
         MutationRoot::default(),
         SubscriptionRoot::default(),
     ))
-    // Depth and complexity are measured by validation and checked by the limits
-    // extension (`build_schema`), whose errors name the limit and the query's value.
+    // Depth and complexity are measured by validation and checked by the limits step of
+    // the request pipeline (`build_schema`), whose errors name the limit and the query's
+    // value.
     .limit_recursive_depth(32)
     .limit_directives(8)
 }
 
-/// The schema served by the application. The trace spans (only when they are exported)
-/// wrap everything else; the metrics see every request, refusals included; persisted
-/// queries are resolved before the limits, so that a document named by its hash is held
-/// to them like any other.
+/// The schema served by the application, every request taken through the request
+/// pipeline (`pipeline.rs`): its trace span (only when spans are exported), the operation
+/// metrics, persisted queries and the document limits.
 pub fn build_schema(
     services: Services,
     persisted: persisted::PersistedQueries,
     limits: limits::DocumentLimits,
     metrics: Arc<crate::metrics::Metrics>,
 ) -> AppSchema {
-    let mut schema = builder();
-    if traces::enabled() {
-        schema = schema.extension(traces::OperationSpans);
-    }
-    schema
-        .extension(crate::metrics::OperationMetrics(metrics))
-        .extension(persisted)
-        .extension(limits)
+    builder()
+        .extension(pipeline::RequestPipeline {
+            spans: traces::enabled(),
+            metrics,
+            persisted,
+            limits,
+        })
         .data(services)
         .finish()
 }

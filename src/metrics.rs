@@ -3,11 +3,12 @@
 //!
 //! Besides the domain's figures: HTTP latency by route, method and status class
 //! ([`track_http`]); GraphQL operation latency by type and name and errors by
-//! `extensions.code` ([`OperationMetrics`], an async-graphql extension); and, measured
-//! at each scrape ([`Metrics::scrape`]), each projection's lag in seconds, the database
-//! pools and the process (the standard unprefixed `process_*` names, read from `/proc`);
-//! and each pool's acquire times ([`AcquireTimes`]), which only sqlx's tracing events
-//! carry (`db::tag_acquires` and `telemetry::pool_acquire_layer` say how they get here).
+//! `extensions.code` ([`OperationTimer`], a step of the GraphQL request pipeline); and,
+//! measured at each scrape ([`Metrics::scrape`]), each projection's lag in seconds, the
+//! database pools and the process (the standard unprefixed `process_*` names, read from
+//! `/proc`); and each pool's acquire times ([`AcquireTimes`]), which only sqlx's tracing
+//! events carry (`db::tag_acquires` and `telemetry::pool_acquire_layer` say how they get
+//! here).
 //! Every label's values are bounded: routes are the router's, operation names are only
 //! those of documents that validated, at most [`MAX_OPERATION_NAMES`] of them, later ones
 //! counted as `other`, and codes are the API's.
@@ -22,6 +23,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+
+use crate::graphql::traces::Operation;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
@@ -792,74 +795,57 @@ pub async fn track_http(
     response
 }
 
-/// An async-graphql extension that times each query and mutation by type and name, and
-/// counts the errors sent by code. A name is labelled only once its document validated
-/// (a client cannot fill the label space with names that never ran).
-pub struct OperationMetrics(pub Arc<Metrics>);
-
-impl async_graphql::extensions::ExtensionFactory for OperationMetrics {
-    fn create(&self) -> Arc<dyn async_graphql::extensions::Extension> {
-        Arc::new(OperationTimer {
-            metrics: self.0.clone(),
-            requested_name: Mutex::new(None),
-            parsed: Mutex::new(None),
-            operation: Mutex::new(None),
-        })
-    }
-}
-
-type Operation = (&'static str, Option<String>);
-
-struct OperationTimer {
+/// The operation metrics of one GraphQL request, a step of the request pipeline
+/// (`graphql::pipeline`): times each query and mutation by type and name, and counts the
+/// errors sent by code. A name is labelled only once its document validated (a client
+/// cannot fill the label space with names that never ran).
+pub(crate) struct OperationTimer {
     metrics: Arc<Metrics>,
-    /// The request's `operationName`.
-    requested_name: Mutex<Option<String>>,
-    /// The type and name of the operation the document runs, once parsed.
-    parsed: Mutex<Option<Operation>>,
-    /// The same, once the document validated: only then is it labelled.
+    /// The type and name of the operation, once its document validated.
     operation: Mutex<Option<Operation>>,
 }
 
-#[async_trait::async_trait]
-impl async_graphql::extensions::Extension for OperationTimer {
+impl OperationTimer {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            operation: Mutex::new(None),
+        }
+    }
+
     /// Errors of a request over HTTP (its refusals included).
-    async fn request(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        next: async_graphql::extensions::NextRequest<'_>,
-    ) -> async_graphql::Response {
-        let response = next.run(ctx).await;
-        self.metrics.graphql_errors(&response);
-        response
+    pub(crate) fn responded(&self, response: &async_graphql::Response) {
+        self.metrics.graphql_errors(response);
     }
 
     /// Errors of a stream (WebSocket and multipart operations, subscriptions' events).
-    fn subscribe<'s>(
+    pub(crate) fn stream<'s>(
         &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
         stream: futures_util::stream::BoxStream<'s, async_graphql::Response>,
-        next: async_graphql::extensions::NextSubscribe<'_>,
     ) -> futures_util::stream::BoxStream<'s, async_graphql::Response> {
         use futures_util::StreamExt as _;
         let metrics = self.metrics.clone();
-        next.run(
-            ctx,
-            stream
-                .inspect(move |response| metrics.graphql_errors(response))
-                .boxed(),
-        )
+        stream
+            .inspect(move |response| metrics.graphql_errors(response))
+            .boxed()
+    }
+
+    /// The request's document validated: its operation (as parsed) may be labelled.
+    pub(crate) fn validated(&self, operation: Option<Operation>) {
+        *self
+            .operation
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = operation;
     }
 
     /// The time to execute a query or mutation, over any transport (a subscription is
     /// not timed: it lasts as long as its client wants).
-    async fn execute(
+    pub(crate) async fn execute(
         &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: async_graphql::extensions::NextExecute<'_>,
+        execution: impl Future<Output = async_graphql::Response>,
     ) -> async_graphql::Response {
         let started = Instant::now();
-        let response = next.run(ctx, operation_name).await;
+        let response = execution.await;
         let operation = self
             .operation
             .lock()
@@ -873,55 +859,6 @@ impl async_graphql::extensions::Extension for OperationTimer {
                 .operation(ty, name.as_deref(), started.elapsed().as_secs_f64());
         }
         response
-    }
-
-    async fn prepare_request(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        request: async_graphql::Request,
-        next: async_graphql::extensions::NextPrepareRequest<'_>,
-    ) -> async_graphql::ServerResult<async_graphql::Request> {
-        *self
-            .requested_name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = request.operation_name.clone();
-        next.run(ctx, request).await
-    }
-
-    async fn parse_query(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        query: &str,
-        variables: &async_graphql::Variables,
-        next: async_graphql::extensions::NextParseQuery<'_>,
-    ) -> async_graphql::ServerResult<async_graphql::parser::types::ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let requested = self
-            .requested_name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let operation = crate::graphql::traces::operation(&document, requested);
-        *self.parsed.lock().unwrap_or_else(PoisonError::into_inner) = operation;
-        Ok(document)
-    }
-
-    async fn validation(
-        &self,
-        ctx: &async_graphql::extensions::ExtensionContext<'_>,
-        next: async_graphql::extensions::NextValidation<'_>,
-    ) -> Result<async_graphql::ValidationResult, Vec<async_graphql::ServerError>> {
-        let result = next.run(ctx).await?;
-        let parsed = self
-            .parsed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        *self
-            .operation
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = parsed;
-        Ok(result)
     }
 }
 

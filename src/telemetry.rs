@@ -11,7 +11,7 @@
 //! sends over OTLP/HTTP (protobuf) from a thread of its own: a request never waits for
 //! the exporter, and a full queue drops spans instead. Off, no layer takes the spans of
 //! [`TRACE_TARGET`] (the log layer never does), so their call sites are disabled and the
-//! schema does not even register the extension that opens them.
+//! schema's request pipeline does not even have the step that opens them.
 //!
 //! **Pool acquires**: a third layer, [`pool_acquire_layer`], takes sqlx's event for each
 //! connection acquired from a database pool and records its duration in that pool's

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::product::ProductStatus;
 use super::values::{Quantity, UserId};
-use super::{Aggregate, DomainEvent, WriteTables};
+use super::{Aggregate, WriteTables};
 
 /// Namespace of cart stream ids: one deterministic stream per user.
 const CART_NAMESPACE: Uuid = Uuid::from_u128(0x6f72_6465_7267_7261_7068_2d63_6172_7473);
@@ -51,45 +51,27 @@ pub enum CartCommand {
     },
 }
 
-/// The cart's events. The `type` tags are persisted identifiers: never rename them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum CartEvent {
-    /// `quantity` is the line's resulting quantity.
-    #[serde(rename = "CartItemAdded")]
-    ItemAdded {
-        user_id: UserId,
-        product_id: Uuid,
-        added: u32,
-        quantity: u32,
-    },
-    #[serde(rename = "CartItemQuantityChanged")]
-    QuantityChanged {
-        user_id: UserId,
-        product_id: Uuid,
-        quantity: u32,
-    },
-    #[serde(rename = "CartItemRemoved")]
-    ItemRemoved { user_id: UserId, product_id: Uuid },
-    #[serde(rename = "CartCleared")]
-    Cleared { user_id: UserId },
-}
-
-impl DomainEvent for CartEvent {
-    const TYPES: &'static [&'static str] = &[
-        "CartItemAdded",
-        "CartItemQuantityChanged",
-        "CartItemRemoved",
-        "CartCleared",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            CartEvent::ItemAdded { .. } => "CartItemAdded",
-            CartEvent::QuantityChanged { .. } => "CartItemQuantityChanged",
-            CartEvent::ItemRemoved { .. } => "CartItemRemoved",
-            CartEvent::Cleared { .. } => "CartCleared",
-        }
+events! {
+    /// The cart's events. The `type` tags are persisted identifiers: never rename them.
+    pub enum CartEvent {
+        /// `quantity` is the line's resulting quantity.
+        #[serde(rename = "CartItemAdded")]
+        ItemAdded {
+            user_id: UserId,
+            product_id: Uuid,
+            added: u32,
+            quantity: u32,
+        },
+        #[serde(rename = "CartItemQuantityChanged")]
+        QuantityChanged {
+            user_id: UserId,
+            product_id: Uuid,
+            quantity: u32,
+        },
+        #[serde(rename = "CartItemRemoved")]
+        ItemRemoved { user_id: UserId, product_id: Uuid },
+        #[serde(rename = "CartCleared")]
+        Cleared { user_id: UserId },
     }
 }
 

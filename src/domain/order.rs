@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::{Money, PaymentToken, ProductName, Reason, ShippingAddress, Sku, UserId};
-use super::{Aggregate, DomainEvent, Stored, WriteTables};
+use super::{Aggregate, Stored, WriteTables};
 
 stored! {
     pub enum OrderStatus as "order status" {
@@ -93,61 +93,35 @@ pub enum OrderCommand {
     Deliver,
 }
 
-/// The order's events. The `type` tags are persisted identifiers: never rename them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum OrderEvent {
-    #[serde(rename = "OrderPlaced")]
-    Placed {
-        user_id: UserId,
-        lines: Vec<OrderLine>,
-        total: Money,
-        shipping_address: ShippingAddress,
-        payment_token: PaymentToken,
-    },
-    #[serde(rename = "OrderReserved")]
-    Reserved {},
-    #[serde(rename = "OrderRejected")]
-    Rejected { at: RejectedAt, reason: String },
-    #[serde(rename = "OrderConfirmed")]
-    Confirmed {},
-    #[serde(rename = "OrderStockReleased")]
-    StockReleased {},
-    #[serde(rename = "OrderCancelled")]
-    Cancelled {
-        by: UserId,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<Reason>,
-    },
-    #[serde(rename = "OrderShipped")]
-    Shipped {},
-    #[serde(rename = "OrderDelivered")]
-    Delivered {},
-}
-
-impl DomainEvent for OrderEvent {
-    const TYPES: &'static [&'static str] = &[
-        "OrderPlaced",
-        "OrderReserved",
-        "OrderRejected",
-        "OrderConfirmed",
-        "OrderStockReleased",
-        "OrderCancelled",
-        "OrderShipped",
-        "OrderDelivered",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            OrderEvent::Placed { .. } => "OrderPlaced",
-            OrderEvent::Reserved {} => "OrderReserved",
-            OrderEvent::Rejected { .. } => "OrderRejected",
-            OrderEvent::Confirmed {} => "OrderConfirmed",
-            OrderEvent::StockReleased {} => "OrderStockReleased",
-            OrderEvent::Cancelled { .. } => "OrderCancelled",
-            OrderEvent::Shipped {} => "OrderShipped",
-            OrderEvent::Delivered {} => "OrderDelivered",
-        }
+events! {
+    /// The order's events. The `type` tags are persisted identifiers: never rename them.
+    pub enum OrderEvent {
+        #[serde(rename = "OrderPlaced")]
+        Placed {
+            user_id: UserId,
+            lines: Vec<OrderLine>,
+            total: Money,
+            shipping_address: ShippingAddress,
+            payment_token: PaymentToken,
+        },
+        #[serde(rename = "OrderReserved")]
+        Reserved {},
+        #[serde(rename = "OrderRejected")]
+        Rejected { at: RejectedAt, reason: String },
+        #[serde(rename = "OrderConfirmed")]
+        Confirmed {},
+        #[serde(rename = "OrderStockReleased")]
+        StockReleased {},
+        #[serde(rename = "OrderCancelled")]
+        Cancelled {
+            by: UserId,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            reason: Option<Reason>,
+        },
+        #[serde(rename = "OrderShipped")]
+        Shipped {},
+        #[serde(rename = "OrderDelivered")]
+        Delivered {},
     }
 }
 

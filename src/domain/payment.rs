@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::values::Money;
-use super::{Aggregate, DomainEvent, WriteTables};
+use super::{Aggregate, WriteTables};
 
 stored! {
     pub enum PaymentStatus as "payment status" {
@@ -35,40 +35,27 @@ pub enum PaymentCommand {
     },
 }
 
-/// The payment's events. The `type` tags are persisted identifiers: never rename them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum PaymentEvent {
-    #[serde(rename = "PaymentCharged")]
-    Charged {
-        order_id: Uuid,
-        amount: Money,
-        charge_id: String,
-    },
-    #[serde(rename = "PaymentDeclined")]
-    Declined {
-        order_id: Uuid,
-        amount: Money,
-        reason: String,
-    },
-    #[serde(rename = "PaymentRefunded")]
-    Refunded {
-        order_id: Uuid,
-        amount: Money,
-        refund_id: String,
-    },
-}
-
-impl DomainEvent for PaymentEvent {
-    const TYPES: &'static [&'static str] =
-        &["PaymentCharged", "PaymentDeclined", "PaymentRefunded"];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            PaymentEvent::Charged { .. } => "PaymentCharged",
-            PaymentEvent::Declined { .. } => "PaymentDeclined",
-            PaymentEvent::Refunded { .. } => "PaymentRefunded",
-        }
+events! {
+    /// The payment's events. The `type` tags are persisted identifiers: never rename them.
+    pub enum PaymentEvent {
+        #[serde(rename = "PaymentCharged")]
+        Charged {
+            order_id: Uuid,
+            amount: Money,
+            charge_id: String,
+        },
+        #[serde(rename = "PaymentDeclined")]
+        Declined {
+            order_id: Uuid,
+            amount: Money,
+            reason: String,
+        },
+        #[serde(rename = "PaymentRefunded")]
+        Refunded {
+            order_id: Uuid,
+            amount: Money,
+            refund_id: String,
+        },
     }
 }
 

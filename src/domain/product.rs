@@ -10,7 +10,7 @@ use super::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
     StockLevel, UserId,
 };
-use super::{Aggregate, DomainEvent, WriteTables};
+use super::{Aggregate, WriteTables};
 
 stored! {
     pub enum ProductStatus as "product status" {
@@ -62,88 +62,64 @@ pub enum ProductCommand {
     },
 }
 
-/// The product's events. The `type` tags are persisted identifiers: never rename them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", content = "data")]
-pub enum ProductEvent {
-    #[serde(rename = "ProductCreated")]
-    Created {
-        sku: Sku,
-        name: ProductName,
-        description: Description,
-        price: Money,
-        stock: i64,
-    },
-    /// Only the fields that changed are present.
-    #[serde(rename = "ProductUpdated")]
-    Updated {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        name: Option<ProductName>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        description: Option<Description>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        price: Option<Money>,
-    },
-    /// Carries the resulting `stock` so views never recompute it.
-    #[serde(rename = "ProductStockUpdated")]
-    StockUpdated {
-        delta: i64,
-        stock: i64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<Reason>,
-    },
-    #[serde(rename = "ProductDiscontinued")]
-    Discontinued {},
-    /// Carries the resulting totals so views never recompute them.
-    #[serde(rename = "ProductReviewed")]
-    Reviewed {
-        user_id: UserId,
-        rating: Rating,
-        /// Since v2 (v1 reviews are upcast with an empty title).
-        title: ReviewTitle,
-        comment: Comment,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        replaced_rating: Option<Rating>,
-        review_count: i64,
-        rating_total: i64,
-    },
-    /// Inventory: units held for an order; `stock` is what remains on hand.
-    #[serde(rename = "ProductStockReserved")]
-    StockReserved {
-        order_id: Uuid,
-        quantity: i64,
-        stock: i64,
-    },
-    /// Inventory: an order's units returned; `stock` is what is on hand after.
-    #[serde(rename = "ProductStockReleased")]
-    StockReleased {
-        order_id: Uuid,
-        quantity: i64,
-        stock: i64,
-    },
-}
-
-impl DomainEvent for ProductEvent {
-    const TYPES: &'static [&'static str] = &[
-        "ProductCreated",
-        "ProductUpdated",
-        "ProductStockUpdated",
-        "ProductDiscontinued",
-        "ProductReviewed",
-        "ProductStockReserved",
-        "ProductStockReleased",
-    ];
-
-    fn event_type(&self) -> &'static str {
-        match self {
-            ProductEvent::Created { .. } => "ProductCreated",
-            ProductEvent::Updated { .. } => "ProductUpdated",
-            ProductEvent::StockUpdated { .. } => "ProductStockUpdated",
-            ProductEvent::Discontinued {} => "ProductDiscontinued",
-            ProductEvent::Reviewed { .. } => "ProductReviewed",
-            ProductEvent::StockReserved { .. } => "ProductStockReserved",
-            ProductEvent::StockReleased { .. } => "ProductStockReleased",
-        }
+events! {
+    /// The product's events. The `type` tags are persisted identifiers: never rename them.
+    pub enum ProductEvent {
+        #[serde(rename = "ProductCreated")]
+        Created {
+            sku: Sku,
+            name: ProductName,
+            description: Description,
+            price: Money,
+            stock: i64,
+        },
+        /// Only the fields that changed are present.
+        #[serde(rename = "ProductUpdated")]
+        Updated {
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            name: Option<ProductName>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            description: Option<Description>,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            price: Option<Money>,
+        },
+        /// Carries the resulting `stock` so views never recompute it.
+        #[serde(rename = "ProductStockUpdated")]
+        StockUpdated {
+            delta: i64,
+            stock: i64,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            reason: Option<Reason>,
+        },
+        #[serde(rename = "ProductDiscontinued")]
+        Discontinued {},
+        /// Carries the resulting totals so views never recompute them.
+        #[serde(rename = "ProductReviewed")]
+        Reviewed {
+            user_id: UserId,
+            rating: Rating,
+            /// Since v2 (v1 reviews are upcast with an empty title).
+            title: ReviewTitle,
+            comment: Comment,
+            #[serde(default, skip_serializing_if = "Option::is_none")]
+            replaced_rating: Option<Rating>,
+            review_count: i64,
+            rating_total: i64,
+        },
+        /// Inventory: units held for an order; `stock` is what remains on hand.
+        #[serde(rename = "ProductStockReserved")]
+        StockReserved {
+            order_id: Uuid,
+            quantity: i64,
+            stock: i64,
+        },
+        /// Inventory: an order's units returned; `stock` is what is on hand after.
+        #[serde(rename = "ProductStockReleased")]
+        StockReleased {
+            order_id: Uuid,
+            quantity: i64,
+            stock: i64,
+        },
     }
 }
 
@@ -410,6 +386,7 @@ impl Product {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::DomainEvent;
     use crate::domain::testing::given;
 
     fn created(stock: i64) -> ProductEvent {

@@ -24,12 +24,12 @@
 //! async worker thread for long, and at most one per core at a time, so that the memory
 //! parsing takes stays bounded however many arrive at once.
 //!
-//! The same extension enforces the depth and complexity limits after validation has
-//! measured them (async-graphql's own limits refuse with "Query is too complex." and
-//! name neither the limit nor the query's value, which a client needs to fix its query),
-//! and charges each operation of an HTTP batch to the batch's shared complexity budget
-//! ([`BatchBudget`]): the per-operation complexity limit alone let one request of many
-//! operations do unbounded work.
+//! The same step of the request pipeline (`pipeline.rs`) enforces the depth and
+//! complexity limits after validation has measured them (async-graphql's own limits
+//! refuse with "Query is too complex." and name neither the limit nor the query's value,
+//! which a client needs to fix its query), and charges each operation of an HTTP batch
+//! to the batch's shared complexity budget ([`BatchBudget`]): the per-operation
+//! complexity limit alone let one request of many operations do unbounded work.
 //!
 //! A syntax error's message is made one line: the parser's is a multi-line drawing of
 //! the offending line with a caret, which clients show as one garbled line of text (the
@@ -41,9 +41,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::Semaphore;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
-};
+use async_graphql::extensions::ExtensionContext;
 use async_graphql::parser::types::{
     Directive, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
 };
@@ -56,7 +54,7 @@ use async_graphql_value::{ConstValue, Value};
 /// it, parsing takes microseconds and a thread hop would cost more than it saves.
 const PARSE_INLINE_BYTES: usize = 16 * 1024;
 
-/// The limits this extension enforces.
+/// The limits this step of the request pipeline (`pipeline.rs`) enforces.
 #[derive(Debug, Clone)]
 pub struct DocumentLimits {
     /// Longest document, in bytes (parsing is refused past it).
@@ -82,14 +80,8 @@ impl DocumentLimits {
     }
 }
 
-impl ExtensionFactory for DocumentLimits {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(self.clone())
-    }
-}
-
 /// The complexity every operation of one batch request may spend together. Attached to
-/// each operation of a batch as request data; the extension charges it after validation.
+/// each operation of a batch as request data; [`check_validated`] charges it.
 #[derive(Debug)]
 pub struct BatchBudget {
     limit: usize,
@@ -122,43 +114,30 @@ fn bad_request(message: String) -> ServerError {
     super::error::request_error(message, "BAD_USER_INPUT")
 }
 
-#[async_trait::async_trait]
-impl Extension for DocumentLimits {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        let request = prepare(request, self).await?;
-        next.run(ctx, request).await
+/// Refuses a document that validated but is nested deeper or is more complex than the
+/// limits allow, or whose complexity goes over its batch's budget ([`BatchBudget`], in
+/// the request's data).
+pub(super) fn check_validated(
+    ctx: &ExtensionContext<'_>,
+    result: ValidationResult,
+) -> Result<ValidationResult, Vec<ServerError>> {
+    let (max_depth, max_complexity) = (crate::graphql::MAX_DEPTH, crate::graphql::MAX_COMPLEXITY);
+    if result.depth > max_depth {
+        return Err(vec![bad_request(format!(
+            "the query is nested {} levels deep, and at most {max_depth} are allowed",
+            result.depth
+        ))]);
     }
-
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
-        let (max_depth, max_complexity) =
-            (crate::graphql::MAX_DEPTH, crate::graphql::MAX_COMPLEXITY);
-        if result.depth > max_depth {
-            return Err(vec![bad_request(format!(
-                "the query is nested {} levels deep, and at most {max_depth} are allowed",
-                result.depth
-            ))]);
-        }
-        if result.complexity > max_complexity {
-            return Err(vec![bad_request(format!(
-                "the query's complexity is {}, and at most {max_complexity} is allowed (each field counts 1, a list field `first` times its selection): select fewer fields or smaller pages",
-                result.complexity
-            ))]);
-        }
-        if let Some(budget) = ctx.data_opt::<Arc<BatchBudget>>() {
-            budget.charge(result.complexity).map_err(|e| vec![e])?;
-        }
-        Ok(result)
+    if result.complexity > max_complexity {
+        return Err(vec![bad_request(format!(
+            "the query's complexity is {}, and at most {max_complexity} is allowed (each field counts 1, a list field `first` times its selection): select fewer fields or smaller pages",
+            result.complexity
+        ))]);
     }
+    if let Some(budget) = ctx.data_opt::<Arc<BatchBudget>>() {
+        budget.charge(result.complexity).map_err(|e| vec![e])?;
+    }
+    Ok(result)
 }
 
 /// Parses the request's document, unless it already was, and refuses it when it is over

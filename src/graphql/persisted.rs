@@ -19,8 +19,8 @@
 //!
 //! Resolving fills in the request's text and leaves `extensions.persistedQuery` in
 //! place, so it can run twice: the HTTP transport resolves a request early, to see its
-//! operation's type, and the schema's extension resolves every request (batches and
-//! WebSocket subscriptions included) on its way to execution. A resolved document then
+//! operation's type, and the schema's request pipeline (`pipeline.rs`) resolves every
+//! request (batches and WebSocket subscriptions included) on its way to execution. A resolved document then
 //! goes through the document limits (`limits.rs`) like any other.
 
 use std::collections::HashMap;
@@ -28,10 +28,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::Context as _;
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextPrepareRequest, NextValidation,
-};
-use async_graphql::{Request, ServerError, ServerResult, ValidationResult};
+use async_graphql::{Request, ServerResult};
 use sha2::{Digest, Sha256};
 
 /// The request extension that carries the hash (Apollo's APQ protocol).
@@ -268,47 +265,39 @@ fn sha256_hex(text: &str) -> String {
 
 use super::error::request_error as coded;
 
-impl ExtensionFactory for PersistedQueries {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(Resolving {
+impl PersistedQueries {
+    /// The persisted-query step of one request (of the request pipeline, `pipeline.rs`).
+    pub(super) fn for_request(&self) -> Resolving {
+        Resolving {
             queries: self.clone(),
             registration: Mutex::new(None),
-        })
+        }
     }
 }
 
-/// The extension of one request: resolves it, and registers its text once it validated.
-struct Resolving {
+/// The persisted-query step of one request: resolves it, and registers its text once it
+/// validated.
+pub(super) struct Resolving {
     queries: PersistedQueries,
     registration: Mutex<Option<(String, String)>>,
 }
 
-#[async_trait::async_trait]
-impl Extension for Resolving {
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
+impl Resolving {
+    /// The request with its document's text, or the error that refuses it.
+    pub(super) fn prepare(&self, request: Request) -> ServerResult<Request> {
         let (request, hash) = self.queries.resolve(request)?;
         if let Some(hash) = hash {
             *locked(&self.registration) = Some((hash, request.query.clone()));
         }
-        next.run(ctx, request).await
+        Ok(request)
     }
 
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await?;
+    /// The request's document validated: its text is registered (automatic mode).
+    pub(super) fn validated(&self) {
         let registration = locked(&self.registration).take();
         if let Some((hash, text)) = registration {
             self.queries.register(hash, &text);
         }
-        Ok(result)
     }
 }
 
@@ -321,6 +310,8 @@ fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use async_graphql::ServerError;
+
     use super::*;
 
     fn with_hash(query: &str, hash: &str) -> Request {

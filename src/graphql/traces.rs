@@ -1,7 +1,7 @@
 //! Trace spans of GraphQL operations (ADR 0014), exported by `telemetry.rs` when an OTLP
-//! endpoint is configured, and never built otherwise: [`enabled`] is false, the schema
-//! does not register [`OperationSpans`], and the call sites of [`command`] and
-//! [`read_your_writes`] are disabled.
+//! endpoint is configured, and never built otherwise: [`enabled`] is false, the request
+//! pipeline (`pipeline.rs`) has no [`OperationSpan`], and the call sites of [`command`]
+//! and [`read_your_writes`] are disabled.
 //!
 //! One span per query or mutation, over any transport, named as OpenTelemetry's semantic
 //! conventions for GraphQL name it (`mutation PlaceOrder`; `mutation` for an anonymous
@@ -16,15 +16,12 @@
 //! exported when it ends, and a subscription lasts as long as its client wants.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
-use async_graphql::extensions::{
-    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextPrepareRequest,
-    NextRequest, NextValidation,
-};
 use async_graphql::parser::types::{DocumentOperations, ExecutableDocument, OperationType};
-use async_graphql::{Request, Response, ServerError, ServerResult, ValidationResult, Variables};
+use async_graphql::{Response, ServerError, ValidationResult};
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
@@ -76,23 +73,14 @@ pub(crate) async fn read_your_writes(
     caught_up
 }
 
-/// The schema extension that opens one span per operation.
-pub struct OperationSpans;
-
-impl ExtensionFactory for OperationSpans {
-    fn create(&self) -> Arc<dyn Extension> {
-        Arc::new(OperationSpan::default())
-    }
-}
-
+/// The span of one request's operation: the trace step of the request pipeline
+/// (`pipeline.rs`), which has one only when spans are exported ([`enabled`]).
 #[derive(Default)]
-struct OperationSpan {
+pub(super) struct OperationSpan {
     /// The span of this request's operation, once opened.
     span: Mutex<Option<tracing::Span>>,
     /// Whether the span wraps the whole request (HTTP), not only the execution.
-    whole_request: std::sync::atomic::AtomicBool,
-    /// The request's `operationName`.
-    requested_name: Mutex<Option<String>>,
+    whole_request: AtomicBool,
 }
 
 impl OperationSpan {
@@ -119,6 +107,10 @@ impl OperationSpan {
             .clone()
     }
 
+    fn set_span(&self, span: tracing::Span) {
+        *self.span.lock().unwrap_or_else(PoisonError::into_inner) = Some(span);
+    }
+
     /// The response's outcome on the span: an error's code as `error.type`.
     fn finish(span: &tracing::Span, response: &Response) {
         if let Some(error) = response.errors.first() {
@@ -129,68 +121,39 @@ impl OperationSpan {
             );
         }
     }
-}
 
-#[async_trait::async_trait]
-impl Extension for OperationSpan {
     /// A request over HTTP: the span covers parsing and validation too.
-    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+    pub(super) async fn request(&self, request: impl Future<Output = Response>) -> Response {
         let span = Self::open();
-        *self.span.lock().unwrap_or_else(PoisonError::into_inner) = Some(span.clone());
-        self.whole_request
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        let response = next.run(ctx).instrument(span.clone()).await;
+        self.set_span(span.clone());
+        self.whole_request.store(true, Ordering::Relaxed);
+        let response = request.instrument(span.clone()).await;
         Self::finish(&span, &response);
         response
     }
 
-    async fn prepare_request(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        request: Request,
-        next: NextPrepareRequest<'_>,
-    ) -> ServerResult<Request> {
-        *self
-            .requested_name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = request.operation_name.clone();
-        next.run(ctx, request).await
-    }
-
-    /// Names the span once the operation is known; over a WebSocket (no `request`), opens
-    /// it, unless the operation is a subscription.
-    async fn parse_query(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        query: &str,
-        variables: &Variables,
-        next: NextParseQuery<'_>,
-    ) -> ServerResult<ExecutableDocument> {
-        let document = next.run(ctx, query, variables).await?;
-        let requested = self
-            .requested_name
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
-        let Some((ty, name)) = operation(&document, requested) else {
-            return Ok(document);
+    /// Names the span once the operation is known ([`operation`]); over a WebSocket (no
+    /// `request`), opens it, unless the operation is a subscription.
+    pub(super) fn parsed(&self, operation: Option<&Operation>) {
+        let Some((ty, name)) = operation else {
+            return;
         };
         let span = match self.span() {
             Some(span) => span,
-            None if ty == "subscription" => return Ok(document),
+            None if *ty == "subscription" => return,
             None => {
                 let span = Self::open();
-                *self.span.lock().unwrap_or_else(PoisonError::into_inner) = Some(span.clone());
+                self.set_span(span.clone());
                 span
             }
         };
-        span.record("graphql.operation.type", ty);
-        let span_name = match &name {
+        span.record("graphql.operation.type", *ty);
+        let span_name = match name {
             Some(name) => {
                 span.record("graphql.operation.name", name.as_str());
                 format!("{ty} {name}")
             }
-            None => ty.to_owned(),
+            None => (*ty).to_owned(),
         };
         // Through OpenTelemetry's API: the span has started (entered, over HTTP), and
         // tracing-opentelemetry applies a recorded `otel.name` only before that.
@@ -199,46 +162,33 @@ impl Extension for OperationSpan {
             use tracing_opentelemetry::OpenTelemetrySpanExt as _;
             span.context().span().update_name(span_name);
         }
-        Ok(document)
     }
 
     /// A document that does not validate: the span says so (over a WebSocket, nothing
     /// executes after it, and `request` does not run).
-    async fn validation(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        next: NextValidation<'_>,
-    ) -> Result<ValidationResult, Vec<ServerError>> {
-        let result = next.run(ctx).await;
-        if let (Err(errors), Some(span)) = (&result, self.span()) {
+    pub(super) fn validated(&self, result: &Result<ValidationResult, Vec<ServerError>>) {
+        if let (Err(errors), Some(span)) = (result, self.span()) {
             Self::finish(&span, &Response::from_errors(errors.clone()));
         }
-        result
     }
 
     /// Over a WebSocket, the span of the operation covers its execution.
-    async fn execute(
-        &self,
-        ctx: &ExtensionContext<'_>,
-        operation_name: Option<&str>,
-        next: NextExecute<'_>,
-    ) -> Response {
-        let span = self.span();
-        match span {
-            Some(span)
-                if !self
-                    .whole_request
-                    .load(std::sync::atomic::Ordering::Relaxed) =>
-            {
-                let response = next.run(ctx, operation_name).instrument(span.clone()).await;
+    pub(super) async fn execute(&self, execution: impl Future<Output = Response>) -> Response {
+        match self.span() {
+            Some(span) if !self.whole_request.load(Ordering::Relaxed) => {
+                let response = execution.instrument(span.clone()).await;
                 Self::finish(&span, &response);
                 response
             }
             // Over HTTP, `request` is already in the span.
-            _ => next.run(ctx, operation_name).await,
+            _ => execution.await,
         }
     }
 }
+
+/// An operation's type (`query`, `mutation`, `subscription`) and name (`None` for an
+/// anonymous one).
+pub(crate) type Operation = (&'static str, Option<String>);
 
 /// The operation `document` runs, given the request's `operationName`: its type
 /// (`query`, `mutation`, `subscription`) and its name (`None` for an anonymous one).
@@ -247,7 +197,7 @@ impl Extension for OperationSpan {
 pub(crate) fn operation(
     document: &ExecutableDocument,
     requested: Option<String>,
-) -> Option<(&'static str, Option<String>)> {
+) -> Option<Operation> {
     let (ty, name) = match (&document.operations, requested) {
         // An anonymous operation.
         (DocumentOperations::Single(op), _) => (op.node.ty, None),

@@ -237,19 +237,16 @@ const FTS5_FEW: u64 = 2_000;
 
 /// How many rows SQLite's search index finds for `search`, counted up to `FTS5_FEW`.
 async fn fts5_candidates<C: ConnectionTrait>(db: &C, search: &str) -> Result<u64, DbErr> {
-    let row = db
-        .query_one_raw(Statement::from_sql_and_values(
-            DbBackend::Sqlite,
-            format!(
-                "SELECT count(*) AS n FROM (SELECT 1 FROM catalog_search \
-                 WHERE catalog_search MATCH ? LIMIT {FTS5_FEW})"
-            ),
-            [fts5_phrase(search).into()],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "n"))
-        .transpose()?
+    let count = Statement::from_sql_and_values(
+        DbBackend::Sqlite,
+        format!(
+            "SELECT count(*) AS n FROM (SELECT 1 FROM catalog_search \
+             WHERE catalog_search MATCH ? LIMIT {FTS5_FEW})"
+        ),
+        [fts5_phrase(search).into()],
+    );
+    Ok(crate::db::scalar::<i64>(db, count, "n")
+        .await?
         .map_or(0, |n| u64::try_from(n).unwrap_or(0)))
 }
 

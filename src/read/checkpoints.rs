@@ -118,22 +118,19 @@ pub async fn lock<C: ConnectionTrait>(txn: &C, name: &str, hold: Hold) -> Result
         (sea_orm::DbBackend::Postgres, Hold::Share) => " FOR SHARE",
         _ => "",
     };
-    let row = txn
-        .query_one_raw(sea_orm::Statement::from_sql_and_values(
-            backend,
-            format!(
-                "SELECT position FROM projection_checkpoints WHERE name = {}{suffix}",
-                match backend {
-                    sea_orm::DbBackend::Postgres => "$1",
-                    _ => "?",
-                }
-            ),
-            [name.into()],
-        ))
-        .await?;
-    Ok(row
-        .map(|r| r.try_get::<i64>("", "position"))
-        .transpose()?
+    let position = sea_orm::Statement::from_sql_and_values(
+        backend,
+        format!(
+            "SELECT position FROM projection_checkpoints WHERE name = {}{suffix}",
+            match backend {
+                sea_orm::DbBackend::Postgres => "$1",
+                _ => "?",
+            }
+        ),
+        [name.into()],
+    );
+    Ok(crate::db::scalar::<i64>(txn, position, "position")
+        .await?
         .unwrap_or(0))
 }
 

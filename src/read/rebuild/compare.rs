@@ -210,11 +210,9 @@ impl LiveSide {
                 .collect::<Result<Vec<_>, _>>()
         };
         let scalar = |sql: String| async move {
-            txn.query_one_raw(Statement::from_string(backend, sql))
-                .await?
-                .map(|r| r.try_get::<i64>("", "n"))
-                .transpose()
-                .map(|n| n.unwrap_or(0) as u64)
+            let count = Statement::from_string(backend, sql);
+            let n = crate::db::scalar::<i64>(txn, count, "n").await?;
+            Ok::<_, DbErr>(n.unwrap_or(0) as u64)
         };
         let rows = scalar(format!(
             "SELECT COUNT(*) AS n FROM {}",

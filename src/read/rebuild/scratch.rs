@@ -25,14 +25,10 @@ impl Scratch {
         match live.get_database_backend() {
             DbBackend::Postgres => {
                 let schema = format!("rebuild_{}_{tag}", projection.name());
-                let live_schema = live
-                    .query_one_raw(Statement::from_string(
-                        DbBackend::Postgres,
-                        "SELECT current_schema() AS s",
-                    ))
+                let current =
+                    Statement::from_string(DbBackend::Postgres, "SELECT current_schema() AS s");
+                let live_schema = crate::db::scalar::<String>(live, current, "s")
                     .await?
-                    .map(|r| r.try_get::<String>("", "s"))
-                    .transpose()?
                     .unwrap_or_else(|| "public".to_owned());
                 live.execute_unprepared(&format!("CREATE SCHEMA {}", quote(&schema)))
                     .await?;
