@@ -1,7 +1,7 @@
 //! Changes reach every replica (PostgreSQL; ADR 0013, docs/adr/0013-doorbells.md).
 //!
 //! Every replica serves every subscription, but one process folds a view. The folding
-//! projector rings a small **doorbell** inside its fold transaction ([`ring`]:
+//! projector rings a small **doorbell** inside its fold transaction ([`Folded::ring`]:
 //! `pg_notify('og_view', {"p", "from", "upto", "h", "n"})`), which PostgreSQL delivers at
 //! commit, in commit order, and never for a rollback. Each replica runs one
 //! [`Doorbells`] listener on a connection of its own, and keeps how far it has read each
@@ -126,60 +126,53 @@ async fn send<C: ConnectionTrait>(
     db.execute_raw(statement).await.map(|_| ())
 }
 
-/// Rings the doorbell of a fold, inside the fold's transaction (delivered at its commit,
-/// never for a rollback): `projection` folded `(from, upto]`, the safe horizon was
-/// `horizon`, and the fold announced `changes` changes. Nothing on SQLite.
-///
-/// Only projectors ring, never a command's transaction: NOTIFY serializes the commits of
-/// every notifying transaction of the database.
-pub async fn ring<C: ConnectionTrait>(
-    txn: &C,
-    projection: &str,
-    from: i64,
-    upto: i64,
-    horizon: i64,
-    changes: usize,
-) -> Result<(), DbErr> {
-    if txn.get_database_backend() != DbBackend::Postgres {
-        return Ok(());
-    }
-    let payload = fold_bell(projection, from, upto, horizon, changes)?;
-    notify(txn, VIEW_CHANNEL, &payload).await
+/// What a fold's doorbell says: `projection` folded `(from, upto]`, the safe horizon was
+/// `horizon`, and the fold announced `changes` changes.
+pub struct Folded<'a> {
+    pub projection: &'a str,
+    pub from: i64,
+    pub upto: i64,
+    pub horizon: i64,
+    pub changes: usize,
 }
 
-/// [`ring`] for a fold that wrote nothing, so has no transaction to ring in (a page of
-/// events a view only announces): in a statement of its own. Nothing on SQLite.
-pub async fn ring_now(
-    db: &DatabaseConnection,
-    projection: &str,
-    from: i64,
-    upto: i64,
-    horizon: i64,
-    changes: usize,
-) -> Result<(), DbErr> {
-    if db.get_database_backend() != DbBackend::Postgres {
-        return Ok(());
+impl Folded<'_> {
+    /// Rings the doorbell inside the fold's transaction (delivered at its commit, never
+    /// for a rollback). Nothing on SQLite.
+    ///
+    /// Only projectors ring, never a command's transaction: NOTIFY serializes the commits
+    /// of every notifying transaction of the database.
+    pub async fn ring<C: ConnectionTrait>(&self, txn: &C) -> Result<(), DbErr> {
+        match self.payload(txn)? {
+            Some(payload) => notify(txn, VIEW_CHANNEL, &payload).await,
+            None => Ok(()),
+        }
     }
-    let payload = fold_bell(projection, from, upto, horizon, changes)?;
-    notify_now(db, VIEW_CHANNEL, &payload).await
-}
 
-/// The payload of a fold's doorbell.
-fn fold_bell(
-    projection: &str,
-    from: i64,
-    upto: i64,
-    horizon: i64,
-    changes: usize,
-) -> Result<String, DbErr> {
-    let bell = Bell {
-        p: Some(projection.to_owned()),
-        from: Some(from),
-        upto: Some(upto),
-        h: horizon.max(upto),
-        n: Some(changes as u64),
-    };
-    serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))
+    /// [`ring`](Self::ring) for a fold that wrote nothing, so has no transaction to ring
+    /// in (a page of events a view only announces): in a statement of its own.
+    pub async fn ring_now(&self, db: &DatabaseConnection) -> Result<(), DbErr> {
+        match self.payload(db)? {
+            Some(payload) => notify_now(db, VIEW_CHANNEL, &payload).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The payload, on PostgreSQL.
+    fn payload<C: ConnectionTrait>(&self, db: &C) -> Result<Option<String>, DbErr> {
+        if db.get_database_backend() != DbBackend::Postgres {
+            return Ok(None);
+        }
+        let bell = Bell {
+            p: Some(self.projection.to_owned()),
+            from: Some(self.from),
+            upto: Some(self.upto),
+            h: self.horizon.max(self.upto),
+            n: Some(self.changes as u64),
+        };
+        let payload = serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))?;
+        Ok(Some(payload))
+    }
 }
 
 /// Records, inside a rebuild's swap transaction, which keys of `projection` the swap

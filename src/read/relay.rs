@@ -23,6 +23,7 @@ use super::Projection;
 use super::bus::{Change, ChangeBus};
 use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
+use super::doorbell::Folded;
 use crate::cluster::{Fence, Fenced};
 use crate::entity::events;
 use crate::log::source::EventSource;
@@ -329,8 +330,14 @@ impl Relay {
                 return Err(fenced(why));
             }
             let horizon = *self.horizon.borrow();
-            super::doorbell::ring(&txn, projection.name(), from, upto, horizon, changes.len())
-                .await?;
+            let folded = Folded {
+                projection: projection.name(),
+                from,
+                upto,
+                horizon,
+                changes: changes.len(),
+            };
+            folded.ring(&txn).await?;
             txn.commit().await?;
             changes
         };
@@ -362,7 +369,14 @@ impl Relay {
         let name = projection.name();
         fence.check().map_err(fenced)?;
         let horizon = *self.horizon.borrow();
-        super::doorbell::ring_now(&self.db, name, from, upto, horizon, 1).await?;
+        let folded = Folded {
+            projection: name,
+            from,
+            upto,
+            horizon,
+            changes: 1,
+        };
+        folded.ring_now(&self.db).await?;
         self.checkpoints.advance(name, upto);
         self.metrics.projection_at(name, upto);
         self.statuses.advanced(name);
