@@ -183,6 +183,7 @@ impl Core {
         let (horizon_tx, relay_horizon) = watch::channel(0);
         let wakeup = write::Wakeup::default();
         let live = read::live::LiveViews::new(&views, buffer, metrics.clone());
+        let cluster = Arc::new(cluster::member::ClusterState::default());
         // One process on SQLite: the relay publishes in process. On PostgreSQL every
         // replica, this one too, takes changes from the doorbells (ADR 0013).
         let (bus, doorbells): (Arc<dyn ChangeBus>, _) =
@@ -195,6 +196,7 @@ impl Core {
                     live.clone(),
                     checkpoints.clone(),
                     wakeup.clone(),
+                    cluster.clone(),
                 )
                 .await?;
                 (bus, Some(doorbells))
@@ -229,7 +231,7 @@ impl Core {
                 .node_id
                 .clone()
                 .unwrap_or_else(cluster::NodeId::generate),
-            cluster: Arc::new(cluster::member::ClusterState::default()),
+            cluster,
             saga_partitions,
             broker,
             publisher: Arc::default(),
@@ -689,8 +691,13 @@ impl Application {
             });
             let (db, wakeup) = (core.db.clone(), core.wakeup.clone());
             supervisor.spawn("writer-hints", move |up, stopped| {
-                let run =
-                    read::doorbell::send_hints(db.clone(), uuid::Uuid::new_v4(), wakeup.clone());
+                // The write side's replicas are not in this one's cluster: always hint.
+                let run = read::doorbell::send_hints(
+                    db.clone(),
+                    uuid::Uuid::new_v4(),
+                    wakeup.clone(),
+                    || true,
+                );
                 let stop = stopped.wait();
                 async move {
                     up.ready();

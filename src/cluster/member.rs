@@ -70,11 +70,24 @@ pub struct Seen {
     pub fenced: bool,
     /// When the last look succeeded.
     pub at: Option<DateTime<Utc>>,
+    /// How many other replicas were alive at the last look; `None` when not known (not
+    /// looked yet, or the lease is lost).
+    pub others_alive: Option<usize>,
 }
 
 impl ClusterState {
     pub fn seen(&self) -> Seen {
         self.inner.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Whether the last look found no other replica alive: then nobody needs this one's
+    /// writer hints (ADR 0013).
+    pub fn alone(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .others_alive
+            == Some(0)
     }
 
     fn update(&self, f: impl FnOnce(&mut Seen)) {
@@ -389,6 +402,12 @@ impl Member {
                 .collect();
             (self.coverage)(&unheld);
             self.publish(&held, &unheld, clock.age(Instant::now()), false);
+            let others = snapshot
+                .nodes
+                .iter()
+                .filter(|n| n.alive && n.id != self.node.as_str())
+                .count();
+            self.state.update(|seen| seen.others_alive = Some(others));
             up.ready();
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break End::Stopped,
@@ -503,6 +522,9 @@ impl Member {
             fenced,
         );
         self.state.update(|seen| {
+            if fenced {
+                seen.others_alive = None;
+            }
             seen.held = held.iter().map(|(u, h)| (u.name(), h.since)).collect();
             seen.unheld = unheld.to_vec();
             seen.lease_age = lease_age;

@@ -51,6 +51,7 @@ use super::bus::DoorbellBus;
 use super::checkpoints::{self, Checkpoints};
 use super::live::LiveViews;
 use super::rebuild::Changed;
+use crate::cluster::member::ClusterState;
 use crate::supervise::TaskHealth;
 use crate::write::Wakeup;
 
@@ -242,6 +243,8 @@ pub struct Doorbells {
     hub: Arc<LiveViews>,
     checkpoints: Arc<Checkpoints>,
     wakeup: Wakeup,
+    /// Who else is alive: a replica alone sends no writer hints.
+    cluster: Arc<ClusterState>,
     /// The highest safe horizon known here: this replica's relay's, or a doorbell's.
     horizon: watch::Sender<i64>,
     seen: Mutex<Seen>,
@@ -266,6 +269,7 @@ impl Doorbells {
         hub: Arc<LiveViews>,
         checkpoints: Arc<Checkpoints>,
         wakeup: Wakeup,
+        cluster: Arc<ClusterState>,
     ) -> Result<Arc<Self>, DbErr> {
         let notice = db
             .query_one_raw(Statement::from_string(
@@ -289,6 +293,7 @@ impl Doorbells {
             hub,
             checkpoints,
             wakeup,
+            cluster,
             horizon: watch::Sender::new(0),
             seen: Mutex::new(Seen {
                 views,
@@ -327,10 +332,12 @@ impl Doorbells {
         let listener = self.listen().await?;
         let (tx, mut heard) = mpsc::channel(1024);
         let _reader = AbortOnDrop(tokio::spawn(read_notifications(listener, tx)));
+        let cluster = self.cluster.clone();
         let _hints = AbortOnDrop(tokio::spawn(send_hints(
             self.db.clone(),
             self.node,
             self.wakeup.clone(),
+            move || !cluster.alone(),
         )));
         // Listening: everything committed before is in the tables.
         self.resync().await?;
@@ -619,7 +626,12 @@ impl<'a> Hint<'a> {
 /// [`HINT_EVERY`], each its own statement, never inside a command's transaction. It says
 /// whether the saga reads any of the events since the last hint, so that a stock change
 /// does not wake every saga partition of every replica.
-pub async fn send_hints(db: DatabaseConnection, node: Uuid, wakeup: crate::write::Wakeup) {
+pub async fn send_hints(
+    db: DatabaseConnection,
+    node: Uuid,
+    wakeup: crate::write::Wakeup,
+    anyone_listens: impl Fn() -> bool,
+) {
     let (mut commits, mut saga_commits) = (wakeup.commits(), wakeup.saga_commits());
     let node = node.simple().to_string();
     while commits.changed().await.is_ok() {
@@ -628,6 +640,12 @@ pub async fn send_hints(db: DatabaseConnection, node: Uuid, wakeup: crate::write
         // is seen here.
         let saga = saga_commits.has_changed().unwrap_or(true);
         saga_commits.borrow_and_update();
+        if !anyone_listens() {
+            // Alone at the last look: the commit woke this replica's own readers
+            // already, and a replica that starts is heard of within a look (its units
+            // poll until then).
+            continue;
+        }
         let payload = Hint { node: &node, saga }.payload();
         if let Err(e) = notify_now(&db, WAKE_CHANNEL, &payload).await {
             // Only an optimisation: the other replicas poll.

@@ -156,6 +156,63 @@ async fn a_dashboard_subscriber_on_another_replica_sees_low_stock_move_with_a_st
     }
 }
 
+/// Writes through `app` (one stock change after another), then whether a writer hint was
+/// heard within `quiet`.
+async fn hinted_after_writes(
+    app: &TestApp,
+    id: &str,
+    listener: &mut sea_orm::sqlx::postgres::PgListener,
+    quiet: std::time::Duration,
+) -> bool {
+    let admin = app.as_admin();
+    for _ in 0..5 {
+        data(&admin.adjust_stock(id, 1).await);
+    }
+    let mut heard = false;
+    while let Ok(note) = tokio::time::timeout(quiet, listener.recv()).await {
+        note.expect("the listener's connection stays up");
+        heard = true;
+    }
+    heard
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_alone_sends_no_writer_hints_and_starts_when_another_joins() {
+    if !on_postgres() {
+        return;
+    }
+    use std::time::Duration;
+    // Arrange: one replica, a product, and a listener on the hints' channel.
+    let a = spawn_app().await;
+    let product = a.as_admin().create_product("HINT-1", "1.00", 0).await;
+    let id = str_of(&product["id"]).to_owned();
+    let mut listener = sea_orm::sqlx::postgres::PgListener::connect(a.database_url())
+        .await
+        .expect("a listener");
+    listener.listen("og_wake").await.expect("listening");
+    let quiet = Duration::from_millis(300);
+
+    // Act and assert: writes through the only replica are not hinted (once it has looked
+    // at the cluster, which it does before it is ready, and every heartbeat).
+    let started = Instant::now();
+    while hinted_after_writes(&a, &id, &mut listener, quiet).await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a replica alone still hints its writes after 10 s"
+        );
+    }
+
+    // A second replica joins: once the first has seen it, its writes are hinted again.
+    let _b = a.replica().await;
+    let joined = Instant::now();
+    while !hinted_after_writes(&a, &id, &mut listener, quiet).await {
+        assert!(
+            joined.elapsed() < Duration::from_secs(10),
+            "no hint 10 s after another replica joined"
+        );
+    }
+}
+
 /// Products, stock, a cart and checkouts (and the saga's events that follow them)
 /// through `app`, as shopper `n`.
 async fn mixed_load(app: &TestApp, n: usize) {
