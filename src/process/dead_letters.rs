@@ -212,33 +212,36 @@ impl DeadLetters {
     }
 
     /// How many orders are retrying and parked (in every partition), and the earliest
-    /// retry to come of `partition`'s orders.
+    /// retry to come of `partition`'s orders: one grouped statement (the saga asks at
+    /// every tick of every partition).
     pub async fn summary(&self, partition: Partition) -> Result<Summary, DbErr> {
-        let count = |status: Status| {
-            Entity::find()
-                .filter(Column::Status.eq(status.as_str()))
-                .count(&self.db)
+        let mine = match partition.count {
+            0 | 1 => "TRUE".to_owned(),
+            count => format!("{} % {count} = {}", Partition::SQL_KEY, partition.index),
         };
-        let retrying = count(Status::Retrying).await?;
-        if retrying == 0 {
-            // The common case (the saga asks at every tick): no retry pending.
-            return Ok(Summary {
-                retrying: 0,
-                parked: i64::try_from(count(Status::Parked).await?).unwrap_or(i64::MAX),
-                next_due: None,
-            });
+        let rows: Vec<(String, i64, Option<DateTime<Utc>>)> = Entity::find()
+            .select_only()
+            .column(Column::Status)
+            .column_as(Expr::col(Column::OrderId).count(), "n")
+            .column_as(
+                Expr::cust(format!("MIN(CASE WHEN {mine} THEN next_attempt_at END)")),
+                "next_due",
+            )
+            .group_by(Column::Status)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
+        let mut summary = Summary::default();
+        for (status, n, next_due) in rows {
+            match Status::parse_stored(&status).map_err(|e| DbErr::Custom(e.to_string()))? {
+                Status::Retrying => {
+                    summary.retrying = n;
+                    summary.next_due = next_due;
+                }
+                Status::Parked => summary.parked = n,
+            }
         }
-        let next_due = in_partition(Entity::find(), partition)
-            .filter(Column::Status.eq(Status::Retrying.as_str()))
-            .order_by_asc(Column::NextAttemptAt)
-            .one(&self.db)
-            .await?
-            .and_then(|m| m.next_attempt_at);
-        Ok(Summary {
-            retrying: i64::try_from(retrying).unwrap_or(i64::MAX),
-            parked: i64::try_from(count(Status::Parked).await?).unwrap_or(i64::MAX),
-            next_due,
-        })
+        Ok(summary)
     }
 
     /// Parked orders after the cursor `after` (a position), by the position of the event

@@ -57,6 +57,11 @@ use crate::write::event_store::{self, EventMetadata, FoldError};
 use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
 use crate::write::{CommandContext, WriteGate, Writer, begin_write};
 
+/// How often a partition reads its dead letters when nothing it knows of changed them:
+/// what an admin changed through another replica, and the `saga_dead_letters` figures.
+/// Every partition of every replica reads them (two statements), so not at every poll.
+const DEAD_LETTERS_POLL: Duration = Duration::from_secs(1);
+
 /// Persisted name of the saga's checkpoint before it was partitioned; each partition's
 /// checkpoint is named after it ([`checkpoint_name`]) and seeded from it.
 pub const NAME: &str = "order-saga";
@@ -433,7 +438,8 @@ impl OrderSaga {
 
     /// Handles the new events, then the retries that are due; returns when the next
     /// retry is due. The dead letters are read again only when this partition handled an
-    /// order, a retry falls due, the admin changed one, or a poll interval has passed:
+    /// order, a retry falls due, the admin changed one here, or [`DEAD_LETTERS_POLL`]
+    /// has passed (an admin's change through another replica):
     /// a commit of any other kind (a stock change) wakes every partition, and must not
     /// cost each of them three queries.
     async fn tick(
@@ -445,9 +451,9 @@ impl OrderSaga {
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
         let handled = self.follow_log(part, checkpoint, shutdown).await?;
         let changes = self.dead_letters.changes();
-        let stale = dead
-            .read_at
-            .is_none_or(|at| at.elapsed() >= self.poll || changes != dead.changes);
+        let stale = dead.read_at.is_none_or(|at| {
+            at.elapsed() >= self.poll.max(DEAD_LETTERS_POLL) || changes != dead.changes
+        });
         if handled || stale || dead.next_due.is_some_and(|due| due <= Utc::now()) {
             dead.changes = changes;
             self.retry_due(part, shutdown).await?;
