@@ -134,6 +134,49 @@ pub async fn lock<C: ConnectionTrait>(txn: &C, name: &str, hold: Hold) -> Result
         .unwrap_or(0))
 }
 
+/// The first statement of a fold that writes a projection's view from `from` up to
+/// `upto`: moves the stored checkpoint to `upto` unless it is past `from` already, and
+/// holds its row until the transaction ends, as [`lock`] does (on PostgreSQL the UPDATE
+/// waits for another holder and re-reads the row it committed). One round trip where
+/// `lock` before the fold and `store` after it took two; a rollback undoes it with the
+/// view. `Some(stored)` when the view was past `from` already (someone else folded these
+/// events): nothing was moved, and the caller rolls back.
+pub async fn claim<C: ConnectionTrait>(
+    txn: &C,
+    name: &str,
+    from: i64,
+    upto: i64,
+) -> Result<Option<i64>, DbErr> {
+    let backend = txn.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "UPDATE projection_checkpoints SET position = $1, updated_at = $2, \
+             failed_position = NULL, error = NULL \
+             WHERE name = $3 AND position <= $4 RETURNING position"
+        }
+        _ => {
+            "UPDATE projection_checkpoints SET position = ?, updated_at = ?, \
+             failed_position = NULL, error = NULL \
+             WHERE name = ? AND position <= ? RETURNING position"
+        }
+    };
+    let moved = sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql,
+        [upto.into(), Utc::now().into(), name.into(), from.into()],
+    );
+    if txn.query_one_raw(moved).await?.is_some() {
+        return Ok(None);
+    }
+    // Past `from`, or no row yet (`ensure` makes them; a row deleted by hand).
+    let stored = lock(txn, name, Hold::Update).await?;
+    if stored > from {
+        return Ok(Some(stored));
+    }
+    store(txn, name, upto).await?;
+    Ok(None)
+}
+
 /// Persists a checkpoint inside the projection's transaction.
 pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
     use projection_checkpoints::Column;

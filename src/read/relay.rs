@@ -21,7 +21,6 @@ use tokio::sync::watch;
 
 use super::Projection;
 use super::bus::{Change, ChangeBus};
-use super::checkpoints::Hold;
 use super::checkpoints::{self, Checkpoints};
 use super::doorbell::Folded;
 use crate::cluster::{Fence, Fenced};
@@ -314,15 +313,14 @@ impl Relay {
             // A rebuild (or another replica) may have moved the checkpoint past where this
             // batch starts since we read it: then those events are in the view already.
             // Compared with `from`, not with the shared checkpoints, which doorbells move.
-            let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
-            if stored > from {
+            // The checkpoint moves first, holding its row while the view is written.
+            if let Some(stored) = checkpoints::claim(&txn, projection.name(), from, upto).await? {
                 txn.rollback().await?;
                 self.checkpoints.advance(projection.name(), stored);
                 self.metrics.projection_at(projection.name(), stored);
                 return Ok(false);
             }
             let changes = projection.apply(&txn, events).await?;
-            checkpoints::store(&txn, projection.name(), upto).await?;
             // The unit may have been lost while we folded: then another replica may fold
             // the same events, and only one of us may commit.
             if let Err(why) = fence.check() {
