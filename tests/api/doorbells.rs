@@ -119,15 +119,15 @@ async fn a_dashboard_subscriber_on_another_replica_sees_low_stock_move_with_a_st
         subscribers.push(ws);
     }
 
-    // Act: stock changes alone (the dashboard writes no row for them, only announces),
-    // through A: down to 2, then to 1.
-    let down = admin.adjust_stock(&id, -8).await;
-    let again = admin.adjust_stock(&id, -1).await;
-
-    // Assert: both subscribers see each low stock at the mutation's position.
-    for ws in &mut subscribers {
-        for (resp, stock) in [(&down, 2), (&again, 1)] {
-            let at = pos(&data(resp)["adjustStock"]["position"]);
+    // Act and assert: stock changes alone (the dashboard writes no row for them, only
+    // announces), through A: down to 2, then to 1. Each time, both subscribers see the
+    // low stock at the mutation's position. (One change at a time: `lowStock` is read
+    // from the catalog when a frame is sent, so a frame of the first change sent after
+    // the second was folded would already show the second's stock.)
+    for (delta, stock) in [(-8, 2), (-1, 1)] {
+        let resp = admin.adjust_stock(&id, delta).await;
+        let at = pos(&data(&resp)["adjustStock"]["position"]);
+        for ws in &mut subscribers {
             let seen = ws
                 .next_until("d", "dashboardUpdated", |d| pos(&d["position"]) >= at)
                 .await;
