@@ -108,7 +108,7 @@ struct Core {
     relay_horizon: watch::Receiver<i64>,
     /// The write database's safe horizon, read once for all of this process's readers of
     /// the log (projectors, saga partitions, publisher).
-    log_horizon: Arc<log::horizon::SharedHorizon>,
+    log: Arc<log::shared::SharedLog>,
     /// The saga's failed orders, one value for the saga and the admin API (which tells
     /// the saga of its changes through it).
     dead_letters: process::dead_letters::DeadLetters,
@@ -237,7 +237,7 @@ impl Core {
             publisher: Arc::default(),
             _sqlite_lock: sqlite_lock,
             relay_horizon,
-            log_horizon: Arc::new(log::horizon::SharedHorizon::new(db.clone())),
+            log: Arc::new(log::shared::SharedLog::new(db.clone())),
             dead_letters,
             relay_health: Arc::new(RelayHealth::default()),
             connections: Arc::new(http::ws::Connections::default()),
@@ -272,8 +272,7 @@ impl Core {
         let source: Arc<dyn log::source::EventSource> = match &self.bus_source {
             Some(bus) => bus.clone(),
             None => Arc::new(log::source::LogSource {
-                db: self.db.clone(),
-                horizon: self.log_horizon.clone(),
+                log: self.log.clone(),
             }),
         };
         Relay {
@@ -364,7 +363,7 @@ impl Core {
             db: self.db.clone(),
             settings: self.broker.clone()?,
             node: self.node.to_string(),
-            horizon: self.log_horizon.clone(),
+            log: self.log.clone(),
             wakeup: self.wakeup.subscribe(),
             poll: self.settings.relay_poll(),
             status: self.publisher.clone(),
@@ -464,7 +463,7 @@ impl Core {
             dead_letters: self.dead_letters(),
             retry: self.settings.saga_retry(),
             metrics: self.metrics.clone(),
-            horizon: self.log_horizon.clone(),
+            log: self.log.clone(),
             wakeup: self.wakeup.subscribe_saga(),
             poll: self.settings.relay_poll(),
             fault,
@@ -674,11 +673,11 @@ impl Application {
                 .run(changes, restarted, db.clone(), up, stopped.wait());
             async move { run.await.map_err(Failure::Restart) }
         });
-        let (feed, db, horizon) = (core.feed.clone(), core.db.clone(), core.horizon.clone());
+        let (feed, log, horizon) = (core.feed.clone(), core.log.clone(), core.horizon.clone());
         supervisor.spawn("event-feed", move |up, stopped| {
             let run = feed
                 .clone()
-                .run(db.clone(), horizon.clone(), up, stopped.wait());
+                .run(log.clone(), horizon.clone(), up, stopped.wait());
             async move { run.await.map_err(Failure::restart) }
         });
         if let Some(source) = core.bus_source.clone() {

@@ -33,8 +33,8 @@ use super::wire::{self, Published};
 use super::{BrokerSettings, connect, ensure_stream};
 use crate::cluster::Fence;
 use crate::entity::events;
-use crate::log::horizon::SharedHorizon;
 use crate::log::reader::Span;
+use crate::log::shared::SharedLog;
 use crate::metrics::Metrics;
 use crate::supervise::Failure;
 
@@ -98,8 +98,9 @@ pub struct Publisher {
     pub settings: BrokerSettings,
     /// This replica's node id: the broker connection's name.
     pub node: String,
-    /// The write database's safe horizon, shared with the process's other readers.
-    pub horizon: Arc<SharedHorizon>,
+    /// The write database's log: its safe horizon and recent events, shared with the
+    /// process's other readers.
+    pub log: Arc<SharedLog>,
     /// Rings after a commit here, or a hint of one elsewhere.
     pub wakeup: watch::Receiver<u64>,
     /// The longest wait between two looks at the log.
@@ -173,7 +174,7 @@ impl Publisher {
             if fence.check().is_err() {
                 return Ok(());
             }
-            let horizon = self.horizon.get(last).await.map_err(transient)?;
+            let horizon = self.log.horizon(last).await.map_err(transient)?;
             self.metrics.bus_lag(horizon - last);
             if horizon <= last {
                 tokio::select! {
@@ -184,8 +185,9 @@ impl Publisher {
                 continue;
             }
             let upto = horizon.min(last.saturating_add(PAGE));
-            let page = Span::new(last, upto)
-                .page(&self.db, PAGE as u64)
+            let page = self
+                .log
+                .page(Span::new(last, upto), PAGE as u64)
                 .await
                 .map_err(transient)?;
             last = self
@@ -205,7 +207,7 @@ impl Publisher {
             return Ok(0);
         }
         // Every published position was final in the log when it was published.
-        let horizon = self.horizon.get(0).await.map_err(transient)?;
+        let horizon = self.log.horizon(0).await.map_err(transient)?;
         if horizon < last {
             return Err(Stop::Diverged(format!(
                 "the stream's last sequence is {last} but the log ends at {horizon}: the \

@@ -23,7 +23,7 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
 }
 
 /// One process's readers of the log — the projectors, the saga's partitions, the
-/// publisher — share their safe-horizon reads: a commit wakes them all at once, and one
+/// publisher — share their safe-horizon reads (through `log::shared::SharedLog`): a commit wakes them all at once, and one
 /// read made after each of them asked answers them all, instead of one read (a scan of
 /// `pg_stat_activity`, and a poll per writer still in flight) per reader per commit.
 ///

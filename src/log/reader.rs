@@ -121,6 +121,16 @@ impl<'a> Span<'a> {
         }
     }
 
+    /// Whether the span's filters take `event` (its position aside): what [`query`]
+    /// selects, for a page cut from events held in memory (`log::shared`).
+    ///
+    /// [`query`]: Self::query
+    pub fn takes(&self, event: &events::Model) -> bool {
+        self.stream_types
+            .is_none_or(|types| types.contains(&event.stream_type.as_str()))
+            && self.wanted.is_none_or(|wanted| Wanted::any(wanted, event))
+    }
+
     fn query(&self) -> Select<events::Entity> {
         let query = events::Entity::find()
             .filter(events::Column::Position.gt(self.after))

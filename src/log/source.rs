@@ -5,10 +5,10 @@
 
 use std::sync::Arc;
 
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::DbErr;
 
-use super::horizon::SharedHorizon;
 use super::reader::{Page, Span, Wanted};
+use super::shared::SharedLog;
 
 /// A readable copy of the log, in position order.
 #[async_trait::async_trait]
@@ -31,17 +31,16 @@ pub trait EventSource: Send + Sync {
     ) -> Result<Page, DbErr>;
 }
 
-/// The log in a database's `events` table, its horizon shared with the process's other
-/// readers.
+/// The log in a database's `events` table, its horizon and its recent events shared with
+/// the process's other readers.
 pub struct LogSource {
-    pub db: DatabaseConnection,
-    pub horizon: Arc<SharedHorizon>,
+    pub log: Arc<SharedLog>,
 }
 
 #[async_trait::async_trait]
 impl EventSource for LogSource {
     async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
-        self.horizon.get(known).await
+        self.log.horizon(known).await
     }
 
     async fn page(
@@ -56,6 +55,6 @@ impl EventSource for LogSource {
         if let Some(wanted) = wanted {
             span = span.wanted(wanted);
         }
-        span.page(&self.db, limit).await
+        self.log.page(span, limit).await
     }
 }

@@ -49,8 +49,8 @@ use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatu
 use crate::domain::{Aggregate, DomainEvent};
 use crate::entity::events;
 use crate::error::AppError;
-use crate::log::horizon::SharedHorizon;
 use crate::log::reader::Span;
+use crate::log::shared::SharedLog;
 use crate::metrics::Metrics;
 use crate::read::checkpoints::{self, Hold};
 use crate::write::event_store::{self, EventMetadata, FoldError};
@@ -360,8 +360,9 @@ pub struct OrderSaga {
     pub dead_letters: DeadLetters,
     pub retry: RetryPolicy,
     pub metrics: Arc<Metrics>,
-    /// The write database's safe horizon, shared with the process's other readers.
-    pub horizon: Arc<SharedHorizon>,
+    /// The write database's log: its safe horizon and recent events, shared with the
+    /// process's other readers.
+    pub log: Arc<SharedLog>,
     pub wakeup: watch::Receiver<u64>,
     pub poll: Duration,
     pub fault: Option<SagaFault>,
@@ -473,13 +474,12 @@ impl OrderSaga {
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
     ) -> Result<bool, SagaError> {
-        let horizon = self.horizon.get(*checkpoint).await?;
+        let horizon = self.log.horizon(*checkpoint).await?;
         let mut handled = false;
         while *checkpoint < horizon {
-            let page = Span::new(*checkpoint, horizon)
-                .of_types(&[Order::STREAM_TYPE, Payment::STREAM_TYPE])
-                .page(&self.db, BATCH)
-                .await?;
+            let span = Span::new(*checkpoint, horizon)
+                .of_types(&[Order::STREAM_TYPE, Payment::STREAM_TYPE]);
+            let page = self.log.page(span, BATCH).await?;
             let (batch, upto) = (page.events, page.read_to);
             for event in &batch {
                 if *shutdown.borrow() {

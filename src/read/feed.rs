@@ -2,7 +2,8 @@
 //! with no gap and no duplicate, from any starting point.
 //!
 //! One tailer per server follows the relay's safe horizon (below which every event is
-//! final), reads each new range of the log once and broadcasts it. It first raises
+//! final), reads each new range of the log once (through the process's shared tail of
+//! the log, which the relay has usually read already) and broadcasts it. It first raises
 //! `published` to the new horizon and only then broadcasts the range, so a subscriber
 //! that subscribes to the broadcast and *then* reads `published` either finds an event in
 //! the table (at or below what it read) or receives it (above). A subscriber reads its
@@ -21,6 +22,7 @@ use super::live::Limits;
 use crate::entity::events;
 use crate::error::{AppError, AppResult};
 use crate::log::reader::Span;
+use crate::log::shared::SharedLog;
 use crate::supervise::TaskHealth;
 
 /// Events read per query, by the tailer and by a subscriber catching up.
@@ -52,20 +54,20 @@ impl EventFeed {
     /// live subscriber), and only then is up.
     pub async fn run(
         self: Arc<Self>,
-        db: DatabaseConnection,
+        log: Arc<SharedLog>,
         mut horizon: watch::Receiver<i64>,
         up: TaskHealth,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), DbErr> {
         tokio::pin!(shutdown);
         let mut cursor = *self.published.borrow();
-        self.broadcast(&db, cursor).await?;
+        self.broadcast(&log, cursor).await?;
         up.ready();
         loop {
             let target = *horizon.borrow_and_update();
             if target > cursor {
                 self.published.send_replace(target);
-                self.broadcast(&db, target).await?;
+                self.broadcast(&log, target).await?;
                 cursor = target;
             }
             tokio::select! {
@@ -78,10 +80,10 @@ impl EventFeed {
     /// Broadcasts what is left up to `to`, a page at a time. Nobody listening: nothing
     /// to broadcast; a subscriber arriving from now on reads `published` ≥ `to`, so the
     /// table serves it up to there.
-    async fn broadcast(&self, db: &DatabaseConnection, to: i64) -> Result<(), DbErr> {
+    async fn broadcast(&self, log: &SharedLog, to: i64) -> Result<(), DbErr> {
         let mut from = self.sent.load(Ordering::Acquire);
         while from < to && self.tx.receiver_count() > 0 {
-            let page = Span::new(from, to).page(db, PAGE).await?;
+            let page = log.page(Span::new(from, to), PAGE).await?;
             from = page.read_to;
             for row in page.events {
                 let _ = self.tx.send(Arc::new(row));
@@ -215,7 +217,7 @@ mod tests {
         let tasks = Arc::new(Tasks::default());
         let (stop, stopping) = watch::channel(false);
         let mut supervisor = Supervisor::new(tasks.clone(), stopping);
-        let (tailer, log) = (feed.clone(), db.clone());
+        let (tailer, log) = (feed.clone(), Arc::new(SharedLog::new(db.clone())));
         supervisor.spawn("event-feed", move |up, stopped| {
             let run = tailer
                 .clone()
