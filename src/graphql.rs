@@ -4,12 +4,13 @@
 //! `http.rs`, not here.
 
 /// Declares an area's mutation root: its struct and its `#[Object]` impl. A command
-/// mutation is written as what sets it apart: its arguments, who may run it (`by`), where
-/// its idempotency key is (`key`: cloned, as the command takes the input) and, as a closure
-/// of the caller and the command context, the command its arguments parse into. It runs
-/// [`mutation`] and answers with the area's payload, read by the function named after the
-/// root. Any other resolver stands among them as an ordinary `async fn`: the order of the
-/// entries is the order of the schema's fields.
+/// mutation is written as what sets it apart: its arguments; who may run it (`by`); where
+/// its idempotency key is (`key in input`: the input object's `idempotency_key` field, which
+/// every command mutation's input has; else `key` and the argument that holds it); and, as
+/// a closure of the caller and the command context, the command its arguments parse into.
+/// It runs [`mutation`] and answers with the area's payload, read by the function named
+/// after the root. Any other resolver stands among them as an ordinary `async fn`: the
+/// order of the entries is the order of the schema's fields.
 ///
 /// A macro because `#[Object]` makes a field only of a resolver function written out in
 /// its impl: a helper function cannot stand in for each one's signature.
@@ -26,6 +27,23 @@ macro_rules! command_mutations {
         impl $root {
             $($resolvers)*
         }
+    };
+    // A command mutation whose key is in its input object: its `idempotency_key` field.
+    (
+        @entries $root:ident, $payload:ty, $read:path, [$($resolvers:tt)*]
+        $(#[$meta:meta])*
+        command $name:ident($($arg:ident: $type:ty),* $(,)?) by $guard:path, key in $input:ident => {
+            $($command:tt)*
+        }
+        $($rest:tt)*
+    ) => {
+        command_mutations!(@entries $root, $payload, $read, [$($resolvers)*]
+            $(#[$meta])*
+            command $name($($arg: $type),*) by $guard, key $input.idempotency_key.clone() => {
+                $($command)*
+            }
+            $($rest)*
+        );
     };
     // A command mutation.
     (
@@ -44,7 +62,7 @@ macro_rules! command_mutations {
                 ctx: &async_graphql::Context<'_>,
                 $($arg: $type),*
             ) -> async_graphql::Result<$payload> {
-                let key = $key.clone();
+                let key = $key;
                 let command = |$caller: &_, $cx: &_| $command;
                 $crate::graphql::mutation(ctx, $guard, key, command, |o| $read(ctx, o)).await
             }

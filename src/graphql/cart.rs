@@ -176,14 +176,12 @@ pub(crate) fn clear(ctx: &CommandContext) -> Envelope<cart::Cart> {
 command_mutations! {
     pub struct CartMutation -> CartPayload, read by cart_payload {
         /// Adds units of a product to the caller's cart (1 to 99 per line, no more than on hand).
-        command add_to_cart(input: CartItemInput) by signed_in, key input.idempotency_key => {
+        command add_to_cart(input: CartItemInput) by signed_in, key in input => {
             |_, cx| input.into_add(cx)
         }
 
         /// Sets the quantity of a line; 0 removes it.
-        command set_cart_item_quantity(
-            input: CartItemInput,
-        ) by signed_in, key input.idempotency_key => {
+        command set_cart_item_quantity(input: CartItemInput) by signed_in, key in input => {
             |_, cx| input.into_set(cx)
         }
 

@@ -367,17 +367,17 @@ async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<Produ
 command_mutations! {
     pub struct CatalogMutation -> ProductPayload, read by product_payload {
         /// Admin: adds a product to the catalog. The SKU must be unique.
-        command create_product(input: CreateProductInput) by admin, key input.idempotency_key => {
+        command create_product(input: CreateProductInput) by admin, key in input => {
             |_, cx| input.into_command(cx)
         }
 
         /// Admin: changes name, description or price; omitted fields stay as they are.
-        command update_product(input: UpdateProductInput) by admin, key input.idempotency_key => {
+        command update_product(input: UpdateProductInput) by admin, key in input => {
             |_, _| input.into_command()
         }
 
         /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
-        command adjust_stock(input: AdjustStockInput) by admin, key input.idempotency_key => {
+        command adjust_stock(input: AdjustStockInput) by admin, key in input => {
             |_, _| input.into_command()
         }
 
@@ -392,9 +392,7 @@ command_mutations! {
 
         /// Signed-in user: rates a product 1 to 5. One review per user and product; a second
         /// one replaces the first.
-        command review_product(
-            input: ReviewProductInput,
-        ) by signed_in, key input.idempotency_key => {
+        command review_product(input: ReviewProductInput) by signed_in, key in input => {
             |_, cx| input.into_command(cx)
         }
     }

@@ -501,7 +501,7 @@ command_mutations! {
         /// Turns the caller's cart into an order (status PENDING) and empties the cart. Inventory reservation and payment then run asynchronously: watch orderUpdated.
         // The checkout empties the cart too: the payload waits for the cart view as well
         // (`await_written`), so the caller reads an empty cart once this answers.
-        command checkout(input: CheckoutInput) by signed_in, key input.idempotency_key => {
+        command checkout(input: CheckoutInput) by signed_in, key in input => {
             |_, cx| input.into_command(cx)
         }
 
