@@ -212,12 +212,8 @@ impl CartSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<Live<Cart>> {
-        async {
-            let caller = signed_in(ctx)?;
-            let watch = OneKey::<CartProjection>::new(caller.user_id.to_string());
-            live(ctx, watch, after, Cart)
-        }
-        .await
-        .gql()
+        let caller = signed_in(ctx).gql()?;
+        let watch = OneKey::<CartProjection>::new(caller.user_id.to_string());
+        live(ctx, watch, after, Cart).gql()
     }
 }

@@ -590,13 +590,9 @@ impl OrdersSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<Live<Dashboard>> {
-        async {
-            admin(ctx)?;
-            let watch = OneKey::<DashboardProjection>::new(dashboard_view::KEY);
-            live(ctx, watch, after, |figures| Dashboard { figures })
-        }
-        .await
-        .gql()
+        admin(ctx).gql()?;
+        let watch = OneKey::<DashboardProjection>::new(dashboard_view::KEY);
+        live(ctx, watch, after, |figures| Dashboard { figures }).gql()
     }
 }
 
