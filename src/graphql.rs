@@ -1,6 +1,87 @@
 //! The GraphQL API: one function builds the schema (with its limits) for the server, for
 //! `ordergraph schema` and for tests. Roots are merged per area; every command mutation
-//! takes the one path of `mutation`; the transport lives in `http.rs`, not here.
+//! takes the one path of `mutation`, declared in `command_mutations!`; the transport lives in
+//! `http.rs`, not here.
+
+/// Declares an area's mutation root: its struct and its `#[Object]` impl. A command
+/// mutation is written as what sets it apart: its arguments; who may run it (`by`); where
+/// its idempotency key is (`key in input`: the input object's `idempotency_key` field, which
+/// every command mutation's input has; else `key` and the argument that holds it); and, as
+/// a closure of the caller and the command context, the command its arguments parse into.
+/// It runs [`mutation`] and answers with the area's payload, read by the function named
+/// after the root. Any other resolver stands among them as an ordinary `async fn`: the
+/// order of the entries is the order of the schema's fields.
+///
+/// A macro because `#[Object]` makes a field only of a resolver function written out in
+/// its impl: a helper function cannot stand in for each one's signature.
+macro_rules! command_mutations {
+    (pub struct $root:ident -> $payload:ty, read by $read:path { $($entries:tt)* }) => {
+        #[derive(Default)]
+        pub struct $root;
+
+        command_mutations!(@entries $root, $payload, $read, [] $($entries)*);
+    };
+    // Every entry turned into its resolver: the impl.
+    (@entries $root:ident, $payload:ty, $read:path, [$($resolvers:tt)*]) => {
+        #[async_graphql::Object]
+        impl $root {
+            $($resolvers)*
+        }
+    };
+    // A command mutation whose key is in its input object: its `idempotency_key` field.
+    (
+        @entries $root:ident, $payload:ty, $read:path, [$($resolvers:tt)*]
+        $(#[$meta:meta])*
+        command $name:ident($($arg:ident: $type:ty),* $(,)?) by $guard:path, key in $input:ident => {
+            $($command:tt)*
+        }
+        $($rest:tt)*
+    ) => {
+        command_mutations!(@entries $root, $payload, $read, [$($resolvers)*]
+            $(#[$meta])*
+            command $name($($arg: $type),*) by $guard, key $input.idempotency_key.clone() => {
+                $($command)*
+            }
+            $($rest)*
+        );
+    };
+    // A command mutation.
+    (
+        @entries $root:ident, $payload:ty, $read:path, [$($resolvers:tt)*]
+        $(#[$meta:meta])*
+        command $name:ident($($arg:ident: $type:ty),* $(,)?) by $guard:path, key $key:expr => {
+            |$caller:pat_param, $cx:pat_param| $command:expr
+        }
+        $($rest:tt)*
+    ) => {
+        command_mutations!(@entries $root, $payload, $read, [
+            $($resolvers)*
+            $(#[$meta])*
+            async fn $name(
+                &self,
+                ctx: &async_graphql::Context<'_>,
+                $($arg: $type),*
+            ) -> async_graphql::Result<$payload> {
+                let key = $key;
+                let command = |$caller: &_, $cx: &_| $command;
+                $crate::graphql::mutation(ctx, $guard, key, command, |o| $read(ctx, o)).await
+            }
+        ] $($rest)*);
+    };
+    // Any other resolver, as written.
+    (
+        @entries $root:ident, $payload:ty, $read:path, [$($resolvers:tt)*]
+        $(#[$meta:meta])*
+        async fn $name:ident $params:tt -> $output:ty $body:block
+        $($rest:tt)*
+    ) => {
+        command_mutations!(@entries $root, $payload, $read, [
+            $($resolvers)*
+            $(#[$meta])*
+            async fn $name $params -> $output $body
+        ] $($rest)*);
+    };
+}
 
 pub mod audit;
 pub mod cart;

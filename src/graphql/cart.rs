@@ -10,7 +10,7 @@ use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::live::{Live, live};
 use super::scalars::{Decimal, Position};
-use super::{mutation, services, signed_in};
+use super::{services, signed_in};
 use crate::domain::cart::{self, CartCommand};
 use crate::domain::values::{Money, Quantity};
 use crate::error::{AppError, AppResult};
@@ -173,59 +173,31 @@ pub(crate) fn clear(ctx: &CommandContext) -> Envelope<cart::Cart> {
     cart_command(ctx, "clearCart", &(), CartCommand::Clear { user_id })
 }
 
-#[derive(Default)]
-pub struct CartMutation;
+command_mutations! {
+    pub struct CartMutation -> CartPayload, read by cart_payload {
+        /// Adds units of a product to the caller's cart (1 to 99 per line, no more than on hand).
+        command add_to_cart(input: CartItemInput) by signed_in, key in input => {
+            |_, cx| input.into_add(cx)
+        }
 
-#[Object]
-impl CartMutation {
-    /// Adds units of a product to the caller's cart (1 to 99 per line, no more than on hand).
-    async fn add_to_cart(
-        &self,
-        ctx: &Context<'_>,
-        input: CartItemInput,
-    ) -> async_graphql::Result<CartPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, cx: &_| input.into_add(cx);
-        mutation(ctx, signed_in, key, command, |o| cart_payload(ctx, o)).await
-    }
+        /// Sets the quantity of a line; 0 removes it.
+        command set_cart_item_quantity(input: CartItemInput) by signed_in, key in input => {
+            |_, cx| input.into_set(cx)
+        }
 
-    /// Sets the quantity of a line; 0 removes it.
-    async fn set_cart_item_quantity(
-        &self,
-        ctx: &Context<'_>,
-        input: CartItemInput,
-    ) -> async_graphql::Result<CartPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, cx: &_| input.into_set(cx);
-        mutation(ctx, signed_in, key, command, |o| cart_payload(ctx, o)).await
-    }
+        /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
+        /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command remove_from_cart(
+            product_id: Uuid,
+            idempotency_key: Option<String>,
+        ) by signed_in, key idempotency_key => {
+            |_, cx| Ok(remove_item(cx, product_id))
+        }
 
-    /// Removes a line from the caller's cart; NOT_FOUND when it is not there.
-    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn remove_from_cart(
-        &self,
-        ctx: &Context<'_>,
-        product_id: Uuid,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<CartPayload> {
-        let command = |_: &_, cx: &_| Ok(remove_item(cx, product_id));
-        mutation(ctx, signed_in, idempotency_key, command, |o| {
-            cart_payload(ctx, o)
-        })
-        .await
-    }
-
-    /// Empties the caller's cart. With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn clear_cart(
-        &self,
-        ctx: &Context<'_>,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<CartPayload> {
-        let command = |_: &_, cx: &_| Ok(clear(cx));
-        mutation(ctx, signed_in, idempotency_key, command, |o| {
-            cart_payload(ctx, o)
-        })
-        .await
+        /// Empties the caller's cart. With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command clear_cart(idempotency_key: Option<String>) by signed_in, key idempotency_key => {
+            |_, cx| Ok(clear(cx))
+        }
     }
 }
 
@@ -240,12 +212,8 @@ impl CartSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<Live<Cart>> {
-        async {
-            let caller = signed_in(ctx)?;
-            let watch = OneKey::<CartProjection>::new(caller.user_id.to_string());
-            live(ctx, watch, after, Cart)
-        }
-        .await
-        .gql()
+        let caller = signed_in(ctx).gql()?;
+        let watch = OneKey::<CartProjection>::new(caller.user_id.to_string());
+        live(ctx, watch, after, Cart).gql()
     }
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::error::IntoGraphql;
 use super::live::{Live, by_position, live, uuids};
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
+use super::{Cursor, PageInfo, admin, page_size, services, signed_in, stored, written};
 use crate::domain::product::{self, ProductCommand};
 use crate::domain::values::{
     Comment, Description, Money, ProductName, Rating, Reason, ReviewTitle, Sku, StockDelta,
@@ -364,69 +364,37 @@ async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<Produ
     })
 }
 
-#[derive(Default)]
-pub struct CatalogMutation;
+command_mutations! {
+    pub struct CatalogMutation -> ProductPayload, read by product_payload {
+        /// Admin: adds a product to the catalog. The SKU must be unique.
+        command create_product(input: CreateProductInput) by admin, key in input => {
+            |_, cx| input.into_command(cx)
+        }
 
-#[Object]
-impl CatalogMutation {
-    /// Admin: adds a product to the catalog. The SKU must be unique.
-    async fn create_product(
-        &self,
-        ctx: &Context<'_>,
-        input: CreateProductInput,
-    ) -> async_graphql::Result<ProductPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, cx: &_| input.into_command(cx);
-        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
-    }
+        /// Admin: changes name, description or price; omitted fields stay as they are.
+        command update_product(input: UpdateProductInput) by admin, key in input => {
+            |_, _| input.into_command()
+        }
 
-    /// Admin: changes name, description or price; omitted fields stay as they are.
-    async fn update_product(
-        &self,
-        ctx: &Context<'_>,
-        input: UpdateProductInput,
-    ) -> async_graphql::Result<ProductPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, _: &_| input.into_command();
-        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
-    }
+        /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
+        command adjust_stock(input: AdjustStockInput) by admin, key in input => {
+            |_, _| input.into_command()
+        }
 
-    /// Add (positive delta) or remove (negative delta) units on hand; emits ProductStockUpdated. Stock never goes below zero.
-    async fn adjust_stock(
-        &self,
-        ctx: &Context<'_>,
-        input: AdjustStockInput,
-    ) -> async_graphql::Result<ProductPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, _: &_| input.into_command();
-        mutation(ctx, admin, key, command, |o| product_payload(ctx, o)).await
-    }
+        /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
+        /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command discontinue_product(
+            id: Uuid,
+            idempotency_key: Option<String>,
+        ) by admin, key idempotency_key => {
+            |_, _| Ok(discontinue(id))
+        }
 
-    /// Admin: takes a product off sale. It stays readable by id but leaves the catalog list.
-    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn discontinue_product(
-        &self,
-        ctx: &Context<'_>,
-        id: Uuid,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<ProductPayload> {
-        let command = |_: &_, _: &_| Ok(discontinue(id));
-        mutation(ctx, admin, idempotency_key, command, |o| {
-            product_payload(ctx, o)
-        })
-        .await
-    }
-
-    /// Signed-in user: rates a product 1 to 5. One review per user and product; a second
-    /// one replaces the first.
-    async fn review_product(
-        &self,
-        ctx: &Context<'_>,
-        input: ReviewProductInput,
-    ) -> async_graphql::Result<ProductPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, cx: &_| input.into_command(cx);
-        mutation(ctx, signed_in, key, command, |o| product_payload(ctx, o)).await
+        /// Signed-in user: rates a product 1 to 5. One review per user and product; a second
+        /// one replaces the first.
+        command review_product(input: ReviewProductInput) by signed_in, key in input => {
+            |_, cx| input.into_command(cx)
+        }
     }
 }
 

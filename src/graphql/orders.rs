@@ -13,7 +13,7 @@ use super::catalog::Product;
 use super::error::IntoGraphql;
 use super::live::{Live, by_position, live, uuids};
 use super::scalars::{Decimal, Position};
-use super::{Cursor, PageInfo, admin, mutation, page_size, services, signed_in, stored, written};
+use super::{Cursor, PageInfo, admin, page_size, services, signed_in, stored, written};
 use crate::auth::Caller;
 use crate::domain::order::{self, OrderCommand, OrderLine as DomainLine};
 use crate::domain::payment;
@@ -496,86 +496,60 @@ pub(crate) fn deliver(id: Uuid) -> Envelope<order::Order> {
     order_command("deliverOrder", id, OrderCommand::Deliver)
 }
 
-#[derive(Default)]
-pub struct OrdersMutation;
-
-#[Object]
-impl OrdersMutation {
-    /// Turns the caller's cart into an order (status PENDING) and empties the cart. Inventory reservation and payment then run asynchronously: watch orderUpdated.
-    async fn checkout(
-        &self,
-        ctx: &Context<'_>,
-        input: CheckoutInput,
-    ) -> async_graphql::Result<OrderPayload> {
-        let key = input.idempotency_key.clone();
-        let command = |_: &_, cx: &_| input.into_command(cx);
+command_mutations! {
+    pub struct OrdersMutation -> OrderPayload, read by order_payload {
+        /// Turns the caller's cart into an order (status PENDING) and empties the cart. Inventory reservation and payment then run asynchronously: watch orderUpdated.
         // The checkout empties the cart too: the payload waits for the cart view as well
         // (`await_written`), so the caller reads an empty cart once this answers.
-        mutation(ctx, signed_in, key, command, |o| order_payload(ctx, o)).await
-    }
-
-    /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
-    /// succeeded payment, asynchronously (watch `reservation` and `payment`).
-    /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn cancel_order(
-        &self,
-        ctx: &Context<'_>,
-        id: Uuid,
-        reason: Option<String>,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<OrderPayload> {
-        let command = |caller: &_, cx: &_| cancel(caller, cx, id, reason);
-        mutation(ctx, signed_in, idempotency_key, command, |o| {
-            order_payload(ctx, o)
-        })
-        .await
-    }
-
-    /// Admin: CONFIRMED -> SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn ship_order(
-        &self,
-        ctx: &Context<'_>,
-        id: Uuid,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<OrderPayload> {
-        let command = |_: &_, _: &_| Ok(ship(id));
-        mutation(ctx, admin, idempotency_key, command, |o| {
-            order_payload(ctx, o)
-        })
-        .await
-    }
-
-    /// Admin: makes the saga try a parked order again now, once the cause is fixed. Returns
-    /// the order's dead letter, now RETRYING: it leaves `parkedOrders` at once, and is gone
-    /// for good when the attempt advances the order (watch `orderUpdated`); if the order
-    /// still fails it is parked again, one attempt more. NOT_FOUND when the order is not
-    /// parked.
-    async fn retry_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ParkedOrder> {
-        async {
-            admin(ctx)?;
-            let s = services(ctx)?;
-            s.dead_letters
-                .retry_now(id, Utc::now())
-                .await?
-                .map(ParkedOrder)
-                .ok_or_else(|| AppError::NotFound(format!("order {id} is not parked")))
+        command checkout(input: CheckoutInput) by signed_in, key in input => {
+            |_, cx| input.into_command(cx)
         }
-        .await
-        .gql()
-    }
 
-    /// Admin: SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
-    async fn deliver_order(
-        &self,
-        ctx: &Context<'_>,
-        id: Uuid,
-        idempotency_key: Option<String>,
-    ) -> async_graphql::Result<OrderPayload> {
-        let command = |_: &_, _: &_| Ok(deliver(id));
-        mutation(ctx, admin, idempotency_key, command, |o| {
-            order_payload(ctx, o)
-        })
-        .await
+        /// Customer (own order, before SHIPPED) or admin. Releases reserved stock and refunds a
+        /// succeeded payment, asynchronously (watch `reservation` and `payment`).
+        /// With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command cancel_order(
+            id: Uuid,
+            reason: Option<String>,
+            idempotency_key: Option<String>,
+        ) by signed_in, key idempotency_key => {
+            |caller, cx| cancel(caller, cx, id, reason)
+        }
+
+        /// Admin: CONFIRMED -> SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command ship_order(
+            id: Uuid,
+            idempotency_key: Option<String>,
+        ) by admin, key idempotency_key => {
+            |_, _| Ok(ship(id))
+        }
+
+        /// Admin: makes the saga try a parked order again now, once the cause is fixed. Returns
+        /// the order's dead letter, now RETRYING: it leaves `parkedOrders` at once, and is gone
+        /// for good when the attempt advances the order (watch `orderUpdated`); if the order
+        /// still fails it is parked again, one attempt more. NOT_FOUND when the order is not
+        /// parked.
+        async fn retry_order(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<ParkedOrder> {
+            async {
+                admin(ctx)?;
+                let s = services(ctx)?;
+                s.dead_letters
+                    .retry_now(id, Utc::now())
+                    .await?
+                    .map(ParkedOrder)
+                    .ok_or_else(|| AppError::NotFound(format!("order {id} is not parked")))
+            }
+            .await
+            .gql()
+        }
+
+        /// Admin: SHIPPED -> DELIVERED. With `idempotencyKey`, a retry returns the first payload and changes nothing.
+        command deliver_order(
+            id: Uuid,
+            idempotency_key: Option<String>,
+        ) by admin, key idempotency_key => {
+            |_, _| Ok(deliver(id))
+        }
     }
 }
 
@@ -616,13 +590,9 @@ impl OrdersSubscription {
         ctx: &Context<'_>,
         after: Option<Position>,
     ) -> async_graphql::Result<Live<Dashboard>> {
-        async {
-            admin(ctx)?;
-            let watch = OneKey::<DashboardProjection>::new(dashboard_view::KEY);
-            live(ctx, watch, after, |figures| Dashboard { figures })
-        }
-        .await
-        .gql()
+        admin(ctx).gql()?;
+        let watch = OneKey::<DashboardProjection>::new(dashboard_view::KEY);
+        live(ctx, watch, after, |figures| Dashboard { figures }).gql()
     }
 }
 
