@@ -720,6 +720,14 @@ mod tests {
             .collect()
     }
 
+    /// What a replica sees when `n` replicas are alive and nobody holds anything.
+    fn seen_by(n: usize) -> Snapshot {
+        Snapshot {
+            nodes: nodes(n),
+            ..Snapshot::default()
+        }
+    }
+
     fn held_by(snapshot: &mut Snapshot, units: &[Unit], node: &str) {
         for u in units {
             snapshot.holders.insert(
@@ -734,10 +742,7 @@ mod tests {
 
     #[test]
     fn a_lone_replica_claims_every_unit() {
-        let snapshot = Snapshot {
-            nodes: nodes(1),
-            ..Snapshot::default()
-        };
+        let snapshot = seen_by(1);
         let (release, claim) = plan(Roles::default(), &units(), &snapshot, &BTreeSet::new());
         assert!(release.is_empty());
         assert_eq!(claim.len(), 12);
@@ -746,10 +751,7 @@ mod tests {
     #[test]
     fn a_replica_above_its_share_releases_the_extras_when_others_appear() {
         let all = units();
-        let mut snapshot = Snapshot {
-            nodes: nodes(3),
-            ..Snapshot::default()
-        };
+        let mut snapshot = seen_by(3);
         held_by(&mut snapshot, &all, "n0");
         let mine: BTreeSet<Unit> = all.iter().cloned().collect();
         let (release, claim) = plan(Roles::default(), &all, &snapshot, &mine);
@@ -768,10 +770,7 @@ mod tests {
     #[test]
     fn a_newcomer_claims_only_unheld_units_up_to_its_share() {
         let all = units();
-        let mut snapshot = Snapshot {
-            nodes: nodes(2),
-            ..Snapshot::default()
-        };
+        let mut snapshot = seen_by(2);
         // n0 holds half of each kind.
         let n0: Vec<Unit> = vec![
             Unit::Projector("catalog"),

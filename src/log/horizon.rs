@@ -159,37 +159,16 @@ async fn postgres_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
 mod tests {
     use std::sync::Arc;
 
-    use sea_orm::{ActiveValue::Set, EntityTrait};
-
     use super::*;
-    use crate::entity::events;
-
-    async fn append(db: &DatabaseConnection, version: i64) -> i64 {
-        let row = events::ActiveModel {
-            stream_id: Set(uuid::Uuid::nil()),
-            stream_type: Set("Product".into()),
-            version: Set(version),
-            event_type: Set("ProductStockAdjusted".into()),
-            event_version: Set(1),
-            data: Set(serde_json::json!({})),
-            metadata: Set(serde_json::json!({})),
-            recorded_at: Set(chrono::Utc::now()),
-            ..Default::default()
-        };
-        events::Entity::insert(row)
-            .exec(db)
-            .await
-            .expect("an event is appended")
-            .last_insert_id
-    }
+    use crate::log::shared::tests::append;
 
     #[tokio::test]
     async fn every_reader_of_a_shared_horizon_sees_what_had_committed_when_it_asked() {
         let db = crate::db::in_memory().await;
         let horizon = Arc::new(SharedHorizon::new(db.clone()));
         assert_eq!(horizon.get(0).await.expect("a horizon"), 0);
-        for version in 1..=20 {
-            let position = append(&db, version).await;
+        for _ in 1..=20 {
+            let position = append(&db, "Product", "ProductStockAdjusted").await;
             // Many readers at once after the commit, as a commit wakes them all.
             let readers: Vec<_> = (0..16)
                 .map(|i| {

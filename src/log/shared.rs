@@ -179,13 +179,18 @@ impl SharedLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use sea_orm::{ActiveValue::Set, EntityTrait};
 
     use super::*;
     use crate::log::reader::Wanted;
 
-    async fn append(db: &DatabaseConnection, stream_type: &str, event_type: &str) -> i64 {
+    /// Appends an event of its own stream (so at version 1) and says its position.
+    pub(crate) async fn append(
+        db: &DatabaseConnection,
+        stream_type: &str,
+        event_type: &str,
+    ) -> i64 {
         let row = events::ActiveModel {
             stream_id: Set(uuid::Uuid::new_v4()),
             stream_type: Set(stream_type.into()),

@@ -1027,35 +1027,33 @@ mod tests {
         assert_eq!(ms(20, 0.5), 3_750);
     }
 
+    /// What the default policy does after `failures` failures of this kind, at time 0
+    /// with no jitter drawn.
+    fn next_after(verdict: Verdict, failures: i32) -> Next {
+        RetryPolicy::default().next(verdict, failures, at(0), 0.0)
+    }
+
     #[test]
     fn a_payment_outage_is_retried_without_limit() {
-        let policy = RetryPolicy::default();
         assert_eq!(
-            policy.next(Verdict::Transient, 10_000, at(0), 0.0),
+            next_after(Verdict::Transient, 10_000),
             Next::RetryAt(at(5_000))
         );
     }
 
     #[test]
     fn an_unexpected_error_is_retried_a_bounded_number_of_times_then_parked() {
-        let policy = RetryPolicy::default();
+        let max = RetryPolicy::default().max_attempts;
+        assert_eq!(next_after(Verdict::Unknown, 1), Next::RetryAt(at(20)));
         assert_eq!(
-            policy.next(Verdict::Unknown, 1, at(0), 0.0),
-            Next::RetryAt(at(20))
-        );
-        assert_eq!(
-            policy.next(Verdict::Unknown, policy.max_attempts - 1, at(0), 0.0),
+            next_after(Verdict::Unknown, max - 1),
             Next::RetryAt(at(5_000))
         );
-        assert_eq!(
-            policy.next(Verdict::Unknown, policy.max_attempts, at(0), 0.0),
-            Next::Park
-        );
+        assert_eq!(next_after(Verdict::Unknown, max), Next::Park);
     }
 
     #[test]
     fn what_retrying_cannot_fix_is_parked_at_once() {
-        let policy = RetryPolicy::default();
         for error in [
             SagaError::Undecodable {
                 event_type: "OrderPlaced".into(),
@@ -1069,7 +1067,7 @@ mod tests {
             )),
         ] {
             assert_eq!(error.verdict(true), Verdict::Permanent, "{error}");
-            assert_eq!(policy.next(error.verdict(true), 1, at(0), 0.0), Next::Park);
+            assert_eq!(next_after(error.verdict(true), 1), Next::Park);
         }
     }
 
