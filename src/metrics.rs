@@ -43,6 +43,21 @@ pub struct ProjectionLabel {
     pub projection: String,
 }
 
+/// What a read of the log asked the database (`log::shared`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogRead {
+    /// The safe horizon.
+    Horizon,
+    /// A page of events.
+    Page,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogReadLabel {
+    /// `horizon` or `page`.
+    pub read: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabel {
     /// The replica's node id (ORDERGRAPH_NODE_ID).
@@ -127,6 +142,7 @@ pub struct Metrics {
     bus_lag: Gauge,
     bus_diverged: Gauge,
     bus_gaps: Counter,
+    log_reads: Family<LogReadLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -306,6 +322,12 @@ impl Default for Metrics {
             "Gap markers published for positions whose transaction rolled back",
             Counter::default(),
         );
+        let log_reads = register(
+            &mut registry,
+            "log_reads",
+            "Reads of the event log this process's readers share: safe horizons and pages",
+            Family::<LogReadLabel, Counter>::default(),
+        );
         let mut process = Registry::default();
         let process_rss = register(
             &mut process,
@@ -350,6 +372,7 @@ impl Default for Metrics {
             bus_lag,
             bus_diverged,
             bus_gaps,
+            log_reads,
             registry,
             saga_parked,
             saga_retrying,
@@ -388,6 +411,15 @@ impl Metrics {
 
     pub fn bus_gaps(&self, n: u64) {
         self.bus_gaps.inc_by(n);
+    }
+
+    /// The shared log asked the database for `read` once.
+    pub fn log_read(&self, read: LogRead) {
+        let read = match read {
+            LogRead::Horizon => "horizon",
+            LogRead::Page => "page",
+        };
+        self.log_reads.get_or_create(&LogReadLabel { read }).inc();
     }
 
     pub fn command(&self, operation: &str, outcome: &str, seconds: f64) {

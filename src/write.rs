@@ -31,6 +31,7 @@ use uuid::Uuid;
 use crate::domain::values::{IdempotencyKey, UserId};
 use crate::domain::{Aggregate, EventsOnly, WriteTables};
 use crate::error::{AppError, AppResult};
+use crate::log::reader::Wanted;
 use event_store::{AppendError, EventMetadata};
 
 /// How often a command is re-decided after losing an optimistic-concurrency race when the
@@ -180,16 +181,44 @@ pub async fn begin_write(db: &DatabaseConnection) -> Result<DatabaseTransaction,
 /// their projectors and sagas wake within milliseconds of a write made here, not at
 /// their next poll. A hint that arrives wakes this process only (`wake_local`): hints are
 /// never passed on.
+///
+/// The relay's projectors (and the publisher) are woken only for events that one of this
+/// process's readers wants ([`Wakeup::interest`]): in a cluster, a replica that folds
+/// neither the catalog nor the dashboard has nothing to do for a stock change made
+/// elsewhere, and used to read the safe horizon and the log for each one. The readers of
+/// one process wake together, so the order in which its views fold is kept.
 #[derive(Clone)]
 pub struct Wakeup(Arc<WakeupChannels>);
 
 struct WakeupChannels {
-    /// Any events: the relay's projectors and the publisher.
+    /// Events one of this process's readers wants: the relay's projectors and the
+    /// publisher.
     local: watch::Sender<u64>,
     /// Events of an order or a payment: the saga's partitions, which read nothing else.
     saga_local: watch::Sender<u64>,
     commits: watch::Sender<u64>,
-    saga_commits: watch::Sender<u64>,
+    /// What this process's readers of the log want.
+    interests: std::sync::Mutex<Interests>,
+    /// The (stream type, event type) of every event this process committed since the
+    /// last writer hint took them; `None`: anything (a commit that did not say what it
+    /// wrote, or more kinds than a hint names).
+    written: std::sync::Mutex<Option<std::collections::BTreeSet<Written>>>,
+}
+
+/// The (stream type, event type) of a committed event: what wakes whom.
+pub type Written = (&'static str, &'static str);
+
+/// At most this many kinds of events are named in one writer hint; more wake everything.
+pub const HINT_KINDS: usize = 16;
+
+/// What the readers of the log in this process want woken for.
+#[derive(Default)]
+struct Interests {
+    /// Readers of every event (the publisher, the `events` feed while it has subscribers).
+    everything: usize,
+    /// Readers of some events: an id each, with what it wants.
+    some: Vec<(u64, &'static [Wanted])>,
+    next: u64,
 }
 
 impl Default for Wakeup {
@@ -198,8 +227,30 @@ impl Default for Wakeup {
             local: watch::Sender::new(0),
             saga_local: watch::Sender::new(0),
             commits: watch::Sender::new(0),
-            saga_commits: watch::Sender::new(0),
+            interests: std::sync::Mutex::default(),
+            written: std::sync::Mutex::new(Some(std::collections::BTreeSet::new())),
         }))
+    }
+}
+
+/// A reader's interest in being woken, registered until it is dropped.
+pub struct Interest {
+    channels: Arc<WakeupChannels>,
+    /// `None`: a reader of everything.
+    id: Option<u64>,
+}
+
+impl Drop for Interest {
+    fn drop(&mut self) {
+        let mut interests = self
+            .channels
+            .interests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match self.id {
+            None => interests.everything = interests.everything.saturating_sub(1),
+            Some(id) => interests.some.retain(|(mine, _)| *mine != id),
+        }
     }
 }
 
@@ -214,7 +265,7 @@ impl Wakeup {
     /// transaction.
     pub fn notify(&self) {
         ring(&self.0.saga_local);
-        ring(&self.0.saga_commits);
+        *self.written() = None;
         ring(&self.0.local);
         ring(&self.0.commits);
     }
@@ -223,17 +274,82 @@ impl Wakeup {
     /// relay, and the saga only when an order's or a payment's events are among them (a
     /// stock change, a cart line or a review is nothing the saga reads: with K partitions
     /// on each replica, waking them for every commit cost K reads of the log per commit).
-    pub fn notify_written(&self, written: &[(&'static str, &'static str)]) {
+    pub fn notify_written(&self, written: &[Written]) {
         if written
             .iter()
             .any(|(stream_type, _)| Self::saga_reads(stream_type))
         {
-            // Before the commit count: a hint that sees the commit sees this too.
             ring(&self.0.saga_local);
-            ring(&self.0.saga_commits);
         }
-        ring(&self.0.local);
+        {
+            // Before the commit count: a hint that sees the commit sees its kinds too.
+            let mut kinds = self.written();
+            if let Some(set) = kinds.as_mut() {
+                set.extend(written.iter().copied());
+                if set.len() > HINT_KINDS {
+                    *kinds = None;
+                }
+            }
+        }
+        if self.wanted(written.iter().copied()) {
+            ring(&self.0.local);
+        }
         ring(&self.0.commits);
+    }
+
+    fn written(&self) -> std::sync::MutexGuard<'_, Option<std::collections::BTreeSet<Written>>> {
+        self.0
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// What this process committed since the last call (for a writer hint): the kinds
+    /// of events, or `None` for anything.
+    pub fn take_written(&self) -> Option<Vec<Written>> {
+        let mut kinds = self.written();
+        let taken = kinds.take().map(|set| set.into_iter().collect());
+        *kinds = Some(std::collections::BTreeSet::new());
+        taken
+    }
+
+    /// Registers a reader of the log that wants the events `wanted` takes (`None`:
+    /// every event), until the returned guard is dropped.
+    pub fn interest(&self, wanted: Option<&'static [Wanted]>) -> Interest {
+        let mut interests = self
+            .0
+            .interests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let id = wanted.map(|wanted| {
+            interests.next += 1;
+            let id = interests.next;
+            interests.some.push((id, wanted));
+            id
+        });
+        if id.is_none() {
+            interests.everything += 1;
+        }
+        Interest {
+            channels: self.0.clone(),
+            id,
+        }
+    }
+
+    /// Whether a reader of this process wants any of these events.
+    fn wanted<'a>(&self, mut written: impl Iterator<Item = (&'a str, &'a str)>) -> bool {
+        let interests = self
+            .0
+            .interests
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        interests.everything > 0
+            || written.any(|(stream_type, event_type)| {
+                interests
+                    .some
+                    .iter()
+                    .any(|(_, wanted)| Wanted::takes(wanted, stream_type, event_type))
+            })
     }
 
     /// Whether the saga reads events of `stream_type`.
@@ -255,6 +371,20 @@ impl Wakeup {
         ring(&self.0.local);
     }
 
+    /// Another replica committed these kinds of events (its hint names them): wakes the
+    /// saga when it reads any of them, and the relay when a reader here wants any.
+    pub fn wake_for<'a>(&self, written: &[(&'a str, &'a str)]) {
+        if written
+            .iter()
+            .any(|(stream_type, _)| Self::saga_reads(stream_type))
+        {
+            ring(&self.0.saga_local);
+        }
+        if self.wanted(written.iter().copied()) {
+            ring(&self.0.local);
+        }
+    }
+
     /// Rings for any events: the relay's projectors and the publisher.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.0.local.subscribe()
@@ -268,11 +398,6 @@ impl Wakeup {
     /// The commits of this process, counted: what the hint to other replicas follows.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.0.commits.subscribe()
-    }
-
-    /// The commits of this process that the saga reads, counted (rung before `commits`).
-    pub fn saga_commits(&self) -> watch::Receiver<u64> {
-        self.0.saga_commits.subscribe()
     }
 }
 
@@ -855,7 +980,7 @@ impl Writer {
 mod wakeup_tests {
     use tokio::sync::watch;
 
-    use super::Wakeup;
+    use super::{HINT_KINDS, Wakeup, Wanted};
 
     /// Whether `rx` was rung since it last looked; it has looked now.
     fn rang(rx: &mut watch::Receiver<u64>) -> bool {
@@ -864,17 +989,17 @@ mod wakeup_tests {
         rang
     }
 
-    /// The saga's partitions wake for orders and payments only; the relay for anything.
+    /// The saga's partitions wake for orders and payments only; the relay for anything
+    /// a reader here wants.
     #[test]
     fn a_stock_change_wakes_the_relay_and_an_order_wakes_the_saga_too() {
         let wakeup = Wakeup::default();
+        let _everything = wakeup.interest(None);
         let (mut relay, mut saga) = (wakeup.subscribe(), wakeup.subscribe_saga());
-        let mut saga_commits = wakeup.saga_commits();
 
         wakeup.notify_written(&[("product", "ProductStockUpdated")]);
         assert!(rang(&mut relay));
         assert!(!rang(&mut saga));
-        assert!(!rang(&mut saga_commits));
 
         wakeup.notify_written(&[
             ("product", "ProductStockReserved"),
@@ -882,7 +1007,6 @@ mod wakeup_tests {
         ]);
         assert!(rang(&mut relay));
         assert!(rang(&mut saga));
-        assert!(rang(&mut saga_commits));
 
         // A hint that says nothing for the saga; one that does (or an older replica's).
         wakeup.wake_relay();
@@ -890,6 +1014,70 @@ mod wakeup_tests {
         assert!(!rang(&mut saga));
         wakeup.wake_local();
         assert!(rang(&mut saga));
+        wakeup.wake_for(&[("payment", "PaymentCharged")]);
+        assert!(rang(&mut saga));
+    }
+
+    /// A replica that folds neither the catalog nor the dashboard has nothing to do for
+    /// a stock change, made here or elsewhere.
+    #[test]
+    fn the_relay_wakes_only_for_events_a_reader_here_wants() {
+        const CART: &[Wanted] = &[Wanted::all("cart")];
+        const RESERVATIONS: &[Wanted] = &[Wanted::only("product", &["ProductStockReserved"])];
+        let wakeup = Wakeup::default();
+        let mut relay = wakeup.subscribe();
+        let cart = wakeup.interest(Some(CART));
+        let reservations = wakeup.interest(Some(RESERVATIONS));
+
+        wakeup.notify_written(&[("product", "ProductStockUpdated")]);
+        assert!(!rang(&mut relay), "nobody here reads stock changes");
+        wakeup.wake_for(&[("product", "ProductStockUpdated")]);
+        assert!(!rang(&mut relay), "nor from another replica");
+        wakeup.wake_for(&[("product", "ProductStockReserved")]);
+        assert!(rang(&mut relay));
+        wakeup.notify_written(&[("cart", "CartItemAdded")]);
+        assert!(rang(&mut relay));
+
+        drop(cart);
+        wakeup.notify_written(&[("cart", "CartItemAdded")]);
+        assert!(!rang(&mut relay), "the cart's reader has stopped");
+        let everything = wakeup.interest(None);
+        wakeup.wake_for(&[("cart", "CartItemAdded")]);
+        assert!(rang(&mut relay), "a reader of everything");
+        drop((everything, reservations));
+        // Hints of earlier builds, and commits that do not say what they wrote.
+        wakeup.wake_relay();
+        assert!(rang(&mut relay));
+        wakeup.notify();
+        assert!(rang(&mut relay));
+    }
+
+    /// A hint names every kind of event committed since the last one, or says
+    /// "anything" when a commit did not say or there are too many to name.
+    #[test]
+    fn a_hint_names_the_kinds_committed_since_the_last_or_anything() {
+        let wakeup = Wakeup::default();
+        wakeup.notify_written(&[("cart", "CartItemAdded")]);
+        wakeup.notify_written(&[
+            ("product", "ProductStockUpdated"),
+            ("cart", "CartItemAdded"),
+        ]);
+        assert_eq!(
+            wakeup.take_written(),
+            Some(vec![
+                ("cart", "CartItemAdded"),
+                ("product", "ProductStockUpdated")
+            ])
+        );
+        assert_eq!(wakeup.take_written(), Some(vec![]));
+        wakeup.notify();
+        assert_eq!(wakeup.take_written(), None);
+        for i in 0..=HINT_KINDS {
+            let kind: &'static str = Box::leak(format!("Event{i}").into_boxed_str());
+            wakeup.notify_written(&[("product", kind)]);
+        }
+        assert_eq!(wakeup.take_written(), None, "more than a hint names");
+        assert_eq!(wakeup.take_written(), Some(vec![]));
     }
 
     /// A commit here wakes this process and counts for the other replicas' hint; a hint
@@ -897,6 +1085,7 @@ mod wakeup_tests {
     #[test]
     fn a_local_commit_is_hinted_onwards_and_a_hint_received_is_not() {
         let wakeup = Wakeup::default();
+        let _everything = wakeup.interest(None);
         let (mut local, mut commits) = (wakeup.subscribe(), wakeup.commits());
 
         wakeup.notify();

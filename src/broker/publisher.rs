@@ -102,7 +102,7 @@ pub struct Publisher {
     /// process's other readers.
     pub log: Arc<SharedLog>,
     /// Rings after a commit here, or a hint of one elsewhere.
-    pub wakeup: watch::Receiver<u64>,
+    pub wakeup: crate::write::Wakeup,
     /// The longest wait between two looks at the log.
     pub poll: Duration,
     pub status: Arc<PublisherStatus>,
@@ -113,7 +113,9 @@ impl Publisher {
     /// Publishes until `fence` is released (the unit is lost or given up, or the service
     /// stops). Failures are retried here with a backoff; a mismatch waits for a repair.
     pub async fn run(&self, fence: Fence) -> Result<(), Failure> {
-        let mut wakeup = self.wakeup.clone();
+        // The publisher reads every event: any commit wakes it.
+        let _interest = self.wakeup.interest(None);
+        let mut wakeup = self.wakeup.subscribe();
         let mut backoff = Duration::from_millis(100);
         loop {
             if fence.check().is_err() {

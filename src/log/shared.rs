@@ -23,6 +23,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use super::horizon::SharedHorizon;
 use super::reader::{Page, Span};
 use crate::entity::events;
+use crate::metrics::{LogRead, Metrics};
 
 /// At most this many events are held in memory.
 pub const TAIL_CAPACITY: usize = 4096;
@@ -38,6 +39,8 @@ pub struct SharedLog {
     fill: tokio::sync::Mutex<()>,
     held: RwLock<Held>,
     capacity: usize,
+    /// Counts the reads that reach the database.
+    metrics: std::sync::Arc<Metrics>,
 }
 
 /// Every event of the log in positions `(base, top]`, in position order.
@@ -101,23 +104,32 @@ impl Held {
 }
 
 impl SharedLog {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self::with_capacity(db, TAIL_CAPACITY)
+    pub fn new(db: DatabaseConnection, metrics: std::sync::Arc<Metrics>) -> Self {
+        Self::with_capacity(db, metrics, TAIL_CAPACITY)
     }
 
-    fn with_capacity(db: DatabaseConnection, capacity: usize) -> Self {
+    fn with_capacity(
+        db: DatabaseConnection,
+        metrics: std::sync::Arc<Metrics>,
+        capacity: usize,
+    ) -> Self {
         Self {
             horizon: SharedHorizon::new(db.clone()),
             db,
             fill: tokio::sync::Mutex::new(()),
             held: RwLock::default(),
             capacity,
+            metrics,
         }
     }
 
     /// The safe horizon as of now (`known`: a horizon already established).
     pub async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
-        self.horizon.get(known).await
+        let (horizon, read) = self.horizon.get(known).await?;
+        if read {
+            self.metrics.log_read(LogRead::Horizon);
+        }
+        Ok(horizon)
     }
 
     /// The first page of `span`, at most `limit` events, as `Span::page` reads it from
@@ -125,7 +137,10 @@ impl SharedLog {
     /// does: see `log::reader`).
     pub async fn page(&self, span: Span<'_>, limit: u64) -> Result<Page, DbErr> {
         if span.is_empty() {
-            return span.page(&self.db, limit).await;
+            return Ok(Page {
+                events: Vec::new(),
+                read_to: span.after.max(span.upto),
+            });
         }
         if let Some(page) = self.cached(&span, limit, false) {
             return Ok(page);
@@ -147,6 +162,7 @@ impl SharedLog {
                 } else {
                     top
                 };
+                self.metrics.log_read(LogRead::Page);
                 let read = Span::new(from, span.upto).page(&self.db, FILL).await?;
                 let mut held = self.held.write().unwrap_or_else(PoisonError::into_inner);
                 if from > held.top {
@@ -162,6 +178,7 @@ impl SharedLog {
             }
         }
         // Behind what is held (or it moved on meanwhile): from the database.
+        self.metrics.log_read(LogRead::Page);
         span.page(&self.db, limit).await
     }
 
@@ -230,7 +247,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn a_shared_page_is_the_page_the_database_reads() {
         let db = crate::db::in_memory().await;
-        let log = SharedLog::with_capacity(db.clone(), 16);
+        let log = SharedLog::with_capacity(db.clone(), Default::default(), 16);
         let mut head = 0;
         for round in 0..12_i64 {
             for i in 0..7 {
@@ -266,7 +283,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn readers_at_the_head_share_one_read() {
         let db = crate::db::in_memory().await;
-        let log = SharedLog::new(db.clone());
+        let log = SharedLog::new(db.clone(), Default::default());
         let mut head = 0;
         for _ in 0..5 {
             head = append(&db, "Product", "ProductStockAdjusted").await;

@@ -446,8 +446,18 @@ impl Doorbells {
             // Another replica committed (this one's own hints come back too: ignored).
             WAKE_CHANNEL => match Hint::parse(payload) {
                 Hint { node, .. } if node == self.node.simple().to_string() => {}
-                Hint { saga: false, .. } => self.wakeup.wake_relay(),
-                Hint { saga: true, .. } => self.wakeup.wake_local(),
+                Hint {
+                    wrote: Wrote::Anything,
+                    ..
+                } => self.wakeup.wake_local(),
+                Hint {
+                    wrote: Wrote::NothingForTheSaga,
+                    ..
+                } => self.wakeup.wake_relay(),
+                Hint {
+                    wrote: Wrote::Kinds(kinds),
+                    ..
+                } => self.wakeup.wake_for(&kinds),
             },
             REBUILD_CHANNEL => {
                 let mut seen = self.seen.lock().await;
@@ -590,63 +600,95 @@ async fn read_notifications(mut listener: PgListener, tx: mpsc::Sender<Heard>) {
     }
 }
 
-/// A writer hint: the node that committed, and whether the saga reads any of what it
-/// committed since its last hint. On the wire, the node id alone (what every version
-/// sends, and means "wake everything"), or followed by ` relay` (wake the projectors and
-/// the publisher only).
+/// A writer hint: the node that committed, and what it committed since its last hint.
+/// On the wire, the node id alone (what every version sends, and means "wake
+/// everything"), followed by ` relay` (an earlier build: wake the projectors and the
+/// publisher only), or followed by ` kinds ` and the kinds of events, `stream/Event`
+/// comma-separated (wake the saga if it reads any, and the relay if a reader of this
+/// replica wants any).
 #[derive(Debug, PartialEq, Eq)]
 struct Hint<'a> {
     node: &'a str,
-    saga: bool,
+    wrote: Wrote<'a>,
+}
+
+/// What a writer hint says was committed.
+#[derive(Debug, PartialEq, Eq)]
+enum Wrote<'a> {
+    /// Anything: wake everything.
+    Anything,
+    /// Nothing the saga reads (an earlier build's hint).
+    NothingForTheSaga,
+    /// Events of these (stream type, event type).
+    Kinds(Vec<(&'a str, &'a str)>),
 }
 
 impl<'a> Hint<'a> {
-    const RELAY_ONLY: &'static str = " relay";
+    const RELAY_ONLY: &'static str = "relay";
+    const KINDS: &'static str = "kinds ";
 
     fn parse(payload: &'a str) -> Hint<'a> {
-        match payload.strip_suffix(Self::RELAY_ONLY) {
-            Some(node) => Hint { node, saga: false },
-            None => Hint {
+        let Some((node, rest)) = payload.split_once(' ') else {
+            return Hint {
                 node: payload,
-                saga: true,
-            },
-        }
+                wrote: Wrote::Anything,
+            };
+        };
+        let kinds = rest.strip_prefix(Self::KINDS).and_then(|list| {
+            list.split(',')
+                .map(|kind| kind.split_once('/'))
+                .collect::<Option<Vec<_>>>()
+        });
+        let wrote = match kinds {
+            _ if rest == Self::RELAY_ONLY => Wrote::NothingForTheSaga,
+            Some(kinds) => Wrote::Kinds(kinds),
+            // From a later build: wake everything rather than miss something.
+            None => Wrote::Anything,
+        };
+        Hint { node, wrote }
     }
 
     fn payload(&self) -> String {
-        if self.saga {
-            self.node.to_owned()
-        } else {
-            format!("{}{}", self.node, Self::RELAY_ONLY)
+        match &self.wrote {
+            Wrote::Anything => self.node.to_owned(),
+            Wrote::NothingForTheSaga => format!("{} {}", self.node, Self::RELAY_ONLY),
+            Wrote::Kinds(kinds) => {
+                let kinds: Vec<String> = kinds.iter().map(|(s, e)| format!("{s}/{e}")).collect();
+                format!("{} {}{}", self.node, Self::KINDS, kinds.join(","))
+            }
         }
     }
 }
 
 /// Wakes the other replicas after this one's commits: at most one hint per
-/// [`HINT_EVERY`], each its own statement, never inside a command's transaction. It says
-/// whether the saga reads any of the events since the last hint, so that a stock change
-/// does not wake every saga partition of every replica.
+/// [`HINT_EVERY`], each its own statement, never inside a command's transaction. It names
+/// the kinds of events committed since the last hint (`Wakeup::take_written`), so that a
+/// stock change wakes neither the saga partitions nor the projectors of views it does
+/// not reach, on any replica.
 pub async fn send_hints(
     db: DatabaseConnection,
     node: Uuid,
     wakeup: crate::write::Wakeup,
     anyone_listens: impl Fn() -> bool,
 ) {
-    let (mut commits, mut saga_commits) = (wakeup.commits(), wakeup.saga_commits());
+    let mut commits = wakeup.commits();
     let node = node.simple().to_string();
     while commits.changed().await.is_ok() {
         commits.borrow_and_update();
-        // Rung before the commit count: whatever commit this hint covers, its saga part
-        // is seen here.
-        let saga = saga_commits.has_changed().unwrap_or(true);
-        saga_commits.borrow_and_update();
+        // Taken after the commit count: whatever commit this hint covers, its kinds were
+        // recorded before it was counted.
+        let written = wakeup.take_written();
         if !anyone_listens() {
             // Alone at the last look: the commit woke this replica's own readers
             // already, and a replica that starts is heard of within a look (its units
             // poll until then).
             continue;
         }
-        let payload = Hint { node: &node, saga }.payload();
+        let wrote = match &written {
+            Some(kinds) => Wrote::Kinds(kinds.clone()),
+            None => Wrote::Anything,
+        };
+        let payload = Hint { node: &node, wrote }.payload();
         if let Err(e) = notify_now(&db, WAKE_CHANNEL, &payload).await {
             // Only an optimisation: the other replicas poll.
             tracing::debug!(error = %e, "a writer hint was not sent");
@@ -660,19 +702,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_hint_says_whether_the_saga_must_wake_and_a_bare_node_id_wakes_everything() {
-        for saga in [true, false] {
-            let hint = Hint { node: "0a1b", saga };
+    fn a_hint_names_what_was_written_and_a_bare_node_id_wakes_everything() {
+        let kinds = vec![
+            ("cart", "CartItemAdded"),
+            ("product", "ProductStockUpdated"),
+        ];
+        for wrote in [
+            Wrote::Anything,
+            Wrote::NothingForTheSaga,
+            Wrote::Kinds(kinds),
+        ] {
+            let hint = Hint {
+                node: "0a1b",
+                wrote,
+            };
             assert_eq!(Hint::parse(&hint.payload()), hint);
         }
-        // What a replica of an earlier version sends.
-        assert_eq!(
-            Hint::parse("0a1b"),
-            Hint {
-                node: "0a1b",
-                saga: true
-            }
-        );
+        // What replicas of earlier versions send.
+        let anything = Hint {
+            node: "0a1b",
+            wrote: Wrote::Anything,
+        };
+        assert_eq!(Hint::parse("0a1b"), anything);
+        let relay = Hint {
+            node: "0a1b",
+            wrote: Wrote::NothingForTheSaga,
+        };
+        assert_eq!(Hint::parse("0a1b relay"), relay);
+        // Something this build cannot read wakes everything.
+        assert_eq!(Hint::parse("0a1b kinds cart"), anything);
+        assert_eq!(Hint::parse("0a1b twice"), anything);
     }
 
     #[test]

@@ -35,16 +35,25 @@ pub struct EventFeed {
     /// to read the log (the next run broadcasts the rest first).
     sent: AtomicI64,
     metrics: Arc<crate::metrics::Metrics>,
+    /// While anyone follows the feed, this process's relay wakes for every commit: the
+    /// horizon the feed follows must move with any event, not only with those its
+    /// views fold.
+    wakeup: crate::write::Wakeup,
 }
 
 impl EventFeed {
-    pub fn new(capacity: usize, metrics: Arc<crate::metrics::Metrics>) -> Arc<Self> {
+    pub fn new(
+        capacity: usize,
+        metrics: Arc<crate::metrics::Metrics>,
+        wakeup: crate::write::Wakeup,
+    ) -> Arc<Self> {
         let (tx, _) = broadcast::channel(capacity);
         Arc::new(Self {
             tx,
             published: watch::Sender::new(0),
             sent: AtomicI64::new(0),
             metrics,
+            wakeup,
         })
     }
 
@@ -106,6 +115,7 @@ impl EventFeed {
         async_stream::stream! {
             self.metrics.subscription_opened("events");
             let _open = OpenGuard(self.clone());
+            let _interest = self.wakeup.interest(None);
             let wanted = |e: &events::Model| {
                 stream_types.as_ref().is_none_or(|t| t.contains(&e.stream_type))
             };
@@ -207,7 +217,11 @@ mod tests {
             .await
             .expect("an event");
         }
-        let feed = EventFeed::new(16, Arc::new(crate::metrics::Metrics::default()));
+        let feed = EventFeed::new(
+            16,
+            Arc::new(crate::metrics::Metrics::default()),
+            crate::write::Wakeup::default(),
+        );
         let mut live = feed.tx.subscribe();
         feed.published.send_replace(3);
         feed.sent.store(1, Ordering::Release);
@@ -217,7 +231,8 @@ mod tests {
         let tasks = Arc::new(Tasks::default());
         let (stop, stopping) = watch::channel(false);
         let mut supervisor = Supervisor::new(tasks.clone(), stopping);
-        let (tailer, log) = (feed.clone(), Arc::new(SharedLog::new(db.clone())));
+        let log = Arc::new(SharedLog::new(db.clone(), Default::default()));
+        let tailer = feed.clone();
         supervisor.spawn("event-feed", move |up, stopped| {
             let run = tailer
                 .clone()

@@ -89,7 +89,9 @@ pub struct Relay {
     pub projections: Vec<Arc<dyn Projection>>,
     pub checkpoints: Arc<Checkpoints>,
     pub bus: Arc<dyn ChangeBus>,
-    pub wakeup: watch::Receiver<u64>,
+    /// Rings for the events this process's readers want; each projector registers what
+    /// it wants while it runs.
+    pub wakeup: crate::write::Wakeup,
     pub poll: Duration,
     pub health: Arc<RelayHealth>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -143,7 +145,8 @@ impl Relay {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(projection.name());
         let _running = Running(&self, projection.name());
-        let mut wakeup = self.wakeup.clone();
+        let _interest = self.wakeup.interest(Some(projection.wants()));
+        let mut wakeup = self.wakeup.subscribe();
         let mut backoff = Duration::from_millis(50);
         // Set when an earlier view moved: the horizon last read still holds (it only
         // rises), so the tick folds on at once without asking the database again.

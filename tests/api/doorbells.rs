@@ -497,3 +497,102 @@ async fn any_insert_into_the_log_takes_its_transaction_id_before_its_position() 
     .await;
     assert_eq!(cart["itemCount"], 0, "{cart}");
 }
+
+/// The reads of the log a replica's `/metrics` counts, of one kind (`horizon`, `page`).
+async fn log_reads(app: &TestApp, read: &str) -> u64 {
+    let metrics = app.get_text("/metrics").await;
+    let line = format!("ordergraph_log_reads_total{{read=\"{read}\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(line.as_str()))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+/// Which replica runs which view's projector, once every projector is held and each of
+/// `apps` holds `each`: the index in `apps` of each view's holder.
+async fn projectors_held(apps: &[&TestApp], each: usize) -> Vec<(String, usize)> {
+    let mut nodes = Vec::new();
+    for app in apps {
+        let resp = app.as_admin().gql("{ cluster { node } }", json!({})).await;
+        nodes.push(str_of(&data(&resp)["cluster"]["node"]).to_owned());
+    }
+    let admin = apps[0].as_admin();
+    wait_until("every projector held, as many by each replica", || async {
+        let resp = admin
+            .gql("{ cluster { units { name holder } } }", json!({}))
+            .await;
+        let units = data(&resp)["cluster"]["units"].as_array()?.clone();
+        let held: Vec<(String, usize)> = units
+            .iter()
+            .filter_map(|u| {
+                let view = u["name"].as_str()?.strip_prefix("projector:")?;
+                let holder = nodes
+                    .iter()
+                    .position(|n| Some(n.as_str()) == u["holder"].as_str())?;
+                Some((view.to_owned(), holder))
+            })
+            .collect();
+        let spread = (0..apps.len()).all(|i| held.iter().filter(|(_, h)| *h == i).count() == each);
+        (held.len() == 4 && spread).then_some(held)
+    })
+    .await
+}
+
+/// A cart's change concerns the cart view alone: a replica that does not run the cart's
+/// projector (it runs two others) is not woken for it, whether it was made there or on
+/// another replica, so it does not read the log for it. The replicas poll once a minute
+/// here, so every read is one that a commit or a hint caused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_folds_no_view_a_write_reaches_does_not_read_the_log_for_it() {
+    if !on_postgres() {
+        return;
+    }
+    // Arrange: one replica takes every projector, a second takes two of them; a product
+    // to put in carts.
+    let a = spawn_app_with(|s| s.relay_poll_ms = 60_000).await;
+    projectors_held(&[&a], 4).await;
+    let b = a.replica().await;
+    let apps = [&a, &b];
+    let held = projectors_held(&apps, 2).await;
+    let cart = held
+        .iter()
+        .find(|(view, _)| view == "cart")
+        .expect("held")
+        .1;
+    let other = 1 - cart;
+    let product = a.as_admin().create_product("QUIET-1", "1.00", 100).await;
+    let id = str_of(&product["id"]).to_owned();
+    // What the start-up and the creation caused has settled.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let reads = || async {
+        (
+            log_reads(apps[cart], "horizon").await,
+            log_reads(apps[other], "horizon").await,
+        )
+    };
+    let before = reads().await;
+
+    // Act: carts filled through each replica.
+    for user in 0..20 {
+        let app = apps[user % 2];
+        let resp = app
+            .as_user(&format!("quiet-{user}"))
+            .add_to_cart(&id, 1)
+            .await;
+        assert_eq!(error_code(&resp), None, "{resp}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Assert: the cart's replica read the horizon for them; the other did not.
+    let after = reads().await;
+    assert!(
+        after.0 - before.0 >= 10,
+        "the cart's replica read the horizon {} times for 20 writes",
+        after.0 - before.0
+    );
+    assert!(
+        after.1 - before.1 <= 2,
+        "a replica that does not fold the cart read the horizon {} times for 20 writes",
+        after.1 - before.1
+    );
+}
