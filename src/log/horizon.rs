@@ -6,7 +6,7 @@
 //! commits in position order, so the horizon is the maximum.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement};
 
@@ -30,13 +30,22 @@ pub async fn safe_horizon(db: &DatabaseConnection, known: i64) -> Result<i64, Db
 /// A read answers every request made *before it started*: whatever had committed when a
 /// reader asked is below the horizon that read finds. Requests made while a read is in
 /// flight wait for it, then share the next one; at most one read runs at a time.
+///
+/// A reader that only polls (nothing woke it: the backstop for commits nobody told this
+/// process of) takes any read that started within its poll interval ([`recent`]): under
+/// load the woken readers read all the time, and the polls of eight saga partitions no
+/// longer queue reads of their own (each a wait for the writers in flight) in front of
+/// theirs.
+///
+/// [`recent`]: Self::recent
 pub struct SharedHorizon {
     db: DatabaseConnection,
     /// How many requests were ever made: request `n` is answered by a read that starts
     /// after the counter reached `n`.
     asked: AtomicU64,
-    /// The last read: the requests it answers (all up to this number) and what it found.
-    last: tokio::sync::Mutex<(u64, i64)>,
+    /// The last read: the requests it answers (all up to this number), what it found,
+    /// and when it started.
+    last: tokio::sync::Mutex<(u64, i64, Option<Instant>)>,
 }
 
 impl SharedHorizon {
@@ -44,8 +53,22 @@ impl SharedHorizon {
         Self {
             db,
             asked: AtomicU64::new(0),
-            last: tokio::sync::Mutex::new((0, 0)),
+            last: tokio::sync::Mutex::new((0, 0, None)),
         }
+    }
+
+    /// A safe horizon read at most `within` ago (or now, when there was none), and
+    /// whether this request read it: for a poll, which any recent read answers as well
+    /// as its own would.
+    pub async fn recent(&self, known: i64, within: Duration) -> Result<(i64, bool), DbErr> {
+        {
+            // Waits for a read in flight, which is then the most recent.
+            let last = self.last.lock().await;
+            if last.2.is_some_and(|at| at.elapsed() <= within) {
+                return Ok((last.1.max(known), false));
+            }
+        }
+        self.get(known).await
     }
 
     /// The safe horizon as of now (see [`safe_horizon`]; `known` as there), and whether
@@ -58,8 +81,9 @@ impl SharedHorizon {
         }
         // Every request numbered up to here was made before this read starts.
         let answers = self.asked.load(Ordering::SeqCst);
+        let started = Instant::now();
         let found = safe_horizon(&self.db, known.max(last.1)).await?;
-        *last = (answers, found.max(last.1));
+        *last = (answers, found.max(last.1), Some(started));
         Ok((last.1.max(known), true))
     }
 }
@@ -190,5 +214,36 @@ mod tests {
         }
         // What a reader already knows is never taken back.
         assert_eq!(horizon.get(99).await.expect("a horizon").0, 99);
+    }
+
+    /// A poll takes any read that started within its interval, and reads when there
+    /// was none: it never answers with nothing read at all.
+    #[tokio::test]
+    async fn a_poll_takes_a_recent_read_and_reads_when_there_is_none() {
+        let db = crate::db::in_memory().await;
+        let horizon = SharedHorizon::new(db.clone());
+        let within = Duration::from_secs(3600);
+        assert_eq!(
+            horizon.recent(0, within).await.expect("a horizon"),
+            (0, true)
+        );
+        let position = append(&db, "Product", "ProductStockAdjusted").await;
+        // Read an hour ago at the most: the poll takes the earlier read.
+        assert_eq!(
+            horizon.recent(0, within).await.expect("a horizon"),
+            (0, false)
+        );
+        // A woken reader reads, and a poll takes what it found.
+        assert_eq!(horizon.get(0).await.expect("a horizon"), (position, true));
+        assert_eq!(
+            horizon.recent(0, within).await.expect("a horizon"),
+            (position, false)
+        );
+        // Nothing recent enough: the poll reads.
+        let position = append(&db, "Product", "ProductStockAdjusted").await;
+        assert_eq!(
+            horizon.recent(0, Duration::ZERO).await.expect("a horizon"),
+            (position, true)
+        );
     }
 }

@@ -17,6 +17,7 @@
 
 use std::collections::VecDeque;
 use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
 
 use sea_orm::{DatabaseConnection, DbErr};
 
@@ -126,6 +127,16 @@ impl SharedLog {
     /// The safe horizon as of now (`known`: a horizon already established).
     pub async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
         let (horizon, read) = self.horizon.get(known).await?;
+        if read {
+            self.metrics.log_read(LogRead::Horizon);
+        }
+        Ok(horizon)
+    }
+
+    /// For a poll: a safe horizon read at most `within` ago by any reader of this
+    /// process, or read now when there was none (`SharedHorizon::recent`).
+    pub async fn horizon_polled(&self, known: i64, within: Duration) -> Result<i64, DbErr> {
+        let (horizon, read) = self.horizon.recent(known, within).await?;
         if read {
             self.metrics.log_read(LogRead::Horizon);
         }

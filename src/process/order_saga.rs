@@ -388,12 +388,14 @@ impl OrderSaga {
         let mut checkpoint = checkpoints::load_one(&self.db, &part.checkpoint).await?;
         let mut dead = DeadLetterView::default();
         let mut backoff = Duration::from_millis(50);
+        // Whether nothing but the poll's timer started this tick.
+        let mut polled = false;
         loop {
             if *shutdown.borrow() {
                 return Ok(());
             }
             match self
-                .tick(&part, &mut checkpoint, &shutdown, &mut dead)
+                .tick(&part, &mut checkpoint, &shutdown, &mut dead, polled)
                 .await
             {
                 Ok(next_due) => {
@@ -408,10 +410,11 @@ impl OrderSaga {
                             None => std::future::pending().await,
                         }
                     };
+                    polled = false;
                     tokio::select! {
                         _ = shutdown.changed() => return Ok(()),
                         Ok(()) = wakeup.changed() => {}
-                        _ = tokio::time::sleep(self.poll) => {}
+                        _ = tokio::time::sleep(self.poll) => polled = true,
                         _ = retry => {}
                     }
                 }
@@ -449,8 +452,9 @@ impl OrderSaga {
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
         dead: &mut DeadLetterView,
+        polled: bool,
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
-        let handled = self.follow_log(part, checkpoint, shutdown).await?;
+        let handled = self.follow_log(part, checkpoint, shutdown, polled).await?;
         let changes = self.dead_letters.changes();
         let stale = dead.read_at.is_none_or(|at| {
             at.elapsed() >= self.poll.max(DEAD_LETTERS_POLL) || changes != dead.changes
@@ -468,13 +472,19 @@ impl OrderSaga {
     }
 
     /// Handles the events up to the horizon; whether one of them was this partition's.
+    /// A poll (`polled`) takes a horizon another reader read within the poll interval.
     async fn follow_log(
         &self,
         part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
+        polled: bool,
     ) -> Result<bool, SagaError> {
-        let horizon = self.log.horizon(*checkpoint).await?;
+        let horizon = if polled {
+            self.log.horizon_polled(*checkpoint, self.poll).await?
+        } else {
+            self.log.horizon(*checkpoint).await?
+        };
         let mut handled = false;
         while *checkpoint < horizon {
             let span = Span::new(*checkpoint, horizon)
