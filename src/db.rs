@@ -20,6 +20,15 @@ pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Database
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        // No idle or lifetime reaping: sqlx 0.9.0's reaper can see the idle count wrap
+        // below zero (a race between returning and taking a connection) and then loops
+        // without yielding, a core at 100 % for good, and a process that never exits
+        // (sqlx issue 3645, fixed upstream by pull request 4289, not yet released). It
+        // hung `ordergraph projections rebuild` in CI. Connections stay open, as a
+        // service's pool usually keeps them; bring reaping back with a release that
+        // has the fix.
+        .idle_timeout(None::<Duration>)
+        .max_lifetime(None::<Duration>)
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|o| {
             o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
@@ -403,6 +412,16 @@ pub async fn in_memory() -> DatabaseConnection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pool runs no reaper, whose loop can spin for good in sqlx 0.9.0 (issue 3645):
+    /// neither an idle timeout nor a lifetime, which is what starts it.
+    #[tokio::test]
+    async fn the_pool_runs_no_idle_or_lifetime_reaper() {
+        let db = connect("sqlite::memory:", 2).await.expect("a pool");
+        let options = db.get_sqlite_connection_pool().options();
+        assert_eq!(options.get_idle_timeout(), None);
+        assert_eq!(options.get_max_lifetime(), None);
+    }
 
     #[test]
     fn only_a_few_nanoseconds_are_a_tag() {

@@ -48,6 +48,9 @@ impl Scratch {
                     options
                         .max_connections(1)
                         .min_connections(1)
+                        // No reaper: see `db::connect` (sqlx issue 3645).
+                        .idle_timeout(None::<std::time::Duration>)
+                        .max_lifetime(None::<std::time::Duration>)
                         .sqlx_logging(false)
                         .set_schema_search_path(quote(&schema));
                     Database::connect(options).await
@@ -98,6 +101,9 @@ impl Scratch {
                     options
                         .max_connections(1)
                         .min_connections(1)
+                        // No reaper: see `db::connect` (sqlx issue 3645).
+                        .idle_timeout(None::<std::time::Duration>)
+                        .max_lifetime(None::<std::time::Duration>)
                         .sqlx_logging(false)
                         // A scratch copy: thrown away on any failure, so no journal.
                         .map_sqlx_sqlite_opts(|o| {
