@@ -150,13 +150,36 @@ impl Folded<'_> {
         }
     }
 
-    /// [`ring`](Self::ring) for a fold that wrote nothing, so has no transaction to ring
-    /// in (a page of events a view only announces): in a statement of its own.
+    /// [`ring`](Self::ring) for a fold that wrote no row (a page of events a view only
+    /// announces), so has no transaction to ring in: one statement of its own that also
+    /// moves the stored checkpoint to `upto`. The stored checkpoint is what heals a lost
+    /// doorbell (every replica re-reads them on its poll and when its listener
+    /// reconnects); kept in memory only, an announcement lost on its way (a listener not
+    /// yet listening, a dropped connection) was never sent to any subscriber. It never
+    /// moves back, and only over events that write nothing to the view, so whoever moves
+    /// it (even a fenced holder) states what is true of the view. As for
+    /// [`notify_now`], its commit is not flushed to disk: a move lost in a crash is
+    /// announced again after the restart.
     pub async fn ring_now(&self, db: &DatabaseConnection) -> Result<(), DbErr> {
-        match self.payload(db)? {
-            Some(payload) => notify_now(db, VIEW_CHANNEL, &payload).await,
-            None => Ok(()),
-        }
+        let Some(payload) = self.payload(db)? else {
+            return Ok(());
+        };
+        let sql = "WITH stored AS (UPDATE projection_checkpoints SET position = $3, \
+                   updated_at = now() WHERE name = $4 AND position < $3 RETURNING 1) \
+                   SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)";
+        let values = [
+            VIEW_CHANNEL.into(),
+            payload.into(),
+            self.upto.into(),
+            self.projection.into(),
+        ];
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// The payload, on PostgreSQL.

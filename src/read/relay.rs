@@ -355,10 +355,12 @@ impl Relay {
 
     /// A page of events that write no row of `projection`'s view and only announce a
     /// change of it (`Projection::announces`): no transaction. The doorbell rings in a
-    /// statement of its own (every replica, this one too, re-sends the key), then the
-    /// checkpoint advances in memory, as for a page of events the view does not want: the
-    /// stored one catches up with the view's next write, and after a restart these events
-    /// are read again and announce again, which sends a subscriber what it has already.
+    /// statement of its own (every replica, this one too, re-sends the key), which on
+    /// PostgreSQL also stores the checkpoint, so that a replica that missed the doorbell
+    /// learns of the change at its next poll. On SQLite the checkpoint advances in memory
+    /// only, as for a page of events the view does not want: the stored one catches up
+    /// with the view's next write, and after a restart these events are read again and
+    /// announce again, which sends a subscriber what it has already.
     async fn announce(
         &self,
         projection: &dyn Projection,

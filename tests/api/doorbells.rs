@@ -156,6 +156,42 @@ async fn a_dashboard_subscriber_on_another_replica_sees_low_stock_move_with_a_st
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_that_missed_a_stock_change_announcement_learns_of_it_from_the_stored_checkpoint()
+{
+    if !on_postgres() {
+        return;
+    }
+    // Arrange: one replica; stock changes alone, which the dashboard only announces (it
+    // writes no row for them), the last one to the low-stock threshold.
+    let a = spawn_app().await;
+    let admin = a.as_admin();
+    let product = admin.create_product("MISSED-BELL", "1.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    admin.adjust_stock(&id, -1).await;
+    let resp = admin.adjust_stock(&id, -7).await;
+    let at = pos(&data(&resp)["adjustStock"]["position"]);
+    let folded = admin.dashboard().await;
+    assert_eq!(pos(&folded["position"]), at, "{folded}");
+
+    // Act: a replica that starts now heard none of those doorbells.
+    let b = a.replica().await;
+
+    // Assert: its dashboard, and a dashboard subscriber's first figures, are at the last
+    // stock change, with its low stock: it read them from what the announcement stored.
+    let seen = b.as_admin().dashboard().await;
+    assert_eq!(pos(&seen["position"]), at, "{seen}");
+    assert_eq!(
+        seen["lowStock"],
+        json!([{ "sku": "MISSED-BELL", "stock": 2 }]),
+        "{seen}"
+    );
+    let mut ws = WsClient::connect(&b, Some(&token("admin", Role::Admin))).await;
+    ws.subscribe("d", DASHBOARD_UPDATED, json!({})).await;
+    let first = ws.next_data("d", "dashboardUpdated").await;
+    assert_eq!(pos(&first["position"]), at, "{first}");
+}
+
 /// Writes through `app` (one stock change after another), then whether a writer hint was
 /// heard within `quiet`.
 async fn hinted_after_writes(
