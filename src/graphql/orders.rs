@@ -397,6 +397,35 @@ pub struct StatusCount {
     pub count: i64,
 }
 
+impl Dashboard {
+    /// `lowStock` is read from the catalog when the figures are sent, and shows the stock
+    /// as of their position: this waits (at most the consistency wait) until this
+    /// replica's catalog has folded the last stock change at or before it. In one process
+    /// the relay folds the catalog first anyway; across replicas another replica may fold
+    /// the catalog, and reach a stock change later than the dashboard announced it
+    /// (ADR 0012). A failed catalog holds nothing back.
+    async fn catalog_caught_up(&self, s: &crate::graphql::Services) -> AppResult<()> {
+        let at = self.figures.position;
+        let catalog = crate::read::catalog::NAME;
+        if s.checkpoints.get(catalog) >= at || s.projections.is_failed(catalog) {
+            return Ok(());
+        }
+        let last = *self
+            .figures
+            .stock_at
+            .get_or_try_init(|| dashboard_view::last_stock_change(&s.db, at))
+            .await?;
+        if !s
+            .checkpoints
+            .wait_for(catalog, last, s.consistency_wait)
+            .await
+        {
+            tracing::debug!(position = at, "lowStock: the catalog is late");
+        }
+        Ok(())
+    }
+}
+
 #[Object]
 impl Dashboard {
     /// Number of orders in each status (every status listed, zero included).
@@ -432,6 +461,7 @@ impl Dashboard {
                 ));
             }
             let s = services(ctx)?;
+            self.catalog_caught_up(s).await?;
             Ok(
                 dashboard_view::low_stock(&s.views, i64::from(threshold), 100)
                     .await?

@@ -3,6 +3,8 @@
 //! scanning orders. The projection remembers each order's status and total in its own
 //! table so a transition moves exactly one count.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -310,6 +312,26 @@ pub struct DashboardRead {
     pub revenue_cents: i64,
     pub orders_today: i64,
     pub position: i64,
+    /// The position of the last stock change at or before `position`, once asked for
+    /// (`last_stock_change`): shared by every subscriber sent these figures, so a frame
+    /// reads the log once on each replica however many admins watch.
+    pub stock_at: Arc<tokio::sync::OnceCell<i64>>,
+}
+
+/// The position of the last product event at or before `at` (0 if none): where the
+/// catalog must be for `lowStock` to show the stock of `at`. One probe of the
+/// `(stream_type, position)` index of the log.
+pub async fn last_stock_change<C: ConnectionTrait>(log: &C, at: i64) -> Result<i64, DbErr> {
+    use sea_orm::sea_query::Func;
+    let last: Option<Option<i64>> = events::Entity::find()
+        .select_only()
+        .expr(Func::max(Expr::col(events::Column::Position)))
+        .filter(events::Column::StreamType.eq(crate::domain::product::Product::STREAM_TYPE))
+        .filter(events::Column::Position.lte(at))
+        .into_tuple()
+        .one(log)
+        .await?;
+    Ok(last.flatten().unwrap_or(0))
 }
 
 /// Reads the figures in one snapshot. `known` is the projection's checkpoint as seen
@@ -355,6 +377,7 @@ async fn read_figures<C: ConnectionTrait>(
         revenue_cents: value(REVENUE),
         orders_today,
         position: 0,
+        stock_at: Arc::default(),
     })
 }
 
