@@ -45,6 +45,13 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like `spawn_app`, with the test's settings adjusted by `configure` before the start.
 pub async fn spawn_app_with(configure: impl FnOnce(&mut Settings)) -> TestApp {
+    // `TEST_LOG=ordergraph=debug`: the servers' logs, shown with a failing test's output.
+    if let Ok(filter) = std::env::var("TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
     let data_dir = tempfile::tempdir().expect("a temporary directory can be created");
     let (database_url, postgres) = match std::env::var("TEST_DATABASE_URL") {
         Ok(server) if !server.trim().is_empty() => {

@@ -249,6 +249,8 @@ impl WsClient {
             if accept(&data) {
                 return data;
             }
+            // Shown when the test fails: what arrived instead of what it waits for.
+            println!("{id}: skipped {field} {data}");
         }
     }
 }
