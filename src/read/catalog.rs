@@ -176,7 +176,8 @@ fn fold_event(view: &mut catalog_view::ActiveModel, row: &events::Model, event: 
 }
 
 /// Rows per statement: well under PostgreSQL's 65 535 parameters and SQLite's 32 766.
-const ROWS_PER_STATEMENT: usize = 500;
+/// The cart view's batched fold uses it too.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Writes a batch's row changes: the new rows in one `INSERT`, the others in one
 /// `UPDATE … FROM (VALUES …)` per set of columns changed. An update that finds fewer
