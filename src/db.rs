@@ -415,6 +415,63 @@ pub async fn in_memory() -> DatabaseConnection {
     db
 }
 
+/// A fresh migrated database for unit tests that must hold on both backends: a database
+/// of its own on the PostgreSQL server `TEST_DATABASE_URL` names, when it is set, else
+/// SQLite in memory ([`in_memory`]).
+#[cfg(test)]
+pub struct TestDatabase {
+    pub db: DatabaseConnection,
+    /// The PostgreSQL database made for the test: (server URL, database name).
+    postgres: Option<(String, String)>,
+}
+
+#[cfg(test)]
+impl TestDatabase {
+    pub async fn new() -> Self {
+        let server = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        let Some(server) = server else {
+            return Self {
+                db: in_memory().await,
+                postgres: None,
+            };
+        };
+        let name = format!("test_{}", uuid::Uuid::new_v4().simple());
+        let admin = Database::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("TEST_DATABASE_URL={server} is reachable: {e}"));
+        admin
+            .execute_unprepared(&format!(r#"CREATE DATABASE "{name}""#))
+            .await
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name} failed: {e}"));
+        let _ = admin.close().await;
+        let mut url = reqwest::Url::parse(&server).expect("TEST_DATABASE_URL is a valid URL");
+        url.set_path(&format!("/{name}"));
+        let db = connect(url.as_str(), 2)
+            .await
+            .expect("the test database is reachable");
+        migrate(&db).await.expect("the migrations apply");
+        Self {
+            db,
+            postgres: Some((server, name)),
+        }
+    }
+
+    /// Closes the database; a PostgreSQL one is dropped (a failed test, which never gets
+    /// here, leaves it for a look).
+    pub async fn close(self) {
+        let _ = self.db.close().await;
+        if let Some((server, name)) = self.postgres
+            && let Ok(admin) = Database::connect(&server).await
+        {
+            let drop = format!(r#"DROP DATABASE IF EXISTS "{name}" WITH (FORCE)"#);
+            let _ = admin.execute_unprepared(&drop).await;
+            let _ = admin.close().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -176,7 +176,8 @@ fn fold_event(view: &mut catalog_view::ActiveModel, row: &events::Model, event: 
 }
 
 /// Rows per statement: well under PostgreSQL's 65 535 parameters and SQLite's 32 766.
-const ROWS_PER_STATEMENT: usize = 500;
+/// The cart view's batched fold uses it too.
+pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Writes a batch's row changes: the new rows in one `INSERT`, the others in one
 /// `UPDATE … FROM (VALUES …)` per set of columns changed. An update that finds fewer
@@ -525,6 +526,7 @@ mod tests {
     use sea_orm::TransactionTrait;
 
     use super::*;
+    use crate::db::TestDatabase;
     use crate::domain::values::{Description, Money, ProductName, Sku};
     use crate::log::codec::encode;
     use crate::log::upcast::current_version;
@@ -606,17 +608,24 @@ mod tests {
 
     /// Folding a log in batches of any length (each product's events merged, a statement
     /// per group of columns) leaves the view and announces the changes exactly as
-    /// folding it one event at a time does.
+    /// folding it one event at a time does. On PostgreSQL too when `TEST_DATABASE_URL` is
+    /// set.
     #[tokio::test]
     async fn a_batch_folds_as_its_events_one_at_a_time() {
+        let (single_db, batched_db) = (TestDatabase::new().await, TestDatabase::new().await);
         for seed in 0..8_u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let log = random_log(&mut rng, 7, 300);
-            let single = crate::db::in_memory().await;
+            let (single, batched) = (&single_db.db, &batched_db.db);
+            for db in [single, batched] {
+                catalog_view::Entity::delete_many()
+                    .exec(db)
+                    .await
+                    .expect("the view emptied");
+            }
             let one_by_one: Vec<&[events::Model]> = log.chunks(1).collect();
-            let expected = fold_in(&single, &one_by_one).await;
+            let expected = fold_in(single, &one_by_one).await;
 
-            let batched = crate::db::in_memory().await;
             let mut batches = Vec::new();
             let mut rest = &log[..];
             while !rest.is_empty() {
@@ -625,8 +634,8 @@ mod tests {
                 batches.push(batch);
                 rest = after;
             }
-            let changes = fold_in(&batched, &batches).await;
-            assert_eq!(rows(&batched).await, rows(&single).await, "seed {seed}");
+            let changes = fold_in(batched, &batches).await;
+            assert_eq!(rows(batched).await, rows(single).await, "seed {seed}");
             let keys = |c: &[Change]| {
                 c.iter()
                     .map(|c| (c.key.clone(), c.position))
@@ -634,6 +643,8 @@ mod tests {
             };
             assert_eq!(keys(&changes), keys(&expected), "seed {seed}");
         }
+        single_db.close().await;
+        batched_db.close().await;
     }
 
     /// An event of a product the view has no row for fails the batch, as a single
@@ -642,7 +653,8 @@ mod tests {
     async fn a_batch_naming_a_missing_row_fails() {
         let mut rng = StdRng::seed_from_u64(1);
         let log = random_log(&mut rng, 3, 40);
-        let db = crate::db::in_memory().await;
+        let test_db = TestDatabase::new().await;
+        let db = &test_db.db;
         let created: Vec<&events::Model> = log
             .iter()
             .filter(|e| e.event_type == "ProductCreated")
@@ -659,5 +671,7 @@ mod tests {
             .await
             .expect_err("an update of a missing row fails");
         assert!(matches!(err, DbErr::RecordNotUpdated), "{err}");
+        txn.rollback().await.expect("a rollback");
+        test_db.close().await;
     }
 }
