@@ -46,6 +46,12 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_CONSISTENCY_WAIT_MS", default_value_t = 5_000)]
     pub consistency_wait_ms: u64,
 
+    /// How many catalog products `product(id)` keeps in memory (and a tenth as many
+    /// `products` pages), exact: dropped whenever the catalog changes (ADR 0023). 0 turns
+    /// the cache off.
+    #[arg(long, env = "ORDERGRAPH_READ_CACHE_ROWS", default_value_t = 10_000)]
+    pub read_cache_rows: usize,
+
     /// Upper bound on the time one HTTP request may take.
     #[arg(long, env = "ORDERGRAPH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -280,6 +286,7 @@ impl Default for Settings {
             data_dir: PathBuf::from("./data"),
             jwt_secret: None,
             consistency_wait_ms: 5_000,
+            read_cache_rows: 10_000,
             request_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 8 * 1024 * 1024,

@@ -184,6 +184,8 @@ pub struct Services {
     pub writer: Writer,
     pub checkpoints: Arc<Checkpoints>,
     pub consistency_wait: Duration,
+    /// Hot catalog reads, exact (`read::cache`, ADR 0023).
+    pub catalog_cache: Arc<crate::read::cache::CatalogCache>,
     /// Live views for subscriptions.
     pub live: Arc<LiveViews>,
     /// The raw event feed.

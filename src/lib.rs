@@ -491,6 +491,10 @@ impl Core {
                 writer: self.writer(),
                 checkpoints: self.checkpoints.clone(),
                 consistency_wait: self.settings.consistency_wait(),
+                catalog_cache: Arc::new(read::cache::CatalogCache::new(
+                    self.settings.read_cache_rows,
+                    self.metrics.clone(),
+                )),
                 live: self.live.clone(),
                 feed: self.feed.clone(),
                 drain: self.drain.clone(),

@@ -59,6 +59,14 @@ pub struct LogReadLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReadCacheLabel {
+    /// `product` or `page`.
+    pub read: &'static str,
+    /// `hit` (served from memory) or `miss` (read from the database).
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NodeLabel {
     /// The replica's node id (ORDERGRAPH_NODE_ID).
     pub node: String,
@@ -143,6 +151,7 @@ pub struct Metrics {
     bus_diverged: Gauge,
     bus_gaps: Counter,
     log_reads: Family<LogReadLabel, Counter>,
+    read_cache: Family<ReadCacheLabel, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -328,6 +337,12 @@ impl Default for Metrics {
             "Reads of the event log this process's readers share: safe horizons and pages",
             Family::<LogReadLabel, Counter>::default(),
         );
+        let read_cache = register(
+            &mut registry,
+            "read_cache",
+            "Catalog reads served from memory (hit) or from the database (miss)",
+            Family::<ReadCacheLabel, Counter>::default(),
+        );
         let mut process = Registry::default();
         let process_rss = register(
             &mut process,
@@ -373,6 +388,7 @@ impl Default for Metrics {
             bus_diverged,
             bus_gaps,
             log_reads,
+            read_cache,
             registry,
             saga_parked,
             saga_retrying,
@@ -420,6 +436,14 @@ impl Metrics {
             LogRead::Page => "page",
         };
         self.log_reads.get_or_create(&LogReadLabel { read }).inc();
+    }
+
+    /// A catalog read (`product` or `page`) was served from memory or not.
+    pub fn read_cache(&self, read: &'static str, hit: bool) {
+        let result = if hit { "hit" } else { "miss" };
+        self.read_cache
+            .get_or_create(&ReadCacheLabel { read, result })
+            .inc();
     }
 
     pub fn command(&self, operation: &str, outcome: &str, seconds: f64) {

@@ -6,6 +6,7 @@
 //! changes, checkpoints and horizon of folds made anywhere.
 
 pub mod bus;
+pub mod cache;
 pub mod cart;
 pub mod catalog;
 pub mod checkpoints;

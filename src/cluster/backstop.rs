@@ -71,7 +71,10 @@ impl CheckpointBackstop {
         let mut highest = 0;
         for row in rows {
             highest = highest.max(row.position);
-            self.checkpoints.advance(&row.name, row.position);
+            // Stored further than known here: folded elsewhere, its rows may have moved.
+            if row.position > self.checkpoints.get(&row.name) {
+                self.checkpoints.changed(&row.name, row.position);
+            }
             let Some(name) = self.statuses.names().into_iter().find(|n| *n == row.name) else {
                 continue;
             };

@@ -3,6 +3,7 @@
 //! (`into_command`).
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use async_graphql::{Context, Enum, InputObject, Object, SimpleObject, Subscription};
 use chrono::{DateTime, Utc};
@@ -19,6 +20,7 @@ use crate::domain::values::{
     StockLevel,
 };
 use crate::error::{AppError, AppResult};
+use crate::read::cache::PageKey;
 use crate::read::catalog::{self as view, CatalogFilter, CatalogProjection, catalog_view};
 use crate::read::live::{LiveState, Positioned, Watch};
 use crate::write::catalog::new_product_id;
@@ -128,11 +130,17 @@ impl CatalogQuery {
     /// One product from the catalog view; null when unknown. Public.
     async fn product(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Product>> {
         let s = services(ctx).gql()?;
-        Ok(view::find(&s.views, id)
+        // The epoch before the read: a copy read in it is served only while it holds.
+        let epoch = s.checkpoints.epoch(view::NAME);
+        if let Some(held) = s.catalog_cache.product(epoch, id) {
+            return Ok(held.map(Product));
+        }
+        let row = view::find(&s.views, id)
             .await
             .map_err(AppError::from)
-            .gql()?
-            .map(Product))
+            .gql()?;
+        s.catalog_cache.keep_product(epoch, id, row.clone());
+        Ok(row.map(Product))
     }
 
     /// Catalog view in SKU order, Relay cursor pagination. Public. Forwards: `first`
@@ -187,16 +195,26 @@ impl CatalogQuery {
             };
             // Counting reads every match: only for a query that selects the count.
             let count = ctx.look_ahead().field("totalCount").exists();
-            let page = view::page(&s.views, &filter, bound, count).await?;
+            // The epoch before the read: a copy read in it is served only while it holds.
+            let epoch = s.checkpoints.epoch(view::NAME);
+            let key = PageKey::new(&filter, &bound, count);
+            let page = match s.catalog_cache.page(epoch, &key) {
+                Some(held) => held,
+                None => {
+                    let page = Arc::new(view::page(&s.views, &filter, bound, count).await?);
+                    s.catalog_cache.keep_page(epoch, key, page.clone());
+                    page
+                }
+            };
             let start_cursor = page.items.first().map(|p| encode_cursor(&p.sku));
             let end_cursor = page.items.last().map(|p| encode_cursor(&p.sku));
             Ok(ProductConnection {
                 edges: page
                     .items
-                    .into_iter()
+                    .iter()
                     .map(|p| ProductEdge {
                         cursor: encode_cursor(&p.sku),
-                        node: Product(p),
+                        node: Product(p.clone()),
                     })
                     .collect(),
                 page_info: PageInfo {

@@ -287,6 +287,7 @@ pub struct CatalogFilter {
     pub include_discontinued: bool,
 }
 
+#[derive(Default)]
 pub struct CatalogPage {
     /// In SKU order, whichever way the page was read.
     pub items: Vec<catalog_view::Model>,

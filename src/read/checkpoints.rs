@@ -5,6 +5,7 @@
 //! committed, never back.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -15,6 +16,9 @@ use crate::entity::projection_checkpoints;
 
 pub struct Checkpoints {
     by_name: HashMap<&'static str, watch::Sender<i64>>,
+    /// Per view, a count of the moments its rows may have changed (`changed`,
+    /// `invalidate`): what an in-memory copy of its rows is valid for (`read::cache`).
+    epochs: HashMap<&'static str, AtomicU64>,
 }
 
 impl Checkpoints {
@@ -31,7 +35,37 @@ impl Checkpoints {
                 (*name, watch::Sender::new(position))
             })
             .collect();
-        Ok(Self { by_name })
+        let epochs = names
+            .iter()
+            .map(|name| (*name, AtomicU64::new(0)))
+            .collect();
+        Ok(Self { by_name, epochs })
+    }
+
+    /// The view's rows may have changed up to `position` (a fold of its events
+    /// committed, here or on another replica; a rebuild swapped it): its epoch moves
+    /// first, then its checkpoint. A copy of its rows read in an earlier epoch is never
+    /// served again, so whoever sees the checkpoint at `position` (read-your-writes)
+    /// reads rows at least that new.
+    pub fn changed(&self, name: &str, position: i64) {
+        self.invalidate(name);
+        self.advance(name, position);
+    }
+
+    /// The view's rows may have changed without its checkpoint moving (a rebuild's swap
+    /// ended where it started): copies of them are dropped.
+    pub fn invalidate(&self, name: &str) {
+        if let Some(epoch) = self.epochs.get(name) {
+            epoch.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// How many times the view's rows may have changed so far: a copy read after this
+    /// was read is valid while it stays the same.
+    pub fn epoch(&self, name: &str) -> u64 {
+        self.epochs
+            .get(name)
+            .map_or(0, |epoch| epoch.load(Ordering::SeqCst))
     }
 
     pub fn get(&self, name: &str) -> i64 {

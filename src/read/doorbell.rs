@@ -511,12 +511,18 @@ impl Doorbells {
         if upto <= read {
             return Ok(());
         }
-        // First the checkpoint: a subscription starting from now on reads its state at
-        // or after `upto`, and skips what is delivered below.
-        self.checkpoints.advance(name, upto);
         // A fold that started where this replica had read, and announced nothing, moved
         // no row; past a gap (a lost doorbell, a poll) anything may have moved.
         let gap = from.is_none_or(|from| from > read);
+        // First the checkpoint: a subscription starting from now on reads its state at
+        // or after `upto`, and skips what is delivered below. Copies of rows that may
+        // have moved are dropped before it moves (`Checkpoints::changed`), unless this
+        // replica's checkpoint is there already: its own fold dropped them then.
+        if (gap || changed) && self.checkpoints.get(name) < upto {
+            self.checkpoints.changed(name, upto);
+        } else {
+            self.checkpoints.advance(name, upto);
+        }
         if (gap || changed) && self.hub.watched(name) {
             let mut after = read;
             loop {
@@ -579,6 +585,7 @@ impl Doorbells {
                     continue;
                 };
                 let stored = checkpoints::load_one(&self.db, name).await?;
+                self.checkpoints.invalidate(name);
                 self.read_view(seen, name, stored, None, true).await?;
                 let changed = match keys.map(serde_json::from_value::<Vec<String>>) {
                     Some(Ok(keys)) => Changed::Keys(keys),

@@ -467,7 +467,7 @@ impl Rebuilds {
                 .await;
             match outcome {
                 Ok((done, changed)) => {
-                    this.checkpoints.advance(name, done.position);
+                    this.checkpoints.changed(name, done.position);
                     if this.statuses.is_failed(name) {
                         this.statuses.recovered(name);
                     } else {

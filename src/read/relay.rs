@@ -319,7 +319,7 @@ impl Relay {
             // The checkpoint moves first, holding its row while the view is written.
             if let Some(stored) = checkpoints::claim(&txn, projection.name(), from, upto).await? {
                 txn.rollback().await?;
-                self.checkpoints.advance(projection.name(), stored);
+                self.checkpoints.changed(projection.name(), stored);
                 self.metrics.projection_at(projection.name(), stored);
                 return Ok(false);
             }
@@ -342,7 +342,7 @@ impl Relay {
             txn.commit().await?;
             changes
         };
-        self.checkpoints.advance(projection.name(), upto);
+        self.checkpoints.changed(projection.name(), upto);
         self.metrics.projection_at(projection.name(), upto);
         self.metrics
             .events_applied(projection.name(), events.len() as u64);

@@ -33,6 +33,7 @@ mod orders;
 mod persisted_queries;
 mod private_pg;
 mod projections_live;
+mod read_cache;
 mod rebuild;
 mod relay;
 mod relay_graphql;

@@ -1,0 +1,272 @@
+//! Hot catalog reads served from memory, exact (ADR 0023, which supersedes ADR 0019).
+//!
+//! `product(id)` and `products(…)` pages are kept in memory, each tagged with the
+//! catalog's **epoch** (`Checkpoints::epoch`) read *before* the database was: the epoch
+//! moves whenever the catalog's rows may have changed — a fold committed here or, on
+//! PostgreSQL, on another replica (its doorbell), a rebuild swapped the view — and it
+//! moves *before* the checkpoint that read-your-writes waits on. So:
+//!
+//! - a copy is served only while the epoch is the one it was read in: no fold has become
+//!   visible through a checkpoint since, and a client that was promised position `p`
+//!   (its mutation's payload) reads rows at least that new;
+//! - a read that raced a fold (it read the epoch, then the fold committed and moved the
+//!   epoch, then it stored what it read) is stored under the old epoch and never served.
+//!
+//! Events that do not touch the catalog (cart lines, orders) move its checkpoint but not
+//! its epoch, so a shop's browsing is served from memory while its carts and orders
+//! move. What the cache does not see is a change behind the service's back (an operator
+//! editing `catalog_view` by hand): that shows after the next change of the catalog or a
+//! rebuild, as it would for a subscriber.
+//!
+//! Bounded: at most `capacity` products and `capacity / 10` pages (a page holds at most
+//! 100 products); when one map is full it is emptied, and the next reads fill it again.
+//! `capacity` 0 turns the cache off.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use uuid::Uuid;
+
+use super::catalog::{CatalogFilter, CatalogPage, PageBound, catalog_view};
+use crate::metrics::Metrics;
+
+/// What one `products` page was asked for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PageKey {
+    search: Option<String>,
+    in_stock_only: bool,
+    include_discontinued: bool,
+    forwards: bool,
+    n: u64,
+    cursor: Option<String>,
+    count: bool,
+}
+
+impl PageKey {
+    pub fn new(filter: &CatalogFilter, bound: &PageBound<'_>, count: bool) -> Self {
+        let (forwards, n, cursor) = match *bound {
+            PageBound::First { n, after } => (true, n, after),
+            PageBound::Last { n, before } => (false, n, before),
+        };
+        Self {
+            search: filter.search.clone(),
+            in_stock_only: filter.in_stock_only,
+            include_discontinued: filter.include_discontinued,
+            forwards,
+            n,
+            cursor: cursor.map(str::to_owned),
+            count,
+        }
+    }
+}
+
+/// The catalog's hot reads, valid for one epoch at a time.
+pub struct CatalogCache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+    metrics: Arc<Metrics>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The epoch every copy held was read in.
+    epoch: u64,
+    products: HashMap<Uuid, Option<catalog_view::Model>>,
+    pages: HashMap<PageKey, Arc<CatalogPage>>,
+}
+
+impl Inner {
+    /// Whether copies read in `epoch` may be stored: the held ones are dropped when
+    /// `epoch` is newer; a copy read in an older epoch is never stored.
+    fn enter(&mut self, epoch: u64) -> bool {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.products.clear();
+            self.pages.clear();
+        }
+        epoch == self.epoch
+    }
+}
+
+impl CatalogCache {
+    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            capacity,
+            inner: Mutex::new(Inner::default()),
+            metrics,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.capacity > 0
+    }
+
+    /// The product `id` as read in `epoch` (the current one), if held: `Some(None)` is
+    /// a product known not to exist.
+    pub fn product(&self, epoch: u64, id: Uuid) -> Option<Option<catalog_view::Model>> {
+        if !self.enabled() {
+            return None;
+        }
+        let held = {
+            let inner = self.lock();
+            (inner.epoch == epoch)
+                .then(|| inner.products.get(&id).cloned())
+                .flatten()
+        };
+        self.metrics.read_cache("product", held.is_some());
+        held
+    }
+
+    /// Keeps the product `id` as read after `epoch` was.
+    pub fn keep_product(&self, epoch: u64, id: Uuid, row: Option<catalog_view::Model>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut inner = self.lock();
+        if !inner.enter(epoch) {
+            return;
+        }
+        if inner.products.len() >= self.capacity {
+            inner.products.clear();
+        }
+        inner.products.insert(id, row);
+    }
+
+    /// The page `key` as read in `epoch` (the current one), if held.
+    pub fn page(&self, epoch: u64, key: &PageKey) -> Option<Arc<CatalogPage>> {
+        if !self.enabled() {
+            return None;
+        }
+        let held = {
+            let inner = self.lock();
+            (inner.epoch == epoch)
+                .then(|| inner.pages.get(key).cloned())
+                .flatten()
+        };
+        self.metrics.read_cache("page", held.is_some());
+        held
+    }
+
+    /// Keeps the page `key` as read after `epoch` was.
+    pub fn keep_page(&self, epoch: u64, key: PageKey, page: Arc<CatalogPage>) {
+        if !self.enabled() {
+            return;
+        }
+        let mut inner = self.lock();
+        if !inner.enter(epoch) {
+            return;
+        }
+        if inner.pages.len() >= (self.capacity / 10).max(1) {
+            inner.pages.clear();
+        }
+        inner.pages.insert(key, page);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(stock: i64) -> catalog_view::Model {
+        catalog_view::Model {
+            id: Uuid::nil(),
+            sku: "S".into(),
+            name: "n".into(),
+            description: String::new(),
+            price_cents: 100,
+            stock,
+            status: "ACTIVE".into(),
+            review_count: 0,
+            rating_total: 0,
+            version: 1,
+            updated_at: chrono::Utc::now(),
+            position: 1,
+        }
+    }
+
+    #[test]
+    fn a_copy_is_served_only_in_the_epoch_it_was_read_in() {
+        let cache = CatalogCache::new(10, Arc::default());
+        let id = Uuid::nil();
+        assert!(cache.product(0, id).is_none());
+        cache.keep_product(0, id, Some(row(1)));
+        assert_eq!(cache.product(0, id).flatten().map(|r| r.stock), Some(1));
+        // The catalog moved: the copy is not served, and a later epoch's read replaces it.
+        assert!(cache.product(1, id).is_none());
+        cache.keep_product(1, id, Some(row(2)));
+        assert_eq!(cache.product(1, id).flatten().map(|r| r.stock), Some(2));
+        // A read that began before the move and ends after it is never kept.
+        cache.keep_product(0, id, Some(row(1)));
+        assert_eq!(cache.product(1, id).flatten().map(|r| r.stock), Some(2));
+        assert!(cache.product(0, id).is_none());
+    }
+
+    #[test]
+    fn an_unknown_product_is_remembered_as_unknown() {
+        let cache = CatalogCache::new(10, Arc::default());
+        cache.keep_product(3, Uuid::nil(), None);
+        assert_eq!(cache.product(3, Uuid::nil()), Some(None));
+    }
+
+    #[test]
+    fn the_cache_holds_at_most_its_capacity_and_nothing_when_off() {
+        let cache = CatalogCache::new(4, Arc::default());
+        for i in 0..50u128 {
+            cache.keep_product(0, Uuid::from_u128(i), None);
+            assert!(cache.lock().products.len() <= 4);
+        }
+        let off = CatalogCache::new(0, Arc::default());
+        off.keep_product(0, Uuid::nil(), None);
+        assert!(off.product(0, Uuid::nil()).is_none());
+        let filter = CatalogFilter {
+            search: None,
+            in_stock_only: false,
+            include_discontinued: false,
+        };
+        let key = PageKey::new(&filter, &PageBound::First { n: 20, after: None }, false);
+        off.keep_page(0, key.clone(), Arc::new(CatalogPage::default()));
+        assert!(off.page(0, &key).is_none());
+    }
+
+    #[test]
+    fn pages_differ_by_every_argument() {
+        let filter = |search: Option<&str>| CatalogFilter {
+            search: search.map(str::to_owned),
+            in_stock_only: false,
+            include_discontinued: false,
+        };
+        let first = PageBound::First { n: 20, after: None };
+        let keys = [
+            PageKey::new(&filter(None), &first, false),
+            PageKey::new(&filter(None), &first, true),
+            PageKey::new(&filter(Some("a")), &first, false),
+            PageKey::new(
+                &filter(None),
+                &PageBound::First { n: 5, after: None },
+                false,
+            ),
+            PageKey::new(
+                &filter(None),
+                &PageBound::First {
+                    n: 20,
+                    after: Some("X"),
+                },
+                false,
+            ),
+            PageKey::new(
+                &filter(None),
+                &PageBound::Last {
+                    n: 20,
+                    before: None,
+                },
+                false,
+            ),
+        ];
+        let distinct: std::collections::HashSet<_> = keys.iter().collect();
+        assert_eq!(distinct.len(), keys.len());
+    }
+}

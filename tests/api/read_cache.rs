@@ -1,0 +1,148 @@
+//! The catalog's reads from memory (ADR 0023): a client never reads a product older than
+//! a write it was told of, on the replica that took the write or any other; reads
+//! between writes that do not touch the catalog are served from memory.
+
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use crate::ws_client::pos;
+
+fn on_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|u| !u.trim().is_empty())
+}
+
+/// How many catalog reads `/metrics` counts as `result` ("hit" or "miss") for `read`.
+async fn counted(app: &TestApp, read: &str, result: &str) -> u64 {
+    let text = app.get_text("/metrics").await;
+    let series = format!("ordergraph_read_cache_total{{read=\"{read}\",result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |n| n.trim().parse().expect("a counter is a number"))
+}
+
+async fn page(app: &TestApp) -> Value {
+    let resp = app.gql(PRODUCTS, json!({ "first": 20 })).await;
+    data(&resp)["products"].clone()
+}
+
+fn stock_in(page: &Value, id: &str) -> i64 {
+    page["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .find(|e| e["node"]["id"] == id)
+        .and_then(|e| e["node"]["stock"].as_i64())
+        .unwrap_or_else(|| panic!("{id} is on the page: {page}"))
+}
+
+#[tokio::test]
+async fn a_product_and_a_page_read_before_each_write_show_it_right_after() {
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let mut ids = Vec::new();
+    for sku in ["RC-A", "RC-B", "RC-C"] {
+        let product = admin.create_product(sku, "1.00", 10).await;
+        ids.push(str_of(&product["id"]).to_owned());
+    }
+    let mut stock = [10, 10, 10];
+    for round in 0..12 {
+        let k = round % 3;
+        // Read twice, so the second read is served from memory if anything is.
+        for _ in 0..2 {
+            assert_eq!(admin.product(&ids[k]).await["stock"], stock[k]);
+            assert_eq!(stock_in(&page(&app).await, &ids[k]), stock[k]);
+        }
+        let delta = round as i64 + 1;
+        let resp = admin.adjust_stock(&ids[k], delta).await;
+        let at = pos(&data(&resp)["adjustStock"]["position"]);
+        stock[k] += delta;
+        // Read-your-writes through the cache: the product and the page show the write.
+        let product = admin.product(&ids[k]).await;
+        assert_eq!(product["stock"], stock[k], "{product}");
+        assert_eq!(pos(&product["position"]), at, "{product}");
+        assert_eq!(stock_in(&page(&app).await, &ids[k]), stock[k]);
+    }
+    // The reads between the writes were served from memory.
+    assert!(counted(&app, "product", "hit").await >= 12);
+    assert!(counted(&app, "page", "hit").await >= 12);
+}
+
+#[tokio::test]
+async fn reads_between_writes_that_do_not_touch_the_catalog_are_served_from_memory() {
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("RC-CART", "1.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    wait_until("a read is served from memory", || async {
+        let hits = counted(&app, "product", "hit").await;
+        admin.product(&id).await;
+        (counted(&app, "product", "hit").await > hits).then_some(())
+    })
+    .await;
+    let before = counted(&app, "product", "hit").await;
+
+    // Cart changes move every view's checkpoint, but write nothing to the catalog.
+    let bob = app.as_user("bob");
+    for quantity in 1..=3 {
+        data(&bob.add_to_cart(&id, quantity).await);
+        assert_eq!(admin.product(&id).await["stock"], 10);
+    }
+
+    assert_eq!(counted(&app, "product", "hit").await, before + 3);
+}
+
+#[tokio::test]
+async fn with_the_cache_off_every_read_goes_to_the_database() {
+    let app = spawn_app_with(|s| s.read_cache_rows = 0).await;
+    let admin = app.as_admin();
+    let product = admin.create_product("RC-OFF", "1.00", 4).await;
+    let id = str_of(&product["id"]).to_owned();
+    for _ in 0..3 {
+        assert_eq!(admin.product(&id).await["stock"], 4);
+        page(&app).await;
+    }
+    assert_eq!(counted(&app, "product", "hit").await, 0);
+    assert_eq!(counted(&app, "page", "hit").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_reads_a_change_folded_on_another_once_it_has_heard_of_it() {
+    if !on_postgres() {
+        return;
+    }
+    // Arrange: two replicas, B serving the API only (so A folds the catalog, and B
+    // learns of its folds by their doorbells); the product and a page read on B, twice
+    // (held in memory).
+    let a = spawn_app().await;
+    let b = a
+        .replica_with(|s| s.roles = "api".parse().expect("a role"))
+        .await;
+    let product = a.as_admin().create_product("RC-REPLICA", "1.00", 5).await;
+    let id = str_of(&product["id"]).to_owned();
+    let on_b = b.as_admin();
+    wait_until("B reads the product", || async {
+        (on_b.product(&id).await["stock"] == 5).then_some(())
+    })
+    .await;
+    on_b.product(&id).await;
+    page(&b).await;
+    page(&b).await;
+    assert!(counted(&b, "product", "hit").await >= 1);
+
+    for (delta, stock) in [(2, 7), (-3, 4), (10, 14)] {
+        // Act: a write through A, whichever replica folds the catalog.
+        let resp = a.as_admin().adjust_stock(&id, delta).await;
+        let at = pos(&data(&resp)["adjustStock"]["position"]);
+
+        // Assert: B's product and page come to show it (a copy B held is dropped when
+        // B hears of the fold), and never go back.
+        let seen = wait_until("B shows the write", || async {
+            let product = on_b.product(&id).await;
+            (pos(&product["position"]) >= at).then_some(product)
+        })
+        .await;
+        assert_eq!(seen["stock"], stock, "{seen}");
+        assert_eq!(stock_in(&page(&b).await, &id), stock);
+        assert_eq!(on_b.product(&id).await["stock"], stock);
+    }
+}
