@@ -13,6 +13,10 @@
 //! - **single product**: ordergraph `product(id:)` against `catalogViewByRowId(rowId:)`,
 //!   a random product of the catalog per request;
 //! - **list page with `totalCount`**: the same page and the number of products, on both;
+//! - **single product, under writes**: the single product again while `adjustStock`
+//!   changes random products through ordergraph (BENCH_WRITE_RATE per second, 50): each
+//!   change moves the table both servers read, and drops ordergraph's in-memory copies of
+//!   the catalog (ADR 0023);
 //! - **search** (ordergraph only: PostGraphile has no text search without a plugin):
 //!   `products(first: 20, search:)` for a SKU fragment (a few matches), and for a word of
 //!   every product's name (every product matches).
@@ -77,6 +81,8 @@ struct Config {
     sqlite: bool,
     seed_clients: usize,
     seed_batch: usize,
+    /// `adjustStock` per second through ordergraph during the "under writes" phases.
+    write_rate: f64,
 }
 
 impl Config {
@@ -102,6 +108,9 @@ impl Config {
             seed_batch: var("BENCH_SEED_BATCH", "10")
                 .parse()
                 .context("BENCH_SEED_BATCH")?,
+            write_rate: var("BENCH_WRITE_RATE", "50")
+                .parse()
+                .context("BENCH_WRITE_RATE")?,
         })
     }
 }
@@ -239,9 +248,13 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
 
     let peer = Server::postgraphile(url, &pool).await?;
     let ids = Arc::new(ids);
-    let targets: [(&'static str, &Server, [&'static str; 3]); 2] = [
-        ("ordergraph", &og, [OG_LIST, OG_COUNTED, OG_ONE]),
-        ("PostGraphile 5", &peer, [PEER_LIST, PEER_COUNTED, PEER_ONE]),
+    let targets: [(&'static str, &Server, [&'static str; 4]); 2] = [
+        ("ordergraph", &og, [OG_LIST, OG_COUNTED, OG_ONE, OG_ONE]),
+        (
+            "PostGraphile 5",
+            &peer,
+            [PEER_LIST, PEER_COUNTED, PEER_ONE, PEER_ONE],
+        ),
     ];
     // Both answer the same first page (the same SKUs in the same order) and the same
     // count before any timing.
@@ -278,8 +291,20 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
             };
             for i in order {
                 let (server, target, queries) = targets[i];
-                let ask = if pick == 2 { Ask::ById } else { Ask::Same };
+                let ask = if pick >= 2 { Ask::ById } else { Ask::Same };
                 eprintln!("== round {round}: {server}, {what}");
+                // Stock changes through ordergraph while either server reads: every one
+                // changes the table both read (and drops ordergraph's copies of it).
+                let writer = (*what == UNDER_WRITES).then(|| {
+                    tokio::spawn(write_load(
+                        http.clone(),
+                        og.url.clone(),
+                        admin.clone(),
+                        ids.clone(),
+                        cfg.write_rate,
+                        Duration::from_secs(cfg.secs + 1),
+                    ))
+                });
                 let phase = load(
                     &http,
                     &target.url,
@@ -292,6 +317,9 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
                     round,
                 )
                 .await?;
+                if let Some(writer) = writer {
+                    writer.await??;
+                }
                 phases.push(phase);
             }
         }
@@ -314,7 +342,57 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
 }
 
 /// The phases run on both servers, in this order in each round.
-const PAIRED: [&str; 3] = ["list page", "list page + totalCount", "single product"];
+const PAIRED: [&str; 4] = [
+    "list page",
+    "list page + totalCount",
+    "single product",
+    UNDER_WRITES,
+];
+
+/// A single product while `adjustStock` changes random products (`BENCH_WRITE_RATE`).
+const UNDER_WRITES: &str = "single product, under writes";
+
+const ADJUST: &str =
+    "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
+
+/// `adjustStock` on random products at `rate` per second for `lasting` (open loop).
+async fn write_load(
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+    ids: Arc<Vec<String>>,
+    rate: f64,
+    lasting: Duration,
+) -> anyhow::Result<()> {
+    let every = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let start = tokio::time::Instant::now();
+    let mut tasks = Vec::new();
+    for k in 0u64.. {
+        let at = start + every * u32::try_from(k)?;
+        if at >= start + lasting {
+            break;
+        }
+        tokio::time::sleep_until(at).await;
+        let id = ids[(k.wrapping_mul(0x9E37_79B9_7F4A_7C15) % ids.len() as u64) as usize].clone();
+        let (http, url, admin) = (http.clone(), url.clone(), admin.clone());
+        tasks.push(tokio::spawn(async move {
+            let resp: Value = http
+                .post(&url)
+                .bearer_auth(&admin)
+                .json(&json!({ "query": ADJUST, "variables": { "id": id } }))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(resp.get("errors").is_none(), "adjustStock: {resp}");
+            Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
 
 /// ordergraph's two searches.
 async fn searches(

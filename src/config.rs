@@ -46,7 +46,7 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_CONSISTENCY_WAIT_MS", default_value_t = 5_000)]
     pub consistency_wait_ms: u64,
 
-    /// How many catalog products `product(id)` keeps in memory (and a tenth as many
+    /// How many catalog products `product(id)` keeps in memory (and a hundredth as many
     /// `products` pages), exact: dropped whenever the catalog changes (ADR 0023). 0 turns
     /// the cache off.
     #[arg(long, env = "ORDERGRAPH_READ_CACHE_ROWS", default_value_t = 10_000)]

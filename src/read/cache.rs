@@ -18,7 +18,7 @@
 //! editing `catalog_view` by hand): that shows after the next change of the catalog or a
 //! rebuild, as it would for a subscriber.
 //!
-//! Bounded: at most `capacity` products and `capacity / 10` pages (a page holds at most
+//! Bounded: at most `capacity` products and `capacity / 100` pages (a page holds at most
 //! 100 products); when one map is full it is emptied, and the next reads fill it again.
 //! `capacity` 0 turns the cache off.
 
@@ -160,7 +160,7 @@ impl CatalogCache {
         if !inner.enter(epoch) {
             return;
         }
-        if inner.pages.len() >= (self.capacity / 10).max(1) {
+        if inner.pages.len() >= (self.capacity / 100).max(1) {
             inner.pages.clear();
         }
         inner.pages.insert(key, page);
