@@ -3,6 +3,7 @@
 //! scanning orders. The projection remembers each order's status and total in its own
 //! table so a transition moves exactly one count.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -13,7 +14,7 @@ use sea_orm::{
 };
 
 use super::bus::Change;
-use super::catalog::catalog_view;
+use super::catalog::{ROWS_PER_STATEMENT, catalog_view};
 use super::view::LiveView;
 use super::{Announces, ChangeKey, Projection, ViewTable};
 use crate::domain::order::{Order, OrderEvent, OrderStatus};
@@ -97,54 +98,8 @@ async fn bump(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), D
     Ok(())
 }
 
-/// Adds `delta` to a money counter, saturating at the bounds of `i64` cents. Every order's
-/// total is bounded, but their sum is not: a plain `value + delta` would fail the
-/// projection on PostgreSQL (bigint out of range) and turn the column into a float on
-/// SQLite, and an accepted event must never make a view FAILED. The relay holds the
-/// view's checkpoint row while it folds, so read-then-write races with no one.
-async fn bump_saturating(txn: &DatabaseTransaction, name: &str, delta: i64) -> Result<(), DbErr> {
-    let current = dashboard_counters::Entity::find_by_id(name.to_owned())
-        .one(txn)
-        .await?
-        .map_or(0, |c| c.value);
-    let counter = dashboard_counters::ActiveModel {
-        name: Set(name.to_owned()),
-        value: Set(current.saturating_add(delta)),
-    };
-    use dashboard_counters::Column;
-    crate::db::upsert(txn, counter, [Column::Name], [Column::Value]).await
-}
-
 fn day_of(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d").to_string()
-}
-
-impl DashboardProjection {
-    /// Moves the order from its remembered status to `status`.
-    async fn transition(
-        txn: &DatabaseTransaction,
-        order_id: uuid::Uuid,
-        status: OrderStatus,
-    ) -> Result<Option<i64>, DbErr> {
-        let Some(known) = dashboard_orders::Entity::find_by_id(order_id)
-            .one(txn)
-            .await?
-        else {
-            return Ok(None);
-        };
-        if known.status != status.as_str() {
-            bump(txn, &format!("status:{}", known.status), -1).await?;
-            bump(txn, &status_counter(status), 1).await?;
-            dashboard_orders::Entity::update(dashboard_orders::ActiveModel {
-                order_id: Set(order_id),
-                status: Set(status.as_str().to_owned()),
-                ..Default::default()
-            })
-            .exec(txn)
-            .await?;
-        }
-        Ok(Some(known.total_cents))
-    }
 }
 
 #[async_trait::async_trait]
@@ -192,72 +147,37 @@ impl Projection for DashboardProjection {
         })
     }
 
+    /// Folds a batch in a few statements whatever its length (ADR 0022): the orders the
+    /// batch names are read in one query, its events are applied in memory in position
+    /// order (statuses, each counter's and each day's sum, the revenue saturating event
+    /// by event as before), then each touched row is written once. The one change is
+    /// announced at the last event that touched the figures.
     async fn apply(
         &self,
         txn: &DatabaseTransaction,
         events: &[events::Model],
     ) -> Result<Vec<Change>, DbErr> {
-        let mut last = None;
+        let mut steps = Vec::with_capacity(events.len());
         for row in events {
-            let touched = if row.stream_type == Order::STREAM_TYPE {
-                let status = match decode_row::<OrderEvent>(row)? {
-                    OrderEvent::Placed { total, .. } => {
-                        dashboard_orders::Entity::insert(dashboard_orders::ActiveModel {
-                            order_id: Set(row.stream_id),
-                            status: Set(OrderStatus::Pending.as_str().to_owned()),
-                            total_cents: Set(total.cents()),
-                        })
-                        .exec(txn)
-                        .await?;
-                        bump(txn, &status_counter(OrderStatus::Pending), 1).await?;
-                        dashboard_daily::Entity::insert(dashboard_daily::ActiveModel {
-                            day: Set(day_of(row.recorded_at)),
-                            orders: Set(1),
-                        })
-                        .on_conflict(increment::<dashboard_daily::Entity>(
-                            dashboard_daily::Column::Day,
-                            dashboard_daily::Column::Orders,
-                            1,
-                        ))
-                        .exec(txn)
-                        .await?;
-                        None
-                    }
-                    OrderEvent::Reserved {} => Some(OrderStatus::Reserved),
-                    OrderEvent::Rejected { .. } => Some(OrderStatus::Rejected),
-                    OrderEvent::Confirmed {} => Some(OrderStatus::Confirmed),
-                    OrderEvent::Cancelled { .. } => Some(OrderStatus::Cancelled),
-                    OrderEvent::Shipped {} => Some(OrderStatus::Shipped),
-                    OrderEvent::Delivered {} => Some(OrderStatus::Delivered),
-                    OrderEvent::StockReleased {} => None,
-                };
-                if let Some(status) = status {
-                    let total = Self::transition(txn, row.stream_id, status).await?;
-                    // Revenue counts an order once it is confirmed (paid).
-                    if status == OrderStatus::Confirmed
-                        && let Some(total) = total
-                    {
-                        bump_saturating(txn, REVENUE, total).await?;
-                    }
-                }
-                true
-            } else if row.stream_type == Payment::STREAM_TYPE {
-                match decode_row::<PaymentEvent>(row)? {
-                    // A refund takes back what the confirmation counted.
-                    PaymentEvent::Refunded { amount, .. } => {
-                        bump_saturating(txn, REVENUE, -amount.cents()).await?;
-                        true
-                    }
-                    _ => false,
-                }
-            } else {
-                // Stock changes move `lowStock`.
-                row.stream_type == crate::domain::product::Product::STREAM_TYPE
-            };
-            if touched {
+            steps.push((row, Step::of(row)?));
+        }
+        let named: Vec<uuid::Uuid> = steps
+            .iter()
+            .filter_map(|(_, step)| match step {
+                Step::Placed { order_id, .. } | Step::Status { order_id, .. } => Some(*order_id),
+                _ => None,
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut orders = Figures::load(txn, &named).await?;
+        let mut last = None;
+        for (row, step) in steps {
+            if orders.fold(txn, row, step).await? {
                 last = Some(row.position);
             }
         }
+        orders.write(txn).await?;
         Ok(last
             .map(|position| Change {
                 projection: NAME,
@@ -266,6 +186,250 @@ impl Projection for DashboardProjection {
             })
             .into_iter()
             .collect())
+    }
+}
+
+/// What one event does to the figures.
+enum Step {
+    /// An order placed: a pending order of `total`, counted on its day.
+    Placed {
+        order_id: uuid::Uuid,
+        total: i64,
+        day: String,
+    },
+    /// An order's status moved (or `None`: an order event that moves none).
+    Status {
+        order_id: uuid::Uuid,
+        status: Option<OrderStatus>,
+    },
+    /// A refund takes back what the confirmation counted.
+    Refunded { cents: i64 },
+    /// Touches the figures without writing any (a stock change moves `lowStock`).
+    Touches,
+    /// Nothing the dashboard shows.
+    Nothing,
+}
+
+impl Step {
+    fn of(row: &events::Model) -> Result<Self, DbErr> {
+        Ok(if row.stream_type == Order::STREAM_TYPE {
+            let order_id = row.stream_id;
+            let status = match decode_row::<OrderEvent>(row)? {
+                OrderEvent::Placed { total, .. } => {
+                    return Ok(Step::Placed {
+                        order_id,
+                        total: total.cents(),
+                        day: day_of(row.recorded_at),
+                    });
+                }
+                OrderEvent::Reserved {} => Some(OrderStatus::Reserved),
+                OrderEvent::Rejected { .. } => Some(OrderStatus::Rejected),
+                OrderEvent::Confirmed {} => Some(OrderStatus::Confirmed),
+                OrderEvent::Cancelled { .. } => Some(OrderStatus::Cancelled),
+                OrderEvent::Shipped {} => Some(OrderStatus::Shipped),
+                OrderEvent::Delivered {} => Some(OrderStatus::Delivered),
+                OrderEvent::StockReleased {} => None,
+            };
+            Step::Status { order_id, status }
+        } else if row.stream_type == Payment::STREAM_TYPE {
+            match decode_row::<PaymentEvent>(row)? {
+                PaymentEvent::Refunded { amount, .. } => Step::Refunded {
+                    cents: amount.cents(),
+                },
+                _ => Step::Nothing,
+            }
+        } else if row.stream_type == crate::domain::product::Product::STREAM_TYPE {
+            Step::Touches
+        } else {
+            Step::Nothing
+        })
+    }
+}
+
+/// One order as the dashboard knows it, in a batch.
+struct KnownOrder {
+    status: String,
+    total_cents: i64,
+    /// Placed in this batch: inserted, not updated.
+    new: bool,
+    /// Its status moved in this batch.
+    moved: bool,
+}
+
+/// A batch's figures: the orders it names, each counter's and each day's sum (a counter
+/// an event moved is written even when its sum is 0, as one event at a time wrote it),
+/// and the revenue once an event moved it.
+struct Figures {
+    orders: HashMap<uuid::Uuid, KnownOrder>,
+    counters: BTreeMap<String, i64>,
+    days: BTreeMap<String, i64>,
+    revenue: Option<i64>,
+}
+
+impl Figures {
+    /// The stored orders of `named` (one query per `ROWS_PER_STATEMENT` ids).
+    async fn load(txn: &DatabaseTransaction, named: &[uuid::Uuid]) -> Result<Self, DbErr> {
+        let mut orders = HashMap::with_capacity(named.len());
+        for chunk in named.chunks(ROWS_PER_STATEMENT) {
+            let rows = dashboard_orders::Entity::find()
+                .filter(dashboard_orders::Column::OrderId.is_in(chunk.iter().copied()))
+                .all(txn)
+                .await?;
+            for row in rows {
+                orders.insert(
+                    row.order_id,
+                    KnownOrder {
+                        status: row.status,
+                        total_cents: row.total_cents,
+                        new: false,
+                        moved: false,
+                    },
+                );
+            }
+        }
+        Ok(Self {
+            orders,
+            counters: BTreeMap::new(),
+            days: BTreeMap::new(),
+            revenue: None,
+        })
+    }
+
+    fn count(&mut self, counter: String, delta: i64) {
+        *self.counters.entry(counter).or_default() += delta;
+    }
+
+    /// Adds `delta` to the revenue, saturating at the bounds of `i64` cents as each event
+    /// did (the stored value is read once, when the first event moves it). Every order's
+    /// total is bounded, but their sum is not: a plain `value + delta` would fail the
+    /// projection on PostgreSQL (bigint out of range) and turn the column into a float
+    /// on SQLite, and an accepted event must never make a view FAILED.
+    async fn earn(&mut self, txn: &DatabaseTransaction, delta: i64) -> Result<(), DbErr> {
+        let current = match self.revenue {
+            Some(value) => value,
+            None => dashboard_counters::Entity::find_by_id(REVENUE.to_owned())
+                .one(txn)
+                .await?
+                .map_or(0, |c| c.value),
+        };
+        self.revenue = Some(current.saturating_add(delta));
+        Ok(())
+    }
+
+    /// Applies one event; whether it touched the figures.
+    async fn fold(
+        &mut self,
+        txn: &DatabaseTransaction,
+        row: &events::Model,
+        step: Step,
+    ) -> Result<bool, DbErr> {
+        match step {
+            Step::Placed {
+                order_id,
+                total,
+                day,
+            } => {
+                if self.orders.contains_key(&order_id) {
+                    // Inserting it again failed on its key, one event at a time.
+                    return Err(DbErr::Custom(format!(
+                        "dashboard: order {order_id} placed again (event at {})",
+                        row.position
+                    )));
+                }
+                self.orders.insert(
+                    order_id,
+                    KnownOrder {
+                        status: OrderStatus::Pending.as_str().to_owned(),
+                        total_cents: total,
+                        new: true,
+                        moved: true,
+                    },
+                );
+                self.count(status_counter(OrderStatus::Pending), 1);
+                *self.days.entry(day).or_default() += 1;
+            }
+            Step::Status { order_id, status } => {
+                let Some(status) = status else {
+                    return Ok(true);
+                };
+                let Some(known) = self.orders.get_mut(&order_id) else {
+                    // An order the dashboard never saw placed: nothing to move.
+                    return Ok(true);
+                };
+                let total = known.total_cents;
+                if known.status != status.as_str() {
+                    let was = std::mem::replace(&mut known.status, status.as_str().to_owned());
+                    known.moved = true;
+                    self.count(format!("status:{was}"), -1);
+                    self.count(status_counter(status), 1);
+                }
+                // Revenue counts an order once it is confirmed (paid).
+                if status == OrderStatus::Confirmed {
+                    self.earn(txn, total).await?;
+                }
+            }
+            Step::Refunded { cents } => self.earn(txn, -cents).await?,
+            Step::Touches => {}
+            Step::Nothing => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// Writes each touched row once.
+    async fn write(self, txn: &DatabaseTransaction) -> Result<(), DbErr> {
+        let placed: Vec<dashboard_orders::ActiveModel> = self
+            .orders
+            .iter()
+            .filter(|(_, o)| o.new)
+            .map(|(id, o)| dashboard_orders::ActiveModel {
+                order_id: Set(*id),
+                status: Set(o.status.clone()),
+                total_cents: Set(o.total_cents),
+            })
+            .collect();
+        for chunk in placed.chunks(ROWS_PER_STATEMENT) {
+            dashboard_orders::Entity::insert_many(chunk.iter().cloned())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        let mut moved: BTreeMap<&str, Vec<uuid::Uuid>> = BTreeMap::new();
+        for (id, o) in self.orders.iter().filter(|(_, o)| o.moved && !o.new) {
+            moved.entry(o.status.as_str()).or_default().push(*id);
+        }
+        for (status, ids) in moved {
+            for chunk in ids.chunks(ROWS_PER_STATEMENT) {
+                dashboard_orders::Entity::update_many()
+                    .col_expr(dashboard_orders::Column::Status, Expr::value(status))
+                    .filter(dashboard_orders::Column::OrderId.is_in(chunk.iter().copied()))
+                    .exec(txn)
+                    .await?;
+            }
+        }
+        for (name, delta) in &self.counters {
+            bump(txn, name, *delta).await?;
+        }
+        for (day, orders) in &self.days {
+            dashboard_daily::Entity::insert(dashboard_daily::ActiveModel {
+                day: Set(day.clone()),
+                orders: Set(*orders),
+            })
+            .on_conflict(increment::<dashboard_daily::Entity>(
+                dashboard_daily::Column::Day,
+                dashboard_daily::Column::Orders,
+                *orders,
+            ))
+            .exec(txn)
+            .await?;
+        }
+        if let Some(revenue) = self.revenue {
+            use dashboard_counters::Column;
+            let counter = dashboard_counters::ActiveModel {
+                name: Set(REVENUE.to_owned()),
+                value: Set(revenue),
+            };
+            crate::db::upsert(txn, counter, [Column::Name], [Column::Value]).await?;
+        }
+        Ok(())
     }
 }
 
@@ -395,4 +559,290 @@ pub async fn low_stock<C: ConnectionTrait>(
         .limit(limit)
         .all(db)
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use sea_orm::TransactionTrait;
+
+    use super::*;
+    use crate::db::TestDatabase;
+    use crate::read::orders::tests::{random_batches, random_log};
+
+    // The fold as it was before batches were merged, one statement or more per event:
+    // the reference the batched fold must match.
+
+    /// Adds `delta` to a money counter, saturating at the bounds of `i64` cents. Every order's
+    /// total is bounded, but their sum is not: a plain `value + delta` would fail the
+    /// projection on PostgreSQL (bigint out of range) and turn the column into a float on
+    /// SQLite, and an accepted event must never make a view FAILED. The relay holds the
+    /// view's checkpoint row while it folds, so read-then-write races with no one.
+    async fn bump_saturating(
+        txn: &DatabaseTransaction,
+        name: &str,
+        delta: i64,
+    ) -> Result<(), DbErr> {
+        let current = dashboard_counters::Entity::find_by_id(name.to_owned())
+            .one(txn)
+            .await?
+            .map_or(0, |c| c.value);
+        let counter = dashboard_counters::ActiveModel {
+            name: Set(name.to_owned()),
+            value: Set(current.saturating_add(delta)),
+        };
+        use dashboard_counters::Column;
+        crate::db::upsert(txn, counter, [Column::Name], [Column::Value]).await
+    }
+
+    /// Moves the order from its remembered status to `status`.
+    async fn transition(
+        txn: &DatabaseTransaction,
+        order_id: uuid::Uuid,
+        status: OrderStatus,
+    ) -> Result<Option<i64>, DbErr> {
+        let Some(known) = dashboard_orders::Entity::find_by_id(order_id)
+            .one(txn)
+            .await?
+        else {
+            return Ok(None);
+        };
+        if known.status != status.as_str() {
+            bump(txn, &format!("status:{}", known.status), -1).await?;
+            bump(txn, &status_counter(status), 1).await?;
+            dashboard_orders::Entity::update(dashboard_orders::ActiveModel {
+                order_id: Set(order_id),
+                status: Set(status.as_str().to_owned()),
+                ..Default::default()
+            })
+            .exec(txn)
+            .await?;
+        }
+        Ok(Some(known.total_cents))
+    }
+
+    async fn reference_apply(
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<Vec<Change>, DbErr> {
+        let mut last = None;
+        for row in events {
+            let touched = if row.stream_type == Order::STREAM_TYPE {
+                let status = match decode_row::<OrderEvent>(row)? {
+                    OrderEvent::Placed { total, .. } => {
+                        dashboard_orders::Entity::insert(dashboard_orders::ActiveModel {
+                            order_id: Set(row.stream_id),
+                            status: Set(OrderStatus::Pending.as_str().to_owned()),
+                            total_cents: Set(total.cents()),
+                        })
+                        .exec(txn)
+                        .await?;
+                        bump(txn, &status_counter(OrderStatus::Pending), 1).await?;
+                        dashboard_daily::Entity::insert(dashboard_daily::ActiveModel {
+                            day: Set(day_of(row.recorded_at)),
+                            orders: Set(1),
+                        })
+                        .on_conflict(increment::<dashboard_daily::Entity>(
+                            dashboard_daily::Column::Day,
+                            dashboard_daily::Column::Orders,
+                            1,
+                        ))
+                        .exec(txn)
+                        .await?;
+                        None
+                    }
+                    OrderEvent::Reserved {} => Some(OrderStatus::Reserved),
+                    OrderEvent::Rejected { .. } => Some(OrderStatus::Rejected),
+                    OrderEvent::Confirmed {} => Some(OrderStatus::Confirmed),
+                    OrderEvent::Cancelled { .. } => Some(OrderStatus::Cancelled),
+                    OrderEvent::Shipped {} => Some(OrderStatus::Shipped),
+                    OrderEvent::Delivered {} => Some(OrderStatus::Delivered),
+                    OrderEvent::StockReleased {} => None,
+                };
+                if let Some(status) = status {
+                    let total = transition(txn, row.stream_id, status).await?;
+                    // Revenue counts an order once it is confirmed (paid).
+                    if status == OrderStatus::Confirmed
+                        && let Some(total) = total
+                    {
+                        bump_saturating(txn, REVENUE, total).await?;
+                    }
+                }
+                true
+            } else if row.stream_type == Payment::STREAM_TYPE {
+                match decode_row::<PaymentEvent>(row)? {
+                    // A refund takes back what the confirmation counted.
+                    PaymentEvent::Refunded { amount, .. } => {
+                        bump_saturating(txn, REVENUE, -amount.cents()).await?;
+                        true
+                    }
+                    _ => false,
+                }
+            } else {
+                // Stock changes move `lowStock`.
+                row.stream_type == crate::domain::product::Product::STREAM_TYPE
+            };
+            if touched {
+                last = Some(row.position);
+            }
+        }
+        Ok(last
+            .map(|position| Change {
+                projection: NAME,
+                key: KEY.to_owned(),
+                position,
+            })
+            .into_iter()
+            .collect())
+    }
+
+    /// Folds each batch, by the reference or by `apply`, a transaction each. Stops at
+    /// the first batch that fails (rolled back), with its first position.
+    async fn fold_in(
+        db: &DatabaseConnection,
+        batches: &[&[events::Model]],
+        by_reference: bool,
+    ) -> (Vec<Change>, Option<i64>) {
+        let mut changes = Vec::new();
+        for batch in batches {
+            let txn = db.begin().await.expect("a transaction");
+            let folded = if by_reference {
+                reference_apply(&txn, batch).await
+            } else {
+                DashboardProjection.apply(&txn, batch).await
+            };
+            match folded {
+                Ok(folded) => changes.extend(folded),
+                Err(_) => {
+                    txn.rollback().await.expect("a rollback");
+                    return (changes, batch.first().map(|e| e.position));
+                }
+            }
+            txn.commit().await.expect("a commit");
+        }
+        (changes, None)
+    }
+
+    type Tables = (
+        Vec<dashboard_counters::Model>,
+        Vec<dashboard_daily::Model>,
+        Vec<dashboard_orders::Model>,
+    );
+
+    async fn tables(db: &DatabaseConnection) -> Tables {
+        (
+            dashboard_counters::Entity::find()
+                .order_by_asc(dashboard_counters::Column::Name)
+                .all(db)
+                .await
+                .expect("the counters"),
+            dashboard_daily::Entity::find()
+                .order_by_asc(dashboard_daily::Column::Day)
+                .all(db)
+                .await
+                .expect("the days"),
+            dashboard_orders::Entity::find()
+                .order_by_asc(dashboard_orders::Column::OrderId)
+                .all(db)
+                .await
+                .expect("the orders"),
+        )
+    }
+
+    async fn empty(db: &DatabaseConnection) {
+        dashboard_counters::Entity::delete_many()
+            .exec(db)
+            .await
+            .expect("emptied");
+        dashboard_daily::Entity::delete_many()
+            .exec(db)
+            .await
+            .expect("emptied");
+        dashboard_orders::Entity::delete_many()
+            .exec(db)
+            .await
+            .expect("emptied");
+    }
+
+    /// An order placed and moved on within one batch leaves its counters at 0, and the
+    /// rows are there, as one event at a time left them: a whole short log of one order at
+    /// a time, folded as one batch.
+    #[tokio::test]
+    async fn counters_a_batch_moves_back_to_zero_are_written() {
+        let reference = TestDatabase::new().await;
+        let batched = TestDatabase::new().await;
+        for seed in 0..8_u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let log: Vec<events::Model> = random_log(&mut rng, 1, 40)
+                .into_iter()
+                .filter(|e| Wanted::any(DashboardProjection.wants(), e))
+                .collect();
+            for db in [&reference, &batched] {
+                empty(&db.db).await;
+            }
+            let whole = [log.as_slice()];
+            let (expected, failed) = fold_in(&reference.db, &whole, true).await;
+            assert_eq!(failed, None, "seed {seed}");
+            let (changes, failed) = fold_in(&batched.db, &whole, false).await;
+            assert_eq!(failed, None, "seed {seed}");
+            let figures = tables(&reference.db).await;
+            assert!(
+                figures.0.iter().any(|c| c.value == 0),
+                "seed {seed}: {:?}",
+                figures.0
+            );
+            assert_eq!(tables(&batched.db).await, figures, "seed {seed}");
+            assert_eq!(changes, expected, "seed {seed}");
+        }
+        for db in [reference, batched] {
+            db.close().await;
+        }
+    }
+
+    /// A shop's log (orders going every way an order goes, odd events, stock changes)
+    /// folded in random batches leaves the figures and announces the changes exactly as
+    /// the fold that ran a statement or more per event did; batches of one leave the
+    /// same figures too. On PostgreSQL too when `TEST_DATABASE_URL` is set.
+    #[tokio::test]
+    async fn a_batch_folds_as_its_events_one_at_a_time() {
+        let reference = TestDatabase::new().await;
+        let single = TestDatabase::new().await;
+        let batched = TestDatabase::new().await;
+        for seed in 0..8_u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let log: Vec<events::Model> = random_log(&mut rng, 6, 300)
+                .into_iter()
+                .filter(|e| Wanted::any(DashboardProjection.wants(), e))
+                .collect();
+            for db in [&reference, &single, &batched] {
+                empty(&db.db).await;
+            }
+            let batches = random_batches(&mut rng, &log);
+            let (expected, failed) = fold_in(&reference.db, &batches, true).await;
+            assert_eq!(failed, None, "seed {seed}: the reference folds the log");
+            let (changes, failed) = fold_in(&batched.db, &batches, false).await;
+            assert_eq!(failed, None, "seed {seed}: batches");
+            let one_by_one: Vec<&[events::Model]> = log.chunks(1).collect();
+            let (_, failed) = fold_in(&single.db, &one_by_one, false).await;
+            assert_eq!(failed, None, "seed {seed}: batches of one");
+
+            let figures = tables(&reference.db).await;
+            assert!(
+                figures.0.iter().any(|c| c.name == REVENUE) && figures.0.len() >= 5,
+                "seed {seed}: the log moves the revenue and most statuses: {:?}",
+                figures.0
+            );
+            assert_eq!(tables(&batched.db).await, figures, "seed {seed}: batches");
+            assert_eq!(
+                tables(&single.db).await,
+                figures,
+                "seed {seed}: batches of one"
+            );
+            assert_eq!(changes, expected, "seed {seed}: the changes announced");
+        }
+        for db in [reference, single, batched] {
+            db.close().await;
+        }
+    }
 }

@@ -447,7 +447,7 @@ pub async fn page<C: ConnectionTrait>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::VecDeque;
 
     use rand::rngs::StdRng;
@@ -619,7 +619,10 @@ mod tests {
     }
 
     /// `log` cut into batches of 1 to 120 events.
-    fn random_batches<'a>(rng: &mut StdRng, log: &'a [events::Model]) -> Vec<&'a [events::Model]> {
+    pub(crate) fn random_batches<'a>(
+        rng: &mut StdRng,
+        log: &'a [events::Model],
+    ) -> Vec<&'a [events::Model]> {
         let mut batches = Vec::new();
         let mut rest = log;
         while !rest.is_empty() {
@@ -893,7 +896,7 @@ mod tests {
     /// of the ways an order goes (`script`), interleaved; new orders are placed as others
     /// finish. Now and then an odd event of an order placed earlier; and product events
     /// the view does not want (a stock adjustment) and never folds.
-    fn random_log(rng: &mut StdRng, live: usize, len: usize) -> Vec<events::Model> {
+    pub(crate) fn random_log(rng: &mut StdRng, live: usize, len: usize) -> Vec<events::Model> {
         let products: Vec<Uuid> = (0..4).map(|_| Uuid::from_u128(rng.random())).collect();
         let mut log = Log::new();
         let mut active: Vec<(Uuid, VecDeque<Pending>)> = Vec::new();
