@@ -415,6 +415,7 @@ mod tests {
     use crate::domain::values::UserId;
     use crate::log::codec::encode;
     use crate::log::upcast::current_version;
+    use crate::read::orders::tests::{keys, random_batches};
 
     /// `event` of `user`'s cart at `position`, as the write side stores it.
     fn stored(position: i64, version: i64, user: &UserId, event: &CartEvent) -> events::Model {
@@ -592,19 +593,6 @@ mod tests {
         changes
     }
 
-    /// `log` cut into batches of 1 to 120 events.
-    fn random_batches<'a>(rng: &mut StdRng, log: &'a [events::Model]) -> Vec<&'a [events::Model]> {
-        let mut batches = Vec::new();
-        let mut rest = log;
-        while !rest.is_empty() {
-            let n = rng.random_range(1..=rest.len().min(120));
-            let (batch, after) = rest.split_at(n);
-            batches.push(batch);
-            rest = after;
-        }
-        batches
-    }
-
     type Rows = (Vec<cart_view::Model>, Vec<cart_view_items::Model>);
 
     async fn rows(db: &DatabaseConnection) -> Rows {
@@ -631,13 +619,6 @@ mod tests {
             .exec(db)
             .await
             .expect("the headers deleted");
-    }
-
-    fn keys(changes: &[Change]) -> Vec<(&'static str, String, i64)> {
-        changes
-            .iter()
-            .map(|c| (c.projection, c.key.clone(), c.position))
-            .collect()
     }
 
     /// Folding a log in batches of any length (each cart's events merged, each touched

@@ -649,7 +649,7 @@ pub(crate) mod tests {
             .expect("the view emptied");
     }
 
-    fn keys(changes: &[Change]) -> Vec<(&'static str, String, i64)> {
+    pub(crate) fn keys(changes: &[Change]) -> Vec<(&'static str, String, i64)> {
         changes
             .iter()
             .map(|c| (c.projection, c.key.clone(), c.position))
