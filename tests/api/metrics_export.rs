@@ -247,9 +247,14 @@ async fn an_idle_server_exports_its_pool_with_every_acquire_of_its_start() {
 
 #[tokio::test]
 async fn requests_that_wait_for_the_one_connection_of_the_pool_are_counted() {
-    // Arrange: a pool of one connection, so that concurrent requests queue for it.
+    // Arrange: a pool of one connection, so that concurrent requests queue for it (and
+    // no catalog cache, which would answer repeats of the query without the pool).
     measure_pool_acquires();
-    let app = spawn_app_with(|s| s.db_max_connections = 1).await;
+    let app = spawn_app_with(|s| {
+        s.db_max_connections = 1;
+        s.read_cache_rows = 0;
+    })
+    .await;
     app.as_admin().create_product("POOL-1", "1.00", 1).await;
     let before = metrics_text(&app).await;
     assert_eq!(
