@@ -4,8 +4,8 @@
 //! the same run: the same changes pushed from the change bus through a bare axum
 //! WebSocket, without GraphQL.
 //!
-//! The server runs in a child process (this binary again, `SUBS_BENCH_ROLE=graphql` or
-//! `=echo`), so its `VmRSS` in `/proc/<pid>/status` is the server's alone. Both roles run
+//! The server runs in a child process (this binary again, `SUBS_BENCH_ROLE=graphql`,
+//! `=unshared` or `=echo`), so its `VmRSS` in `/proc/<pid>/status` is the server's alone. Both roles run
 //! the whole service (`Application::build` on SQLite, a fresh database each time). The
 //! echo role also serves `/echo` on a second port straight from `Application::change_bus`,
 //! shaped like the GraphQL side: one task per connection, a `StreamMap` of one stream per
@@ -14,7 +14,9 @@
 //! `{"watching": "<n>"}`, then pushes `{"id", "key", "position"}` for every catalog change
 //! of that product (the id, as in graphql-transport-ws, lets the client check that every
 //! subscription got each change exactly once). It reads no database: the baseline is the
-//! bare fan-out.
+//! bare fan-out. `unshared` is the GraphQL server with `ORDERGRAPH_SHARE_SUBSCRIPTIONS=false`:
+//! an execution per subscription, where `graphql` shares one between the identical
+//! subscriptions of each product (ADR 0024).
 //!
 //! The parent creates 10 products, reads the server's RSS, opens N subscriptions over
 //! N/100 WebSockets (subscription i watches product i mod 10), waits for every
@@ -31,7 +33,7 @@
 //!
 //! `cargo bench --bench subscriptions` (env: BENCH_SUBS=1000,10000, BENCH_RATE=50
 //! mutations/s, BENCH_SECS=10 measured after BENCH_WARMUP_SECS=2,
-//! BENCH_SERVERS=echo,graphql). Results go to stdout and `target/bench-subscriptions.md`.
+//! BENCH_SERVERS=echo,graphql,unshared). Results go to stdout and `target/bench-subscriptions.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -110,6 +112,7 @@ async fn serve(role: &str) -> anyhow::Result<()> {
         jwt_secret: Some(SecretString::from(SECRET.to_owned())),
         max_subscriptions_per_connection: PER_CONNECTION,
         max_connections_per_user: 100_000,
+        share_subscriptions: role != "unshared",
         ..Settings::default()
     };
     let app = ordergraph::Application::build(settings).await?;
@@ -215,6 +218,8 @@ fn echo_pushes(
 enum Server {
     Echo,
     Graphql,
+    /// GraphQL with `ORDERGRAPH_SHARE_SUBSCRIPTIONS=false`: an execution per subscription.
+    Unshared,
 }
 
 impl Server {
@@ -222,6 +227,7 @@ impl Server {
         match self {
             Server::Echo => "echo",
             Server::Graphql => "graphql",
+            Server::Unshared => "unshared",
         }
     }
 
@@ -229,6 +235,7 @@ impl Server {
         match self {
             Server::Echo => "bare axum echo (baseline)",
             Server::Graphql => "GraphQL `productUpdated`",
+            Server::Unshared => "GraphQL `productUpdated`, unshared",
         }
     }
 }
@@ -387,7 +394,7 @@ fn classify(server: Server, text: &str) -> Incoming {
     };
     let id = |v: &Value| v["id"].as_str().and_then(|id| id.parse::<u32>().ok());
     match server {
-        Server::Graphql => match v["type"].as_str() {
+        Server::Graphql | Server::Unshared => match v["type"].as_str() {
             Some("connection_ack") => Incoming::Ack,
             Some("ping") => Incoming::Ping,
             Some("next") if v["payload"]["errors"].is_null() => {
@@ -459,13 +466,13 @@ async fn open(
     products: &[String],
 ) -> anyhow::Result<Socket> {
     let mut request = url.into_client_request()?;
-    if server == Server::Graphql {
+    if server != Server::Echo {
         request
             .headers_mut()
             .insert("Sec-WebSocket-Protocol", "graphql-transport-ws".parse()?);
     }
     let (mut socket, _) = tokio_tungstenite::connect_async(request).await?;
-    if server == Server::Graphql {
+    if server != Server::Echo {
         send_json(
             &mut socket,
             json!({ "type": "connection_init", "payload": {} }),
@@ -483,7 +490,7 @@ async fn open(
     for i in first..first + count {
         let product = &products[i as usize % products.len()];
         let message = match server {
-            Server::Graphql => json!({
+            Server::Graphql | Server::Unshared => json!({
                 "type": "subscribe",
                 "id": i.to_string(),
                 "payload": { "query": SUBSCRIBE, "variables": { "ids": [product] } },
@@ -504,7 +511,7 @@ async fn open(
                 send_json(&mut socket, json!({ "type": "pong" })).await?;
                 continue;
             }
-            Incoming::Next(sub, _) if server == Server::Graphql => sub,
+            Incoming::Next(sub, _) if server != Server::Echo => sub,
             Incoming::Watching(sub) if server == Server::Echo => sub,
             _ => anyhow::bail!("while opening subscriptions: {text}"),
         };
@@ -721,7 +728,9 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     let pid = child.pid;
     let url = format!("http://127.0.0.1:{}/graphql", child.graphql_port);
     let ws_url = match (server, child.echo_port) {
-        (Server::Graphql, _) => format!("ws://127.0.0.1:{}/graphql", child.graphql_port),
+        (Server::Graphql | Server::Unshared, _) => {
+            format!("ws://127.0.0.1:{}/graphql", child.graphql_port)
+        }
         (Server::Echo, Some(port)) => format!("ws://127.0.0.1:{port}/echo"),
         (Server::Echo, None) => anyhow::bail!("the echo server printed no ECHO port"),
     };
@@ -809,7 +818,7 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     }
     let rss_loaded_kb = proc_status_kb(pid, "VmRSS:");
     let lagged = match server {
-        Server::Graphql => Some(lagged_metric(&http, child.graphql_port).await?),
+        Server::Graphql | Server::Unshared => Some(lagged_metric(&http, child.graphql_port).await?),
         Server::Echo => None,
     };
     let _ = stop_tx.send(true);
@@ -1003,11 +1012,12 @@ fn env_f64(name: &str, default: f64) -> f64 {
 
 async fn run() -> anyhow::Result<()> {
     let subs: Vec<usize> = env_list("BENCH_SUBS", "1000,10000");
-    let servers: Vec<Server> = env_list::<String>("BENCH_SERVERS", "echo,graphql")
+    let servers: Vec<Server> = env_list::<String>("BENCH_SERVERS", "echo,graphql,unshared")
         .iter()
         .filter_map(|s| match s.as_str() {
             "echo" => Some(Server::Echo),
             "graphql" => Some(Server::Graphql),
+            "unshared" => Some(Server::Unshared),
             _ => None,
         })
         .collect();

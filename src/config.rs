@@ -52,6 +52,16 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_READ_CACHE_ROWS", default_value_t = 10_000)]
     pub read_cache_rows: usize,
 
+    /// Whether identical WebSocket subscriptions (same operation, same caller) share one
+    /// execution, each message rendered once for all of them (ADR 0024).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_SHARE_SUBSCRIPTIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub share_subscriptions: bool,
+
     /// Upper bound on the time one HTTP request may take.
     #[arg(long, env = "ORDERGRAPH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -287,6 +297,7 @@ impl Default for Settings {
             jwt_secret: None,
             consistency_wait_ms: 5_000,
             read_cache_rows: 10_000,
+            share_subscriptions: true,
             request_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 8 * 1024 * 1024,

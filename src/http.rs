@@ -12,6 +12,7 @@ pub mod cors;
 pub mod graphiql;
 pub mod media;
 pub mod serve;
+pub mod shared;
 pub mod sse;
 pub mod ws;
 
@@ -46,6 +47,8 @@ pub struct HttpState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Open WebSocket connections.
     pub connections: Arc<ws::Connections>,
+    /// The executions identical WebSocket subscriptions share.
+    pub sharing: Arc<shared::Sharing>,
     pub ws: ws::WsSettings,
     /// True once the server drains.
     pub drain: tokio::sync::watch::Receiver<bool>,

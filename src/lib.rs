@@ -524,6 +524,7 @@ impl Core {
                 relay_health: self.relay_health.clone(),
                 metrics: self.metrics.clone(),
                 connections: self.connections.clone(),
+                sharing: http::shared::Sharing::new(self.metrics.clone(), s.share_subscriptions),
                 ws: s.websocket(),
                 drain: self.drain.clone(),
                 max_message_bytes: s.max_body_bytes,

@@ -128,6 +128,8 @@ pub struct Metrics {
     cluster_lease_age: Gauge<f64, std::sync::atomic::AtomicU64>,
     cluster_fenced: Gauge,
     ws_connections: Gauge,
+    ws_operations: Gauge,
+    subscription_executions: Gauge,
     http_seconds: Family<HttpLabels, Histogram>,
     operation_seconds: Family<GraphqlOperationLabels, Histogram>,
     operation_names: Mutex<HashSet<String>>,
@@ -204,7 +206,7 @@ impl Default for Metrics {
         let subscriptions = register(
             &mut registry,
             "subscriptions_open",
-            "Open subscriptions, by view (or the raw events feed)",
+            "Open subscriptions of the change hub, by view (or the raw events feed): one per execution, which identical WebSocket subscriptions share",
             Family::<SubscriptionLabel, Gauge>::default(),
         );
         let lagged = register(
@@ -217,6 +219,18 @@ impl Default for Metrics {
             &mut registry,
             "websocket_connections",
             "Open GraphQL WebSocket connections",
+            Gauge::default(),
+        );
+        let ws_operations = register(
+            &mut registry,
+            "websocket_operations",
+            "GraphQL subscription operations open on WebSockets",
+            Gauge::default(),
+        );
+        let subscription_executions = register(
+            &mut registry,
+            "subscription_executions",
+            "Executions serving the WebSocket operations (identical subscriptions share one)",
             Gauge::default(),
         );
         let events_applied = register(
@@ -401,6 +415,8 @@ impl Default for Metrics {
             projection_failed,
             lagged,
             ws_connections,
+            ws_operations,
+            subscription_executions,
             commands,
             command_seconds,
             projection_position,
@@ -542,6 +558,16 @@ impl Metrics {
 
     pub fn websocket_closed(&self) {
         self.ws_connections.dec();
+    }
+
+    /// A WebSocket operation opened (+1) or ended (-1).
+    pub fn websocket_operation(&self, delta: i64) {
+        self.ws_operations.inc_by(delta);
+    }
+
+    /// An execution serving WebSocket operations started (+1) or ended (-1).
+    pub fn subscription_execution(&self, delta: i64) {
+        self.subscription_executions.inc_by(delta);
     }
 
     /// The Prometheus text exposition of every metric.

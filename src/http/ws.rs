@@ -24,23 +24,22 @@
 //!   code, never `1006`.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_graphql::{Request, Response, ServerError};
+use async_graphql::{Request, ServerError};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response as HttpResponse;
-use futures_util::{Stream, StreamExt};
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_stream::StreamMap;
 
 use super::HttpState;
+use super::shared::{self, Frame, Frames};
 use crate::auth::Auth;
-use crate::graphql::error::ensure_code;
 
 /// The subprotocols served, in order of preference.
 pub const PROTOCOLS: [&str; 2] = ["graphql-transport-ws", "graphql-ws"];
@@ -286,38 +285,23 @@ fn is_too_big(error: &axum::Error) -> bool {
     false
 }
 
-/// What a subscription stream produces for the client.
-enum Out {
-    Next(Response),
-    Error(Vec<ServerError>),
-    Complete,
+/// Counts a WebSocket operation while it is open.
+struct OpenOperation(Arc<crate::metrics::Metrics>);
+
+impl Drop for OpenOperation {
+    fn drop(&mut self) {
+        self.0.websocket_operation(-1);
+    }
 }
 
-type OutStream = Pin<Box<dyn Stream<Item = Out> + Send>>;
-
-/// Turns an operation's responses into protocol messages: a response without data that
-/// ends the operation (validation, authorization, SERVER_DRAINING) is an `error`
-/// message; anything else is `next`, and the end is `complete`.
-fn classify(responses: impl Stream<Item = Response> + Send + 'static) -> OutStream {
-    Box::pin(async_stream::stream! {
-        let mut responses = std::pin::pin!(responses);
-        let mut held: Option<Response> = None;
-        while let Some(mut response) = responses.next().await {
-            response.errors.iter_mut().for_each(ensure_code);
-            if let Some(previous) = held.take() {
-                yield Out::Next(previous);
-            }
-            if response.data == async_graphql::Value::Null && !response.errors.is_empty() {
-                held = Some(response);
-            } else {
-                yield Out::Next(response);
-            }
-        }
-        match held {
-            Some(failed) => yield Out::Error(failed.errors),
-            None => yield Out::Complete,
-        }
-    })
+/// `frames`, counted as an open operation until dropped.
+fn operation(frames: Frames, metrics: Arc<crate::metrics::Metrics>) -> Frames {
+    metrics.websocket_operation(1);
+    let open = OpenOperation(metrics);
+    Box::pin(frames.map(move |frame| {
+        let _ = &open;
+        frame
+    }))
 }
 
 /// What the server sends to end an operation (`next` and `data` are written by hand,
@@ -385,7 +369,7 @@ struct Connection {
     header_auth: Option<String>,
     auth: Option<Auth>,
     _slot: Option<Slot>,
-    subscriptions: StreamMap<String, OutStream>,
+    subscriptions: StreamMap<String, Frames>,
 }
 
 impl Connection {
@@ -473,12 +457,12 @@ impl Connection {
                         Err(closing) => return closing,
                     }
                 }
-                Some((id, out)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
-                    if !matches!(out, Out::Next(_)) {
+                Some((id, frame)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
+                    if !matches!(frame, Frame::Next(_)) {
                         // Done: the id is free again at once.
                         self.subscriptions.remove(&id);
                     }
-                    let message = self.render(&id, &out);
+                    let message = self.render(&id, &frame);
                     if !self.send_text(message).await {
                         return Closing::Lost;
                     }
@@ -508,22 +492,20 @@ impl Connection {
         }
     }
 
-    /// An operation's message, serialized straight from the response (no JSON tree), a
-    /// result no larger than the response size limit.
-    fn render(&self, id: &str, out: &Out) -> String {
-        let kind = match (out, self.protocol) {
-            (Out::Next(payload), protocol) => {
+    /// An operation's message around its payload, rendered once however many
+    /// subscriptions share it (`shared::frames`: no larger than the response size limit).
+    fn render(&self, id: &str, frame: &Frame) -> String {
+        let kind = match (frame, self.protocol) {
+            (Frame::Next(payload), protocol) => {
                 let kind = match protocol {
                     Protocol::Transport => "next",
                     Protocol::Legacy => "data",
                 };
-                let mut budget = self.state.max_response_bytes;
-                let payload = super::bounded_json(payload, &mut budget);
                 let id = Value::from(id);
                 return format!(r#"{{"type":"{kind}","id":{id},"payload":{payload}}}"#);
             }
-            (Out::Error(payload), _) => Outgoing::Error { id, payload },
-            (Out::Complete, _) => Outgoing::Complete { id },
+            (Frame::Error(payload), _) => Outgoing::Error { id, payload },
+            (Frame::Complete, _) => Outgoing::Complete { id },
         };
         serde_json::to_string(&kind).unwrap_or_else(|e| {
             tracing::error!(error = %e, "a response did not serialize");
@@ -671,8 +653,36 @@ impl Connection {
                 .await;
             return if sent { Ok(()) } else { Err(Closing::Lost) };
         }
-        let responses = self.state.schema.execute_stream(request.data(auth));
-        self.subscriptions.insert(id, classify(responses));
+        // Identical subscriptions of the same caller share one execution (ADR 0024).
+        let identity = match &auth {
+            Auth::Anonymous => Some("anonymous".to_owned()),
+            Auth::User(caller) => Some(format!(
+                "{:?} {:?} {}",
+                caller.user_id, caller.role, caller.expires_at
+            )),
+            Auth::Invalid(_) => None,
+        };
+        let key = shared::key(identity.as_deref(), &request);
+        let schema = self.state.schema.clone();
+        let max_response_bytes = self.state.max_response_bytes;
+        let Request {
+            query,
+            operation_name,
+            variables,
+            extensions,
+            ..
+        } = request;
+        let start: shared::Start = Arc::new(move || {
+            let mut request = Request::new(query.clone())
+                .variables(variables.clone())
+                .data(auth.clone());
+            request.operation_name.clone_from(&operation_name);
+            request.extensions = extensions.clone();
+            shared::frames(schema.execute_stream(request), max_response_bytes)
+        });
+        let frames = self.state.sharing.follow(key, start);
+        self.subscriptions
+            .insert(id, operation(frames, self.state.metrics.clone()));
         Ok(())
     }
 }

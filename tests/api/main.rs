@@ -43,6 +43,7 @@ mod saga_isolation;
 mod saga_recovery;
 mod schema;
 mod search;
+mod shared_subscriptions;
 mod sse;
 mod streamed;
 mod subscriptions;
