@@ -34,15 +34,19 @@ impl Scratch {
                     .await?;
                 let made = async {
                     for table in projection.tables() {
+                        let scratch_table = format!("{}.{}", quote(&schema), quote(table.name));
                         live.execute_unprepared(&format!(
                             // Unlogged: a scratch copy is thrown away on any failure.
-                            "CREATE UNLOGGED TABLE {}.{} (LIKE {}.{} INCLUDING ALL)",
-                            quote(&schema),
-                            quote(table.name),
+                            "CREATE UNLOGGED TABLE {scratch_table} \
+                             (LIKE {}.{} INCLUDING ALL EXCLUDING INDEXES)",
                             quote(&live_schema),
                             quote(table.name)
                         ))
                         .await?;
+                        for index in fold_indexes(live, &live_schema, table.name).await? {
+                            live.execute_unprepared(&retarget(&index, &scratch_table))
+                                .await?;
+                        }
                     }
                     let mut options = ConnectOptions::new(url.to_owned());
                     options
@@ -142,6 +146,47 @@ impl Scratch {
     }
 }
 
+/// The definitions of the live table's indexes a fold can use: its keys and b-tree
+/// lookups, not its search indexes (GIN or GiST: trigram, full text), which a scratch copy
+/// would keep up to date on every row it writes, for no reader (the swap copies rows into
+/// the live table, whose own indexes take them).
+async fn fold_indexes(
+    live: &DatabaseConnection,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<String>, DbErr> {
+    let rows = live
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_get_indexdef(i.indexrelid) AS def \
+             FROM pg_index i \
+             JOIN pg_class t ON t.oid = i.indrelid \
+             JOIN pg_namespace n ON n.oid = t.relnamespace \
+             JOIN pg_class ic ON ic.oid = i.indexrelid \
+             JOIN pg_am am ON am.oid = ic.relam \
+             WHERE n.nspname = $1 AND t.relname = $2 AND am.amname NOT IN ('gin', 'gist') \
+             ORDER BY ic.relname",
+            [schema.into(), table.into()],
+        ))
+        .await?;
+    rows.into_iter()
+        .map(|r| r.try_get::<String>("", "def"))
+        .collect()
+}
+
+/// An index definition (`CREATE [UNIQUE] INDEX name ON schema.table USING …`, as
+/// `pg_get_indexdef` writes it) made on `table` instead. An index lives in its table's
+/// schema, so its name cannot collide with the live one's.
+fn retarget(definition: &str, table: &str) -> String {
+    match (definition.find(" ON "), definition.find(" USING ")) {
+        (Some(on), Some(using)) if on < using => {
+            format!("{} ON {table}{}", &definition[..on], &definition[using..])
+        }
+        // Not the shape pg_get_indexdef writes: left as it is, it would fail loudly.
+        _ => definition.to_owned(),
+    }
+}
+
 pub(super) async fn drop_place(live: &DatabaseConnection, place: &Place) {
     match place {
         Place::Postgres { schema } => {
@@ -159,5 +204,28 @@ pub(super) async fn drop_place(live: &DatabaseConnection, place: &Place) {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a rebuild's scratch file");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::retarget;
+
+    #[test]
+    fn an_index_definition_is_moved_to_the_scratch_table() {
+        assert_eq!(
+            retarget(
+                "CREATE UNIQUE INDEX catalog_view_pkey ON public.catalog_view USING btree (id)",
+                "\"rebuild_catalog_1\".\"catalog_view\""
+            ),
+            "CREATE UNIQUE INDEX catalog_view_pkey ON \"rebuild_catalog_1\".\"catalog_view\" USING btree (id)"
+        );
+        assert_eq!(
+            retarget(
+                "CREATE INDEX cart_view_items_user ON public.cart_view_items USING btree (user_id, added_position)",
+                "s.t"
+            ),
+            "CREATE INDEX cart_view_items_user ON s.t USING btree (user_id, added_position)"
+        );
     }
 }
