@@ -32,10 +32,10 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response as HttpResponse;
 use futures_util::StreamExt;
+use futures_util::stream::{AbortHandle, SelectAll, abortable};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::watch;
-use tokio_stream::StreamMap;
 
 use super::HttpState;
 use super::shared::{self, Frame, Frames};
@@ -369,8 +369,16 @@ struct Connection {
     header_auth: Option<String>,
     auth: Option<Auth>,
     _slot: Option<Slot>,
-    subscriptions: StreamMap<String, Frames>,
+    /// Every open operation's frames, tagged with its id. Polled only where woken (a
+    /// `StreamMap` polls each of its streams in turn on every wake-up: with 100 operations
+    /// on a socket that was 100 polls of async-graphql's stream stack per message).
+    subscriptions: SelectAll<Tagged>,
+    /// The open operations by id, each with the handle that ends it.
+    open: HashMap<String, AbortHandle>,
 }
+
+/// One operation's frames with its id.
+type Tagged = std::pin::Pin<Box<dyn futures_util::Stream<Item = (Arc<str>, Frame)> + Send>>;
 
 impl Connection {
     fn new(
@@ -386,7 +394,19 @@ impl Connection {
             header_auth,
             auth: None,
             _slot: None,
-            subscriptions: StreamMap::new(),
+            subscriptions: SelectAll::new(),
+            open: HashMap::new(),
+        }
+    }
+
+    /// Ends operation `id`; false when none is open.
+    fn end(&mut self, id: &str) -> bool {
+        match self.open.remove(id) {
+            Some(handle) => {
+                handle.abort();
+                true
+            }
+            None => false,
         }
     }
 
@@ -424,7 +444,7 @@ impl Connection {
         let mut draining = *drain.borrow();
         let mut expires: Option<tokio::time::Instant> = None;
         loop {
-            if draining && self.subscriptions.is_empty() {
+            if draining && self.open.is_empty() {
                 return Closing::new(1001, "the server is shutting down");
             }
             let acked = self.auth.is_some();
@@ -460,7 +480,7 @@ impl Connection {
                 Some((id, frame)) = self.subscriptions.next(), if !self.subscriptions.is_empty() => {
                     if !matches!(frame, Frame::Next(_)) {
                         // Done: the id is free again at once.
-                        self.subscriptions.remove(&id);
+                        self.open.remove(&*id);
                     }
                     let message = self.render(&id, &frame);
                     if !self.send_text(message).await {
@@ -548,12 +568,10 @@ impl Connection {
                 self.subscribe(id, *payload, settings, draining).await?;
             }
             ClientMessage::Complete { id } if !legacy => {
-                self.subscriptions.remove(&id);
+                self.end(&id);
             }
             ClientMessage::Stop { id } if legacy => {
-                if self.subscriptions.remove(&id).is_some()
-                    && !self.send(json!({ "type": "complete", "id": id })).await
-                {
+                if self.end(&id) && !self.send(json!({ "type": "complete", "id": id })).await {
                     return Err(Closing::Lost);
                 }
             }
@@ -627,7 +645,7 @@ impl Connection {
         let Some(auth) = self.auth.clone() else {
             return Err(Closing::new(4401, "Unauthorized"));
         };
-        if self.subscriptions.contains_key(&id) {
+        if self.open.contains_key(&id) {
             return Err(Closing::new(
                 4409,
                 format!("Subscriber for {id} already exists"),
@@ -635,7 +653,7 @@ impl Connection {
         }
         let refusal = if draining {
             Some(("SERVER_DRAINING", "the server is shutting down".to_owned()))
-        } else if self.subscriptions.len() >= settings.max_subscriptions {
+        } else if self.open.len() >= settings.max_subscriptions {
             Some((
                 "RATE_LIMITED",
                 format!(
@@ -681,8 +699,11 @@ impl Connection {
             shared::frames(schema.execute_stream(request), max_response_bytes)
         });
         let frames = self.state.sharing.follow(key, start);
+        let (frames, handle) = abortable(operation(frames, self.state.metrics.clone()));
+        let tag: Arc<str> = Arc::from(id.as_str());
         self.subscriptions
-            .insert(id, operation(frames, self.state.metrics.clone()));
+            .push(Box::pin(frames.map(move |frame| (tag.clone(), frame))));
+        self.open.insert(id, handle);
         Ok(())
     }
 }

@@ -197,3 +197,38 @@ async fn with_sharing_off_each_subscription_has_its_own_execution() {
     }
     wait_for_executions(&app, 2, 2).await;
 }
+
+#[tokio::test]
+async fn completing_some_operations_of_a_socket_leaves_the_others_and_frees_their_ids() {
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let p = str_of(&admin.create_product("SH-5", "1.00", 10).await["id"]).to_owned();
+    let q = str_of(&admin.create_product("SH-6", "1.00", 20).await["id"]).to_owned();
+    let mut client = WsClient::connect(&app, None).await;
+    for id in ["a", "b", "c", "d", "e"] {
+        client.subscribe(id, WATCH, json!({ "ids": [p] })).await;
+        assert_eq!(client.next_data(id, "productUpdated").await["stock"], 10);
+    }
+    client.complete("b").await;
+    client.complete("d").await;
+    // "b" is free again at once: reused for another product.
+    client.subscribe("b", WATCH, json!({ "ids": [q] })).await;
+    assert_eq!(client.next_data("b", "productUpdated").await["stock"], 20);
+    wait_for_executions(&app, 4, 2).await;
+
+    admin.adjust_stock(&p, 1).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let message = client.recv().await;
+        assert_eq!(message["type"], "next", "{message}");
+        assert_eq!(message["payload"]["data"]["productUpdated"]["stock"], 11);
+        got.push(message["id"].as_str().expect("an id").to_owned());
+    }
+    got.sort();
+    assert_eq!(got, ["a", "c", "e"]);
+    admin.adjust_stock(&q, 1).await;
+    assert_eq!(client.next_data("b", "productUpdated").await["stock"], 21);
+    client
+        .assert_silent(std::time::Duration::from_millis(200))
+        .await;
+}
