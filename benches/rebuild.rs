@@ -1,6 +1,6 @@
 //! Rebuild benchmark: how fast every view is rebuilt from a log of 1M generated events
 //! (`ordergraph projections rebuild`'s code path: the relay's projection code folding
-//! pages of 5 000 events into a scratch copy, then the swap), on SQLite and on
+//! pages of `rebuild::PAGE` (20 000) events into a scratch copy, then the swap), on SQLite and on
 //! PostgreSQL, beside the baseline from the same run: a bare `SELECT` scan of the events
 //! table in the same pages, nothing folded.
 //!
@@ -234,7 +234,10 @@ async fn scan(db: &DatabaseConnection) -> anyhow::Result<Line> {
         seen += page.len() as u64;
     }
     Ok(Line {
-        what: "baseline: bare SELECT scan of `events` (pages of 5 000, nothing folded)".into(),
+        what: format!(
+            "baseline: bare SELECT scan of `events` (pages of {}, nothing folded)",
+            ordergraph::read::rebuild::PAGE
+        ),
         events: seen,
         secs: started.elapsed().as_secs_f64(),
         rows: None,
