@@ -139,18 +139,7 @@ impl Sharing {
             }
             self.forget(&execution);
         }
-        let execution = Arc::new(Execution {
-            key: key.clone(),
-            state: Mutex::new(Audience {
-                sent: Some(Vec::new()),
-                followers: Vec::new(),
-                next_id: 0,
-            }),
-            abort: OnceLock::new(),
-        });
-        let joined = execution
-            .join(self)
-            .expect("a new execution takes joiners until it has run");
+        let (execution, joined) = Execution::started(key.clone(), self);
         // A concurrent identical subscription may have started one too: the later one
         // is the one joined from now on, the other serves whoever joined it.
         self.lock().insert(key.clone(), execution.clone());
@@ -216,27 +205,41 @@ impl Execution {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// A new execution of `key`, with its first subscriber (who has been sent nothing
+    /// yet) on it.
+    fn started(key: Arc<str>, sharing: &Arc<Sharing>) -> (Arc<Self>, Joined) {
+        let mut audience = Audience {
+            sent: Some(Vec::new()),
+            followers: Vec::new(),
+            next_id: 0,
+        };
+        let seat = audience.enlist();
+        let execution = Arc::new(Execution {
+            key,
+            state: Mutex::new(audience),
+            abort: OnceLock::new(),
+        });
+        let joined = execution.seat(sharing, seat);
+        (execution, joined)
+    }
+
     /// A new subscriber, sent what the execution has sent so far; `None` once it takes
     /// no joiners.
     fn join(self: &Arc<Self>, sharing: &Arc<Sharing>) -> Option<Joined> {
         let mut audience = self.lock();
-        let sent = audience.sent.as_ref()?;
-        let (queue, frames) = mpsc::channel(QUEUE);
-        for frame in sent {
-            // QUEUE > REPLAY: there is room for every one.
-            let _ = queue.try_send(frame.clone());
-        }
-        let behind = Arc::new(AtomicBool::new(false));
-        let id = audience.next_id;
-        audience.next_id += 1;
-        audience.followers.push((
-            id,
-            Follower {
-                queue,
-                behind: behind.clone(),
-            },
-        ));
-        Some(Joined {
+        audience.sent.as_ref()?;
+        let seat = audience.enlist();
+        drop(audience);
+        Some(self.seat(sharing, seat))
+    }
+
+    /// The subscriber `enlist`ed as `(id, frames, behind)`, seated on this execution.
+    fn seat(
+        self: &Arc<Self>,
+        sharing: &Arc<Sharing>,
+        (id, frames, behind): (u64, mpsc::Receiver<Frame>, Arc<AtomicBool>),
+    ) -> Joined {
+        Joined {
             frames,
             behind,
             ended: false,
@@ -245,7 +248,30 @@ impl Execution {
                 execution: self.clone(),
                 id,
             },
-        })
+        }
+    }
+}
+
+impl Audience {
+    /// Adds a follower, its queue holding what has been sent so far: its id, its end of
+    /// the queue and its flag for falling behind.
+    fn enlist(&mut self) -> (u64, mpsc::Receiver<Frame>, Arc<AtomicBool>) {
+        let (queue, frames) = mpsc::channel(QUEUE);
+        for frame in self.sent.iter().flatten() {
+            // QUEUE > REPLAY: there is room for every one.
+            let _ = queue.try_send(frame.clone());
+        }
+        let behind = Arc::new(AtomicBool::new(false));
+        let id = self.next_id;
+        self.next_id += 1;
+        self.followers.push((
+            id,
+            Follower {
+                queue,
+                behind: behind.clone(),
+            },
+        ));
+        (id, frames, behind)
     }
 }
 

@@ -76,12 +76,17 @@ pub struct Span<'a> {
     pub wanted: Option<&'a [Wanted]>,
 }
 
+/// A page of `limit` events reads at most `limit × WINDOW` positions of its span
+/// ([`Span::page`]). 2: a reader that wants half of the log (the orders view, the saga)
+/// fills most pages; one that wants less reads short pages, each as cheap.
+pub const WINDOW: i64 = 2;
+
 /// One page of a span.
 #[derive(Debug)]
 pub struct Page {
     pub events: Vec<events::Model>,
-    /// Every position up to here has been read: the last event's on a full page, the
-    /// span's end on a short one.
+    /// Every position up to here has been read: the last event's on a full page, the end
+    /// of the positions the page read (its window, or the span's end) on a short one.
     pub read_to: i64,
 }
 
@@ -153,7 +158,16 @@ impl<'a> Span<'a> {
         }
     }
 
-    /// The first `limit` events of the span.
+    /// The first `limit` events of the span, read from its first `limit × WINDOW`
+    /// positions at most: a page shorter than `limit` has read to the end of that window
+    /// (or of the span), which `Page::read_to` says.
+    ///
+    /// The window bounds each page's work by its size. Unbounded, a filtered page of a
+    /// long span (a rebuild, a reader catching up after a restart) was planned on
+    /// PostgreSQL as a bitmap scan of every event that passes the filter up to the span's
+    /// end, sorted, of which the first `limit` were kept: each page cost the whole rest of
+    /// the span, and a 1M-event rebuild read the log quadratically (BENCHMARKS.md,
+    /// rebuild, 2026-11-28 06:20).
     pub async fn page<C: ConnectionTrait>(&self, db: &C, limit: u64) -> Result<Page, DbErr> {
         if self.is_empty() {
             return Ok(Page {
@@ -161,7 +175,8 @@ impl<'a> Span<'a> {
                 read_to: self.after.max(self.upto),
             });
         }
-        let events = self
+        let end = self.window_end(limit);
+        let events = Self { upto: end, ..*self }
             .query()
             .order_by_asc(events::Column::Position)
             .limit(limit)
@@ -169,9 +184,18 @@ impl<'a> Span<'a> {
             .await?;
         let read_to = match events.last() {
             Some(last) if events.len() as u64 >= limit => last.position,
-            _ => self.upto,
+            _ => end,
         };
         Ok(Page { events, read_to })
+    }
+
+    /// Where a page of `limit` events stops reading: `limit × WINDOW` positions into the
+    /// span, or its end.
+    pub fn window_end(&self, limit: u64) -> i64 {
+        let window = i64::try_from(limit)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(WINDOW);
+        self.upto.min(self.after.saturating_add(window))
     }
 
     /// How many events the span holds.
@@ -210,4 +234,54 @@ pub async fn stream_page<C: ConnectionTrait>(
         .all(db)
         .await?;
     Ok(crate::read::split_page(rows, first))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::shared::tests::append;
+
+    /// A page reads at most `limit × WINDOW` positions: where the events a reader wants
+    /// are sparse its pages are short, each saying how far it read, and reading on from
+    /// each `read_to` gets every wanted event once, in order, and nothing else.
+    #[tokio::test]
+    async fn pages_of_sparse_events_read_a_window_at_a_time_and_miss_none() {
+        let db = crate::db::in_memory().await;
+        let mut orders = Vec::new();
+        let mut head = 0;
+        for i in 0..200 {
+            if i % 17 == 5 {
+                head = append(&db, "Order", "OrderPlaced").await;
+                orders.push(head);
+            } else {
+                head = append(&db, "Product", "ProductStockAdjusted").await;
+            }
+        }
+        let wanted = [Wanted::all("Order")];
+        for limit in [1, 2, 3, 10, 512] {
+            let mut span = Span::new(0, head).wanted(&wanted);
+            let (mut seen, mut pages) = (Vec::new(), 0);
+            while !span.is_empty() {
+                let page = span.page(&db, limit).await.expect("a page");
+                assert!(page.read_to > span.after, "limit {limit}: a page moves on");
+                assert!(
+                    page.read_to <= span.after + limit as i64 * WINDOW,
+                    "limit {limit}: a page reads its window at most"
+                );
+                assert!(page.events.len() as u64 <= limit);
+                assert!(page.events.iter().all(|e| e.position <= page.read_to));
+                seen.extend(page.events.iter().map(|e| e.position));
+                span = span.rest(&page);
+                pages += 1;
+            }
+            assert_eq!(
+                seen, orders,
+                "limit {limit}: every order event, once, in order"
+            );
+            assert!(
+                pages >= head / (limit as i64 * WINDOW),
+                "limit {limit}: {pages} pages read {head} positions"
+            );
+        }
+    }
 }

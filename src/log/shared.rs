@@ -55,9 +55,10 @@ struct Held {
 impl Held {
     /// The page of `span` (which starts inside `(base, top]` or at `top`) that the held
     /// events cover: up to `limit` of what it takes, read to the last of them on a full
-    /// page, or to the span's end or `top`, whichever comes first.
+    /// page, or to the end of the page's window (`Span::window_end`, as a read of the
+    /// database would) or `top`, whichever comes first.
     fn page(&self, span: &Span<'_>, limit: u64) -> Page {
-        let end = span.upto.min(self.top);
+        let end = span.window_end(limit).min(self.top);
         let first = self.events.partition_point(|e| e.position <= span.after);
         let mut events = Vec::new();
         for event in self.events.range(first..) {

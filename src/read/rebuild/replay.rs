@@ -52,23 +52,36 @@ impl<'a> Run<'a> {
             return Ok(());
         }
         progress.total += count(self.live, self.projection, progress.position, to).await?;
-        let span = Span::new(progress.position, to).wanted(self.projection.wants());
+        let mut span = Span::new(progress.position, to).wanted(self.projection.wants());
         let mut page = span.page(self.live, PAGE).await?;
-        while let Some(last) = page.events.last().map(|e| e.position) {
+        loop {
+            // A short page read to the end of its window, not of the span: read on until
+            // the span is done (`Span::page`).
+            span = span.rest(&page);
+            let next = async {
+                match span.is_empty() {
+                    true => Ok(None),
+                    false => span.page(self.live, PAGE).await.map(Some),
+                }
+            };
             let fold = async {
+                if page.events.is_empty() {
+                    return Ok(());
+                }
                 let txn = self.scratch.begin().await?;
                 self.projection.apply(&txn, &page.events).await?;
                 txn.commit().await
             };
-            let rest = span.rest(&page);
-            let next = rest.page(self.live, PAGE);
             let (folded, next) = tokio::join!(fold, next);
             folded?;
             progress.done += page.events.len() as u64;
-            progress.position = last;
+            progress.position = page.read_to;
             progress.elapsed = self.started.elapsed();
             (self.report)(progress);
-            page = next?;
+            match next? {
+                Some(next) => page = next,
+                None => break,
+            }
         }
         // Nothing more this projection wants up to `to`: the view is at `to`.
         progress.position = to;
