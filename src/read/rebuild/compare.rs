@@ -135,6 +135,64 @@ impl LiveSide {
         ))
     }
 
+    /// PostgreSQL: each row of `table` (in `from`) as its own columns, `json` ones as
+    /// `jsonb` (which has equality), for an `EXCEPT` that compares the values as they are
+    /// instead of each row turned into `jsonb` first: the swap of a rebuild holds the
+    /// view while it lists the changed keys, and at 124 000 orders `to_jsonb` of every
+    /// row took 3.7 s of it. `None` when a column has a type not known to have equality
+    /// (then the JSON rows of [`row_json`](Self::row_json) are compared).
+    async fn row_values<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        table: &str,
+        from: &str,
+    ) -> Result<Option<String>, DbErr> {
+        const EQUALITY: &[&str] = &[
+            "uuid",
+            "text",
+            "character varying",
+            "character",
+            "smallint",
+            "integer",
+            "bigint",
+            "numeric",
+            "boolean",
+            "date",
+            "timestamp with time zone",
+            "timestamp without time zone",
+            "jsonb",
+            "bytea",
+            "double precision",
+            "real",
+        ];
+        let rows = txn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT column_name::text AS name, data_type::text AS ty \
+                 FROM information_schema.columns \
+                 WHERE table_schema = current_schema() AND table_name = $1 \
+                 ORDER BY ordinal_position",
+                [table.into()],
+            ))
+            .await?;
+        let mut list = Vec::with_capacity(rows.len());
+        for row in rows {
+            let name = quote(&row.try_get::<String>("", "name")?);
+            let ty = row.try_get::<String>("", "ty")?;
+            match ty.as_str() {
+                "json" => list.push(format!("{name}::jsonb AS {name}")),
+                ty if EQUALITY.contains(&ty) => list.push(name),
+                _ => return Ok(None),
+            }
+        }
+        if list.is_empty() {
+            return Err(DbErr::Custom(format!(
+                "the view table {table} does not exist"
+            )));
+        }
+        Ok(Some(format!("SELECT {} FROM {from} t", list.join(", "))))
+    }
+
     /// The change keys ([`ChangeKey`]) of the rows that differ between the live table and
     /// its scratch copy; `None` when there are more than `limit`.
     pub(super) async fn changed_keys<C: ConnectionTrait>(
@@ -145,7 +203,15 @@ impl LiveSide {
         limit: usize,
     ) -> Result<Option<BTreeSet<String>>, DbErr> {
         let backend = txn.get_database_backend();
-        let (only_live, only_replayed) = self.differing(txn, scratch, table).await?;
+        let values = match backend {
+            DbBackend::Postgres => self.differing_values(txn, scratch, table).await?,
+            _ => None,
+        };
+        let by_values = values.is_some();
+        let (only_live, only_replayed) = match values {
+            Some(differing) => differing,
+            None => self.differing(txn, scratch, table).await?,
+        };
         match table.change_key {
             ChangeKey::Whole(key) => {
                 let sql = format!(
@@ -164,6 +230,7 @@ impl LiveSide {
             }
             ChangeKey::Column(column) => {
                 let pick = match backend {
+                    _ if by_values => format!("{}::text", quote(column)),
                     DbBackend::Postgres => format!("row ->> '{column}'"),
                     _ => format!("json_extract(row, '$.{column}')"),
                 };
@@ -181,6 +248,26 @@ impl LiveSide {
                 Ok((keys.len() <= limit).then_some(keys))
             }
         }
+    }
+
+    /// [`differing`](Self::differing) on PostgreSQL with the rows' own values
+    /// ([`row_values`](Self::row_values)); `None` when they cannot be compared so.
+    async fn differing_values<C: ConnectionTrait>(
+        &self,
+        txn: &C,
+        scratch: &Scratch,
+        table: &ViewTable,
+    ) -> Result<Option<(String, String)>, DbErr> {
+        let live = self.row_values(txn, table.name, &quote(table.name)).await?;
+        let replayed = self
+            .row_values(txn, table.name, &scratch.qualified(table.name))
+            .await?;
+        Ok(live.zip(replayed).map(|(live, replayed)| {
+            (
+                format!("{live} EXCEPT {replayed}"),
+                format!("{replayed} EXCEPT {live}"),
+            )
+        }))
     }
 
     /// Compares the live table with its scratch copy.
