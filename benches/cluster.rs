@@ -18,7 +18,8 @@
 //! postgres://postgres@127.0.0.1:5432/test, on which a database per part is created and
 //! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32; BENCH_PARTS, a list of
 //! `failover`, `delivery`, `throughput`, default all; BENCH_ROUNDS and BENCH_POOL for the
-//! throughput part). Results go to stdout and
+//! throughput part; BENCH_ORDERGRAPH_BIN, another build of the server to run). Results go
+//! to stdout and
 //! `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
 

@@ -11,6 +11,9 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 
 use crate::metrics::AcquireTimes;
 
+/// How long a pooled connection sits idle before it is pinged on its next acquire.
+pub const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
+
 /// The pool's settings, before its acquires are tagged.
 fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
     let mut options = ConnectOptions::new(url.to_owned());
@@ -18,6 +21,14 @@ fn pool_options(url: &str, max_connections: u32) -> ConnectOptions {
         .max_connections(max_connections)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(10))
+        // A connection is pinged before it is handed out only when it sat idle for a
+        // while (a restarted server or a proxy may have dropped it), not on every
+        // acquire: sqlx's default ping is a round trip per acquire, and a mutation
+        // acquires about ten times (its write, the horizon, the page and the fold
+        // beside it, its payload's read). A busy connection that broke fails its
+        // statement instead, which answers UNAVAILABLE, as any statement in flight
+        // when a server goes away does; the relay retries it (ADR 0026).
+        .test_before_acquire_if_idle_for(IDLE_BEFORE_PING)
         // No idle or lifetime reaping: sqlx 0.9.0's reaper can see the idle count wrap
         // below zero (a race between returning and taking a connection) and then loops
         // without yielding, a core at 100 % for good, and a process that never exits
@@ -93,9 +104,10 @@ static TAGS: RwLock<Vec<Weak<AcquireTimes>>> = RwLock::new(Vec::new());
 /// "slow" one, sent when the acquire took longer than `acquire_slow_threshold`, which
 /// carries that threshold (`slow_acquire_threshold_secs`), and a plain one which carries
 /// nothing else. So each pool gets a threshold of its own of a few nanoseconds, its tag,
-/// and its slow event at `INFO` (see [`ACQUIRE_LEVEL`]): every acquire takes longer than that (each one pings
-/// an idle connection first, sqlx's `test_before_acquire`, or opens a new one: a round
-/// trip to the server or to SQLite's thread), so every acquire sends the slow event, and
+/// and its slow event at `INFO` (see [`ACQUIRE_LEVEL`]): every acquire takes longer than that (it takes a
+/// permit, pops an idle connection and runs the idle check, a boxed future that pings a
+/// connection idle for [`IDLE_BEFORE_PING`]: hundreds of nanoseconds at the least; or it
+/// opens a new connection), so every acquire sends the slow event, and
 /// its threshold says which pool it came from. `telemetry::pool_acquire_layer` reads the
 /// events and [`record_acquire`] routes each to its pool's histogram; two services in one
 /// process (the tests) each get their own pools' figures.

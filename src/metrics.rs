@@ -754,7 +754,7 @@ struct WatchedPool {
 
 /// The time each acquire from one database pool took, from the call to the connection
 /// in hand: waiting for a free connection, or for a new one to open, and sqlx's check of
-/// an idle one (`test_before_acquire`, a ping). By Little's law, the rate of its sum is
+/// one idle for a while (a ping, `db::IDLE_BEFORE_PING`). By Little's law, the rate of its sum is
 /// the mean number of tasks waiting on the pool (`rate(…_sum[1m])`). sqlx reports an
 /// acquire only when it gets its connection: one that times out (10 s, then the request
 /// fails as `INTERNAL`) or whose task is dropped while it waits is not in it.
@@ -763,7 +763,7 @@ pub struct AcquireTimes(Histogram);
 
 impl Default for AcquireTimes {
     fn default() -> Self {
-        // 10 µs (an idle connection's ping) … 10 s (the acquire timeout), 1-2.5-5 per
+        // 10 µs (a ping of an idle connection) … 10 s (the acquire timeout), 1-2.5-5 per
         // decade so that a rule can name a round bound (`le="1.0"`, as the exposition
         // writes it).
         Self(Histogram::new([

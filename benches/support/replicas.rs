@@ -137,13 +137,17 @@ impl Replica {
         std::fs::create_dir_all(&data).unwrap();
         let log = dir.join(format!("{node}.log"));
         let out = std::fs::File::create(&log).unwrap();
+        // BENCH_ORDERGRAPH_BIN: another build of the binary (an earlier commit's, to
+        // measure a change against it in the same hour), as in benches/reads.rs.
+        let bin = std::env::var("BENCH_ORDERGRAPH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_ordergraph").to_owned());
         let mut command = match cpus {
             Some(cpus) => {
                 let mut c = Command::new("taskset");
-                c.args(["-c", cpus, env!("CARGO_BIN_EXE_ordergraph")]);
+                c.args(["-c", cpus, &bin]);
                 c
             }
-            None => Command::new(env!("CARGO_BIN_EXE_ordergraph")),
+            None => Command::new(&bin),
         };
         command
             .arg("serve")
