@@ -221,6 +221,6 @@ async fn the_read_side_loses_nothing_through_broker_publisher_and_read_database_
     let positions: Vec<i64> = log.iter().map(|r| r.position).collect();
     sales.reaches(&super::consumer::units_sold(&log)).await;
     subscribers
-        .check(&positions, expected, Duration::from_secs(60))
+        .check(&positions, expected, Duration::from_secs(60), &cluster)
         .await;
 }

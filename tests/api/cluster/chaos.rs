@@ -133,6 +133,9 @@ pub(crate) struct Received {
     /// The last position received (where a reconnect resumes).
     pub(crate) last: Option<i64>,
     pub(crate) reconnects: usize,
+    /// The error a replica ended the subscription with (none should): the replica's
+    /// address and the message. The subscriber stops there.
+    pub(crate) failed: Option<(String, Value)>,
 }
 
 /// A subscriber that resumes on another replica whenever its socket ends, until `stop`.
@@ -217,7 +220,12 @@ pub(crate) async fn subscriber(
                     }
                     got.last = Some(got.last.map_or(position, |l| l.max(position)));
                 }
-                Some("error") => panic!("the subscription failed: {message}"),
+                Some("error") => {
+                    // Kept for `check`, which fails at once and shows the replica's log: a
+                    // panic here, in a task of its own, would only show as a timeout.
+                    got.lock().expect("received").failed = Some((address.clone(), message));
+                    return;
+                }
                 _ => {}
             }
         }
@@ -433,18 +441,36 @@ impl Subscribers {
     /// of `log` and every `productUpdated` subscriber shows the stocks of `expected`; then
     /// stops them, and each `events` subscriber must have seen `log` exactly: every
     /// position once, in order.
+    ///
+    /// A subscription a replica ended with an error fails the check at once, with that
+    /// replica's log (`cluster`).
     pub(crate) async fn check(
         self,
         log: &[i64],
         expected: &BTreeMap<String, i64>,
         limit: Duration,
+        cluster: &Cluster,
     ) {
         let head = *log.last().expect("events");
+        let all: Vec<_> = self.feeds.iter().chain(&self.watchers).collect();
+        let no_failure = || {
+            for got in &all {
+                if let Some((address, message)) = &got.lock().expect("received").failed {
+                    panic!(
+                        "a subscription on {address} failed: {message}\n{}",
+                        log_of(cluster, address)
+                    );
+                }
+            }
+        };
         for (i, feed) in self.feeds.iter().enumerate() {
             within(
                 &format!("events subscriber {i} reaches the head {head}"),
                 limit,
-                || async { (feed.lock().expect("feed").last >= Some(head)).then_some(()) },
+                || async {
+                    no_failure();
+                    (feed.lock().expect("feed").last >= Some(head)).then_some(())
+                },
             )
             .await;
         }
@@ -452,10 +478,14 @@ impl Subscribers {
             within(
                 &format!("productUpdated subscriber {i} ends at the final stock"),
                 limit,
-                || async { (&watcher.lock().expect("watcher").stock == expected).then_some(()) },
+                || async {
+                    no_failure();
+                    (&watcher.lock().expect("watcher").stock == expected).then_some(())
+                },
             )
             .await;
         }
+        no_failure();
         self.stop.store(true, Ordering::Relaxed);
         for task in self.tasks {
             task.abort();
@@ -659,8 +689,24 @@ pub(crate) async fn lost_nothing(
     .await;
     let log = log_positions(cluster).await;
     subscribers
-        .check(&log, &done.expected, Duration::from_secs(30))
+        .check(&log, &done.expected, Duration::from_secs(30), cluster)
         .await;
+}
+
+/// The log of the replica serving `address` (the last 200 lines), to show with a failure.
+pub(crate) fn log_of(cluster: &Cluster, address: &str) -> String {
+    match cluster.replicas.iter().find(|r| r.address == address) {
+        Some(replica) => {
+            let text = replica.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(200)..].join("\n");
+            format!(
+                "--- log of {} ({address}), last lines ---\n{tail}",
+                replica.node
+            )
+        }
+        None => format!("(no replica of this cluster serves {address})"),
+    }
 }
 
 /// Every position in the log, in order.
