@@ -23,6 +23,11 @@ use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+/// The allocator the `ordergraph` binary ships with (ADR 0018): the service measured here
+/// runs in this process, so it allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADJUST: &str =
     "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
 const ADD: &str =

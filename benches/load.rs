@@ -59,6 +59,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+/// The allocator the `ordergraph` binary ships with (ADR 0018): the service measured here
+/// runs in this process, so it allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The realistic mix: (operation, weight). Stock corrections dominate a shop's admin traffic,
 /// shoppers fill carts, and new products arrive now and then.
 const MIX: [(Op, u32); 3] = [

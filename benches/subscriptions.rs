@@ -63,6 +63,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+/// The allocator the `ordergraph` binary ships with (ADR 0018): the service measured here
+/// runs in this process, so it allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const ADJUST: &str =
     "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
 const CREATE: &str = "mutation($sku: String!) { createProduct(input: {sku: $sku, name: \"Bench\", price: \"1.00\", initialStock: 1000000}) { product { id } } }";

@@ -25,6 +25,11 @@ use tokio::sync::oneshot;
 
 use support::gql;
 
+/// The allocator the `ordergraph` binary ships with (ADR 0018): the service measured here
+/// runs in this process, so it allocates as it does in production.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const SECRET: &str = "temporal-bench-secret-not-for-production";
 const CREATE: &str = "mutation { createProduct(input: {sku: \"TEMPORAL-1\", name: \"Bench\", price: \"1.00\", initialStock: 1000000}) { product { id } } }";
 const ADJUST: &str =
