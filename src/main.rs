@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use ordergraph::auth::{self, Role};
 use ordergraph::config::Settings;
 use ordergraph::log::horizon::safe_horizon;
@@ -79,8 +79,8 @@ enum ProjectionsAction {
     /// Each projection's checkpoint, the log's safe head, the lag, and whether it failed
     /// (exit code 1 when one has).
     Status,
-    /// Rebuild a view (every view without NAME) from the event log into a shadow copy
-    /// while the live view keeps serving, then swap it in atomically.
+    /// Rebuild a view (every view at once without NAME) from the event log into a shadow
+    /// copy while the live view keeps serving, then swap it in atomically.
     Rebuild {
         /// catalog, cart, orders or dashboard.
         name: Option<String>,
@@ -138,13 +138,13 @@ fn follow(bar: &ProgressBar) -> impl Fn(&Progress) + Send + Sync + '_ {
 
 /// The views' database (a read replica's `READ_DATABASE_URL`, else the database) and
 /// the log's (the database), both migrated.
-async fn open_replayer(settings: &Settings) -> anyhow::Result<Replayer> {
+async fn open_replayer(settings: &Settings, connections: u32) -> anyhow::Result<Replayer> {
     let url = settings.effective_database_url();
-    let log = db::connect(&url, 4).await?;
+    let log = db::connect(&url, connections).await?;
     db::migrate(&log).await?;
     let (db, url) = match &settings.read_database_url {
         Some(read) => {
-            let views = db::connect(read, 4).await?;
+            let views = db::connect(read, connections).await?;
             db::migrate(&views).await?;
             (views, read.clone())
         }
@@ -158,45 +158,68 @@ async fn open_replayer(settings: &Settings) -> anyhow::Result<Replayer> {
     })
 }
 
-/// Rebuilds the chosen views one after the other.
+/// Rebuilds the chosen views, all at once: each replays the log into a scratch copy of
+/// its own and swaps it in on its own, so every view together takes about as long as the
+/// slowest alone rather than the sum (BENCHMARKS.md, rebuild). A view whose rebuild
+/// fails keeps its live rows; the others still finish, and the command then fails naming
+/// it.
 async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow::Result<()> {
     let projections = chosen(name)?;
-    let replayer = open_replayer(settings).await?;
-    for projection in projections {
-        let bar = bar(projection.name());
-        let db = replayer.log.clone();
-        let done = replayer
-            .rebuild(projection.as_ref(), || safe_horizon(&db, 0), &follow(&bar))
-            .await
-            .with_context(|| {
+    // A page being read and a swap for each view at once.
+    let replayer = open_replayer(settings, 2 * projections.len() as u32 + 2).await?;
+    let bars = MultiProgress::new();
+    let rebuilds = projections.iter().map(|projection| {
+        let bar = bars.add(bar(projection.name()));
+        let (replayer, bars) = (&replayer, &bars);
+        async move {
+            let db = replayer.log.clone();
+            let done = replayer
+                .rebuild(projection.as_ref(), || safe_horizon(&db, 0), &follow(&bar))
+                .await;
+            bar.finish();
+            let (done, changed) = done.with_context(|| {
                 format!(
                     "rebuilding {} (the live view is unchanged)",
                     projection.name()
                 )
-            });
-        bar.finish();
-        let (done, changed) = done?;
-        let changed = match changed {
-            Changed::Keys(keys) => format!("{} keys changed", keys.len()),
-            Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
-        };
-        println!(
-            "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
-            projection.name(),
-            done.done,
-            done.elapsed.as_secs_f64(),
-            done.rate(),
-            done.rows,
-            done.position
-        );
+            })?;
+            let changed = match changed {
+                Changed::Keys(keys) => format!("{} keys changed", keys.len()),
+                Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
+            };
+            bars.println(format!(
+                "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
+                projection.name(),
+                done.done,
+                done.elapsed.as_secs_f64(),
+                done.rate(),
+                done.rows,
+                done.position
+            ))?;
+            Ok::<_, anyhow::Error>(())
+        }
+    });
+    let failed: Vec<anyhow::Error> = futures_util::future::join_all(rebuilds)
+        .await
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.into_iter().next().expect("one error")),
+        _ => {
+            for e in &failed {
+                eprintln!("error: {e:#}");
+            }
+            anyhow::bail!("{} of {} rebuilds failed", failed.len(), projections.len())
+        }
     }
-    Ok(())
 }
 
 /// Verifies the chosen views; true when every one equals its replay.
 async fn projections_verify(settings: &Settings, name: Option<&str>) -> anyhow::Result<bool> {
     let projections = chosen(name)?;
-    let replayer = open_replayer(settings).await?;
+    let replayer = open_replayer(settings, 4).await?;
     let mut all_ok = true;
     for projection in projections {
         let bar = bar(projection.name());

@@ -189,6 +189,41 @@ async fn verify_finds_a_corrupted_row_and_a_rebuild_fixes_it() {
 }
 
 #[tokio::test]
+async fn the_cli_rebuilds_every_view_at_once_and_each_is_the_log_s_truth_again() {
+    let app = spawn_app().await;
+    let ids = shop(&app).await;
+    let admin = app.as_admin();
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    // Two views corrupted behind the service's back.
+    db.execute_unprepared("UPDATE catalog_view SET stock = 999 WHERE sku = 'RB-0'")
+        .await
+        .expect("the row is corrupted");
+    db.execute_unprepared("DELETE FROM cart_view_items")
+        .await
+        .expect("the cart line is removed");
+    let (ok, out) = cli(&app, &["verify"]).await;
+    assert!(!ok && out.contains("DIFFERS"), "{out}");
+
+    let (ok, out) = cli(&app, &["rebuild"]).await;
+    assert!(ok, "{out}");
+    for name in VIEWS {
+        assert!(
+            out.contains(&format!("{name}: rebuilt from")),
+            "{name}:\n{out}"
+        );
+    }
+    assert_eq!(admin.product(&ids[0]).await["stock"], 12);
+    assert_eq!(app.as_user("bob").cart().await["itemCount"], 2);
+    let (ok, out) = cli(&app, &["verify"]).await;
+    assert!(ok, "every view verifies again:\n{out}");
+    // The views go on from where the rebuilds left them.
+    data(&admin.adjust_stock(&ids[0], 1).await);
+    wait_for_stock(&admin, &ids[0], 13).await;
+}
+
+#[tokio::test]
 async fn a_rebuild_while_writes_and_reads_go_on_never_shows_a_partial_view() {
     let app = spawn_app().await;
     let admin = app.as_admin();
