@@ -158,52 +158,53 @@ async fn open_replayer(settings: &Settings, connections: u32) -> anyhow::Result<
     })
 }
 
-/// Rebuilds the chosen views, all at once: each replays the log into a scratch copy of
-/// its own and swaps it in on its own, so every view together takes about as long as the
-/// slowest alone rather than the sum (BENCHMARKS.md, rebuild). A view whose rebuild
-/// fails keeps its live rows; the others still finish, and the command then fails naming
-/// it.
+/// Rebuilds the chosen views: one of them, or every one from one reading of the log,
+/// each page folded into every view's scratch copy at once, then each swapped in on its
+/// own (`Replayer::rebuild_all`). A view whose rebuild fails keeps its live rows; the
+/// others still finish, and the command then fails naming it.
 async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow::Result<()> {
     let projections = chosen(name)?;
-    // A page being read and a swap for each view at once.
-    let replayer = open_replayer(settings, 2 * projections.len() as u32 + 2).await?;
+    // A page being read, and a swap for each view at once.
+    let replayer = open_replayer(settings, projections.len() as u32 + 2).await?;
     let bars = MultiProgress::new();
-    let rebuilds = projections.iter().map(|projection| {
-        let bar = bars.add(bar(projection.name()));
-        let (replayer, bars) = (&replayer, &bars);
-        async move {
-            let db = replayer.log.clone();
-            let done = replayer
-                .rebuild(projection.as_ref(), || safe_horizon(&db, 0), &follow(&bar))
-                .await;
-            bar.finish();
-            let (done, changed) = done.with_context(|| {
-                format!(
-                    "rebuilding {} (the live view is unchanged)",
-                    projection.name()
-                )
-            })?;
-            let changed = match changed {
-                Changed::Keys(keys) => format!("{} keys changed", keys.len()),
-                Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
-            };
-            bars.println(format!(
-                "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
-                projection.name(),
-                done.done,
-                done.elapsed.as_secs_f64(),
-                done.rate(),
-                done.rows,
-                done.position
-            ))?;
-            Ok::<_, anyhow::Error>(())
-        }
-    });
-    let failed: Vec<anyhow::Error> = futures_util::future::join_all(rebuilds)
-        .await
-        .into_iter()
-        .filter_map(Result::err)
+    let followed: Vec<(&'static str, ProgressBar)> = projections
+        .iter()
+        .map(|p| (p.name(), bars.add(bar(p.name()))))
         .collect();
+    let report = |p: &Progress| {
+        if let Some((_, bar)) = followed.iter().find(|(name, _)| *name == p.name) {
+            follow(bar)(p);
+        }
+    };
+    let db = replayer.log.clone();
+    let results = replayer
+        .rebuild_all(&projections, || safe_horizon(&db, 0), &report)
+        .await;
+    let mut failed = Vec::new();
+    for ((projection, (_, bar)), result) in projections.iter().zip(&followed).zip(results) {
+        bar.finish();
+        match result {
+            Ok((done, changed)) => {
+                let changed = match changed {
+                    Changed::Keys(keys) => format!("{} keys changed", keys.len()),
+                    Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
+                };
+                bars.println(format!(
+                    "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
+                    projection.name(),
+                    done.done,
+                    done.elapsed.as_secs_f64(),
+                    done.rate(),
+                    done.rows,
+                    done.position
+                ))?;
+            }
+            Err(e) => failed.push(anyhow::Error::new(e).context(format!(
+                "rebuilding {} (the live view is unchanged)",
+                projection.name()
+            ))),
+        }
+    }
     match failed.len() {
         0 => Ok(()),
         1 => Err(failed.into_iter().next().expect("one error")),

@@ -228,76 +228,180 @@ impl Replayer {
                     break;
                 }
             }
-            progress.phase = Phase::Swapping;
-            progress.elapsed = started.elapsed();
-            report(&progress);
-            let _gate = match &self.gate {
-                Some(gate) => gate.enter_views().await,
-                None => None,
-            };
-            let live = LiveSide::open(&self.db, &self.url, &scratch).await?;
-            let txn = loop {
-                let txn = live.begin_write().await?;
-                let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
-                if stored <= progress.position {
-                    break txn;
-                }
-                // The relay folded more meanwhile: replay that tail too. On SQLite the
-                // swap's transaction also holds the attached scratch file, so let go of
-                // it while the scratch copy is written, then look again.
-                let held = if live.own {
-                    txn.rollback().await?;
-                    None
-                } else {
-                    Some(txn)
-                };
-                run.replay(stored, &mut progress).await?;
-                if let Some(txn) = held {
-                    break txn;
-                }
-            };
-            // What the swap changes, while both copies are there to compare.
-            let mut changed = Some(BTreeSet::new());
-            for table in projection.tables() {
-                let Some(keys) = &mut changed else { break };
-                let room = CHANGED_KEYS_LIMIT - keys.len();
-                match live.changed_keys(&txn, &scratch, table, room).await? {
-                    Some(found) => keys.extend(found),
-                    None => changed = None,
-                }
-            }
-            let mut rows = 0;
-            for table in projection.tables() {
-                let name = quote(table.name);
-                txn.execute_unprepared(&format!("DELETE FROM {name}"))
-                    .await?;
-                let columns = live.columns(&txn, table.name).await?.join(", ");
-                rows += txn
-                    .execute_unprepared(&format!(
-                        "INSERT INTO {name} ({columns}) SELECT {columns} FROM {}",
-                        scratch.qualified(table.name)
-                    ))
-                    .await?
-                    .rows_affected();
-            }
-            checkpoints::store(&txn, projection.name(), progress.position).await?;
-            // Every replica re-sends the changed keys (PostgreSQL), this process's and any
-            // server's when the rebuild runs from the command line (ADR 0013).
-            super::doorbell::notice_rebuild(&txn, projection.name(), changed.as_ref()).await?;
-            txn.commit().await?;
-            live.close().await;
-            progress.rows = rows;
-            Ok::<_, DbErr>(changed.map_or(Changed::TooMany, |keys| {
-                Changed::Keys(keys.into_iter().collect())
-            }))
+            self.swap(&run, &scratch, &mut progress).await
         }
         .await;
         scratch.discard(&self.db).await;
-        let changed = outcome?;
-        progress.phase = Phase::Done;
-        progress.elapsed = started.elapsed();
-        report(&progress);
-        Ok((progress, changed))
+        Ok(finished(progress, started, report, outcome?))
+    }
+
+    /// Rebuilds every one of `projections` from one reading of the log: each page is read
+    /// once and folded into every view's scratch copy at once, each view its own events
+    /// (the views want most of the same events: the orders view and the dashboard each
+    /// read 85 % of a shop's log). Then each view swaps on its own, as
+    /// [`rebuild`](Self::rebuild) does. A view whose fold or swap fails is left as it was
+    /// and the others go on; one result per projection, in their order.
+    pub async fn rebuild_all<H, F>(
+        &self,
+        projections: &[std::sync::Arc<dyn Projection>],
+        horizon: H,
+        report: &(dyn Fn(&Progress) + Send + Sync),
+    ) -> Vec<Result<(Progress, Changed), DbErr>>
+    where
+        H: Fn() -> F + Send + Sync,
+        F: std::future::Future<Output = Result<i64, DbErr>> + Send,
+    {
+        let begun = futures_util::future::join_all(
+            projections
+                .iter()
+                .map(|projection| self.begin(projection.as_ref(), report)),
+        )
+        .await;
+        let mut views = Vec::new();
+        let mut failed: Vec<Option<DbErr>> = Vec::new();
+        for (projection, begun) in projections.iter().zip(begun) {
+            match begun {
+                Ok((started, progress, scratch)) => {
+                    views.push((projection.as_ref(), started, progress, scratch));
+                    failed.push(None);
+                }
+                Err(e) => failed.push(Some(e)),
+            }
+        }
+        let runs: Vec<Run<'_>> = views
+            .iter()
+            .map(|(projection, started, _, scratch)| {
+                Run::new(&self.log, scratch, *projection, *started, report)
+            })
+            .collect();
+        let mut progress: Vec<Progress> = views.iter().map(|v| v.2.clone()).collect();
+        // Replay them all together while the live views serve, as `rebuild` does one.
+        let mut outcomes: Vec<Option<Result<(), DbErr>>> = runs.iter().map(|_| None).collect();
+        let mut at = 0;
+        loop {
+            let target = match horizon().await {
+                Ok(target) => target,
+                Err(e) => {
+                    for outcome in outcomes.iter_mut().filter(|o| o.is_none()) {
+                        *outcome = Some(Err(DbErr::Custom(format!("the safe horizon: {e}"))));
+                    }
+                    break;
+                }
+            };
+            if target <= at && at > 0 {
+                break;
+            }
+            let behind = target - at;
+            replay::together(&runs, target, &mut progress, &mut outcomes).await;
+            at = target;
+            if behind <= SWAP_BEHIND || outcomes.iter().all(Option::is_some) {
+                break;
+            }
+        }
+        // Each view then catches up with its relay and swaps on its own.
+        let swaps = runs
+            .iter()
+            .zip(views.iter())
+            .zip(progress.iter_mut().zip(outcomes))
+            .map(
+                |((run, (_, started, _, scratch)), (progress, outcome))| async move {
+                    let outcome = match outcome {
+                        Some(Err(e)) => Err(e),
+                        _ => self.swap(run, scratch, progress).await,
+                    };
+                    (progress.clone(), *started, outcome)
+                },
+            );
+        let swapped = futures_util::future::join_all(swaps).await;
+        for (_, _, _, scratch) in views {
+            scratch.discard(&self.db).await;
+        }
+        let mut swapped = swapped.into_iter();
+        failed
+            .into_iter()
+            .map(|failed| match failed {
+                Some(e) => Err(e),
+                None => {
+                    let (progress, started, outcome) =
+                        swapped.next().expect("one swap per view begun");
+                    Ok(finished(progress, started, report, outcome?))
+                }
+            })
+            .collect()
+    }
+
+    /// The swap: holding the view's checkpoint row, replays what the relay folded
+    /// meanwhile, then replaces the live rows with the scratch rows and stores the
+    /// checkpoint, in one transaction. Returns the keys of the rows it changed.
+    async fn swap(
+        &self,
+        run: &Run<'_>,
+        scratch: &Scratch,
+        progress: &mut Progress,
+    ) -> Result<Changed, DbErr> {
+        let projection = run.projection;
+        progress.phase = Phase::Swapping;
+        progress.elapsed = run.started.elapsed();
+        (run.report)(progress);
+        let _gate = match &self.gate {
+            Some(gate) => gate.enter_views().await,
+            None => None,
+        };
+        let live = LiveSide::open(&self.db, &self.url, scratch).await?;
+        let txn = loop {
+            let txn = live.begin_write().await?;
+            let stored = checkpoints::lock(&txn, projection.name(), Hold::Update).await?;
+            if stored <= progress.position {
+                break txn;
+            }
+            // The relay folded more meanwhile: replay that tail too. On SQLite the
+            // swap's transaction also holds the attached scratch file, so let go of
+            // it while the scratch copy is written, then look again.
+            let held = if live.own {
+                txn.rollback().await?;
+                None
+            } else {
+                Some(txn)
+            };
+            run.replay(stored, progress).await?;
+            if let Some(txn) = held {
+                break txn;
+            }
+        };
+        // What the swap changes, while both copies are there to compare.
+        let mut changed = Some(BTreeSet::new());
+        for table in projection.tables() {
+            let Some(keys) = &mut changed else { break };
+            let room = CHANGED_KEYS_LIMIT - keys.len();
+            match live.changed_keys(&txn, scratch, table, room).await? {
+                Some(found) => keys.extend(found),
+                None => changed = None,
+            }
+        }
+        let mut rows = 0;
+        for table in projection.tables() {
+            let name = quote(table.name);
+            txn.execute_unprepared(&format!("DELETE FROM {name}"))
+                .await?;
+            let columns = live.columns(&txn, table.name).await?.join(", ");
+            rows += txn
+                .execute_unprepared(&format!(
+                    "INSERT INTO {name} ({columns}) SELECT {columns} FROM {}",
+                    scratch.qualified(table.name)
+                ))
+                .await?
+                .rows_affected();
+        }
+        checkpoints::store(&txn, projection.name(), progress.position).await?;
+        // Every replica re-sends the changed keys (PostgreSQL), this process's and any
+        // server's when the rebuild runs from the command line (ADR 0013).
+        super::doorbell::notice_rebuild(&txn, projection.name(), changed.as_ref()).await?;
+        txn.commit().await?;
+        live.close().await;
+        progress.rows = rows;
+        Ok(changed.map_or(Changed::TooMany, |keys| {
+            Changed::Keys(keys.into_iter().collect())
+        }))
     }
 
     /// Replays `projection`'s view into a scratch copy up to the live checkpoint and
@@ -347,6 +451,19 @@ impl Replayer {
 }
 
 /// How many keys a swap changed, when it counted them.
+/// A rebuild's last progress, `Done`, reported, with what its swap changed.
+fn finished(
+    mut progress: Progress,
+    started: Instant,
+    report: &(dyn Fn(&Progress) + Send + Sync),
+    changed: Changed,
+) -> (Progress, Changed) {
+    progress.phase = Phase::Done;
+    progress.elapsed = started.elapsed();
+    report(&progress);
+    (progress, changed)
+}
+
 fn changed_count(changed: &Changed) -> Option<usize> {
     match changed {
         Changed::Keys(keys) => Some(keys.len()),

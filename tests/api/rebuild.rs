@@ -327,6 +327,22 @@ async fn a_failed_projection_runs_again_after_its_event_is_fixed_and_it_is_rebui
         "{failed}"
     );
     assert_eq!(carol.cart().await["itemCount"], 1);
+    // Every view at once from the command line: the cart fails alone, the others are
+    // rebuilt, and the command says which failed.
+    let (ok, out) = cli(&app, &["rebuild"]).await;
+    assert!(!ok, "exit code 1 when a view fails:\n{out}");
+    assert!(
+        out.contains("rebuilding cart") && out.contains("CartItemAdded"),
+        "{out}"
+    );
+    for name in ["catalog", "orders", "dashboard"] {
+        assert!(
+            out.contains(&format!("{name}: rebuilt from")),
+            "{name}:\n{out}"
+        );
+    }
+    assert!(!out.contains("cart: rebuilt"), "{out}");
+    assert_eq!(carol.cart().await["itemCount"], 1);
 
     // Fixed in the log, the view is rebuilt and the projection runs again, no restart.
     use sea_orm::{ActiveModelTrait, ActiveValue::Set};
