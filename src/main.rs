@@ -189,15 +189,19 @@ async fn projections_rebuild(settings: &Settings, name: Option<&str>) -> anyhow:
                     Changed::Keys(keys) => format!("{} keys changed", keys.len()),
                     Changed::TooMany => format!("more than {CHANGED_KEYS_LIMIT} keys changed"),
                 };
-                bars.println(format!(
-                    "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
-                    projection.name(),
-                    done.done,
-                    done.elapsed.as_secs_f64(),
-                    done.rate(),
-                    done.rows,
-                    done.position
-                ))?;
+                // Above the bars on a terminal; printed all the same when there is none
+                // (`MultiProgress::println` prints nothing then).
+                bars.suspend(|| {
+                    println!(
+                        "{}: rebuilt from {} events in {:.1}s ({:.0} events/s); {} rows ({changed}), at position {}",
+                        projection.name(),
+                        done.done,
+                        done.elapsed.as_secs_f64(),
+                        done.rate(),
+                        done.rows,
+                        done.position
+                    );
+                });
             }
             Err(e) => failed.push(anyhow::Error::new(e).context(format!(
                 "rebuilding {} (the live view is unchanged)",
