@@ -116,6 +116,20 @@ async fn shop(app: &TestApp) -> Vec<String> {
     ids
 }
 
+/// Behind the service's back: the stock of `shop`'s product RB-0 becomes 999 and every
+/// cart line vanishes.
+async fn corrupt_catalog_and_cart(app: &TestApp) {
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    db.execute_unprepared("UPDATE catalog_view SET stock = 999 WHERE sku = 'RB-0'")
+        .await
+        .expect("the row is corrupted");
+    db.execute_unprepared("DELETE FROM cart_view_items")
+        .await
+        .expect("the cart line is removed");
+}
+
 fn same_uuid(a: &Value, b: &str) -> bool {
     let norm = |s: &str| s.replace('-', "").to_lowercase();
     a.as_str().is_some_and(|a| norm(a) == norm(b))
@@ -136,15 +150,7 @@ async fn verify_finds_a_corrupted_row_and_a_rebuild_fixes_it() {
     assert!(ok, "every view verifies:\n{out}");
 
     // Behind the service's back: one product's stock and a cart line vanish.
-    let db = sea_orm::Database::connect(app.database_url())
-        .await
-        .expect("the test database is reachable");
-    db.execute_unprepared("UPDATE catalog_view SET stock = 999 WHERE sku = 'RB-0'")
-        .await
-        .expect("the row is corrupted");
-    db.execute_unprepared("DELETE FROM cart_view_items")
-        .await
-        .expect("the cart line is removed");
+    corrupt_catalog_and_cart(&app).await;
     assert_eq!(admin.product(&ids[0]).await["stock"], 999);
 
     let report = verify(&admin, "catalog").await;
@@ -193,16 +199,7 @@ async fn the_cli_rebuilds_every_view_at_once_and_each_is_the_log_s_truth_again()
     let app = spawn_app().await;
     let ids = shop(&app).await;
     let admin = app.as_admin();
-    let db = sea_orm::Database::connect(app.database_url())
-        .await
-        .expect("the test database is reachable");
-    // Two views corrupted behind the service's back.
-    db.execute_unprepared("UPDATE catalog_view SET stock = 999 WHERE sku = 'RB-0'")
-        .await
-        .expect("the row is corrupted");
-    db.execute_unprepared("DELETE FROM cart_view_items")
-        .await
-        .expect("the cart line is removed");
+    corrupt_catalog_and_cart(&app).await;
     let (ok, out) = cli(&app, &["verify"]).await;
     assert!(!ok && out.contains("DIFFERS"), "{out}");
 
