@@ -182,7 +182,12 @@ impl Core {
         let buffer = settings.subscription_buffer.max(1);
         let (horizon_tx, relay_horizon) = watch::channel(0);
         let wakeup = write::Wakeup::default();
-        let live = read::live::LiveViews::new(&views, buffer, metrics.clone());
+        let live = read::live::LiveViews::new(
+            &views,
+            buffer,
+            settings.db_max_connections as usize,
+            metrics.clone(),
+        );
         let cluster = Arc::new(cluster::member::ClusterState::default());
         // One process on SQLite: the relay publishes in process. On PostgreSQL every
         // replica, this one too, takes changes from the doorbells (ADR 0013).
@@ -237,7 +242,7 @@ impl Core {
             publisher: Arc::default(),
             _sqlite_lock: sqlite_lock,
             relay_horizon,
-            log: Arc::new(log::shared::SharedLog::new(db.clone(), metrics.clone())),
+            log: Arc::new(log::shared::SharedLog::new(db.clone(), metrics.clone()).ringing(rings)),
             dead_letters,
             relay_health: Arc::new(RelayHealth::default()),
             connections: Arc::new(http::ws::Connections::default()),

@@ -402,18 +402,27 @@ pub fn frames(
         let mut budget = max_response_bytes;
         Frame::Next(Arc::from(super::bounded_json(&response, &mut budget)))
     };
+    // Only small things live across a `yield` (a rendered frame, a boxed response): this
+    // stream is held by every subscription for its whole life, and a `Response` kept
+    // across a `yield` would make each one hold a few of them (BENCHMARKS.md,
+    // subscriptions).
     Box::pin(async_stream::stream! {
         let mut responses = std::pin::pin!(responses);
-        let mut held: Option<async_graphql::Response> = None;
+        let mut held: Option<Box<async_graphql::Response>> = None;
         while let Some(mut response) = responses.next().await {
             response.errors.iter_mut().for_each(ensure_code);
-            if let Some(previous) = held.take() {
-                yield render(previous);
-            }
-            if response.data == Value::Null && !response.errors.is_empty() {
-                held = Some(response);
+            let previous = held.take().map(|previous| render(*previous));
+            let next = if response.data == Value::Null && !response.errors.is_empty() {
+                held = Some(Box::new(response));
+                None
             } else {
-                yield render(response);
+                Some(render(response))
+            };
+            if let Some(previous) = previous {
+                yield previous;
+            }
+            if let Some(next) = next {
+                yield next;
             }
         }
         match held {

@@ -28,14 +28,13 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
 use sea_orm::{DatabaseConnection, DbErr};
-use tokio::sync::{broadcast, mpsc, watch};
+use tokio::sync::{broadcast, watch};
 
 use super::bus::Change;
 use super::checkpoints::Checkpoints;
@@ -70,20 +69,48 @@ pub fn user_route(user_id: &str) -> String {
 
 /// One subscription's queue: the hub never waits for it. A full queue drops the change
 /// and flags the subscription, which then re-reads what changed (conflation).
+///
+/// A queue under a mutex and a `Notify`, not a `tokio::sync::mpsc` channel: an idle
+/// subscription holds about a hundred bytes here (and a small buffer once it has had a
+/// message) where a channel allocates a block of 32 slots and a cache-padded header up
+/// front, about 1 KiB for each of ten thousand subscriptions (BENCHMARKS.md,
+/// subscriptions). The hub only ever offers without waiting, and one task receives.
+struct Queue {
+    state: Mutex<Queued>,
+    ready: tokio::sync::Notify,
+    capacity: usize,
+}
+
+#[derive(Default)]
+struct Queued {
+    msgs: VecDeque<LiveMsg>,
+    /// A message was dropped because the queue was full.
+    lagged: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 #[derive(Clone)]
 struct Subscriber {
-    tx: mpsc::Sender<LiveMsg>,
-    lagged: Arc<AtomicBool>,
+    queue: Arc<Queue>,
 }
 
 impl Subscriber {
     fn offer(&self, msg: LiveMsg) {
-        match self.tx.try_send(msg) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.lagged.store(true, Ordering::Release),
-            // Gone: its registration is being dropped.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        {
+            let mut queued = self.queue.lock();
+            if queued.msgs.len() >= self.queue.capacity {
+                queued.lagged = true;
+            } else {
+                queued.msgs.push_back(msg);
+            }
         }
+        // Stores a wake-up when the subscription is not waiting: it never misses one.
+        self.queue.ready.notify_one();
     }
 }
 
@@ -133,6 +160,12 @@ pub struct LiveViews {
     /// The change a run of the hub failed to load: the next run delivers it first.
     pending: Mutex<Option<Change>>,
     capacity: usize,
+    /// The subscriptions reading their starting state (or catching up) at once: at most
+    /// as many as the database has connections. The others wait here, in a few bytes
+    /// each, instead of in the pool, each in a database future of about 10 KiB: ten
+    /// thousand subscribers reconnecting at once would otherwise leave the process
+    /// holding twice the memory they need once started (BENCHMARKS.md, subscriptions).
+    reads: tokio::sync::Semaphore,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
@@ -142,25 +175,25 @@ pub struct Registration {
     projection: &'static str,
     keys: Option<Vec<String>>,
     id: u64,
-    rx: mpsc::Receiver<LiveMsg>,
-    lagged: Arc<AtomicBool>,
-    /// Keeps the queue open while registered, even with no key to watch.
-    _open: mpsc::Sender<LiveMsg>,
+    queue: Arc<Queue>,
 }
 
 impl Registration {
-    /// The next message, or `Resync` when the hub had to drop one for this subscription.
-    async fn next(&mut self) -> Option<LiveMsg> {
-        if self.lagged.swap(false, Ordering::Acquire) {
-            return Some(LiveMsg::Resync);
+    /// The next message, or `Resync` when the hub had to drop one for this subscription
+    /// (re-read now; what is still queued is skipped by position).
+    async fn next(&mut self) -> LiveMsg {
+        loop {
+            {
+                let mut queued = self.queue.lock();
+                if std::mem::take(&mut queued.lagged) {
+                    return LiveMsg::Resync;
+                }
+                if let Some(msg) = queued.msgs.pop_front() {
+                    return msg;
+                }
+            }
+            self.queue.ready.notified().await;
         }
-        let msg = self.rx.recv().await;
-        if self.lagged.swap(false, Ordering::Acquire) {
-            // Changes were dropped after some still queued: re-read now; what is queued
-            // is skipped by position.
-            return Some(LiveMsg::Resync);
-        }
-        msg
     }
 }
 
@@ -197,6 +230,7 @@ impl LiveViews {
     pub fn new(
         views: &[View],
         capacity: usize,
+        reads: usize,
         metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -204,8 +238,18 @@ impl LiveViews {
             registry: Mutex::new(Registry::default()),
             pending: Mutex::new(None),
             capacity: capacity.max(1),
+            reads: tokio::sync::Semaphore::new(reads.max(1)),
             metrics,
         })
+    }
+
+    /// A turn to read a subscription's rows from the database (see `reads`).
+    async fn read_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
+        // Never closed.
+        self.reads
+            .acquire()
+            .await
+            .unwrap_or_else(|_| unreachable!("the hub's read turns are never closed"))
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -218,11 +262,13 @@ impl LiveViews {
         projection: &'static str,
         keys: Option<Vec<String>>,
     ) -> Registration {
-        let (tx, rx) = mpsc::channel(self.capacity);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let queue = Arc::new(Queue {
+            state: Mutex::default(),
+            ready: tokio::sync::Notify::new(),
+            capacity: self.capacity,
+        });
         let subscriber = Subscriber {
-            tx: tx.clone(),
-            lagged: lagged.clone(),
+            queue: queue.clone(),
         };
         let mut registry = self.lock();
         registry.next_id += 1;
@@ -253,9 +299,7 @@ impl LiveViews {
             projection,
             keys,
             id,
-            rx,
-            lagged,
-            _open: tx,
+            queue,
         }
     }
 
@@ -578,6 +622,12 @@ pub struct Limits {
 impl Limits {
     /// Resolves with the error that ends the subscription.
     pub async fn ended(&mut self, cursor: i64) -> AppError {
+        self.ending().await.at(cursor)
+    }
+
+    /// Resolves with why the subscription ends; `Ending::at` makes it the error, with
+    /// the position to resume after.
+    pub async fn ending(&mut self) -> Ending {
         let expiry = async {
             match self.expires_at {
                 Some(at) => {
@@ -588,15 +638,31 @@ impl Limits {
             }
         };
         tokio::select! {
-            () = async { let _ = self.drain.wait_for(|d| *d).await; } => {
-                AppError::ServerDraining { position: cursor }
-            }
-            _ = expiry => AppError::Unauthenticated("the token expired: sign in again".into()),
+            () = async { let _ = self.drain.wait_for(|d| *d).await; } => Ending::Draining,
+            _ = expiry => Ending::Expired,
         }
     }
 
     pub fn draining(&self) -> bool {
         *self.drain.borrow()
+    }
+}
+
+/// Why a subscription ends.
+pub enum Ending {
+    /// The server drains.
+    Draining,
+    /// The caller's token expired.
+    Expired,
+}
+
+impl Ending {
+    /// The error the subscription ends with, `cursor` being the last position it sent.
+    pub fn at(self, cursor: i64) -> AppError {
+        match self {
+            Ending::Draining => AppError::ServerDraining { position: cursor },
+            Ending::Expired => AppError::Unauthenticated("the token expired: sign in again".into()),
+        }
     }
 }
 
@@ -613,6 +679,7 @@ pub struct Source {
 /// ends after an error.
 fn catch_up<'a, W: Watch>(
     watch: &'a W,
+    hub: &'a LiveViews,
     db: &'a DatabaseConnection,
     after: i64,
     upto: i64,
@@ -620,7 +687,10 @@ fn catch_up<'a, W: Watch>(
     async_stream::stream! {
         let mut from = after;
         while from < upto {
-            let page = match watch.changed(db, from, upto, CATCH_UP_PAGE).await {
+            let turn = hub.read_turn().await;
+            let page = watch.changed(db, from, upto, CATCH_UP_PAGE).await;
+            drop(turn);
+            let page = match page {
                 Ok(page) => page,
                 Err(e) => {
                     yield Err(e.into());
@@ -642,8 +712,8 @@ fn catch_up<'a, W: Watch>(
 }
 
 enum Step {
-    Ended(AppError),
-    Msg(Option<LiveMsg>),
+    Ended(Ending),
+    Msg(LiveMsg),
 }
 
 /// The state of `watch`'s keys first (or, for an open-ended watch, what changed after
@@ -669,7 +739,10 @@ pub fn follow<W: Watch>(
         let mut rebuilt = source.hub.generation(projection);
         let checkpoint = source.checkpoints.get(projection);
         let mut cursor = checkpoint.max(after.unwrap_or(0));
-        match watch.current(&source.db, checkpoint).await {
+        let turn = source.hub.read_turn().await;
+        let current = watch.current(&source.db, checkpoint).await;
+        drop(turn);
+        match current {
             Ok(Some(states)) => {
                 if let [(position, _)] = states.as_slice() {
                     // One key: its row, however new, is the state to start from.
@@ -685,7 +758,7 @@ pub fn follow<W: Watch>(
             }
             Ok(None) => {
                 if let Some(after) = after {
-                    for await item in catch_up(&watch, &source.db, after, checkpoint) {
+                    for await item in Box::pin(catch_up(&watch, &source.hub, &source.db, after, checkpoint)) {
                         let failed = item.is_err();
                         yield item;
                         if failed { return; }
@@ -697,18 +770,20 @@ pub fn follow<W: Watch>(
                 return;
             }
         }
+        // One future for the subscription's life, not one (and a timer) per message.
+        let mut ending = std::pin::pin!(limits.ending());
         loop {
             let step = tokio::select! {
                 biased;
-                error = limits.ended(cursor) => Step::Ended(error),
+                ending = &mut ending => Step::Ended(ending),
                 msg = registration.next() => Step::Msg(msg),
             };
             match step {
-                Step::Ended(error) => {
-                    yield Err(error);
+                Step::Ended(ending) => {
+                    yield Err(ending.at(cursor));
                     return;
                 }
-                Step::Msg(Some(LiveMsg::Change(change))) => {
+                Step::Msg(LiveMsg::Change(change)) => {
                     if change.projection != projection || change.position <= cursor {
                         continue;
                     }
@@ -719,14 +794,14 @@ pub fn follow<W: Watch>(
                         yield Ok(state.clone());
                     }
                 }
-                Step::Msg(Some(msg @ (LiveMsg::Resync | LiveMsg::Rebuilt))) => {
+                Step::Msg(msg @ (LiveMsg::Resync | LiveMsg::Rebuilt)) => {
                     // Conflate: re-read what changed since the cursor; what is still
                     // queued is skipped by position.
                     if matches!(msg, LiveMsg::Resync) {
                         source.hub.metrics.subscriber_lagged(projection);
                     }
                     let upto = source.checkpoints.get(projection);
-                    for await item in catch_up(&watch, &source.db, cursor, upto) {
+                    for await item in Box::pin(catch_up(&watch, &source.hub, &source.db, cursor, upto)) {
                         let failed = item.is_err();
                         yield item;
                         if failed { return; }
@@ -737,10 +812,12 @@ pub fn follow<W: Watch>(
                     let (generation, changed) = source.hub.rebuilt_since(projection, rebuilt);
                     if generation > rebuilt {
                         rebuilt = generation;
+                        let turn = source.hub.read_turn().await;
                         let rows = match changed {
                             Some(keys) => watch.rows(&source.db, &keys, upto).await.map(Some),
                             None => watch.current(&source.db, upto).await,
                         };
+                        drop(turn);
                         match rows {
                             Ok(Some(rows)) => {
                                 for (position, item) in rows {
@@ -751,7 +828,7 @@ pub fn follow<W: Watch>(
                             }
                             // Open-ended, and anything may have changed: all of it.
                             Ok(None) => {
-                                for await item in catch_up(&watch, &source.db, 0, upto) {
+                                for await item in Box::pin(catch_up(&watch, &source.hub, &source.db, 0, upto)) {
                                     let failed = item.is_err();
                                     yield item;
                                     if failed { return; }
@@ -760,10 +837,6 @@ pub fn follow<W: Watch>(
                             Err(e) => { yield Err(e.into()); return; }
                         }
                     }
-                }
-                Step::Msg(None) => {
-                    yield Err(AppError::ServerDraining { position: cursor });
-                    return;
                 }
             }
         }
@@ -803,7 +876,7 @@ mod tests {
     async fn every_registered_view_loads_the_changes_its_projection_announces() {
         let db = crate::db::in_memory().await;
         let views = super::super::views();
-        let hub = LiveViews::new(&views, 16, Arc::new(crate::metrics::Metrics::default()));
+        let hub = LiveViews::new(&views, 16, 4, Arc::new(crate::metrics::Metrics::default()));
         let log = crate::log::golden::log();
         for view in &views {
             let changes = fold(&db, view, &log).await;
