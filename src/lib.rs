@@ -214,6 +214,8 @@ impl Core {
         let gate = WriteGate::for_backend(db.get_database_backend());
         let dead_letters =
             process::dead_letters::DeadLetters::new(db.clone(), gate.clone(), wakeup.clone());
+        // The relay's projectors wait on these rings (`SharedHorizon::after_ring`).
+        let rings = wakeup.subscribe();
         Ok(Self {
             views_gate: if reader {
                 WriteGate::for_backend(views_db.get_database_backend())

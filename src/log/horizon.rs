@@ -43,9 +43,23 @@ pub struct SharedHorizon {
     /// How many requests were ever made: request `n` is answered by a read that starts
     /// after the counter reached `n`.
     asked: AtomicU64,
-    /// The last read: the requests it answers (all up to this number), what it found,
-    /// and when it started.
-    last: tokio::sync::Mutex<(u64, i64, Option<Instant>)>,
+    /// The last read (or the one in flight, while this is locked).
+    last: tokio::sync::Mutex<Last>,
+    /// This process's wake-up rings, counted (`Wakeup::subscribe`): rung after each
+    /// commit a reader here is woken for, this process's or another replica's. `None`:
+    /// every request is answered by tickets alone.
+    rings: Option<tokio::sync::watch::Receiver<u64>>,
+}
+
+/// What a read of the horizon answers, and what it found.
+#[derive(Default)]
+struct Last {
+    /// Every request numbered up to this one was made before it started.
+    answers: u64,
+    found: i64,
+    started: Option<Instant>,
+    /// The rings counted when it started: it sees every commit they rang for.
+    rung: u64,
 }
 
 impl SharedHorizon {
@@ -53,8 +67,17 @@ impl SharedHorizon {
         Self {
             db,
             asked: AtomicU64::new(0),
-            last: tokio::sync::Mutex::new((0, 0, None)),
+            last: tokio::sync::Mutex::default(),
+            rings: None,
         }
+    }
+
+    /// Also answers readers woken by a ring of `rings` (see [`after_ring`]).
+    ///
+    /// [`after_ring`]: Self::after_ring
+    pub fn ringing(mut self, rings: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.rings = Some(rings);
+        self
     }
 
     /// A safe horizon read at most `within` ago (or now, when there was none), and
@@ -64,11 +87,28 @@ impl SharedHorizon {
         {
             // Waits for a read in flight, which is then the most recent.
             let last = self.last.lock().await;
-            if last.2.is_some_and(|at| at.elapsed() <= within) {
-                return Ok((last.1.max(known), false));
+            if last.started.is_some_and(|at| at.elapsed() <= within) {
+                return Ok((last.found.max(known), false));
             }
         }
         self.get(known).await
+    }
+
+    /// For a reader woken by a ring (`ring`: the count it saw after it woke): any read
+    /// that started after that ring sees the commit it rang for, so it answers this
+    /// request too, though it started before the request. A commit wakes every reader of
+    /// the process at once, and the first to run starts a read: the others, woken a few
+    /// microseconds later, take that read instead of queueing a second one behind it
+    /// (one round trip more on the path of every mutation's read-your-writes).
+    pub async fn after_ring(&self, known: i64, ring: u64) -> Result<(i64, bool), DbErr> {
+        if self.rings.is_none() {
+            return self.get(known).await;
+        }
+        let mut last = self.last.lock().await;
+        if last.started.is_some() && last.rung >= ring {
+            return Ok((last.found.max(known), false));
+        }
+        self.read(&mut last, known).await
     }
 
     /// The safe horizon as of now (see [`safe_horizon`]; `known` as there), and whether
@@ -76,15 +116,27 @@ impl SharedHorizon {
     pub async fn get(&self, known: i64) -> Result<(i64, bool), DbErr> {
         let ticket = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
         let mut last = self.last.lock().await;
-        if last.0 >= ticket {
-            return Ok((last.1.max(known), false));
+        if last.answers >= ticket {
+            return Ok((last.found.max(known), false));
         }
-        // Every request numbered up to here was made before this read starts.
+        self.read(&mut last, known).await
+    }
+
+    /// Reads the horizon now, holding `last` (requests wait for this read).
+    async fn read(&self, last: &mut Last, known: i64) -> Result<(i64, bool), DbErr> {
+        // Every request numbered up to here was made, and every ring counted here rang,
+        // before this read starts.
         let answers = self.asked.load(Ordering::SeqCst);
+        let rung = self.rings.as_ref().map_or(0, |rings| *rings.borrow());
         let started = Instant::now();
-        let found = safe_horizon(&self.db, known.max(last.1)).await?;
-        *last = (answers, found.max(last.1), Some(started));
-        Ok((last.1.max(known), true))
+        let found = safe_horizon(&self.db, known.max(last.found)).await?;
+        *last = Last {
+            answers,
+            found: found.max(last.found),
+            started: Some(started),
+            rung,
+        };
+        Ok((last.found.max(known), true))
     }
 }
 
@@ -214,6 +266,47 @@ mod tests {
         }
         // What a reader already knows is never taken back.
         assert_eq!(horizon.get(99).await.expect("a horizon").0, 99);
+    }
+
+    /// A reader woken by a ring takes a read that started after the ring, even one that
+    /// started before it asked; a read that started before the ring never answers it,
+    /// and a request by ticket (a poll, the first tick) still reads for itself.
+    #[tokio::test]
+    async fn a_reader_woken_by_a_ring_takes_any_read_that_started_after_the_ring() {
+        let db = crate::db::in_memory().await;
+        let (rings, rx) = tokio::sync::watch::channel(0u64);
+        let horizon = SharedHorizon::new(db.clone()).ringing(rx);
+        assert_eq!(horizon.get(0).await.expect("a horizon"), (0, true));
+        let first = append(&db, "Product", "ProductStockAdjusted").await;
+        rings.send_modify(|n| *n += 1);
+        // The first reader woken by ring 1 reads; the others woken by it take that read.
+        assert_eq!(
+            horizon.after_ring(0, 1).await.expect("a horizon"),
+            (first, true)
+        );
+        assert_eq!(
+            horizon.after_ring(0, 1).await.expect("a horizon"),
+            (first, false)
+        );
+        // A request by ticket was made after that read started: it reads.
+        assert_eq!(horizon.get(0).await.expect("a horizon"), (first, true));
+        // The next commit rings again: the reads before that ring do not answer it.
+        let second = append(&db, "Product", "ProductStockAdjusted").await;
+        rings.send_modify(|n| *n += 1);
+        assert_eq!(
+            horizon.after_ring(first, 2).await.expect("a horizon"),
+            (second, true)
+        );
+        // Without rings to count, a woken reader is answered as a request by ticket.
+        let plain = SharedHorizon::new(db.clone());
+        assert_eq!(
+            plain.after_ring(0, 1).await.expect("a horizon"),
+            (second, true)
+        );
+        assert_eq!(
+            plain.after_ring(0, 1).await.expect("a horizon"),
+            (second, true)
+        );
     }
 
     /// A poll takes any read that started within its interval, and reads when there

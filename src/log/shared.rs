@@ -125,6 +125,23 @@ impl SharedLog {
         }
     }
 
+    /// Answers readers woken by this process's rings with any read that started after
+    /// the ring (`SharedHorizon::after_ring`): `rings` is `Wakeup::subscribe`.
+    pub fn ringing(mut self, rings: tokio::sync::watch::Receiver<u64>) -> Self {
+        self.horizon = self.horizon.ringing(rings);
+        self
+    }
+
+    /// For a reader woken by ring number `ring`: a safe horizon that covers the commit
+    /// it rang for (`SharedHorizon::after_ring`).
+    pub async fn horizon_after_ring(&self, known: i64, ring: u64) -> Result<i64, DbErr> {
+        let (horizon, read) = self.horizon.after_ring(known, ring).await?;
+        if read {
+            self.metrics.log_read(LogRead::Horizon);
+        }
+        Ok(horizon)
+    }
+
     /// The safe horizon as of now (`known`: a horizon already established).
     pub async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
         let (horizon, read) = self.horizon.get(known).await?;

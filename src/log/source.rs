@@ -18,6 +18,14 @@ pub trait EventSource: Send + Sync {
     /// when nothing is beyond it.
     async fn horizon(&self, known: i64) -> Result<i64, DbErr>;
 
+    /// The horizon for a reader woken by ring number `ring` of this process's wake-ups
+    /// (`Wakeup::subscribe`): it must cover what was committed before that ring, not
+    /// necessarily what was committed before this call. By default, `horizon`.
+    async fn horizon_after_ring(&self, known: i64, ring: u64) -> Result<i64, DbErr> {
+        let _ = ring;
+        self.horizon(known).await
+    }
+
     /// One page of the events in `(after, upto]` (`upto` at most the horizon), of what
     /// `wanted` takes when given, at most `limit` events. `reader` names who reads (a
     /// view's projector): a source may keep a cursor per reader.
@@ -41,6 +49,10 @@ pub struct LogSource {
 impl EventSource for LogSource {
     async fn horizon(&self, known: i64) -> Result<i64, DbErr> {
         self.log.horizon(known).await
+    }
+
+    async fn horizon_after_ring(&self, known: i64, ring: u64) -> Result<i64, DbErr> {
+        self.log.horizon_after_ring(known, ring).await
     }
 
     async fn page(

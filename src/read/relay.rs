@@ -110,6 +110,16 @@ struct Behind {
     position: i64,
 }
 
+/// What the horizon a tick folds up to must cover.
+enum Since {
+    /// A horizon read already (an earlier view moved): it still holds.
+    Known(i64),
+    /// Whatever was committed before this ring of the wake-ups.
+    Ring(u64),
+    /// Whatever was committed before now (a poll, a retry, the first tick).
+    Now,
+}
+
 /// Takes a projector off the running set when it stops, however it stops.
 struct Running<'a>(&'a Relay, &'static str);
 
@@ -151,14 +161,18 @@ impl Relay {
         // Set when an earlier view moved: the horizon last read still holds (it only
         // rises), so the tick folds on at once without asking the database again.
         let mut known: Option<i64> = None;
+        // Set when a ring woke it: the ring's number (`SharedHorizon::after_ring`).
+        let mut woken: Option<u64> = None;
         loop {
             if fence.check().is_err() {
                 return;
             }
-            match self
-                .tick_view(projection.as_ref(), &fence, known.take())
-                .await
-            {
+            let since = match (known.take(), woken.take()) {
+                (Some(horizon), _) => Since::Known(horizon),
+                (None, Some(ring)) => Since::Ring(ring),
+                (None, None) => Since::Now,
+            };
+            match self.tick_view(projection.as_ref(), &fence, since).await {
                 Ok(behind) => {
                     backoff = Duration::from_millis(50);
                     self.health.failures.store(0, Ordering::Relaxed);
@@ -180,7 +194,7 @@ impl Relay {
                     };
                     tokio::select! {
                         _ = fence.released() => return,
-                        Ok(()) = wakeup.changed() => {}
+                        Ok(()) = wakeup.changed() => woken = Some(*wakeup.borrow_and_update()),
                         true = earlier_moved => known = Some(*self.horizon.borrow()),
                         _ = tokio::time::sleep(self.poll) => {}
                     }
@@ -240,12 +254,14 @@ impl Relay {
         &self,
         projection: &dyn Projection,
         fence: &Fence,
-        known: Option<i64>,
+        since: Since,
     ) -> Result<Option<Behind>, DbErr> {
         let name = projection.name();
-        let horizon = match known {
-            Some(horizon) => horizon,
-            None => self.source.horizon(self.checkpoints.get(name)).await?,
+        let checkpoint = self.checkpoints.get(name);
+        let horizon = match since {
+            Since::Known(horizon) => horizon,
+            Since::Ring(ring) => self.source.horizon_after_ring(checkpoint, ring).await?,
+            Since::Now => self.source.horizon(checkpoint).await?,
         };
         self.metrics.head_at(horizon);
         self.statuses.set_head(horizon);
