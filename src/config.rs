@@ -135,7 +135,8 @@ pub struct Settings {
     #[arg(long, env = "ORDERGRAPH_MAX_TOKEN_LIFETIME_SECS")]
     pub max_token_lifetime_secs: Option<u64>,
 
-    /// Size of the database connection pool.
+    /// Size of the database connection pool; also how many subscriptions read their
+    /// starting state at once (the others wait their turn).
     #[arg(long, env = "ORDERGRAPH_DB_MAX_CONNECTIONS", default_value_t = 16)]
     pub db_max_connections: u32,
 
