@@ -92,27 +92,23 @@ impl Queue {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queued> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
-}
 
-#[derive(Clone)]
-struct Subscriber {
-    queue: Arc<Queue>,
-}
-
-impl Subscriber {
     fn offer(&self, msg: LiveMsg) {
         {
-            let mut queued = self.queue.lock();
-            if queued.msgs.len() >= self.queue.capacity {
+            let mut queued = self.lock();
+            if queued.msgs.len() >= self.capacity {
                 queued.lagged = true;
             } else {
                 queued.msgs.push_back(msg);
             }
         }
         // Stores a wake-up when the subscription is not waiting: it never misses one.
-        self.queue.ready.notify_one();
+        self.ready.notify_one();
     }
 }
+
+/// A registered subscription, as the hub offers to it.
+type Subscriber = Arc<Queue>;
 
 #[derive(Default)]
 struct Registry {
@@ -243,13 +239,10 @@ impl LiveViews {
         })
     }
 
-    /// A turn to read a subscription's rows from the database (see `reads`).
-    async fn read_turn(&self) -> tokio::sync::SemaphorePermit<'_> {
-        // Never closed.
-        self.reads
-            .acquire()
-            .await
-            .unwrap_or_else(|_| unreachable!("the hub's read turns are never closed"))
+    /// A turn to read a subscription's rows from the database (see `reads`), held until
+    /// dropped. (`reads` is never closed; if it were, reads would go on without turns.)
+    async fn read_turn(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.reads.acquire().await.ok()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -267,9 +260,7 @@ impl LiveViews {
             ready: tokio::sync::Notify::new(),
             capacity: self.capacity,
         });
-        let subscriber = Subscriber {
-            queue: queue.clone(),
-        };
+        let subscriber = queue.clone();
         let mut registry = self.lock();
         registry.next_id += 1;
         let id = registry.next_id;
