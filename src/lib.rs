@@ -500,6 +500,7 @@ impl Core {
                 consistency_wait: self.settings.consistency_wait(),
                 catalog_cache: Arc::new(read::cache::CatalogCache::new(
                     self.settings.read_cache_rows,
+                    self.checkpoints.clone(),
                     self.metrics.clone(),
                 )),
                 live: self.live.clone(),

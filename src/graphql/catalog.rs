@@ -130,9 +130,9 @@ impl CatalogQuery {
     /// One product from the catalog view; null when unknown. Public.
     async fn product(&self, ctx: &Context<'_>, id: Uuid) -> async_graphql::Result<Option<Product>> {
         let s = services(ctx).gql()?;
-        // The epoch before the read: a copy read in it is served only while it holds.
+        // The epoch before the read: a copy read in it is served until the product changes.
         let epoch = s.checkpoints.epoch(view::NAME);
-        if let Some(held) = s.catalog_cache.product(epoch, id) {
+        if let Some(held) = s.catalog_cache.product(id) {
             return Ok(held.map(Product));
         }
         let row = view::find(&s.views, id)

@@ -6,9 +6,13 @@
 //! PostgreSQL, on another replica (its doorbell), a rebuild swapped the view — and it
 //! moves *before* the checkpoint that read-your-writes waits on. So:
 //!
-//! - a copy is served only while the epoch is the one it was read in: no fold has become
+//! - a page is served only while the epoch is the one it was read in: no fold has become
 //!   visible through a checkpoint since, and a client that was promised position `p`
 //!   (its mutation's payload) reads rows at least that new;
+//! - a product is served while no move of the epoch since it was read named that
+//!   product, or named no product at all (`Checkpoints::fresh`): a fold says which rows
+//!   it changed, so under a stream of stock changes the products that did not change are
+//!   still served from memory;
 //! - a read that raced a fold (it read the epoch, then the fold committed and moved the
 //!   epoch, then it stored what it read) is stored under the old epoch and never served.
 //!
@@ -27,7 +31,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use uuid::Uuid;
 
-use super::catalog::{CatalogFilter, CatalogPage, PageBound, catalog_view};
+use super::catalog::{CatalogFilter, CatalogPage, NAME, PageBound, catalog_view};
+use super::checkpoints::Checkpoints;
 use crate::metrics::Metrics;
 
 /// What one `products` page was asked for.
@@ -60,28 +65,30 @@ impl PageKey {
     }
 }
 
-/// The catalog's hot reads, valid for one epoch at a time.
+/// The catalog's hot reads: pages valid for one epoch at a time, products until they
+/// change.
 pub struct CatalogCache {
     capacity: usize,
+    checkpoints: Arc<Checkpoints>,
     inner: Mutex<Inner>,
     metrics: Arc<Metrics>,
 }
 
 #[derive(Default)]
 struct Inner {
-    /// The epoch every copy held was read in.
+    /// The epoch every page held was read in.
     epoch: u64,
-    products: HashMap<Uuid, Option<catalog_view::Model>>,
+    /// Each product with the epoch it was read in.
+    products: HashMap<Uuid, (u64, Option<catalog_view::Model>)>,
     pages: HashMap<PageKey, Arc<CatalogPage>>,
 }
 
 impl Inner {
-    /// Whether copies read in `epoch` may be stored: the held ones are dropped when
-    /// `epoch` is newer; a copy read in an older epoch is never stored.
+    /// Whether pages read in `epoch` may be stored: the held ones are dropped when
+    /// `epoch` is newer; a page read in an older epoch is never stored.
     fn enter(&mut self, epoch: u64) -> bool {
         if epoch > self.epoch {
             self.epoch = epoch;
-            self.products.clear();
             self.pages.clear();
         }
         epoch == self.epoch
@@ -89,9 +96,10 @@ impl Inner {
 }
 
 impl CatalogCache {
-    pub fn new(capacity: usize, metrics: Arc<Metrics>) -> Self {
+    pub fn new(capacity: usize, checkpoints: Arc<Checkpoints>, metrics: Arc<Metrics>) -> Self {
         Self {
             capacity,
+            checkpoints,
             inner: Mutex::new(Inner::default()),
             metrics,
         }
@@ -105,35 +113,39 @@ impl CatalogCache {
         self.capacity > 0
     }
 
-    /// The product `id` as read in `epoch` (the current one), if held: `Some(None)` is
-    /// a product known not to exist.
-    pub fn product(&self, epoch: u64, id: Uuid) -> Option<Option<catalog_view::Model>> {
+    /// The product `id` if held and unchanged since it was read: `Some(None)` is a
+    /// product known not to exist.
+    pub fn product(&self, id: Uuid) -> Option<Option<catalog_view::Model>> {
         if !self.enabled() {
             return None;
         }
-        let held = {
-            let inner = self.lock();
-            (inner.epoch == epoch)
-                .then(|| inner.products.get(&id).cloned())
-                .flatten()
-        };
+        let held = self.lock().products.get(&id).cloned();
+        let held = held.and_then(|(epoch, row)| {
+            let mut key = Uuid::encode_buffer();
+            let key = id.hyphenated().encode_lower(&mut key);
+            self.checkpoints.fresh(NAME, key, epoch).then_some(row)
+        });
         self.metrics.read_cache("product", held.is_some());
         held
     }
 
-    /// Keeps the product `id` as read after `epoch` was.
+    /// Keeps the product `id` as read after `epoch` was (unless a newer read is held).
     pub fn keep_product(&self, epoch: u64, id: Uuid, row: Option<catalog_view::Model>) {
         if !self.enabled() {
             return;
         }
         let mut inner = self.lock();
-        if !inner.enter(epoch) {
+        if inner
+            .products
+            .get(&id)
+            .is_some_and(|(held, _)| *held > epoch)
+        {
             return;
         }
-        if inner.products.len() >= self.capacity {
+        if inner.products.len() >= self.capacity && !inner.products.contains_key(&id) {
             inner.products.clear();
         }
-        inner.products.insert(id, row);
+        inner.products.insert(id, (epoch, row));
     }
 
     /// The page `key` as read in `epoch` (the current one), if held.
@@ -188,40 +200,114 @@ mod tests {
         }
     }
 
+    fn checkpoints() -> Arc<Checkpoints> {
+        Arc::new(Checkpoints::at(&[NAME], |_| 0))
+    }
+
+    fn new_cache(capacity: usize) -> (CatalogCache, Arc<Checkpoints>) {
+        let checkpoints = checkpoints();
+        let cache = CatalogCache::new(capacity, checkpoints.clone(), Arc::default());
+        (cache, checkpoints)
+    }
+
+    /// The key the catalog's fold announces a product's change under.
+    fn key(id: Uuid) -> String {
+        id.to_string()
+    }
+
     #[test]
-    fn a_copy_is_served_only_in_the_epoch_it_was_read_in() {
-        let cache = CatalogCache::new(10, Arc::default());
-        let id = Uuid::nil();
-        assert!(cache.product(0, id).is_none());
-        cache.keep_product(0, id, Some(row(1)));
-        assert_eq!(cache.product(0, id).flatten().map(|r| r.stock), Some(1));
-        // The catalog moved: the copy is not served, and a later epoch's read replaces it.
-        assert!(cache.product(1, id).is_none());
-        cache.keep_product(1, id, Some(row(2)));
-        assert_eq!(cache.product(1, id).flatten().map(|r| r.stock), Some(2));
-        // A read that began before the move and ends after it is never kept.
-        cache.keep_product(0, id, Some(row(1)));
-        assert_eq!(cache.product(1, id).flatten().map(|r| r.stock), Some(2));
-        assert!(cache.product(0, id).is_none());
+    fn a_product_is_served_until_a_fold_names_it() {
+        let (cache, checkpoints) = new_cache(10);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(cache.product(a).is_none());
+        let epoch = checkpoints.epoch(NAME);
+        cache.keep_product(epoch, a, Some(row(1)));
+        cache.keep_product(epoch, b, Some(row(5)));
+        assert_eq!(cache.product(a).flatten().map(|r| r.stock), Some(1));
+        // A fold changed `a` only: `b` is still served, `a` is not.
+        checkpoints.changed_keys(NAME, 10, [key(a).as_str()].into_iter());
+        assert!(cache.product(a).is_none());
+        assert_eq!(cache.product(b).flatten().map(|r| r.stock), Some(5));
+        // A read that began before that fold and ends after it is never served...
+        cache.keep_product(epoch, a, Some(row(1)));
+        assert!(cache.product(a).is_none());
+        // ...and one that began after it is.
+        let later = checkpoints.epoch(NAME);
+        cache.keep_product(later, a, Some(row(2)));
+        assert_eq!(cache.product(a).flatten().map(|r| r.stock), Some(2));
+        // An older read never replaces a newer one.
+        cache.keep_product(epoch, a, Some(row(1)));
+        assert_eq!(cache.product(a).flatten().map(|r| r.stock), Some(2));
+    }
+
+    #[test]
+    fn a_change_of_unknown_rows_drops_every_product() {
+        let (cache, checkpoints) = new_cache(10);
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let epoch = checkpoints.epoch(NAME);
+        cache.keep_product(epoch, a, Some(row(1)));
+        cache.keep_product(epoch, b, Some(row(1)));
+        // A doorbell of another replica, a rebuild: which rows moved is not said.
+        checkpoints.changed(NAME, 10);
+        assert!(cache.product(a).is_none());
+        assert!(cache.product(b).is_none());
+        let later = checkpoints.epoch(NAME);
+        cache.keep_product(later, a, Some(row(3)));
+        assert_eq!(cache.product(a).flatten().map(|r| r.stock), Some(3));
+    }
+
+    #[test]
+    fn too_many_touched_keys_are_forgotten_as_a_change_of_every_row() {
+        let (cache, checkpoints) = new_cache(10);
+        let a = Uuid::from_u128(1);
+        cache.keep_product(checkpoints.epoch(NAME), a, Some(row(1)));
+        let many: Vec<String> = (0..=super::super::checkpoints::TOUCHED_KEYS as u128)
+            .map(|i| key(Uuid::from_u128(i + 100)))
+            .collect();
+        checkpoints.changed_keys(NAME, 10, many.iter().map(String::as_str));
+        assert!(cache.product(a).is_none());
+    }
+
+    #[test]
+    fn a_page_is_served_only_in_the_epoch_it_was_read_in() {
+        let (cache, checkpoints) = new_cache(1000);
+        let filter = CatalogFilter::default();
+        let key = PageKey::new(&filter, &PageBound::First { n: 20, after: None }, false);
+        let epoch = checkpoints.epoch(NAME);
+        cache.keep_page(epoch, key.clone(), Arc::new(CatalogPage::default()));
+        assert!(cache.page(epoch, &key).is_some());
+        // Any change of the catalog may move any page.
+        checkpoints.changed_keys(NAME, 10, [key_of(7).as_str()].into_iter());
+        let later = checkpoints.epoch(NAME);
+        assert!(cache.page(later, &key).is_none());
+        // A read that began before the change is never kept.
+        cache.keep_page(epoch, key.clone(), Arc::new(CatalogPage::default()));
+        assert!(cache.page(later, &key).is_none());
+        cache.keep_page(later, key.clone(), Arc::new(CatalogPage::default()));
+        assert!(cache.page(later, &key).is_some());
+    }
+
+    fn key_of(i: u128) -> String {
+        key(Uuid::from_u128(i))
     }
 
     #[test]
     fn an_unknown_product_is_remembered_as_unknown() {
-        let cache = CatalogCache::new(10, Arc::default());
+        let (cache, _) = new_cache(10);
         cache.keep_product(3, Uuid::nil(), None);
-        assert_eq!(cache.product(3, Uuid::nil()), Some(None));
+        assert_eq!(cache.product(Uuid::nil()), Some(None));
     }
 
     #[test]
     fn the_cache_holds_at_most_its_capacity_and_nothing_when_off() {
-        let cache = CatalogCache::new(4, Arc::default());
+        let (cache, _) = new_cache(4);
         for i in 0..50u128 {
             cache.keep_product(0, Uuid::from_u128(i), None);
             assert!(cache.lock().products.len() <= 4);
         }
-        let off = CatalogCache::new(0, Arc::default());
+        let (off, _) = new_cache(0);
         off.keep_product(0, Uuid::nil(), None);
-        assert!(off.product(0, Uuid::nil()).is_none());
+        assert!(off.product(Uuid::nil()).is_none());
         let filter = CatalogFilter {
             search: None,
             in_stock_only: false,

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -18,28 +19,49 @@ pub struct Checkpoints {
     by_name: HashMap<&'static str, watch::Sender<i64>>,
     /// Per view, a count of the moments its rows may have changed (`changed`,
     /// `invalidate`): what an in-memory copy of its rows is valid for (`read::cache`).
-    epochs: HashMap<&'static str, AtomicU64>,
+    epochs: HashMap<&'static str, Epochs>,
+}
+
+/// The most keys remembered as touched, per view, before they are all forgotten at once
+/// (every copy read before then is dropped, as when the changed keys are unknown).
+pub(super) const TOUCHED_KEYS: usize = 16_384;
+
+/// A view's epoch, and which of its keys changed at which epoch.
+#[derive(Default)]
+struct Epochs {
+    count: AtomicU64,
+    touched: Mutex<Touched>,
+}
+
+/// Which keys changed at which epoch since `wiped`; before `wiped`, any key may have.
+#[derive(Default)]
+struct Touched {
+    at: HashMap<String, u64>,
+    wiped: u64,
 }
 
 impl Checkpoints {
     /// Loads the persisted checkpoint of each named projection (0 when new).
     pub async fn load<C: ConnectionTrait>(db: &C, names: &[&'static str]) -> Result<Self, DbErr> {
         let rows = projection_checkpoints::Entity::find().all(db).await?;
+        Ok(Self::at(names, |name| {
+            rows.iter()
+                .find(|r| r.name == name)
+                .map_or(0, |r| r.position)
+        }))
+    }
+
+    /// The checkpoints of the named projections, each at `position(name)`.
+    pub fn at(names: &[&'static str], position: impl Fn(&str) -> i64) -> Self {
         let by_name = names
             .iter()
-            .map(|name| {
-                let position = rows
-                    .iter()
-                    .find(|r| r.name == *name)
-                    .map_or(0, |r| r.position);
-                (*name, watch::Sender::new(position))
-            })
+            .map(|name| (*name, watch::Sender::new(position(name))))
             .collect();
         let epochs = names
             .iter()
-            .map(|name| (*name, AtomicU64::new(0)))
+            .map(|name| (*name, Epochs::default()))
             .collect();
-        Ok(Self { by_name, epochs })
+        Self { by_name, epochs }
     }
 
     /// The view's rows may have changed up to `position` (a fold of its events
@@ -52,11 +74,51 @@ impl Checkpoints {
         self.advance(name, position);
     }
 
+    /// [`changed`](Self::changed) when the fold says which rows it changed: `keys`, the
+    /// keys of its announced changes, which name every row it wrote. Only copies of
+    /// those rows are dropped (`fresh`); copies of the others stay valid.
+    pub fn changed_keys<'k>(
+        &self,
+        name: &str,
+        position: i64,
+        keys: impl ExactSizeIterator<Item = &'k str>,
+    ) {
+        self.touch(name, Some(keys));
+        self.advance(name, position);
+    }
+
     /// The view's rows may have changed without its checkpoint moving (a rebuild's swap
     /// ended where it started): copies of them are dropped.
     pub fn invalidate(&self, name: &str) {
-        if let Some(epoch) = self.epochs.get(name) {
-            epoch.fetch_add(1, Ordering::SeqCst);
+        self.touch(name, None::<std::iter::Empty<&str>>);
+    }
+
+    /// Moves the view's epoch, noting which keys changed at it (`None`: any may have).
+    /// Under the lock, so that whoever sees the new epoch and asks `fresh` sees the keys.
+    fn touch<'k>(&self, name: &str, keys: Option<impl ExactSizeIterator<Item = &'k str>>) {
+        let Some(epochs) = self.epochs.get(name) else {
+            return;
+        };
+        let mut touched = epochs
+            .touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let epoch = epochs.count.fetch_add(1, Ordering::SeqCst) + 1;
+        match keys {
+            Some(keys) if touched.at.len() + keys.len() <= TOUCHED_KEYS => {
+                for key in keys {
+                    match touched.at.get_mut(key) {
+                        Some(at) => *at = epoch,
+                        None => {
+                            touched.at.insert(key.to_owned(), epoch);
+                        }
+                    }
+                }
+            }
+            _ => {
+                touched.at.clear();
+                touched.wiped = epoch;
+            }
         }
     }
 
@@ -65,7 +127,20 @@ impl Checkpoints {
     pub fn epoch(&self, name: &str) -> u64 {
         self.epochs
             .get(name)
-            .map_or(0, |epoch| epoch.load(Ordering::SeqCst))
+            .map_or(0, |epoch| epoch.count.load(Ordering::SeqCst))
+    }
+
+    /// Whether a copy of the view's row `key`, read after `epoch` was, is still what the
+    /// view holds: no change of that row (or of unknown rows) became visible since.
+    pub fn fresh(&self, name: &str, key: &str, epoch: u64) -> bool {
+        let Some(epochs) = self.epochs.get(name) else {
+            return false;
+        };
+        let touched = epochs
+            .touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        epoch >= touched.wiped && touched.at.get(key).is_none_or(|at| *at <= epoch)
     }
 
     pub fn get(&self, name: &str) -> i64 {

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
-use super::bus::DoorbellBus;
+use super::bus::{Change, DoorbellBus};
 use super::checkpoints::{self, Checkpoints};
 use super::live::LiveViews;
 use super::rebuild::Changed;
@@ -99,7 +99,15 @@ struct Bell {
     h: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     n: Option<u64>,
+    /// The keys of the rows the fold changed, when few (at most `KEYS_IN_A_BELL`): a
+    /// replica then drops its copies of those rows only (`Checkpoints::changed_keys`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    k: Option<Vec<String>>,
 }
+
+/// The most keys a doorbell names (36-byte ids: about 650 bytes, far below PostgreSQL's
+/// 8 000-byte payload); a fold that changed more rows says only how many.
+const KEYS_IN_A_BELL: usize = 16;
 
 /// A NOTIFY inside the caller's transaction (a fold's doorbell): delivered at its commit.
 async fn notify<C: ConnectionTrait>(db: &C, channel: &str, payload: &str) -> Result<(), DbErr> {
@@ -128,13 +136,15 @@ async fn send<C: ConnectionTrait>(
 }
 
 /// What a fold's doorbell says: `projection` folded `(from, upto]`, the safe horizon was
-/// `horizon`, and the fold announced `changes` changes.
+/// `horizon`, and the fold announced `changes` changes, of the rows `keys` when known
+/// (the keys of every row it wrote).
 pub struct Folded<'a> {
     pub projection: &'a str,
     pub from: i64,
     pub upto: i64,
     pub horizon: i64,
     pub changes: usize,
+    pub keys: Option<&'a [Change]>,
 }
 
 impl Folded<'_> {
@@ -193,10 +203,25 @@ impl Folded<'_> {
             upto: Some(self.upto),
             h: self.horizon.max(self.upto),
             n: Some(self.changes as u64),
+            k: self.keys.and_then(few_keys),
         };
         let payload = serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))?;
         Ok(Some(payload))
     }
+}
+
+/// The distinct keys of `changes`, when at most `KEYS_IN_A_BELL`.
+fn few_keys(changes: &[Change]) -> Option<Vec<String>> {
+    let mut keys: Vec<String> = Vec::new();
+    for change in changes {
+        if !keys.contains(&change.key) {
+            if keys.len() == KEYS_IN_A_BELL {
+                return None;
+            }
+            keys.push(change.key.clone());
+        }
+    }
+    Some(keys)
 }
 
 /// Records, inside a rebuild's swap transaction, which keys of `projection` the swap
@@ -409,7 +434,7 @@ impl Doorbells {
                     if at > seen.rung {
                         // The horizon moved with no fold to carry it (events no view
                         // wants, or views failed): tell the other replicas' feeds.
-                        let bell = Bell { p: None, from: None, upto: None, h: at, n: None };
+                        let bell = Bell { p: None, from: None, upto: None, h: at, n: None, k: None };
                         let payload = serde_json::to_string(&bell)?;
                         notify_now(&self.db, VIEW_CHANNEL, &payload).await?;
                         seen.rung = at;
@@ -460,7 +485,8 @@ impl Doorbells {
                 seen.rung = seen.rung.max(bell.h);
                 if let (Some(name), Some(upto)) = (bell.p.as_deref(), bell.upto) {
                     let changed = bell.n.is_none_or(|n| n > 0);
-                    self.read_view(&mut seen, name, upto, bell.from, changed)
+                    let keys = bell.k.as_deref();
+                    self.read_view(&mut seen, name, upto, bell.from, changed, keys)
                         .await?;
                 }
                 drop(seen);
@@ -492,8 +518,8 @@ impl Doorbells {
     }
 
     /// View `name` is folded up to `upto` (the fold, if known, started at `from` and
-    /// announced changes when `changed`): advance the checkpoint, then deliver the rows
-    /// that moved since what was read.
+    /// announced changes when `changed`, of the rows `keys` when it said): advance the
+    /// checkpoint, then deliver the rows that moved since what was read.
     async fn read_view(
         &self,
         seen: &mut Seen,
@@ -501,6 +527,7 @@ impl Doorbells {
         upto: i64,
         from: Option<i64>,
         changed: bool,
+        keys: Option<&[String]>,
     ) -> Result<(), DbErr> {
         let Some(view) = self.hub.view(name) else {
             // A view of another build: nothing here watches it.
@@ -519,7 +546,14 @@ impl Doorbells {
         // have moved are dropped before it moves (`Checkpoints::changed`), unless this
         // replica's checkpoint is there already: its own fold dropped them then.
         if (gap || changed) && self.checkpoints.get(name) < upto {
-            self.checkpoints.changed(name, upto);
+            match keys {
+                // Only those rows moved since what was read here.
+                Some(keys) if !gap => {
+                    let keys = keys.iter().map(String::as_str);
+                    self.checkpoints.changed_keys(name, upto, keys);
+                }
+                _ => self.checkpoints.changed(name, upto),
+            }
         } else {
             self.checkpoints.advance(name, upto);
         }
@@ -552,7 +586,7 @@ impl Doorbells {
                 // A stored checkpoint was folded up to at most a safe horizon: every
                 // position at or below it is final.
                 highest = highest.max(row.position);
-                self.read_view(&mut seen, &row.name, row.position, None, true)
+                self.read_view(&mut seen, &row.name, row.position, None, true, None)
                     .await?;
             }
         }
@@ -586,7 +620,7 @@ impl Doorbells {
                 };
                 let stored = checkpoints::load_one(&self.db, name).await?;
                 self.checkpoints.invalidate(name);
-                self.read_view(seen, name, stored, None, true).await?;
+                self.read_view(seen, name, stored, None, true, None).await?;
                 let changed = match keys.map(serde_json::from_value::<Vec<String>>) {
                     Some(Ok(keys)) => Changed::Keys(keys),
                     // Too many to name, or unreadable: every watched key is re-sent.
@@ -772,13 +806,21 @@ mod tests {
             upto: Some(1712),
             h: 1712,
             n: Some(3),
+            k: None,
         };
         let text = serde_json::to_string(&fold).expect("serializes");
         assert_eq!(
             text,
             r#"{"p":"catalog","from":1200,"upto":1712,"h":1712,"n":3}"#
         );
+        // Without keys, as an older build rings it: it still reads.
         assert_eq!(serde_json::from_str::<Bell>(&text).expect("parses"), fold);
+        let keyed = Bell {
+            k: Some(vec!["a".into(), "b".into()]),
+            ..fold.clone()
+        };
+        let text = serde_json::to_string(&keyed).expect("serializes");
+        assert_eq!(serde_json::from_str::<Bell>(&text).expect("parses"), keyed);
         let horizon: Bell = serde_json::from_str(r#"{"h":9}"#).expect("parses");
         assert_eq!((horizon.p, horizon.upto, horizon.h), (None, None, 9));
         assert_eq!(
@@ -792,8 +834,28 @@ mod tests {
             upto: Some(i64::MAX),
             h: i64::MAX,
             n: Some(u64::MAX),
+            k: None,
         };
         assert!(serde_json::to_string(&widest).expect("serializes").len() < 300);
+        // With as many ids as a doorbell names, still far below it.
+        let changes: Vec<Change> = (0..100u128)
+            .map(|i| Change {
+                projection: "catalog",
+                key: uuid::Uuid::from_u128(u128::MAX - i).to_string(),
+                position: i as i64,
+            })
+            .collect();
+        assert_eq!(few_keys(&changes), None);
+        let keys = few_keys(&changes[..KEYS_IN_A_BELL]).expect("few enough");
+        assert_eq!(keys.len(), KEYS_IN_A_BELL);
+        let widest = Bell {
+            k: Some(keys),
+            ..widest
+        };
+        assert!(serde_json::to_string(&widest).expect("serializes").len() < 1_000);
+        // Repeated keys count once.
+        let same = vec![changes[0].clone(); 40];
+        assert_eq!(few_keys(&same), Some(vec![changes[0].key.clone()]));
     }
 
     fn horizon_only(h: i64) -> Bell {
@@ -803,6 +865,7 @@ mod tests {
             upto: None,
             h,
             n: None,
+            k: None,
         }
     }
 }

@@ -353,12 +353,20 @@ impl Relay {
                 upto,
                 horizon,
                 changes: changes.len(),
+                keys: Some(&changes),
             };
             folded.ring(&txn).await?;
             txn.commit().await?;
             changes
         };
-        self.checkpoints.changed(projection.name(), upto);
+        // Only the rows it announced changed: copies of the others stay valid.
+        let name = projection.name();
+        if changes.iter().all(|c| c.projection == name) {
+            let keys = changes.iter().map(|c| c.key.as_str());
+            self.checkpoints.changed_keys(name, upto, keys);
+        } else {
+            self.checkpoints.changed(name, upto);
+        }
         self.metrics.projection_at(projection.name(), upto);
         self.metrics
             .events_applied(projection.name(), events.len() as u64);
@@ -394,6 +402,7 @@ impl Relay {
             upto,
             horizon,
             changes: 1,
+            keys: None,
         };
         folded.ring_now(&self.db).await?;
         self.checkpoints.advance(name, upto);
