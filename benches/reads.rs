@@ -15,8 +15,10 @@
 //! - **list page with `totalCount`**: the same page and the number of products, on both;
 //! - **single product, under writes**: the single product again while `adjustStock`
 //!   changes random products through ordergraph (BENCH_WRITE_RATE per second, 50): each
-//!   change moves the table both servers read, and drops ordergraph's in-memory copies of
-//!   the catalog (ADR 0023);
+//!   change moves the table both servers read, and drops ordergraph's in-memory copy of
+//!   the product it changed (ADR 0023);
+//! - **list page, under writes**: the list page again under the same writes (each one
+//!   drops ordergraph's in-memory pages);
 //! - **search** (ordergraph only: PostGraphile has no text search without a plugin):
 //!   `products(first: 20, search:)` for a SKU fragment (a few matches), and for a word of
 //!   every product's name (every product matches).
@@ -248,12 +250,16 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
 
     let peer = Server::postgraphile(url, &pool).await?;
     let ids = Arc::new(ids);
-    let targets: [(&'static str, &Server, [&'static str; 4]); 2] = [
-        ("ordergraph", &og, [OG_LIST, OG_COUNTED, OG_ONE, OG_ONE]),
+    let targets: [(&'static str, &Server, [&'static str; 5]); 2] = [
+        (
+            "ordergraph",
+            &og,
+            [OG_LIST, OG_COUNTED, OG_ONE, OG_ONE, OG_LIST],
+        ),
         (
             "PostGraphile 5",
             &peer,
-            [PEER_LIST, PEER_COUNTED, PEER_ONE, PEER_ONE],
+            [PEER_LIST, PEER_COUNTED, PEER_ONE, PEER_ONE, PEER_LIST],
         ),
     ];
     // Both answer the same first page (the same SKUs in the same order) and the same
@@ -291,11 +297,15 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
             };
             for i in order {
                 let (server, target, queries) = targets[i];
-                let ask = if pick >= 2 { Ask::ById } else { Ask::Same };
+                let ask = if *what == "single product" || *what == UNDER_WRITES {
+                    Ask::ById
+                } else {
+                    Ask::Same
+                };
                 eprintln!("== round {round}: {server}, {what}");
                 // Stock changes through ordergraph while either server reads: every one
                 // changes the table both read (and drops ordergraph's copies of it).
-                let writer = (*what == UNDER_WRITES).then(|| {
+                let writer = (*what == UNDER_WRITES || *what == LIST_UNDER_WRITES).then(|| {
                     tokio::spawn(write_load(
                         http.clone(),
                         og.url.clone(),
@@ -342,15 +352,19 @@ async fn bench(cfg: &Config, url: &str) -> anyhow::Result<String> {
 }
 
 /// The phases run on both servers, in this order in each round.
-const PAIRED: [&str; 4] = [
+const PAIRED: [&str; 5] = [
     "list page",
     "list page + totalCount",
     "single product",
     UNDER_WRITES,
+    LIST_UNDER_WRITES,
 ];
 
 /// A single product while `adjustStock` changes random products (`BENCH_WRITE_RATE`).
 const UNDER_WRITES: &str = "single product, under writes";
+
+/// The list page while `adjustStock` changes random products (`BENCH_WRITE_RATE`).
+const LIST_UNDER_WRITES: &str = "list page, under writes";
 
 const ADJUST: &str =
     "mutation($id: UUID!) { adjustStock(input: {productId: $id, delta: 1}) { position } }";
