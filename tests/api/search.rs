@@ -400,3 +400,63 @@ async fn the_search_index_is_built_from_a_catalog_that_was_there_before_it() {
     // Assert
     assert_searches(&app.anonymous(), &owned(&CATALOG)).await;
 }
+
+/// The catalog's trigram indexes and their `gin_pending_list_limit`, as PostgreSQL holds
+/// them (index name, limit), in name order.
+async fn pending_list_limits(app: &TestApp) -> Vec<(String, Option<String>)> {
+    use sea_orm::{ConnectionTrait, Statement};
+    let db = sea_orm::Database::connect(app.database_url())
+        .await
+        .expect("connects");
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT c.relname::text AS name, \
+             (SELECT option_value FROM pg_options_to_table(c.reloptions) \
+              WHERE option_name = 'gin_pending_list_limit') AS limit \
+             FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+             JOIN pg_class t ON t.oid = i.indrelid JOIN pg_am a ON a.oid = c.relam \
+             WHERE t.relname = 'catalog_view' AND t.relnamespace = 'public'::regnamespace \
+             AND a.amname = 'gin' ORDER BY 1",
+        ))
+        .await
+        .expect("reads the catalog");
+    db.close().await.expect("closes");
+    rows.iter()
+        .map(|r| {
+            (
+                r.try_get::<String>("", "name").expect("a name"),
+                r.try_get::<Option<String>>("", "limit").expect("a limit"),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_trigram_indexes_keep_a_short_pending_list_also_after_a_rebuild() {
+    if std::env::var("TEST_DATABASE_URL").is_err() {
+        return; // PostgreSQL's trigram indexes: SQLite has an FTS5 index instead.
+    }
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    for (sku, name, description) in CATALOG {
+        create(&admin, sku, name, description).await;
+    }
+
+    // Act: before and after the view is rebuilt (its indexes made again from theirs).
+    let before = pending_list_limits(&app).await;
+    let done = crate::rebuild::rebuild(&app, "catalog").await;
+    let after = pending_list_limits(&app).await;
+
+    // Assert: a stock change is not HOT (its position is indexed), so every fold adds to
+    // these lists, and every search reads them whole.
+    assert_eq!(done["phase"], "DONE");
+    for limits in [&before, &after] {
+        assert_eq!(limits.len(), 3, "{limits:?}");
+        for (name, limit) in limits.iter() {
+            assert_eq!(limit.as_deref(), Some("64"), "{name}: {limits:?}");
+        }
+    }
+    assert_searches(&app.anonymous(), &owned(&CATALOG)).await;
+}
