@@ -32,7 +32,7 @@
 //! its fence token before every step and every checkpoint commit, and the checkpoint row,
 //! locked, is the data fence behind it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -343,11 +343,65 @@ struct DeadLetterView {
     next_due: Option<DateTime<Utc>>,
 }
 
-/// One partition's run: which orders, its checkpoint row, its fence token.
+/// One partition's run: which orders, its checkpoint row, its fence token, and what it
+/// knows its orders need.
 struct Part {
     partition: Partition,
     checkpoint: String,
     fence: Fence,
+    settled: Settled,
+}
+
+/// The most settled orders a partition remembers; past that it forgets them all at once
+/// (their next events are reconciled from the database, as before it knew them).
+const SETTLED_ORDERS: usize = 16_384;
+
+/// Orders that needed nothing more when last reconciled, with how far each one's order
+/// and payment streams had been read then (the positions of their last events). An
+/// event of such an order at or below those positions is already in the state that
+/// reconciliation saw, and its decision is a pure function of that state
+/// ([`next_step`]): handling it again would load both streams and decide nothing. Those
+/// are mostly the saga's own steps' events (reserved, charged, confirmed), which follow
+/// every order it settles.
+#[derive(Default)]
+struct Settled(std::sync::Mutex<HashMap<Uuid, (i64, i64)>>);
+
+impl Settled {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, (i64, i64)>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Order `order_id` needs nothing more with its streams read up to these positions.
+    fn note(&self, order_id: Uuid, order_at: i64, payment_at: i64) {
+        let mut known = self.lock();
+        if known.len() >= SETTLED_ORDERS && !known.contains_key(&order_id) {
+            known.clear();
+        }
+        known.insert(order_id, (order_at, payment_at));
+    }
+
+    /// Forgets `order_id` (its next event is reconciled from the database).
+    fn forget(&self, order_id: Uuid) {
+        self.lock().remove(&order_id);
+    }
+
+    /// Whether `event`, of order `order_id`, was in the state last found settled.
+    fn covers(&self, order_id: Uuid, event: &events::Model) -> bool {
+        let Some(&(order_at, payment_at)) = self.lock().get(&order_id) else {
+            return false;
+        };
+        if event.stream_type == Order::STREAM_TYPE && event.stream_id == order_id {
+            event.position <= order_at
+        } else if event.stream_type == Payment::STREAM_TYPE
+            && event.stream_id == payment_stream_id(order_id)
+        {
+            event.position <= payment_at
+        } else {
+            false
+        }
+    }
 }
 
 pub struct OrderSaga {
@@ -382,6 +436,7 @@ impl OrderSaga {
             partition,
             checkpoint: checkpoint_name(partition),
             fence,
+            settled: Settled::default(),
         };
         let mut shutdown = part.fence.stop_signal();
         let mut wakeup = self.wakeup.clone();
@@ -518,6 +573,12 @@ impl OrderSaga {
             // like a view's past an event it does not want.
             return Ok(false);
         }
+        if unreadable.is_none() && part.settled.covers(order_id, event) {
+            // Seen by the last reconciliation, which found nothing to do: so would this
+            // one. In memory only, as above; after a restart it is reconciled again.
+            return Ok(false);
+        }
+        part.settled.forget(order_id);
         self.handle_own(part, order_id, unreadable, event).await?;
         Ok(true)
     }
@@ -681,10 +742,11 @@ impl OrderSaga {
 
     /// Loads an aggregate as a command does: from its latest snapshot, then its later
     /// events (only those of its own stream type).
-    async fn load<A: Aggregate>(&self, stream_id: Uuid) -> Result<A, SagaError> {
-        Ok(event_store::fold::<A, _>(&self.db, stream_id, None, true)
-            .await?
-            .state)
+    async fn load<A: Aggregate>(
+        &self,
+        stream_id: Uuid,
+    ) -> Result<event_store::Folded<A>, SagaError> {
+        Ok(event_store::fold::<A, _>(&self.db, stream_id, None, true).await?)
     }
 
     /// Takes steps until the order needs nothing more (a bounded number: each step moves
@@ -697,12 +759,19 @@ impl OrderSaga {
         position: i64,
     ) -> Result<(), SagaError> {
         for _ in 0..MAX_STEPS {
-            let order: Order = self.load(order_id).await?;
-            let payment: Payment = self.load(payment_stream_id(order_id)).await?;
-            let Some(step) = next_step(&order, &payment) else {
+            let order = self.load::<Order>(order_id).await?;
+            let payment = self.load::<Payment>(payment_stream_id(order_id)).await?;
+            let settled = || {
+                part.settled
+                    .note(order_id, order.position, payment.position)
+            };
+            let (order, payment) = (&order.state, &payment.state);
+            let Some(step) = next_step(order, payment) else {
+                settled();
                 return Ok(());
             };
             let Some(owner) = order.user_id.clone() else {
+                settled();
                 return Ok(());
             };
             let ctx = CommandContext {
@@ -715,7 +784,7 @@ impl OrderSaga {
             // Before every step (a reservation, a charge, a confirmation…): the partition
             // may have moved to another replica meanwhile.
             part.fence.check()?;
-            self.take(step, order_id, &order, &payment, &ctx).await?;
+            self.take(step, order_id, order, payment, &ctx).await?;
         }
         Err(SagaError::Unsettled(order_id))
     }
@@ -898,6 +967,50 @@ mod tests {
     use super::*;
     use crate::domain::order::{OrderEvent, OrderLine, RejectedAt};
     use crate::domain::values::{Money, PaymentToken, ProductName, ShippingAddress, Sku, UserId};
+
+    fn row(stream_type: &str, stream_id: Uuid, position: i64) -> events::Model {
+        events::Model {
+            position,
+            stream_id,
+            stream_type: stream_type.to_owned(),
+            version: 1,
+            event_type: "Anything".to_owned(),
+            event_version: 1,
+            data: serde_json::json!({}),
+            metadata: serde_json::json!({}),
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_settled_order_covers_its_events_up_to_where_its_streams_were_read() {
+        let (order, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let payment = payment_stream_id(order);
+        let settled = Settled::default();
+        assert!(!settled.covers(order, &row(Order::STREAM_TYPE, order, 5)));
+        settled.note(order, 10, 20);
+        // Each stream up to its own position, and no further.
+        assert!(settled.covers(order, &row(Order::STREAM_TYPE, order, 10)));
+        assert!(!settled.covers(order, &row(Order::STREAM_TYPE, order, 11)));
+        assert!(settled.covers(order, &row(Payment::STREAM_TYPE, payment, 20)));
+        assert!(!settled.covers(order, &row(Payment::STREAM_TYPE, payment, 21)));
+        // Not another order's streams, nor a stream of the wrong kind.
+        assert!(!settled.covers(other, &row(Order::STREAM_TYPE, other, 1)));
+        assert!(!settled.covers(order, &row(Payment::STREAM_TYPE, order, 1)));
+        assert!(!settled.covers(order, &row(Order::STREAM_TYPE, payment, 1)));
+        // Forgotten when it is reconciled again.
+        settled.forget(order);
+        assert!(!settled.covers(order, &row(Order::STREAM_TYPE, order, 1)));
+    }
+
+    #[test]
+    fn a_partition_remembers_a_bounded_number_of_settled_orders() {
+        let settled = Settled::default();
+        for i in 0..=SETTLED_ORDERS as u128 {
+            settled.note(Uuid::from_u128(i), 1, 1);
+            assert!(settled.lock().len() <= SETTLED_ORDERS);
+        }
+    }
 
     fn placed() -> OrderEvent {
         OrderEvent::Placed {
