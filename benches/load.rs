@@ -47,8 +47,8 @@ use ordergraph::config::Settings;
 use ordergraph::domain::product::{Product, ProductCommand, ProductEvent};
 use ordergraph::domain::values::StockDelta;
 use ordergraph::domain::{Aggregate, Stored};
-use ordergraph::write::WriteGate;
 use ordergraph::write::event_store;
+use ordergraph::write::{STREAM_LOCKS, WriteGate, stream_lock_key};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::DbBackend;
@@ -91,16 +91,20 @@ const ADD_TO_CART: &str = "mutation Add($id: UUID!) { addToCart(input: {productI
 const CREATE_PRODUCT: &str = "mutation Create($sku: String!, $stock: Int!) { createProduct(input: {sku: $sku, name: \"Bench product\", description: \"made by benches/load.rs\", price: \"9.99\", initialStock: $stock}) { position product { id sku stock } } }";
 
 // The statements of one adjustStock transaction, in the order src/write.rs issues them
-// (`UnitOfWork::handle`: load_stream, then event_store::append, then update_write_tables).
-// PostgreSQL: BEGIN; SELECT stream; SELECT pg_current_xact_id(); INSERT … RETURNING;
-// UPDATE … RETURNING; COMMIT (SeaORM uses RETURNING on PostgreSQL).
-const PG_LOAD_STREAM: &str = r#"SELECT "events"."position", "events"."stream_id", "events"."stream_type", "events"."version", "events"."event_type", "events"."event_version", "events"."data", "events"."metadata", "events"."recorded_at" FROM "events" WHERE "events"."stream_id" = $1 ORDER BY "events"."version" ASC"#;
-const PG_XACT_ID: &str = "SELECT pg_current_xact_id()";
+// (`UnitOfWork::handle`: lock the stream, load it, then event_store::append, then
+// update_write_tables). PostgreSQL: BEGIN; SELECT pg_advisory_xact_lock (the stream's
+// lock against other processes, `write::lock_streams`); SELECT its latest snapshot; SELECT
+// the events after it (`event_store::fold`); INSERT … RETURNING; UPDATE … RETURNING;
+// COMMIT (SeaORM uses RETURNING on PostgreSQL).
+const PG_STREAM_LOCK: &str = "SELECT pg_advisory_xact_lock($1, $2)";
+const PG_LOAD_SNAPSHOT: &str = r#"SELECT "snapshots"."stream_id", "snapshots"."version", "snapshots"."stream_type", "snapshots"."state_version", "snapshots"."state", "snapshots"."position", "snapshots"."recorded_at" FROM "snapshots" WHERE "snapshots"."stream_id" = $1 AND "snapshots"."stream_type" = $2 AND "snapshots"."state_version" = $3 ORDER BY "snapshots"."version" DESC LIMIT $4"#;
+const PG_LOAD_STREAM: &str = r#"SELECT "events"."position", "events"."stream_id", "events"."stream_type", "events"."version", "events"."event_type", "events"."event_version", "events"."data", "events"."metadata", "events"."recorded_at" FROM "events" WHERE "events"."stream_id" = $1 AND "events"."stream_type" = $2 AND "events"."version" > $3 ORDER BY "events"."version" ASC"#;
 const PG_INSERT_EVENT: &str = r#"INSERT INTO "events" ("stream_id", "stream_type", "version", "event_type", "event_version", "data", "metadata", "recorded_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING "position""#;
 const PG_UPDATE_PRODUCT: &str = r#"UPDATE "products" SET "sku" = $1, "name" = $2, "description" = $3, "price_cents" = $4, "stock" = $5, "status" = $6, "version" = $7, "updated_at" = $8 WHERE "products"."id" = $9 RETURNING "id", "sku", "name", "description", "price_cents", "stock", "status", "version", "updated_at""#;
-// SQLite: BEGIN IMMEDIATE (behind the process's write gate); SELECT stream; INSERT; UPDATE;
+// SQLite: BEGIN IMMEDIATE (behind the process's write gate); SELECT the latest snapshot and
+// the events after it (one statement on SQLite, `event_store::fold`); INSERT; UPDATE;
 // SELECT the updated row (SeaORM's UpdateOne reads it back when RETURNING is off); COMMIT.
-const SQLITE_LOAD_STREAM: &str = r#"SELECT "events"."position", "events"."stream_id", "events"."stream_type", "events"."version", "events"."event_type", "events"."event_version", "events"."data", "events"."metadata", "events"."recorded_at" FROM "events" WHERE "events"."stream_id" = ? ORDER BY "events"."version" ASC"#;
+const SQLITE_LOAD_STREAM: &str = r#"WITH "s" AS (SELECT "version", "state", "position" FROM "snapshots" WHERE "stream_id" = ? AND "stream_type" = ? AND "state_version" = ? ORDER BY "version" DESC LIMIT 1) SELECT 0 AS "part", "version", "position", NULL AS "event_type", NULL AS "event_version", "state" AS "data" FROM "s" UNION ALL SELECT 1, "version", "position", "event_type", "event_version", "data" FROM "events" WHERE "stream_id" = ? AND "stream_type" = ? AND "version" > COALESCE((SELECT "version" FROM "s"), 0) ORDER BY 1, 2"#;
 const SQLITE_INSERT_EVENT: &str = r#"INSERT INTO "events" ("stream_id", "stream_type", "version", "event_type", "event_version", "data", "metadata", "recorded_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"#;
 const SQLITE_UPDATE_PRODUCT: &str = r#"UPDATE "products" SET "sku" = ?, "name" = ?, "description" = ?, "price_cents" = ?, "stock" = ?, "status" = ?, "version" = ?, "updated_at" = ? WHERE "products"."id" = ?"#;
 const SQLITE_FIND_PRODUCT: &str = r#"SELECT "products"."id", "products"."sku", "products"."name", "products"."description", "products"."price_cents", "products"."stock", "products"."status", "products"."version", "products"."updated_at" FROM "products" WHERE "products"."id" = ? LIMIT ?"#;
@@ -951,21 +955,23 @@ impl RawDb {
     }
 }
 
-/// Decodes the loaded rows as SeaORM decodes `events::Model`, then folds them as
-/// `Writer::attempt` does.
+/// Decodes the loaded rows as `event_store::fold` does (a snapshot first, if any, then
+/// the events after it), then folds them as `Writer::attempt` does.
 macro_rules! fold_stream {
     ($rows:expr) => {{
         let mut state = Product::default();
         for row in &$rows {
-            let _position: i64 = row.try_get("position")?;
-            let _stream_id: Uuid = row.try_get("stream_id")?;
-            let _stream_type: String = row.try_get("stream_type")?;
+            let part: i32 = row.try_get("part")?;
             let _version: i64 = row.try_get("version")?;
+            let _position: i64 = row.try_get("position")?;
+            let data: Value = row.try_get("data")?;
+            if part == 0 {
+                state = serde_json::from_value(data)
+                    .map_err(|e| RawError::Other(format!("snapshot does not read: {e}")))?;
+                continue;
+            }
             let event_type: String = row.try_get("event_type")?;
             let event_version: i32 = row.try_get("event_version")?;
-            let data: Value = row.try_get("data")?;
-            let _metadata: Value = row.try_get("metadata")?;
-            let _recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
             let event: ProductEvent = event_store::decode(&event_type, event_version, &data)
                 .map_err(|e| RawError::Other(format!("event does not decode: {e}")))?;
             state = state.apply(&event);
@@ -1025,12 +1031,48 @@ fn unique_violation(e: &sqlx::Error) -> bool {
 
 async fn attempt_postgres(pool: &PgPool, id: Uuid) -> Result<(), RawError> {
     let mut tx = pool.begin().await?;
+    sqlx::query(PG_STREAM_LOCK)
+        .bind(STREAM_LOCKS)
+        .bind(stream_lock_key(id))
+        .execute(&mut *tx)
+        .await?;
+    let snapshot = sqlx::query(PG_LOAD_SNAPSHOT)
+        .bind(id)
+        .bind(Product::STREAM_TYPE)
+        .bind(Product::STATE_VERSION)
+        .bind(1_i64)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let (mut state, after) = match snapshot {
+        Some(row) => {
+            let state: Value = row.try_get("state")?;
+            let state: Product = serde_json::from_value(state)
+                .map_err(|e| RawError::Other(format!("snapshot does not read: {e}")))?;
+            (state, row.try_get::<i64, _>("version")?)
+        }
+        None => (Product::default(), 0),
+    };
     let rows = sqlx::query(PG_LOAD_STREAM)
         .bind(id)
+        .bind(Product::STREAM_TYPE)
+        .bind(after)
         .fetch_all(&mut *tx)
         .await?;
-    let d = decide(fold_stream!(rows))?;
-    sqlx::query(PG_XACT_ID).execute(&mut *tx).await?;
+    for row in &rows {
+        let _position: i64 = row.try_get("position")?;
+        let _stream_id: Uuid = row.try_get("stream_id")?;
+        let _stream_type: String = row.try_get("stream_type")?;
+        let _version: i64 = row.try_get("version")?;
+        let event_type: String = row.try_get("event_type")?;
+        let event_version: i32 = row.try_get("event_version")?;
+        let data: Value = row.try_get("data")?;
+        let _metadata: Value = row.try_get("metadata")?;
+        let _recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
+        let event: ProductEvent = event_store::decode(&event_type, event_version, &data)
+            .map_err(|e| RawError::Other(format!("event does not decode: {e}")))?;
+        state = state.apply(&event);
+    }
+    let d = decide(state)?;
     let inserted = sqlx::query_scalar::<_, i64>(PG_INSERT_EVENT)
         .bind(id)
         .bind("product")
@@ -1070,6 +1112,10 @@ async fn attempt_sqlite(pool: &SqlitePool, id: Uuid) -> Result<(), RawError> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let rows = sqlx::query(SQLITE_LOAD_STREAM)
         .bind(id)
+        .bind(Product::STREAM_TYPE)
+        .bind(Product::STATE_VERSION)
+        .bind(id)
+        .bind(Product::STREAM_TYPE)
         .fetch_all(&mut *tx)
         .await?;
     let d = decide(fold_stream!(rows))?;

@@ -100,7 +100,7 @@ impl WriteGate {
 
 /// First key of the per-stream advisory locks ("ogst"): keeps them apart from any other
 /// advisory lock on the database.
-const STREAM_LOCKS: i32 = 0x6f67_7374;
+pub const STREAM_LOCKS: i32 = 0x6f67_7374;
 
 /// On PostgreSQL, waits for the right to write `streams` against writers of *other
 /// processes* (the `WriteGate` queues those of this one): a transaction-scoped advisory
@@ -133,7 +133,8 @@ pub async fn lock_streams(txn: &DatabaseTransaction, streams: &[Uuid]) -> Result
 }
 
 /// The 32-bit key of a stream's advisory lock.
-fn stream_lock_key(stream_id: Uuid) -> i32 {
+/// The second key of `stream_id`'s advisory lock (`lock_streams`).
+pub fn stream_lock_key(stream_id: Uuid) -> i32 {
     let v = stream_id.as_u128();
     let folded = (v ^ (v >> 32) ^ (v >> 64) ^ (v >> 96)) as u32;
     i32::from_ne_bytes(folded.to_ne_bytes())

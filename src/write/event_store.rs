@@ -80,6 +80,26 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     until: Option<DateTime<Utc>>,
     use_snapshots: bool,
 ) -> Result<Folded<A>, FoldError> {
+    // On SQLite only, where it measured faster (checkouts +12 %). On PostgreSQL the
+    // difference stayed within the run-to-run spread (BENCHMARKS.md, checkout, 2026-11-28),
+    // so the two plainer statements, each planned on its own, stay.
+    if use_snapshots && until.is_none() && db.get_database_backend() == sea_orm::DbBackend::Sqlite {
+        if let Some(folded) = fold_latest(db, stream_id).await? {
+            return Ok(folded);
+        }
+        // Its snapshot does not read: folded from the first event.
+        return fold_from(db, stream_id, None, false).await;
+    }
+    fold_from(db, stream_id, until, use_snapshots).await
+}
+
+/// [`fold`] with the snapshot and the events read one after the other.
+async fn fold_from<A: Aggregate, C: ConnectionTrait>(
+    db: &C,
+    stream_id: Uuid,
+    until: Option<DateTime<Utc>>,
+    use_snapshots: bool,
+) -> Result<Folded<A>, FoldError> {
     let snapshot = if use_snapshots {
         super::snapshots::latest::<A, _>(db, stream_id, until).await?
     } else {
@@ -111,6 +131,71 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
         position = row.position;
     }
     Ok(Folded { state, position })
+}
+
+/// The latest snapshot of a stream and the events after it, in one statement (SQLite):
+/// what a command's transaction (and the saga) loads before every decision, where the
+/// snapshot and the events read one after the other were two hops to SQLite's thread, one
+/// of them nearly always finding no snapshot (most streams are shorter than the snapshot
+/// interval). `None` when the snapshot does not read as an `A` (the caller folds the
+/// whole stream instead).
+async fn fold_latest<A: Aggregate, C: ConnectionTrait>(
+    db: &C,
+    stream_id: Uuid,
+) -> Result<Option<Folded<A>>, FoldError> {
+    let backend = db.get_database_backend();
+    let sql = "WITH \"s\" AS (SELECT \"version\", \"state\", \"position\" FROM \"snapshots\" \
+         WHERE \"stream_id\" = ? AND \"stream_type\" = ? AND \"state_version\" = ? \
+         ORDER BY \"version\" DESC LIMIT 1) \
+         SELECT 0 AS \"part\", \"version\", \"position\", NULL AS \"event_type\", \
+         NULL AS \"event_version\", \"state\" AS \"data\" FROM \"s\" \
+         UNION ALL \
+         SELECT 1, \"version\", \"position\", \"event_type\", \"event_version\", \"data\" \
+         FROM \"events\" WHERE \"stream_id\" = ? AND \"stream_type\" = ? \
+         AND \"version\" > COALESCE((SELECT \"version\" FROM \"s\"), 0) \
+         ORDER BY 1, 2";
+    // SQLite numbers `?` in order: each use of a value is a parameter of its own.
+    let values: Vec<sea_orm::Value> = vec![
+        stream_id.into(),
+        A::STREAM_TYPE.into(),
+        A::STATE_VERSION.into(),
+        stream_id.into(),
+        A::STREAM_TYPE.into(),
+    ];
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, values,
+        ))
+        .await?;
+    let (mut state, mut position) = (A::default(), 0);
+    for row in &rows {
+        let part: i32 = row.try_get("", "part")?;
+        let data: serde_json::Value = row.try_get("", "data")?;
+        let at: i64 = row.try_get("", "position")?;
+        if part == 0 {
+            match serde_json::from_value::<A>(data) {
+                Ok(snapshot) => state = snapshot,
+                Err(e) => {
+                    let version: i64 = row.try_get("", "version")?;
+                    tracing::warn!(%stream_id, version, error = %e, "ignoring an unreadable snapshot");
+                    return Ok(None);
+                }
+            }
+        } else {
+            let event_type: String = row.try_get("", "event_type")?;
+            let event_version: i32 = row.try_get("", "event_version")?;
+            let event: A::Event =
+                decode(&event_type, event_version, &data).map_err(|e| FoldError::Undecodable {
+                    stream_id,
+                    event_type: event_type.clone(),
+                    position: at,
+                    reason: e.to_string(),
+                })?;
+            state = state.apply(&event);
+        }
+        position = at;
+    }
+    Ok(Some(Folded { state, position }))
 }
 
 /// Loads a stream in version order.
