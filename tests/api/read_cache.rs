@@ -105,6 +105,16 @@ async fn with_the_cache_off_every_read_goes_to_the_database() {
     assert_eq!(counted(&app, "page", "hit").await, 0);
 }
 
+/// Two replicas on one database: A, and B serving the API only (so A folds the catalog,
+/// and B learns of its folds by their doorbells).
+async fn folding_and_api_only() -> (TestApp, TestApp) {
+    let a = spawn_app().await;
+    let b = a
+        .replica_with(|s| s.roles = "api".parse().expect("a role"))
+        .await;
+    (a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_reads_a_change_folded_on_another_once_it_has_heard_of_it() {
     if !on_postgres() {
@@ -113,10 +123,7 @@ async fn a_replica_reads_a_change_folded_on_another_once_it_has_heard_of_it() {
     // Arrange: two replicas, B serving the API only (so A folds the catalog, and B
     // learns of its folds by their doorbells); the product and a page read on B, twice
     // (held in memory).
-    let a = spawn_app().await;
-    let b = a
-        .replica_with(|s| s.roles = "api".parse().expect("a role"))
-        .await;
+    let (a, b) = folding_and_api_only().await;
     let product = a.as_admin().create_product("RC-REPLICA", "1.00", 5).await;
     let id = str_of(&product["id"]).to_owned();
     let on_b = b.as_admin();
@@ -203,10 +210,7 @@ async fn a_replica_drops_only_the_copy_of_the_product_another_folded() {
     }
     // Arrange: B serves the API only and learns of A's folds by their doorbells, which
     // name the rows they changed.
-    let a = spawn_app().await;
-    let b = a
-        .replica_with(|s| s.roles = "api".parse().expect("a role"))
-        .await;
+    let (a, b) = folding_and_api_only().await;
     let mut ids = Vec::new();
     for sku in ["RC-R-KEEP", "RC-R-MOVE"] {
         let product = a.as_admin().create_product(sku, "1.00", 10).await;
