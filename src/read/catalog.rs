@@ -714,6 +714,30 @@ mod tests {
     /// per group of columns) leaves the view and announces the changes exactly as
     /// folding it one event at a time does. On PostgreSQL too when `TEST_DATABASE_URL` is
     /// set.
+    /// Asserts that `bound`'s page of `filter` is `expected[range]`, with its flags and
+    /// count.
+    async fn assert_page(
+        db: &DatabaseConnection,
+        filter: &CatalogFilter,
+        bound: PageBound<'_>,
+        expected: &[&catalog_view::Model],
+        range: std::ops::Range<usize>,
+        what: &str,
+    ) {
+        let got = page(db, filter, bound, true).await.expect("a page");
+        let skus = |items: &mut dyn Iterator<Item = &catalog_view::Model>| -> Vec<String> {
+            items.map(|r| r.sku.clone()).collect()
+        };
+        assert_eq!(
+            skus(&mut got.items.iter()),
+            skus(&mut expected[range.clone()].iter().copied()),
+            "{what}"
+        );
+        assert_eq!(got.has_previous_page, range.start > 0, "{what}");
+        assert_eq!(got.has_next_page, range.end < expected.len(), "{what}");
+        assert_eq!(got.total_count, expected.len() as u64, "{what}");
+    }
+
     /// Every search page, from the few matches read whole and paged in memory or from
     /// the SKU index walked in order (more than `SEARCH_FEW` matches), is the page of the
     /// matches in SKU order, with its flags and count. On PostgreSQL too when
@@ -781,9 +805,6 @@ mod tests {
                             .any(|c| c.to_lowercase().contains(&t))
                     })
                     .collect();
-                let skus = |items: &[&catalog_view::Model]| -> Vec<String> {
-                    items.iter().map(|r| r.sku.clone()).collect()
-                };
                 for _ in 0..4 {
                     let n = rng.random_range(1..30_u64);
                     let at = (!expected.is_empty()).then(|| rng.random_range(0..expected.len()));
@@ -791,48 +812,17 @@ mod tests {
                     // Forwards, after the cursor (or from the start).
                     let start = at.map_or(0, |i| i + 1);
                     let end = (start + n as usize).min(expected.len());
-                    let got_page = super::page(
-                        db,
-                        &filter,
-                        PageBound::First {
-                            n,
-                            after: cursor.as_deref(),
-                        },
-                        true,
-                    )
-                    .await
-                    .expect("a page");
-                    let got: Vec<&catalog_view::Model> = got_page.items.iter().collect();
-                    assert_eq!(
-                        skus(&got),
-                        skus(&expected[start..end]),
-                        "{text} first {n} after {cursor:?}"
-                    );
-                    assert_eq!(got_page.has_next_page, end < expected.len(), "{text}");
-                    assert_eq!(got_page.has_previous_page, start > 0, "{text}");
-                    assert_eq!(got_page.total_count, expected.len() as u64, "{text}");
+                    let after = cursor.as_deref();
+                    let bound = PageBound::First { n, after };
+                    let what = format!("{text}: first {n} after {cursor:?}");
+                    assert_page(db, &filter, bound, &expected, start..end, &what).await;
                     // Backwards, before the cursor (or from the end).
                     let end = at.unwrap_or(expected.len());
                     let start = end.saturating_sub(n as usize);
-                    let got_page = super::page(
-                        db,
-                        &filter,
-                        PageBound::Last {
-                            n,
-                            before: cursor.as_deref(),
-                        },
-                        false,
-                    )
-                    .await
-                    .expect("a page");
-                    let got: Vec<&catalog_view::Model> = got_page.items.iter().collect();
-                    assert_eq!(
-                        skus(&got),
-                        skus(&expected[start..end]),
-                        "{text} last {n} before {cursor:?}"
-                    );
-                    assert_eq!(got_page.has_previous_page, start > 0, "{text}");
-                    assert_eq!(got_page.has_next_page, end < expected.len(), "{text}");
+                    let before = cursor.as_deref();
+                    let bound = PageBound::Last { n, before };
+                    let what = format!("{text}: last {n} before {cursor:?}");
+                    assert_page(db, &filter, bound, &expected, start..end, &what).await;
                 }
             }
         }
