@@ -826,6 +826,7 @@ mod tests {
                 }
             }
         }
+        test.close().await;
     }
 
     #[tokio::test]
