@@ -97,6 +97,7 @@ impl Inner {
 
 impl CatalogCache {
     pub fn new(capacity: usize, checkpoints: Arc<Checkpoints>, metrics: Arc<Metrics>) -> Self {
+        checkpoints.keep_keys(NAME);
         Self {
             capacity,
             checkpoints,
@@ -289,6 +290,26 @@ mod tests {
 
     fn key_of(i: u128) -> String {
         key(Uuid::from_u128(i))
+    }
+
+    /// The keys a fold names are remembered only for a view whose rows someone keeps
+    /// copies of: for another view every fold counts as a change of every row.
+    #[test]
+    fn only_a_view_with_copies_remembers_which_keys_changed() {
+        const OTHER: &str = "other_view";
+        let checkpoints = Arc::new(Checkpoints::at(&[NAME, OTHER], |_| 0));
+        let _cache = CatalogCache::new(10, checkpoints.clone(), Arc::default());
+        let (a, b) = (key_of(1), key_of(2));
+        for view in [NAME, OTHER] {
+            let epoch = checkpoints.epoch(view);
+            checkpoints.changed_keys(view, 10, [a.as_str()].into_iter());
+            assert!(!checkpoints.fresh(view, &a, epoch), "{view}: the named row");
+            assert_eq!(
+                checkpoints.fresh(view, &b, epoch),
+                view == NAME,
+                "{view}: a row the fold did not name"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! committed, never back.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
@@ -30,6 +30,9 @@ pub(super) const TOUCHED_KEYS: usize = 16_384;
 #[derive(Default)]
 struct Epochs {
     count: AtomicU64,
+    /// Whether anyone keeps copies of single rows of the view (`keep_keys`): only then are
+    /// the keys a fold names remembered; otherwise every fold moves every row's epoch.
+    keyed: AtomicBool,
     touched: Mutex<Touched>,
 }
 
@@ -87,6 +90,15 @@ impl Checkpoints {
         self.advance(name, position);
     }
 
+    /// Someone keeps copies of single rows of the view `name` and asks whether each is
+    /// [`fresh`](Self::fresh): from now on the keys its folds name are remembered
+    /// (`changed_keys`). For every other view they are not, which costs its folds nothing.
+    pub fn keep_keys(&self, name: &str) {
+        if let Some(epochs) = self.epochs.get(name) {
+            epochs.keyed.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// The view's rows may have changed without its checkpoint moving (a rebuild's swap
     /// ended where it started): copies of them are dropped.
     pub fn invalidate(&self, name: &str) {
@@ -104,8 +116,9 @@ impl Checkpoints {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let epoch = epochs.count.fetch_add(1, Ordering::SeqCst) + 1;
+        let keyed = epochs.keyed.load(Ordering::SeqCst);
         match keys {
-            Some(keys) if touched.at.len() + keys.len() <= TOUCHED_KEYS => {
+            Some(keys) if keyed && touched.at.len() + keys.len() <= TOUCHED_KEYS => {
                 for key in keys {
                     match touched.at.get_mut(key) {
                         Some(at) => *at = epoch,
