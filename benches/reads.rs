@@ -416,14 +416,99 @@ async fn searches(
     cfg: &Config,
 ) -> anyhow::Result<Vec<Phase>> {
     let mut phases = Vec::new();
-    for (what, query, ask) in [
-        ("search, a SKU fragment", OG_SEARCH, Ask::SkuFragment),
-        ("search, a word of every name", OG_SEARCH_WORD, Ask::Same),
+    for (what, paced_what, query, ask) in [
+        (
+            "search, a SKU fragment",
+            "search, a SKU fragment, at half its peak rate",
+            OG_SEARCH,
+            Ask::SkuFragment,
+        ),
+        (
+            "search, a word of every name",
+            "search, a word of every name, at half its peak rate",
+            OG_SEARCH_WORD,
+            Ask::Same,
+        ),
     ] {
         eprintln!("== ordergraph, {what}");
-        phases.push(load(http, url, query, ask, ids, cfg, "ordergraph", what, 1).await?);
+        let peak = load(http, url, query, ask, ids, cfg, "ordergraph", what, 1).await?;
+        let rate = peak.rate() / 2.0;
+        phases.push(peak);
+        eprintln!("== ordergraph, {paced_what} ({rate:.0}/s)");
+        phases.push(paced(http, url, query, ask, ids, cfg, rate, paced_what).await?);
     }
     Ok(phases)
+}
+
+/// The variables of the `k`-th request of a phase.
+fn ask_vars(ask: Ask, ids: &[String], seed: u64) -> Value {
+    match ask {
+        Ask::ById => json!({ "id": ids[(seed % ids.len() as u64) as usize] }),
+        Ask::SkuFragment => json!({ "q": format!("{:04}", seed % 10_000) }),
+        Ask::Same => json!({}),
+    }
+}
+
+/// `query` sent open-loop at `rate` requests a second for `secs` seconds after a
+/// one-second warm-up, each timed from when it was due (not from when it was sent), so a
+/// server that falls behind shows it in the latencies: the latency a user sees at that
+/// load, where a closed loop of `clients` measures a saturated server's queue.
+#[allow(clippy::too_many_arguments)]
+async fn paced(
+    http: &reqwest::Client,
+    url: &str,
+    query: &'static str,
+    ask: Ask,
+    ids: &Arc<Vec<String>>,
+    cfg: &Config,
+    rate: f64,
+    what: &'static str,
+) -> anyhow::Result<Phase> {
+    let every = Duration::from_secs_f64(1.0 / rate.max(1.0));
+    let start = tokio::time::Instant::now();
+    let warm = start + Duration::from_secs(1);
+    let end = warm + Duration::from_secs(cfg.secs);
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for k in 0u32.. {
+        let due = start + every * k;
+        if due >= end {
+            break;
+        }
+        tokio::time::sleep_until(due).await;
+        let seed = u64::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11;
+        let vars = ask_vars(ask, ids, seed);
+        let (http, url, errors) = (http.clone(), url.to_owned(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let ok = match post(&http, &url, query, vars).await {
+                Ok(v) => v.get("errors").is_none() && !v["data"].is_null(),
+                Err(_) => false,
+            };
+            if due < warm {
+                return None;
+            }
+            if !ok {
+                errors.fetch_add(1, Ordering::Relaxed);
+                return None;
+            }
+            Some(due.elapsed().as_micros() as u64)
+        }));
+    }
+    let mut latency_us = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        if let Some(us) = t.await? {
+            latency_us.record(us)?;
+        }
+    }
+    Ok(Phase {
+        server: "ordergraph",
+        what,
+        round: 1,
+        requests: latency_us.len(),
+        errors: errors.load(Ordering::Relaxed),
+        elapsed: Duration::from_secs(cfg.secs),
+        latency_us,
+    })
 }
 
 /// ordergraph alone on SQLite: the same catalog, created the same way, then the list
@@ -514,11 +599,7 @@ async fn load(
                     seed ^= seed << 13;
                     seed ^= seed >> 7;
                     seed ^= seed << 17;
-                    let vars = match ask {
-                        Ask::ById => json!({ "id": ids[(seed % ids.len() as u64) as usize] }),
-                        Ask::SkuFragment => json!({ "q": format!("{:04}", seed % 10_000) }),
-                        Ask::Same => json!({}),
-                    };
+                    let vars = ask_vars(ask, &ids, seed);
                     let ok = match post(&http, &url, query, vars).await {
                         Ok(v) => v.get("errors").is_none() && !v["data"].is_null(),
                         Err(_) => false,

@@ -402,12 +402,12 @@ fn fts5_phrase(s: &str) -> String {
 const SEARCH_FEW: u64 = 2_000;
 
 /// A search page on PostgreSQL when the text matches fewer than `SEARCH_FEW` rows: all of
-/// them, found without an order (the planner then takes the trigram indexes for a rare
-/// text, or stops a scan early for a common one), sorted by the database (its collation
-/// is the cursors'), and paged here, with `totalCount` and both `hasPage` flags from the
-/// same rows. `None` when there are more: then the SKU index walked in order finds a page
-/// after reading at most about `n × rows / SEARCH_FEW` rows, so no search reads more than
-/// a small share of the catalog.
+/// them, found without an order through `catalog_search`'s trigram indexes (`cond` names
+/// the products by that table), sorted by the database (its collation is the cursors'),
+/// and paged here, with `totalCount` and both `hasPage` flags from the same rows. `None`
+/// when there are more: then the SKU index walked in order, each row's own text matched,
+/// finds a page after reading at most about `n × rows / SEARCH_FEW` rows, so no search
+/// reads more than a small share of the catalog.
 ///
 /// Asked for the first page in SKU order directly, the planner guessed from its
 /// statistics whether the matches were many (walk the SKU index) or few (the trigram
@@ -415,76 +415,117 @@ const SEARCH_FEW: u64 = 2_000;
 /// matches and walked: 141 ms for a page of 21; the search bench's p99 was 420 ms.
 async fn few_matches<C: ConnectionTrait>(
     db: &C,
-    cond: &Condition,
+    found: &str,
+    filters: &Condition,
     bound: PageBound<'_>,
     count: bool,
 ) -> Result<Option<CatalogPage>, DbErr> {
     use sea_orm::QueryTrait as _;
-    use sea_orm::sea_query::{Alias, Asterisk, Order, Query, SimpleExpr};
+    use sea_orm::sea_query::PostgresQueryBuilder;
 
-    let inner = catalog_view::Entity::find()
-        .filter(cond.clone())
-        .limit(SEARCH_FEW + 1)
-        .into_query();
-    let m = Alias::new("m");
-    let sku = || Expr::col((m.clone(), catalog_view::Column::Sku));
-    // Which side of the cursor each row is on, as the database compares SKUs.
-    let (in_page, n): (SimpleExpr, u64) = match bound {
-        PageBound::First {
-            n,
-            after: Some(after),
-        } => (sku().gt(after), n),
-        PageBound::Last {
-            n,
-            before: Some(before),
-        } => (sku().lt(before), n),
-        PageBound::First { n, after: None } | PageBound::Last { n, before: None } => {
-            (Expr::value(true), n)
-        }
+    // `f`: the matches' ids and SKUs, from `catalog_search` (the text's trigram indexes).
+    // Each is then looked up in the view by its key, in SKU order from the cursor, until
+    // the page is full. The lookup is a subquery with a LIMIT, which the planner does not
+    // merge into a join: joined plainly, it guessed the matches from the trigrams'
+    // statistics (2 020 for a text that matched 20 to 1 120) and hashed them against a
+    // scan of the whole view (19 ms at 100 000 products). More than `SEARCH_FEW` found
+    // (`n`): nothing is looked up, and the SKU index is walked instead.
+    let lookup = |of: &str| {
+        catalog_view::Entity::find()
+            .filter(filters.clone())
+            .filter(Expr::cust(format!(
+                "\"catalog_view\".\"id\" = \"{of}\".\"id\""
+            )))
+            .limit(1)
+            .into_query()
+            .to_string(PostgresQueryBuilder)
     };
-    let outer = Query::select()
-        .column(Asterisk)
-        .expr_as(in_page, Alias::new("in_page"))
-        .from_subquery(inner, m.clone())
-        .order_by((m, catalog_view::Column::Sku), Order::Asc)
-        .to_owned();
-    let rows = db.query_all(&outer).await?;
-    if rows.len() as u64 > SEARCH_FEW {
+    let mut values: Vec<sea_orm::Value> = Vec::new();
+    // The page's side of the cursor, the order it is read in, and the other side.
+    let (side, order, beyond, n) = match bound {
+        PageBound::First { n, after } => match after {
+            Some(after) => {
+                values.push(after.into());
+                ("\"f\".\"sku\" > $1", "ASC", Some("\"f\".\"sku\" <= $1"), n)
+            }
+            None => ("true", "ASC", None, n),
+        },
+        PageBound::Last { n, before } => match before {
+            Some(before) => {
+                values.push(before.into());
+                ("\"f\".\"sku\" < $1", "DESC", Some("\"f\".\"sku\" >= $1"), n)
+            }
+            None => ("true", "DESC", None, n),
+        },
+    };
+    let any_beyond = match beyond {
+        Some(beyond) => format!(
+            "EXISTS (SELECT 1 FROM \"f\" CROSS JOIN LATERAL ({}) AS \"v\" \
+             WHERE {beyond} AND \"n\".\"found\" <= {SEARCH_FEW})",
+            lookup("f")
+        ),
+        None => "false".to_owned(),
+    };
+    let total = if count {
+        format!(
+            "(SELECT count(*) FROM \"f\" CROSS JOIN LATERAL ({}) AS \"v\" \
+             WHERE \"n\".\"found\" <= {SEARCH_FEW})",
+            lookup("f")
+        )
+    } else {
+        "0::bigint".to_owned()
+    };
+    let sql = format!(
+        "WITH \"f\" AS MATERIALIZED (SELECT \"id\", \"sku\" FROM \"catalog_search\" \
+                 WHERE {found} LIMIT {limit}), \
+              \"n\" AS MATERIALIZED (SELECT count(*) AS \"found\" FROM \"f\") \
+         SELECT \"m\".*, \"n\".\"found\", {any_beyond} AS \"beyond\", {total} AS \"total\" \
+         FROM \"n\" LEFT JOIN LATERAL (SELECT \"v\".* FROM \"f\" \
+             CROSS JOIN LATERAL ({page}) AS \"v\" \
+             WHERE {side} AND \"n\".\"found\" <= {SEARCH_FEW} \
+             ORDER BY \"f\".\"sku\" {order} LIMIT {rows}) AS \"m\" ON true",
+        limit = SEARCH_FEW + 1,
+        page = lookup("f"),
+        rows = n + 1,
+    );
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            sql,
+            values,
+        ))
+        .await?;
+    let Some(first) = rows.first() else {
+        return Err(DbErr::RecordNotFound("no answer to a search".into()));
+    };
+    if u64::try_from(first.try_get::<i64>("", "found")?).unwrap_or(u64::MAX) > SEARCH_FEW {
         return Ok(None);
     }
-    let mut matches = Vec::with_capacity(rows.len());
+    let beyond = first.try_get::<bool>("", "beyond")?;
+    let total_count = u64::try_from(first.try_get::<i64>("", "total")?).unwrap_or(0);
+    let mut items = Vec::with_capacity(rows.len());
     for row in &rows {
-        let model = <catalog_view::Model as sea_orm::FromQueryResult>::from_query_result(row, "")?;
-        matches.push((model, row.try_get::<bool>("", "in_page")?));
-    }
-    let total_count = if count { matches.len() as u64 } else { 0 };
-    let n = usize::try_from(n).unwrap_or(usize::MAX);
-    // The rows on the page's side of the cursor are one run: after it (First), before
-    // it (Last).
-    let page = match bound {
-        PageBound::First { .. } => {
-            let start = matches
-                .iter()
-                .position(|(_, on)| *on)
-                .unwrap_or(matches.len());
-            let end = start.saturating_add(n).min(matches.len());
-            CatalogPage {
-                has_previous_page: start > 0,
-                has_next_page: end < matches.len(),
-                items: matches.drain(start..end).map(|(row, _)| row).collect(),
-                total_count,
-            }
+        // The one row when no match is on the page's side: `n` alone.
+        if row.try_get::<Option<Uuid>>("", "id")?.is_some() {
+            items.push(
+                <catalog_view::Model as sea_orm::FromQueryResult>::from_query_result(row, "")?,
+            );
         }
+    }
+    let (mut items, more) = super::split_page(items, n);
+    let page = match bound {
+        PageBound::First { .. } => CatalogPage {
+            items,
+            has_next_page: more,
+            has_previous_page: beyond,
+            total_count,
+        },
         PageBound::Last { .. } => {
-            let end = matches
-                .iter()
-                .position(|(_, on)| !*on)
-                .unwrap_or(matches.len());
-            let start = end.saturating_sub(n);
+            items.reverse();
             CatalogPage {
-                has_previous_page: start > 0,
-                has_next_page: end < matches.len(),
-                items: matches.drain(start..end).map(|(row, _)| row).collect(),
+                items,
+                has_next_page: beyond,
+                has_previous_page: more,
                 total_count,
             }
         }
@@ -511,14 +552,15 @@ pub async fn page<C: ConnectionTrait>(
     if filter.in_stock_only {
         cond = cond.add(catalog_view::Column::Stock.gt(0));
     }
-    let mut searched = false;
+    // PostgreSQL: the condition on `catalog_search` of the products whose text matches
+    // (found through its trigram indexes), and the other filters (see `few_matches`).
+    let mut indexed: Option<(String, Condition)> = None;
     if let Some(search) = filter
         .search
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
     {
-        searched = true;
         let backend = db.get_database_backend();
         let pattern = escape_like(search);
         let likes = if backend == DbBackend::Postgres {
@@ -528,15 +570,20 @@ pub async fn page<C: ConnectionTrait>(
             // runs, planned for no text in particular: the SKU index, filtered, which
             // reads the whole view for a text that matches nothing.
             let literal = postgres_literal(&pattern);
-            let like = |col: &str| {
-                Expr::cust(format!(
-                    "lower(\"catalog_view\".\"{col}\") LIKE {literal} ESCAPE E'\\\\'"
-                ))
+            let like = |table: &str, col: &str| {
+                format!("lower(\"{table}\".\"{col}\") LIKE {literal} ESCAPE E'\\\\'")
             };
+            // The view's text is copied to `catalog_search`, which alone carries the
+            // trigram indexes, so that a stock change writes none of them (migration
+            // `m20261128_000013`); a product's row there is its row here, in every
+            // committed state.
+            let found = ["name", "sku", "description"].map(|col| like("catalog_search", col));
+            let found = format!("({})", found.join(" OR "));
+            indexed = Some((found, cond.clone()));
             Condition::any()
-                .add(like("name"))
-                .add(like("sku"))
-                .add(like("description"))
+                .add(Expr::cust(like("catalog_view", "name")))
+                .add(Expr::cust(like("catalog_view", "sku")))
+                .add(Expr::cust(like("catalog_view", "description")))
         } else {
             let like = |col: catalog_view::Column| {
                 Expr::expr(Func::lower(Expr::col(col)))
@@ -565,15 +612,20 @@ pub async fn page<C: ConnectionTrait>(
             ));
         }
     }
-    if searched
-        && db.get_database_backend() == DbBackend::Postgres
-        && let Some(page) = few_matches(db, &cond, bound, count).await?
+    if let Some((found, filters)) = &indexed
+        && let Some(page) = few_matches(db, found, filters, bound, count).await?
     {
         return Ok(page);
     }
     let total_count = if count {
+        let counted = match indexed {
+            Some((found, filters)) => filters.add(Expr::cust(format!(
+                "\"catalog_view\".\"id\" IN (SELECT \"id\" FROM \"catalog_search\" WHERE {found})"
+            ))),
+            None => cond.clone(),
+        };
         catalog_view::Entity::find()
-            .filter(cond.clone())
+            .filter(counted)
             .count(db)
             .await?
     } else {
