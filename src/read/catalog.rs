@@ -401,13 +401,15 @@ fn fts5_phrase(s: &str) -> String {
 /// memory; from this many on it walks the SKU index (see `few_matches`).
 const SEARCH_FEW: u64 = 2_000;
 
-/// A search page on PostgreSQL when the text matches fewer than `SEARCH_FEW` rows: all of
-/// them, found without an order through `catalog_search`'s trigram indexes (`cond` names
-/// the products by that table), sorted by the database (its collation is the cursors'),
-/// and paged here, with `totalCount` and both `hasPage` flags from the same rows. `None`
-/// when there are more: then the SKU index walked in order, each row's own text matched,
-/// finds a page after reading at most about `n × rows / SEARCH_FEW` rows, so no search
-/// reads more than a small share of the catalog.
+/// A search page on PostgreSQL when the text (`found`: a condition on `catalog_search`)
+/// matches at most `SEARCH_FEW` products: their ids and SKUs are read without an order
+/// through `catalog_search`'s trigram indexes, sorted by the database (its collation is
+/// the cursors'), and only the rows the page needs are looked up in the view, with
+/// `filters`: the page's `n + 1` from the cursor, one on the cursor's other side for its
+/// flag, and all of them for `totalCount` only when it is asked for. `None` when there
+/// are more: then the SKU index walked in order, each row's own text matched, finds a
+/// page after reading at most about `n × rows / SEARCH_FEW` rows, so no search reads more
+/// than a small share of the catalog.
 ///
 /// Asked for the first page in SKU order directly, the planner guessed from its
 /// statistics whether the matches were many (walk the SKU index) or few (the trigram
