@@ -432,16 +432,13 @@ async fn few_matches<C: ConnectionTrait>(
     // statistics (2 020 for a text that matched 20 to 1 120) and hashed them against a
     // scan of the whole view (19 ms at 100 000 products). More than `SEARCH_FEW` found
     // (`n`): nothing is looked up, and the SKU index is walked instead.
-    let lookup = |of: &str| {
-        catalog_view::Entity::find()
-            .filter(filters.clone())
-            .filter(Expr::cust(format!(
-                "\"catalog_view\".\"id\" = \"{of}\".\"id\""
-            )))
-            .limit(1)
-            .into_query()
-            .to_string(PostgresQueryBuilder)
-    };
+    // One row of the view by the key of `f`'s current row, with the other filters.
+    let lookup = catalog_view::Entity::find()
+        .filter(filters.clone())
+        .filter(Expr::cust("\"catalog_view\".\"id\" = \"f\".\"id\""))
+        .limit(1)
+        .into_query()
+        .to_string(PostgresQueryBuilder);
     let mut values: Vec<sea_orm::Value> = Vec::new();
     // The page's side of the cursor, the order it is read in, and the other side.
     let (side, order, beyond, n) = match bound {
@@ -462,17 +459,15 @@ async fn few_matches<C: ConnectionTrait>(
     };
     let any_beyond = match beyond {
         Some(beyond) => format!(
-            "EXISTS (SELECT 1 FROM \"f\" CROSS JOIN LATERAL ({}) AS \"v\" \
-             WHERE {beyond} AND \"n\".\"found\" <= {SEARCH_FEW})",
-            lookup("f")
+            "EXISTS (SELECT 1 FROM \"f\" CROSS JOIN LATERAL ({lookup}) AS \"v\" \
+             WHERE {beyond} AND \"n\".\"found\" <= {SEARCH_FEW})"
         ),
         None => "false".to_owned(),
     };
     let total = if count {
         format!(
-            "(SELECT count(*) FROM \"f\" CROSS JOIN LATERAL ({}) AS \"v\" \
-             WHERE \"n\".\"found\" <= {SEARCH_FEW})",
-            lookup("f")
+            "(SELECT count(*) FROM \"f\" CROSS JOIN LATERAL ({lookup}) AS \"v\" \
+             WHERE \"n\".\"found\" <= {SEARCH_FEW})"
         )
     } else {
         "0::bigint".to_owned()
@@ -483,11 +478,10 @@ async fn few_matches<C: ConnectionTrait>(
               \"n\" AS MATERIALIZED (SELECT count(*) AS \"found\" FROM \"f\") \
          SELECT \"m\".*, \"n\".\"found\", {any_beyond} AS \"beyond\", {total} AS \"total\" \
          FROM \"n\" LEFT JOIN LATERAL (SELECT \"v\".* FROM \"f\" \
-             CROSS JOIN LATERAL ({page}) AS \"v\" \
+             CROSS JOIN LATERAL ({lookup}) AS \"v\" \
              WHERE {side} AND \"n\".\"found\" <= {SEARCH_FEW} \
              ORDER BY \"f\".\"sku\" {order} LIMIT {rows}) AS \"m\" ON true",
         limit = SEARCH_FEW + 1,
-        page = lookup("f"),
         rows = n + 1,
     );
     let rows = db

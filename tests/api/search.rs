@@ -324,26 +324,37 @@ async fn total_count_is_exact_wherever_it_is_selected_and_optional_otherwise() {
     assert_eq!(skus(&data(&aliased)["b"]), ["TC-0"]);
 }
 
+/// Creates `CATALOG`, in its order; the products' ids.
+async fn create_catalog(admin: &Caller<'_>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (sku, name, description) in CATALOG {
+        ids.push(str_of(&create(admin, sku, name, description).await["id"]).to_owned());
+    }
+    ids
+}
+
+/// Renames the product `id`.
+async fn rename(admin: &Caller<'_>, id: &str, name: &str) {
+    data(
+        &admin
+            .gql(
+                UPDATE_PRODUCT,
+                json!({ "input": { "id": id, "name": name } }),
+            )
+            .await,
+    );
+}
+
 #[tokio::test]
 async fn a_rebuild_of_the_catalog_keeps_its_search_right() {
     // Arrange
     let app = spawn_app().await;
     let admin = app.as_admin();
-    let mut ids = Vec::new();
-    for (sku, name, description) in CATALOG {
-        ids.push(str_of(&create(&admin, sku, name, description).await["id"]).to_owned());
-    }
+    let ids = create_catalog(&admin).await;
 
     // Act: rebuild, then rename a product after the swap.
     let done = crate::rebuild::rebuild(&app, "catalog").await;
-    data(
-        &admin
-            .gql(
-                UPDATE_PRODUCT,
-                json!({ "input": { "id": ids[0], "name": "Espresso cup" } }),
-            )
-            .await,
-    );
+    rename(&admin, &ids[0], "Espresso cup").await;
 
     // Assert
     assert_eq!(done["phase"], "DONE");
@@ -468,10 +479,7 @@ async fn the_trigram_indexes_live_apart_from_the_view_and_stock_changes_leave_th
     // Arrange
     let app = spawn_app().await;
     let admin = app.as_admin();
-    let mut ids = Vec::new();
-    for (sku, name, description) in CATALOG {
-        ids.push(str_of(&create(&admin, sku, name, description).await["id"]).to_owned());
-    }
+    let ids = create_catalog(&admin).await;
     let written = search_rows(&app).await;
 
     // Act: a stock change of every product, then a rebuild of the view (its rows
@@ -482,14 +490,7 @@ async fn the_trigram_indexes_live_apart_from_the_view_and_stock_changes_leave_th
     let after_stock = search_rows(&app).await;
     let done = crate::rebuild::rebuild(&app, "catalog").await;
     let before_rename = search_rows(&app).await;
-    data(
-        &admin
-            .gql(
-                UPDATE_PRODUCT,
-                json!({ "input": { "id": ids[0], "name": "Espresso cup" } }),
-            )
-            .await,
-    );
+    rename(&admin, &ids[0], "Espresso cup").await;
     let after_rename = search_rows(&app).await;
 
     // Assert: the view itself carries no trigram index (a stock change is not HOT: its
