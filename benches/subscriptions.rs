@@ -5,7 +5,7 @@
 //! WebSocket, without GraphQL.
 //!
 //! The server runs in a child process (this binary again, `SUBS_BENCH_ROLE=graphql`,
-//! `=unshared` or `=echo`), so its `VmRSS` in `/proc/<pid>/status` is the server's alone. Both roles run
+//! `=distinct`, `=distinct-awake`, `=unshared` or `=echo`), so its `VmRSS` in `/proc/<pid>/status` is the server's alone. Both roles run
 //! the whole service (`Application::build` on SQLite, a fresh database each time). The
 //! echo role also serves `/echo` on a second port straight from `Application::change_bus`,
 //! shaped like the GraphQL side: one task per connection, a `StreamMap` of one stream per
@@ -16,7 +16,10 @@
 //! subscription got each change exactly once). It reads no database: the baseline is the
 //! bare fan-out. `unshared` is the GraphQL server with `ORDERGRAPH_SHARE_SUBSCRIPTIONS=false`:
 //! an execution per subscription, where `graphql` shares one between the identical
-//! subscriptions of each product (ADR 0024).
+//! subscriptions of each product (ADR 0024). `distinct` gives each subscription an
+//! operation name of its own, so none is shared, as when each customer watches an order
+//! of their own; its executions sleep between changes (ADR 0029), and `distinct-awake`
+//! is the same with `ORDERGRAPH_SLEEPING_SUBSCRIPTIONS=false`.
 //!
 //! The parent creates 10 products, reads the server's RSS, opens N subscriptions over
 //! N/100 WebSockets (subscription i watches product i mod 10), waits for every
@@ -33,7 +36,7 @@
 //!
 //! `cargo bench --bench subscriptions` (env: BENCH_SUBS=1000,10000, BENCH_RATE=50
 //! mutations/s, BENCH_SECS=10 measured after BENCH_WARMUP_SECS=2,
-//! BENCH_SERVERS=echo,graphql,unshared). Results go to stdout and `target/bench-subscriptions.md`.
+//! BENCH_SERVERS=echo,graphql,distinct,distinct-awake; also `unshared`). Results go to stdout and `target/bench-subscriptions.md`.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::{HashMap, HashSet};
@@ -118,6 +121,7 @@ async fn serve(role: &str) -> anyhow::Result<()> {
         max_subscriptions_per_connection: PER_CONNECTION,
         max_connections_per_user: 100_000,
         share_subscriptions: role != "unshared",
+        sleeping_subscriptions: role != "distinct-awake",
         ..Settings::default()
     };
     let app = ordergraph::Application::build(settings).await?;
@@ -225,6 +229,12 @@ enum Server {
     Graphql,
     /// GraphQL with `ORDERGRAPH_SHARE_SUBSCRIPTIONS=false`: an execution per subscription.
     Unshared,
+    /// GraphQL, each subscription a distinct operation (its own operation name), as ten
+    /// thousand customers each watching their own order would be: nothing to share.
+    Distinct,
+    /// The same with `ORDERGRAPH_SLEEPING_SUBSCRIPTIONS=false`: every execution awake for
+    /// its subscription's whole life.
+    DistinctAwake,
 }
 
 impl Server {
@@ -233,6 +243,8 @@ impl Server {
             Server::Echo => "echo",
             Server::Graphql => "graphql",
             Server::Unshared => "unshared",
+            Server::Distinct => "distinct",
+            Server::DistinctAwake => "distinct-awake",
         }
     }
 
@@ -241,6 +253,8 @@ impl Server {
             Server::Echo => "bare axum echo (baseline)",
             Server::Graphql => "GraphQL `productUpdated`",
             Server::Unshared => "GraphQL `productUpdated`, unshared",
+            Server::Distinct => "GraphQL `productUpdated`, distinct operations",
+            Server::DistinctAwake => "GraphQL `productUpdated`, distinct operations, never asleep",
         }
     }
 }
@@ -399,20 +413,22 @@ fn classify(server: Server, text: &str) -> Incoming {
     };
     let id = |v: &Value| v["id"].as_str().and_then(|id| id.parse::<u32>().ok());
     match server {
-        Server::Graphql | Server::Unshared => match v["type"].as_str() {
-            Some("connection_ack") => Incoming::Ack,
-            Some("ping") => Incoming::Ping,
-            Some("next") if v["payload"]["errors"].is_null() => {
-                let position = v["payload"]["data"]["productUpdated"]["position"]
-                    .as_str()
-                    .and_then(|p| p.parse::<i64>().ok());
-                match (id(&v), position) {
-                    (Some(id), Some(position)) => Incoming::Next(id, position),
-                    _ => Incoming::Other,
+        Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake => {
+            match v["type"].as_str() {
+                Some("connection_ack") => Incoming::Ack,
+                Some("ping") => Incoming::Ping,
+                Some("next") if v["payload"]["errors"].is_null() => {
+                    let position = v["payload"]["data"]["productUpdated"]["position"]
+                        .as_str()
+                        .and_then(|p| p.parse::<i64>().ok());
+                    match (id(&v), position) {
+                        (Some(id), Some(position)) => Incoming::Next(id, position),
+                        _ => Incoming::Other,
+                    }
                 }
+                _ => Incoming::Other,
             }
-            _ => Incoming::Other,
-        },
+        }
         Server::Echo => {
             if let Some(id) = v["watching"].as_str().and_then(|id| id.parse().ok()) {
                 return Incoming::Watching(id);
@@ -499,6 +515,14 @@ async fn open(
                 "type": "subscribe",
                 "id": i.to_string(),
                 "payload": { "query": SUBSCRIBE, "variables": { "ids": [product] } },
+            }),
+            Server::Distinct | Server::DistinctAwake => json!({
+                "type": "subscribe",
+                "id": i.to_string(),
+                "payload": {
+                    "query": SUBSCRIBE.replacen("subscription(", &format!("subscription S{i}("), 1),
+                    "variables": { "ids": [product] },
+                },
             }),
             Server::Echo => json!({ "watch": product, "id": i.to_string() }),
         };
@@ -733,7 +757,7 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     let pid = child.pid;
     let url = format!("http://127.0.0.1:{}/graphql", child.graphql_port);
     let ws_url = match (server, child.echo_port) {
-        (Server::Graphql | Server::Unshared, _) => {
+        (Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake, _) => {
             format!("ws://127.0.0.1:{}/graphql", child.graphql_port)
         }
         (Server::Echo, Some(port)) => format!("ws://127.0.0.1:{port}/echo"),
@@ -823,7 +847,9 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     }
     let rss_loaded_kb = proc_status_kb(pid, "VmRSS:");
     let lagged = match server {
-        Server::Graphql | Server::Unshared => Some(lagged_metric(&http, child.graphql_port).await?),
+        Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake => {
+            Some(lagged_metric(&http, child.graphql_port).await?)
+        }
         Server::Echo => None,
     };
     let _ = stop_tx.send(true);
@@ -1017,15 +1043,18 @@ fn env_f64(name: &str, default: f64) -> f64 {
 
 async fn run() -> anyhow::Result<()> {
     let subs: Vec<usize> = env_list("BENCH_SUBS", "1000,10000");
-    let servers: Vec<Server> = env_list::<String>("BENCH_SERVERS", "echo,graphql,unshared")
-        .iter()
-        .filter_map(|s| match s.as_str() {
-            "echo" => Some(Server::Echo),
-            "graphql" => Some(Server::Graphql),
-            "unshared" => Some(Server::Unshared),
-            _ => None,
-        })
-        .collect();
+    let servers: Vec<Server> =
+        env_list::<String>("BENCH_SERVERS", "echo,graphql,distinct,distinct-awake")
+            .iter()
+            .filter_map(|s| match s.as_str() {
+                "echo" => Some(Server::Echo),
+                "graphql" => Some(Server::Graphql),
+                "unshared" => Some(Server::Unshared),
+                "distinct" => Some(Server::Distinct),
+                "distinct-awake" => Some(Server::DistinctAwake),
+                _ => None,
+            })
+            .collect();
     let knobs = Knobs {
         rate: env_f64("BENCH_RATE", 50.0),
         warmup: env_f64("BENCH_WARMUP_SECS", 2.0),

@@ -62,6 +62,26 @@ pub struct Settings {
     )]
     pub share_subscriptions: bool,
 
+    /// Whether a WebSocket subscription's execution sleeps while its view does not
+    /// change: it keeps only the view it follows, and each change wakes an execution
+    /// (`http::shared::sleeping`).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_SLEEPING_SUBSCRIPTIONS",
+        default_value_t = true,
+        action = clap::ArgAction::Set
+    )]
+    pub sleeping_subscriptions: bool,
+
+    /// How long a woken subscription's execution stays awake after its last message
+    /// before it sleeps again (0: after every message).
+    #[arg(
+        long,
+        env = "ORDERGRAPH_SUBSCRIPTION_SLEEP_AFTER_MS",
+        default_value_t = 2_000
+    )]
+    pub subscription_sleep_after_ms: u64,
+
     /// Upper bound on the time one HTTP request may take.
     #[arg(long, env = "ORDERGRAPH_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -299,6 +319,8 @@ impl Default for Settings {
             consistency_wait_ms: 5_000,
             read_cache_rows: 10_000,
             share_subscriptions: true,
+            sleeping_subscriptions: true,
+            subscription_sleep_after_ms: 2_000,
             request_timeout_secs: 30,
             max_body_bytes: 1024 * 1024,
             max_response_bytes: 8 * 1024 * 1024,
@@ -471,6 +493,9 @@ impl Settings {
             max_subscriptions: self.max_subscriptions_per_connection,
             max_connections_per_user: self.max_connections_per_user,
             max_anonymous_connections: self.max_anonymous_connections,
+            sleep_after: self
+                .sleeping_subscriptions
+                .then(|| Duration::from_millis(self.subscription_sleep_after_ms)),
         }
     }
 

@@ -130,6 +130,7 @@ pub struct Metrics {
     ws_connections: Gauge,
     ws_operations: Gauge,
     subscription_executions: Gauge,
+    subscriptions_asleep: Gauge,
     http_seconds: Family<HttpLabels, Histogram>,
     operation_seconds: Family<GraphqlOperationLabels, Histogram>,
     operation_names: Mutex<HashSet<String>>,
@@ -231,6 +232,12 @@ impl Default for Metrics {
             &mut registry,
             "subscription_executions",
             "Executions serving the WebSocket operations (identical subscriptions share one)",
+            Gauge::default(),
+        );
+        let subscriptions_asleep = register(
+            &mut registry,
+            "subscription_executions_asleep",
+            "Of those executions, the ones asleep: dropped until their next change, only the view they follow kept",
             Gauge::default(),
         );
         let events_applied = register(
@@ -417,6 +424,7 @@ impl Default for Metrics {
             ws_connections,
             ws_operations,
             subscription_executions,
+            subscriptions_asleep,
             commands,
             command_seconds,
             projection_position,
@@ -568,6 +576,11 @@ impl Metrics {
     /// An execution serving WebSocket operations started (+1) or ended (-1).
     pub fn subscription_execution(&self, delta: i64) {
         self.subscription_executions.inc_by(delta);
+    }
+
+    /// A subscription's execution fell asleep (+1) or woke or ended asleep (-1).
+    pub fn subscription_asleep(&self, delta: i64) {
+        self.subscriptions_asleep.inc_by(delta);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -1,4 +1,5 @@
-//! Identical subscriptions share one execution (ADR 0024).
+//! Identical subscriptions share one execution (ADR 0024); every execution of one root
+//! field sleeps between its changes ([`sleeping`], ADR 0029).
 //!
 //! A GraphQL subscription costs its server an execution: async-graphql's state for the
 //! operation (about 30 KiB of it, measured), a place in the hub, and for every change the
@@ -8,6 +9,8 @@
 //! document, operation name, variables and extensions, and who asks: the caller's user,
 //! role and token expiry) and hands each of its rendered messages to every subscription
 //! that asked for it. A message is rendered once, whatever its number of subscribers.
+//! The first subscription of an operation runs alone (most are never asked for twice,
+//! and sharing costs a task and a queue); the second starts the shared execution.
 //!
 //! What a subscriber sees is what a private execution would have sent it:
 //!
@@ -32,7 +35,8 @@
 //!   `SERVER_DRAINING` or an expired token — the token's expiry is part of the key) goes
 //!   to every subscriber.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -41,7 +45,6 @@ use std::task::{Context, Poll};
 use async_graphql::parser::types::{DocumentOperations, OperationType, Selection};
 use async_graphql::{Name, ServerError, Value, Variables};
 use futures_util::{Stream, StreamExt};
-use tokio::sync::mpsc;
 
 use crate::graphql::error::ensure_code;
 use crate::metrics::Metrics;
@@ -81,6 +84,9 @@ pub type Start = Arc<dyn Fn() -> Frames + Send + Sync>;
 pub struct Sharing {
     /// Key → the execution identical subscriptions join (while it takes joiners).
     joinable: Mutex<HashMap<Arc<str>, Arc<Execution>>>,
+    /// Keys whose first subscription runs alone: the next identical one starts the
+    /// shared execution. (Locked after `joinable` when both are.)
+    alone: Mutex<std::collections::HashSet<Arc<str>>>,
     metrics: Arc<Metrics>,
     /// Off: every subscription runs its own execution.
     enabled: bool,
@@ -101,7 +107,7 @@ struct Audience {
 }
 
 struct Follower {
-    queue: mpsc::Sender<Frame>,
+    queue: Outbox,
     behind: Arc<AtomicBool>,
 }
 
@@ -109,6 +115,7 @@ impl Sharing {
     pub fn new(metrics: Arc<Metrics>, enabled: bool) -> Arc<Self> {
         Arc::new(Self {
             joinable: Mutex::new(HashMap::new()),
+            alone: Mutex::new(std::collections::HashSet::new()),
             metrics,
             enabled,
         })
@@ -116,12 +123,22 @@ impl Sharing {
 
     /// The messages of an operation for one subscription: from the execution of `key`
     /// shared with identical subscriptions, or (no key) from a private one.
+    ///
+    /// The first subscription of a key runs alone, as one without a key does: most
+    /// operations are never asked for twice (a customer watching an order of their own),
+    /// and sharing costs each of them a task, a queue and a hop through both for every
+    /// message (BENCHMARKS.md, subscriptions). The second identical subscription, while
+    /// the first still runs, starts the execution that it and every later one share.
     pub fn follow(self: &Arc<Self>, key: Option<Arc<str>>, start: Start) -> Frames {
         let metrics = self.metrics.clone();
         let Some(key) = key.filter(|_| self.enabled) else {
             metrics.subscription_execution(1);
-            return counted(start(), metrics);
+            return counted(start(), metrics, None);
         };
+        if let Some(alone) = self.first_alone(&key) {
+            metrics.subscription_execution(1);
+            return counted(start(), metrics, Some(alone));
+        }
         let joined = self.join(&key, &start);
         Box::pin(Following {
             joined: Some(joined),
@@ -147,6 +164,23 @@ impl Sharing {
         let task = tokio::spawn(self.clone().run(execution.clone(), start()));
         let _ = execution.abort.set(task.abort_handle());
         joined
+    }
+
+    /// The first subscription of `key` (none shares it, none runs it alone): it runs
+    /// alone, marked so until it ends.
+    fn first_alone(self: &Arc<Self>, key: &Arc<str>) -> Option<Alone> {
+        let joinable = self.lock();
+        if joinable.contains_key(key) {
+            return None;
+        }
+        let mut alone = self.alone.lock().unwrap_or_else(|e| e.into_inner());
+        if !alone.insert(key.clone()) {
+            return None;
+        }
+        Some(Alone {
+            sharing: self.clone(),
+            key: key.clone(),
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Arc<Execution>>> {
@@ -237,7 +271,7 @@ impl Execution {
     fn seat(
         self: &Arc<Self>,
         sharing: &Arc<Sharing>,
-        (id, frames, behind): (u64, mpsc::Receiver<Frame>, Arc<AtomicBool>),
+        (id, frames, behind): (u64, Inbox, Arc<AtomicBool>),
     ) -> Joined {
         Joined {
             frames,
@@ -255,12 +289,8 @@ impl Execution {
 impl Audience {
     /// Adds a follower, its queue holding what has been sent so far: its id, its end of
     /// the queue and its flag for falling behind.
-    fn enlist(&mut self) -> (u64, mpsc::Receiver<Frame>, Arc<AtomicBool>) {
-        let (queue, frames) = mpsc::channel(QUEUE);
-        for frame in self.sent.iter().flatten() {
-            // QUEUE > REPLAY: there is room for every one.
-            let _ = queue.try_send(frame.clone());
-        }
+    fn enlist(&mut self) -> (u64, Inbox, Arc<AtomicBool>) {
+        let (queue, frames) = mailbox(self.sent.iter().flatten().cloned().collect());
         let behind = Arc::new(AtomicBool::new(false));
         let id = self.next_id;
         self.next_id += 1;
@@ -279,14 +309,109 @@ impl Follower {
     /// Queues `frame`; false when this subscriber is to leave the execution (gone, or
     /// too far behind: then flagged).
     fn offer(&self, frame: &Frame) -> bool {
-        match self.queue.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+        match self.queue.offer(frame) {
+            Offer::Queued => true,
+            Offer::Full => {
                 self.behind.store(true, Ordering::Release);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Offer::Gone => false,
         }
+    }
+}
+
+/// One subscriber's queue of an execution's messages, at most [`QUEUE`]: a queue under a
+/// mutex with a waker, not a `tokio::sync::mpsc` channel, which allocates a block of 32
+/// slots and a cache-padded header up front (1.3 KiB, measured, for each of ten thousand
+/// subscriptions; BENCHMARKS.md, subscriptions). The execution only ever offers without
+/// waiting; one subscription receives.
+struct Mailbox {
+    mail: Mutex<Mail>,
+    waker: futures_util::task::AtomicWaker,
+}
+
+struct Mail {
+    frames: VecDeque<Frame>,
+    /// The execution let go of it: nothing more comes.
+    closed: bool,
+    /// The subscription let go of it: nothing more is wanted.
+    gone: bool,
+}
+
+impl Mailbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Mail> {
+        self.mail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A mailbox holding `frames`, as the execution's end and the subscription's.
+fn mailbox(frames: VecDeque<Frame>) -> (Outbox, Inbox) {
+    let mailbox = Arc::new(Mailbox {
+        mail: Mutex::new(Mail {
+            frames,
+            closed: false,
+            gone: false,
+        }),
+        waker: futures_util::task::AtomicWaker::new(),
+    });
+    (Outbox(mailbox.clone()), Inbox(mailbox))
+}
+
+enum Offer {
+    Queued,
+    Full,
+    Gone,
+}
+
+/// The execution's end of a mailbox; dropping it closes the mailbox.
+struct Outbox(Arc<Mailbox>);
+
+impl Outbox {
+    fn offer(&self, frame: &Frame) -> Offer {
+        {
+            let mut mail = self.0.lock();
+            if mail.gone {
+                return Offer::Gone;
+            }
+            if mail.frames.len() >= QUEUE {
+                return Offer::Full;
+            }
+            mail.frames.push_back(frame.clone());
+        }
+        self.0.waker.wake();
+        Offer::Queued
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.0.lock().closed = true;
+        self.0.waker.wake();
+    }
+}
+
+/// The subscription's end of a mailbox; dropping it tells the execution it is gone.
+struct Inbox(Arc<Mailbox>);
+
+impl Inbox {
+    /// The next message; `None` once the mailbox is closed and empty.
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        // Registered before looking: a message offered after the look wakes it.
+        self.0.waker.register(cx.waker());
+        let mut mail = self.0.lock();
+        match mail.frames.pop_front() {
+            Some(frame) => Poll::Ready(Some(frame)),
+            None if mail.closed => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut mail = self.0.lock();
+        mail.gone = true;
+        mail.frames.clear();
     }
 }
 
@@ -320,7 +445,7 @@ impl Drop for Seat {
 
 /// One subscription's end of a shared execution.
 struct Joined {
-    frames: mpsc::Receiver<Frame>,
+    frames: Inbox,
     behind: Arc<AtomicBool>,
     /// Its last message has been received.
     ended: bool,
@@ -360,7 +485,7 @@ impl Stream for Following {
                         this.metrics.subscriber_lagged("shared");
                     }
                     this.metrics.subscription_execution(1);
-                    this.private = Some(counted((this.start)(), this.metrics.clone()));
+                    this.private = Some(counted((this.start)(), this.metrics.clone(), None));
                 }
             }
         }
@@ -380,9 +505,23 @@ impl Drop for ExecutionCount {
     }
 }
 
-/// `frames` of a private execution, counted while they run (counted in already).
-fn counted(frames: Frames, metrics: Arc<Metrics>) -> Frames {
-    let count = ExecutionCount(metrics);
+/// The mark of the first subscription of a key running alone, while it runs.
+struct Alone {
+    sharing: Arc<Sharing>,
+    key: Arc<str>,
+}
+
+impl Drop for Alone {
+    fn drop(&mut self) {
+        let mut alone = self.sharing.alone.lock().unwrap_or_else(|e| e.into_inner());
+        alone.remove(&self.key);
+    }
+}
+
+/// `frames` of a private execution, counted while they run (counted in already), and
+/// marked as the first of its key while they run when `alone`.
+fn counted(frames: Frames, metrics: Arc<Metrics>, alone: Option<Alone>) -> Frames {
+    let count = (ExecutionCount(metrics), alone);
     Box::pin(frames.map(move |frame| {
         let _ = &count;
         frame
@@ -395,41 +534,280 @@ fn counted(frames: Frames, metrics: Arc<Metrics>) -> Frames {
 /// one is replaced by an error saying so), into a [`Frame::Next`]; the end is
 /// [`Frame::Complete`].
 pub fn frames(
-    responses: impl Stream<Item = async_graphql::Response> + Send + 'static,
+    responses: impl Stream<Item = async_graphql::Response> + Unpin + Send + 'static,
     max_response_bytes: usize,
 ) -> Frames {
-    let render = move |response: async_graphql::Response| {
-        let mut budget = max_response_bytes;
-        Frame::Next(Arc::from(super::bounded_json(&response, &mut budget)))
-    };
-    // Only small things live across a `yield` (a rendered frame, a boxed response): this
-    // stream is held by every subscription for its whole life, and a `Response` kept
-    // across a `yield` would make each one hold a few of them (BENCHMARKS.md,
-    // subscriptions).
-    Box::pin(async_stream::stream! {
-        let mut responses = std::pin::pin!(responses);
-        let mut held: Option<Box<async_graphql::Response>> = None;
-        while let Some(mut response) = responses.next().await {
-            response.errors.iter_mut().for_each(ensure_code);
-            let previous = held.take().map(|previous| render(*previous));
-            let next = if response.data == Value::Null && !response.errors.is_empty() {
-                held = Some(Box::new(response));
-                None
-            } else {
-                Some(render(response))
-            };
-            if let Some(previous) = previous {
-                yield previous;
-            }
-            if let Some(next) = next {
-                yield next;
-            }
-        }
-        match held {
-            Some(failed) => yield Frame::Error(failed.errors.into()),
-            None => yield Frame::Complete,
-        }
+    Box::pin(Rendered {
+        responses,
+        held: None,
+        next: None,
+        ended: false,
+        max_response_bytes,
     })
+}
+
+/// The stream [`frames`] returns. Every subscription holds one for its whole life, so it
+/// holds only small things between messages (a rendered frame, a boxed response): a
+/// `Response` kept in it would cost each subscription its size (BENCHMARKS.md,
+/// subscriptions).
+struct Rendered<S> {
+    responses: S,
+    /// A response that failed without data: the last message if nothing follows it.
+    held: Option<Box<async_graphql::Response>>,
+    /// A message rendered, to send after the one being sent.
+    next: Option<Frame>,
+    ended: bool,
+    max_response_bytes: usize,
+}
+
+impl<S> Rendered<S> {
+    fn render(&self, response: &async_graphql::Response) -> Frame {
+        let mut budget = self.max_response_bytes;
+        Frame::Next(Arc::from(super::bounded_json(response, &mut budget)))
+    }
+}
+
+impl<S: Stream<Item = async_graphql::Response> + Unpin> Stream for Rendered<S> {
+    type Item = Frame;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = &mut *self;
+        if let Some(frame) = this.next.take() {
+            return Poll::Ready(Some(frame));
+        }
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.responses.poll_next_unpin(cx) {
+                Poll::Ready(Some(mut response)) => {
+                    response.errors.iter_mut().for_each(ensure_code);
+                    let previous = this.held.take().map(|previous| this.render(&previous));
+                    let next = if response.data == Value::Null && !response.errors.is_empty() {
+                        this.held = Some(Box::new(response));
+                        None
+                    } else {
+                        Some(this.render(&response))
+                    };
+                    match (previous, next) {
+                        (Some(previous), next) => {
+                            this.next = next;
+                            return Poll::Ready(Some(previous));
+                        }
+                        (None, Some(next)) => return Poll::Ready(Some(next)),
+                        (None, None) => {}
+                    }
+                }
+                Poll::Ready(None) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(match this.held.take() {
+                        Some(failed) => Frame::Error(failed.errors.into()),
+                        None => Frame::Complete,
+                    }));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// Makes the request of one execution of an operation (each with its own data).
+pub type Requests = Arc<dyn Fn() -> async_graphql::Request + Send + Sync>;
+
+/// The responses of an operation whose execution sleeps between its changes: a
+/// subscription of one root field that follows a view (`graphql::live::Asleep`) holds
+/// only that view while nothing changes, not an execution (BENCHMARKS.md, subscriptions).
+///
+/// The first execution hands the followed view over and ends (or, failing or following
+/// none, runs to its end here as any execution would). Each item of the view then wakes
+/// an execution of the same request, which renders it and stays awake for `sleep_after`
+/// after its last response, in case more follow; it is dropped only when it has rendered
+/// every item it took, so an item is never lost or sent twice. The first item (the
+/// current state) is rendered by an execution that sleeps at once: a subscription that
+/// has just started says nothing about when it will change, and ten thousand opened at
+/// once then never hold ten thousand executions. Waking costs an execution's start
+/// (parsing and validating the document), so a subscription that changes more often than
+/// every `sleep_after` stays awake and costs what it did before.
+pub fn sleeping(
+    schema: crate::graphql::AppSchema,
+    requests: Requests,
+    sleep_after: std::time::Duration,
+    metrics: Arc<Metrics>,
+) -> Sleeper {
+    let asleep = Arc::new(crate::graphql::live::Asleep::default());
+    let first = schema.execute_stream(requests().data(asleep.clone()));
+    Sleeper {
+        schema,
+        requests,
+        sleep_after,
+        metrics,
+        asleep,
+        sent: 0,
+        state: Phase::Starting(first),
+    }
+}
+
+/// The stream [`sleeping`] returns. Small while asleep (a few pointers): what only an
+/// awake execution needs is boxed apart, and dropped with it.
+pub struct Sleeper {
+    schema: crate::graphql::AppSchema,
+    requests: Requests,
+    sleep_after: std::time::Duration,
+    metrics: Arc<Metrics>,
+    asleep: Arc<crate::graphql::live::Asleep>,
+    /// Responses of the executions that took items (see `Asleep::handed`).
+    sent: u64,
+    state: Phase,
+}
+
+enum Phase {
+    /// The first execution, until it hands over what it follows (or ends).
+    Starting(futures_util::stream::BoxStream<'static, async_graphql::Response>),
+    /// No execution: waiting for the followed view's next item. `first`: none has been
+    /// rendered yet.
+    Asleep {
+        first: bool,
+        _counted: Sleeping,
+    },
+    Awake(Box<Awake>),
+    Ended,
+}
+
+struct Awake {
+    execution: futures_util::stream::BoxStream<'static, async_graphql::Response>,
+    /// Fires `idle` after the last response or later (moved on only when it fires, not
+    /// at every response: a timer's reset takes the timer wheel's lock).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    idle: std::time::Duration,
+    /// When the last response was sent.
+    last: tokio::time::Instant,
+}
+
+impl Sleeper {
+    fn fall_asleep(&mut self, first: bool) {
+        self.state = Phase::Asleep {
+            first,
+            _counted: Sleeping::new(self.metrics.clone()),
+        };
+    }
+}
+
+impl Stream for Sleeper {
+    type Item = async_graphql::Response;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<async_graphql::Response>> {
+        let this = &mut *self;
+        loop {
+            match &mut this.state {
+                Phase::Ended => return Poll::Ready(None),
+                Phase::Starting(execution) => match execution.poll_next_unpin(cx) {
+                    Poll::Ready(Some(response)) => return Poll::Ready(Some(response)),
+                    Poll::Ready(None) if this.asleep.handed_over() => this.fall_asleep(true),
+                    // It failed before following anything, or followed nothing: it ran
+                    // here to its end, as any execution would.
+                    Poll::Ready(None) => this.state = Phase::Ended,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Phase::Asleep { first, .. } => match this.asleep.poll_ready(cx) {
+                    Poll::Ready(true) => {
+                        let idle = if *first {
+                            std::time::Duration::ZERO
+                        } else {
+                            this.sleep_after
+                        };
+                        let request = (this.requests)().data(this.asleep.clone());
+                        this.state = Phase::Awake(Box::new(Awake {
+                            execution: this.schema.execute_stream(request),
+                            timer: Box::pin(tokio::time::sleep(idle)),
+                            idle,
+                            last: tokio::time::Instant::now(),
+                        }));
+                    }
+                    Poll::Ready(false) => this.state = Phase::Ended,
+                    Poll::Pending => return Poll::Pending,
+                },
+                Phase::Awake(awake) => {
+                    match awake.execution.poll_next_unpin(cx) {
+                        Poll::Ready(Some(response)) => {
+                            this.sent += 1;
+                            awake.last = tokio::time::Instant::now();
+                            return Poll::Ready(Some(response));
+                        }
+                        // The view ended (or the execution failed): so does the operation.
+                        Poll::Ready(None) => {
+                            this.state = Phase::Ended;
+                            continue;
+                        }
+                        Poll::Pending => {}
+                    }
+                    if awake.timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let now = tokio::time::Instant::now();
+                    if awake.last + awake.idle > now {
+                        // It sent something since the timer was set.
+                        let at = awake.last + awake.idle;
+                        awake.timer.as_mut().reset(at);
+                    } else if this.asleep.handed() == this.sent {
+                        // Idle, and holding nothing: it sleeps.
+                        this.fall_asleep(false);
+                    } else {
+                        // An item it took is still being rendered.
+                        awake.timer.as_mut().reset(now + awake.idle);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Counts a sleeping execution while it sleeps.
+struct Sleeping(Arc<Metrics>);
+
+impl Sleeping {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.subscription_asleep(1);
+        Self(metrics)
+    }
+}
+
+impl Drop for Sleeping {
+    fn drop(&mut self) {
+        self.0.subscription_asleep(-1);
+    }
+}
+
+/// Whether an operation may sleep between its changes ([`sleeping`]): a subscription
+/// of exactly one root field, with no directive (each field that follows a view sleeps;
+/// any other runs as an execution always does).
+pub fn may_sleep(query: &str, operation_name: Option<&str>) -> bool {
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    let Some(operation) = operation_of(&document, operation_name) else {
+        return false;
+    };
+    operation.node.ty == OperationType::Subscription
+        && matches!(
+            operation.node.selection_set.node.items.as_slice(),
+            [selection] if matches!(&selection.node, Selection::Field(f) if f.node.directives.is_empty())
+        )
+}
+
+fn operation_of<'a>(
+    document: &'a async_graphql::parser::types::ExecutableDocument,
+    operation_name: Option<&str>,
+) -> Option<&'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(op), _) => Some(op),
+        (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
+        // A document of one named operation runs it without `operationName`.
+        (DocumentOperations::Multiple(ops), None) if ops.len() == 1 => ops.values().next(),
+        (DocumentOperations::Multiple(_), None) => None,
+    }
 }
 
 /// Whether a private execution started afresh is a valid continuation of the operation
@@ -440,13 +818,8 @@ pub fn restartable(query: &str, operation_name: Option<&str>, variables: &Variab
     let Ok(document) = async_graphql::parser::parse_query(query) else {
         return false;
     };
-    let operation = match (&document.operations, operation_name) {
-        (DocumentOperations::Single(op), _) => op,
-        (DocumentOperations::Multiple(ops), Some(name)) => match ops.get(name) {
-            Some(op) => op,
-            None => return false,
-        },
-        (DocumentOperations::Multiple(_), None) => return false,
+    let Some(operation) = operation_of(&document, operation_name) else {
+        return false;
     };
     if operation.node.ty != OperationType::Subscription {
         return false;
@@ -508,6 +881,7 @@ pub fn key(identity: Option<&str>, request: &async_graphql::Request) -> Option<A
 mod tests {
     use super::*;
     use std::time::Duration;
+    use tokio::sync::mpsc;
 
     fn vars(json: serde_json::Value) -> Variables {
         Variables::from_json(json)
@@ -548,6 +922,40 @@ mod tests {
         assert!(restartable(two, Some("A"), &none));
         assert!(!restartable(two, Some("B"), &none));
         assert!(!restartable(two, Some("C"), &none));
+        // One named operation runs without `operationName`, as GraphQL says.
+        let named = "subscription Watch { cartUpdated { position } }";
+        assert!(restartable(named, None, &none));
+        assert!(!restartable(named, Some("Other"), &none));
+    }
+
+    #[test]
+    fn only_a_subscription_of_one_plain_root_field_may_sleep() {
+        let yes = [
+            "subscription { productUpdated(ids: [\"00000000-0000-0000-0000-000000000001\"]) { id stock } }",
+            "subscription($id: UUID) { orderUpdated(id: $id) { id } }",
+            "subscription { events { position } }",
+        ];
+        for query in yes {
+            assert!(may_sleep(query, None), "{query}");
+        }
+        let no = [
+            "subscription { a: cartUpdated { position } b: dashboardUpdated { position } }",
+            "subscription { cartUpdated @include(if: true) { position } }",
+            "subscription { ... on Subscription { cartUpdated { position } } }",
+            "query { products { totalCount } }",
+            "subscription {",
+        ];
+        for query in no {
+            assert!(!may_sleep(query, None), "{query}");
+        }
+        let two = "subscription A { cartUpdated { position } } subscription B { a: events { position } b: events { type } }";
+        assert!(may_sleep(two, Some("A")));
+        assert!(!may_sleep(two, Some("B")));
+        assert!(!may_sleep(two, None));
+        let named = "subscription Mine($id: UUID) { orderUpdated(id: $id) { id } }";
+        assert!(may_sleep(named, None));
+        assert!(may_sleep(named, Some("Mine")));
+        assert!(!may_sleep(named, Some("Other")));
     }
 
     #[test]
@@ -664,26 +1072,51 @@ mod tests {
             senders: Mutex::new(Vec::new()),
         });
         let key: Arc<str> = Arc::from("k");
+        // The first runs alone; the second starts the shared execution.
+        let mut alone = sharing.follow(Some(key.clone()), upstream.start());
         let mut first = sharing.follow(Some(key.clone()), upstream.start());
-        upstream.send(0, next(1));
-        upstream.send(0, next(2));
+        assert_eq!(upstream.starts(), 2);
+        upstream.send(1, next(1));
+        upstream.send(1, next(2));
         assert_eq!(take(&mut first, 2).await, ["1", "2"]);
         let mut second = sharing.follow(Some(key.clone()), upstream.start());
         assert_eq!(
             upstream.starts(),
-            1,
-            "the second joined the first's execution"
+            2,
+            "the third joined the second's execution"
         );
         assert_eq!(take(&mut second, 2).await, ["1", "2"]);
-        upstream.send(0, next(3));
-        upstream.send(0, Frame::Complete);
+        upstream.send(1, next(3));
+        upstream.send(1, Frame::Complete);
         assert_eq!(take(&mut first, 2).await, ["3", "complete"]);
         assert_eq!(take(&mut second, 2).await, ["3", "complete"]);
         assert!(first.next().await.is_none());
         assert!(second.next().await.is_none());
+        // The one alone follows its own.
+        upstream.send(0, next(9));
+        assert_eq!(take(&mut alone, 1).await, ["9"]);
         // Ended: the next identical subscription starts afresh.
         let _third = sharing.follow(Some(key), upstream.start());
-        assert_eq!(upstream.starts(), 2);
+        assert_eq!(upstream.starts(), 3);
+    }
+
+    #[tokio::test]
+    async fn the_first_subscription_of_a_key_runs_alone_until_it_ends() {
+        let sharing = sharing();
+        let upstream = Arc::new(Upstream {
+            senders: Mutex::new(Vec::new()),
+        });
+        let key: Arc<str> = Arc::from("k");
+        let alone = sharing.follow(Some(key.clone()), upstream.start());
+        let _other = sharing.follow(Some(Arc::from("other")), upstream.start());
+        assert_eq!(upstream.starts(), 2, "different keys: each alone");
+        drop(alone);
+        // Gone: the next of its key runs alone again.
+        let _alone = sharing.follow(Some(key.clone()), upstream.start());
+        assert_eq!(upstream.starts(), 3);
+        let _shared = sharing.follow(Some(key.clone()), upstream.start());
+        let _joined = sharing.follow(Some(key), upstream.start());
+        assert_eq!(upstream.starts(), 4, "then one execution for the others");
     }
 
     #[tokio::test]
@@ -693,17 +1126,18 @@ mod tests {
             senders: Mutex::new(Vec::new()),
         });
         let key: Arc<str> = Arc::from("k");
+        let _alone = sharing.follow(Some(key.clone()), upstream.start());
         let mut first = sharing.follow(Some(key.clone()), upstream.start());
         for n in 0..=REPLAY as u32 {
-            upstream.send(0, next(n));
+            upstream.send(1, next(n));
         }
         assert_eq!(take(&mut first, REPLAY + 1).await.len(), REPLAY + 1);
         let mut second = sharing.follow(Some(key.clone()), upstream.start());
-        assert_eq!(upstream.starts(), 2);
-        upstream.send(1, next(100));
+        assert_eq!(upstream.starts(), 3);
+        upstream.send(2, next(100));
         assert_eq!(take(&mut second, 1).await, ["100"]);
         // The first still follows its own.
-        upstream.send(0, next(101));
+        upstream.send(1, next(101));
         assert_eq!(take(&mut first, 1).await, ["101"]);
     }
 
@@ -714,23 +1148,24 @@ mod tests {
             senders: Mutex::new(Vec::new()),
         });
         let key: Arc<str> = Arc::from("k");
+        let _alone = sharing.follow(Some(key.clone()), upstream.start());
         let mut quick = sharing.follow(Some(key.clone()), upstream.start());
         let mut slow = sharing.follow(Some(key.clone()), upstream.start());
         // The slow one reads nothing while more than its queue is sent.
         for n in 0..=QUEUE as u32 {
-            upstream.send(0, next(n));
+            upstream.send(1, next(n));
             assert_eq!(take(&mut quick, 1).await, [n.to_string()]);
         }
-        assert_eq!(upstream.starts(), 1);
+        assert_eq!(upstream.starts(), 2);
         // It reads what was queued, then is given a private execution of its own.
         let queued = take(&mut slow, QUEUE).await;
         assert_eq!(queued.first().map(String::as_str), Some("0"));
         let pending = tokio::time::timeout(Duration::from_millis(50), slow.next()).await;
         assert!(pending.is_err(), "waiting on its own execution");
-        assert_eq!(upstream.starts(), 2);
-        upstream.send(1, next(7));
+        assert_eq!(upstream.starts(), 3);
+        upstream.send(2, next(7));
         assert_eq!(take(&mut slow, 1).await, ["7"]);
-        upstream.send(0, next(1000));
+        upstream.send(1, next(1000));
         assert_eq!(take(&mut quick, 1).await, ["1000"]);
     }
 
@@ -741,17 +1176,18 @@ mod tests {
             senders: Mutex::new(Vec::new()),
         });
         let key: Arc<str> = Arc::from("k");
+        let _alone = sharing.follow(Some(key.clone()), upstream.start());
         let first = sharing.follow(Some(key.clone()), upstream.start());
         let second = sharing.follow(Some(key.clone()), upstream.start());
         settle().await;
         drop(first);
         settle().await;
-        assert!(upstream.running(0), "one subscriber is left");
+        assert!(upstream.running(1), "one subscriber is left");
         drop(second);
         settle().await;
-        assert!(!upstream.running(0), "cancelled with its last subscriber");
+        assert!(!upstream.running(1), "cancelled with its last subscriber");
         let _again = sharing.follow(Some(key), upstream.start());
-        assert_eq!(upstream.starts(), 2);
+        assert_eq!(upstream.starts(), 3);
     }
 
     #[tokio::test]

@@ -62,6 +62,9 @@ pub struct WsSettings {
     pub max_connections_per_user: usize,
     /// Most anonymous subscription connections (WebSocket or multipart) open at once.
     pub max_anonymous_connections: usize,
+    /// How long a subscription's execution stays awake after a message before it
+    /// sleeps (`shared::sleeping`); `None`: it never sleeps.
+    pub sleep_after: Option<Duration>,
 }
 
 /// Open subscription connections: per signed-in user and anonymous ones (for the
@@ -720,13 +723,30 @@ impl Connection {
             extensions,
             ..
         } = request;
-        let start: shared::Start = Arc::new(move || {
+        let sleep_after = settings
+            .sleep_after
+            .filter(|_| shared::may_sleep(&query, operation_name.as_deref()));
+        // Kept as their JSON text, a tenth of their parsed size, and parsed again for
+        // each execution (which parses its document anyway).
+        let variables: Box<str> = serde_json::to_string(&variables)
+            .unwrap_or_else(|_| "{}".to_owned())
+            .into();
+        let requests: shared::Requests = Arc::new(move || {
+            let variables = serde_json::from_str(&variables).unwrap_or_default();
             let mut request = Request::new(query.clone())
-                .variables(variables.clone())
+                .variables(variables)
                 .data(auth.clone());
             request.operation_name.clone_from(&operation_name);
             request.extensions = extensions.clone();
-            shared::frames(schema.execute_stream(request), max_response_bytes)
+            request
+        });
+        let metrics = self.state.metrics.clone();
+        let start: shared::Start = Arc::new(move || match sleep_after {
+            Some(after) => shared::frames(
+                shared::sleeping(schema.clone(), requests.clone(), after, metrics.clone()),
+                max_response_bytes,
+            ),
+            None => shared::frames(schema.execute_stream(requests()), max_response_bytes),
         });
         let frames = self.state.sharing.follow(key, start);
         let (frames, handle) = abortable(operation(frames, self.state.metrics.clone()));

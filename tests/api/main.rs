@@ -44,6 +44,7 @@ mod saga_recovery;
 mod schema;
 mod search;
 mod shared_subscriptions;
+mod sleeping_subscriptions;
 mod sse;
 mod streamed;
 mod subscriptions;

@@ -1,4 +1,5 @@
-//! Identical WebSocket subscriptions share one execution (ADR 0024): what each client
+//! Identical WebSocket subscriptions share one execution (ADR 0024): the first runs
+//! alone, the second starts the execution it and every later one share. What each client
 //! receives is what it would receive alone, the same operation of different callers is
 //! never shared, and `/metrics` shows operations beside the executions serving them.
 
@@ -53,7 +54,8 @@ async fn until_position(client: &mut WsClient, id: &str, position: i64) -> Vec<(
 }
 
 #[tokio::test]
-async fn identical_subscriptions_share_one_execution_and_each_sees_state_then_every_change() {
+async fn identical_subscriptions_after_the_first_share_one_execution_and_each_sees_state_then_every_change()
+ {
     let app = spawn_app().await;
     let admin = app.as_admin();
     let product = admin.create_product("SH-1", "2.00", 10).await;
@@ -69,7 +71,8 @@ async fn identical_subscriptions_share_one_execution_and_each_sees_state_then_ev
         assert_eq!(pos(&first["position"]), created);
         clients.push(client);
     }
-    wait_for_executions(&app, 3, 1).await;
+    // The first alone, the two others on one execution.
+    wait_for_executions(&app, 3, 2).await;
 
     let mut stock = 10;
     let mut last = created;
@@ -96,11 +99,11 @@ async fn identical_subscriptions_share_one_execution_and_each_sees_state_then_ev
         "positions only grow: {got:?}"
     );
     assert_eq!(got.last(), Some(&(last, stock)), "{got:?}");
-    wait_for_executions(&app, 4, 1).await;
+    wait_for_executions(&app, 4, 2).await;
 
     // Each leaves; the others keep receiving; the last one out ends the execution.
     late.complete("late").await;
-    wait_for_executions(&app, 3, 1).await;
+    wait_for_executions(&app, 3, 2).await;
     for leaving in 0..3 {
         let resp = admin.adjust_stock(&id, 1).await;
         stock += 1;
@@ -113,8 +116,10 @@ async fn identical_subscriptions_share_one_execution_and_each_sees_state_then_ev
             );
         }
         clients[leaving].complete("p").await;
+        // The first leaves its own; then the two sharing one, one by one.
+        let executions = [1, 1, 0][leaving];
+        wait_for_executions(&app, 2 - leaving as i64, executions).await;
     }
-    wait_for_executions(&app, 0, 0).await;
 }
 
 #[tokio::test]
@@ -214,7 +219,8 @@ async fn completing_some_operations_of_a_socket_leaves_the_others_and_frees_thei
     // "b" is free again at once: reused for another product.
     client.subscribe("b", WATCH, json!({ "ids": [q] })).await;
     assert_eq!(client.next_data("b", "productUpdated").await["stock"], 20);
-    wait_for_executions(&app, 4, 2).await;
+    // "a" alone, "c" and "e" on one execution, "b" alone on its product.
+    wait_for_executions(&app, 4, 3).await;
 
     admin.adjust_stock(&p, 1).await;
     let mut got = Vec::new();
