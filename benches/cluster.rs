@@ -18,7 +18,8 @@
 //! postgres://postgres@127.0.0.1:5432/test, on which a database per part is created and
 //! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32; BENCH_PARTS, a list of
 //! `failover`, `delivery`, `throughput`, default all; BENCH_ROUNDS and BENCH_POOL for the
-//! throughput part; BENCH_ORDERGRAPH_BIN, another build of the server to run). Results go
+//! throughput part; BENCH_ORDERGRAPH_BIN, another build of the server to run;
+//! BENCH_PHASES, to print when each load phase starts and ends, for a profile). Results go
 //! to stdout and
 //! `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
@@ -238,6 +239,18 @@ async fn checkout_load(
     total as f64 / started.elapsed().as_secs_f64()
 }
 
+/// With `BENCH_PHASES` set, says on stderr when a load phase starts or ends, in seconds
+/// of the wall clock: a system-wide profile (`perf record -k CLOCK_REALTIME`) is then cut
+/// into phases with `perf report --time`.
+fn phase(what: &str, edge: &str) {
+    if std::env::var_os("BENCH_PHASES").is_some() {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        eprintln!("PHASE {what} {edge} {:.6}", now.as_secs_f64());
+    }
+}
+
 /// Parts 3 and 4 on `n` replicas with `k` saga partitions: (adjustStock/s, confirmed/s).
 async fn throughput(
     admin_url: &str,
@@ -260,8 +273,12 @@ async fn throughput(
     }
     holder_of(&http, &replicas[0], "projector:catalog").await;
     let products = products(&http, &replicas[0], PRODUCTS).await;
+    phase(&format!("adjust {n} pool {pool}"), "start");
     let adjust = adjust_load(&replicas, &products, clients, secs).await;
+    phase(&format!("adjust {n} pool {pool}"), "end");
+    phase(&format!("checkout {n} pool {pool}"), "start");
     let confirmed = checkout_load(&replicas, &products, clients, secs).await;
+    phase(&format!("checkout {n} pool {pool}"), "end");
     drop(replicas);
     drop_database(admin_url, &name).await;
     (adjust, confirmed)
