@@ -19,7 +19,8 @@
 //! subscriptions of each product (ADR 0024). `distinct` gives each subscription an
 //! operation name of its own, so none is shared, as when each customer watches an order
 //! of their own; its executions sleep between changes (ADR 0029), and `distinct-awake`
-//! is the same with `ORDERGRAPH_SLEEPING_SUBSCRIPTIONS=false`.
+//! is the same with `ORDERGRAPH_SLEEPING_SUBSCRIPTIONS=false`, `distinct-eager` with
+//! `ORDERGRAPH_SUBSCRIPTION_SLEEP_AFTER_MS=0` (each change starts an execution).
 //!
 //! The parent creates 10 products, reads the server's RSS, opens N subscriptions over
 //! N/100 WebSockets (subscription i watches product i mod 10), waits for every
@@ -122,6 +123,7 @@ async fn serve(role: &str) -> anyhow::Result<()> {
         max_connections_per_user: 100_000,
         share_subscriptions: role != "unshared",
         sleeping_subscriptions: role != "distinct-awake",
+        subscription_sleep_after_ms: if role == "distinct-eager" { 0 } else { 2_000 },
         ..Settings::default()
     };
     let app = ordergraph::Application::build(settings).await?;
@@ -235,6 +237,9 @@ enum Server {
     /// The same with `ORDERGRAPH_SLEEPING_SUBSCRIPTIONS=false`: every execution awake for
     /// its subscription's whole life.
     DistinctAwake,
+    /// The same with `ORDERGRAPH_SUBSCRIPTION_SLEEP_AFTER_MS=0`: asleep after every
+    /// message, so each change wakes (starts) an execution.
+    DistinctEager,
 }
 
 impl Server {
@@ -245,6 +250,7 @@ impl Server {
             Server::Unshared => "unshared",
             Server::Distinct => "distinct",
             Server::DistinctAwake => "distinct-awake",
+            Server::DistinctEager => "distinct-eager",
         }
     }
 
@@ -255,6 +261,9 @@ impl Server {
             Server::Unshared => "GraphQL `productUpdated`, unshared",
             Server::Distinct => "GraphQL `productUpdated`, distinct operations",
             Server::DistinctAwake => "GraphQL `productUpdated`, distinct operations, never asleep",
+            Server::DistinctEager => {
+                "GraphQL `productUpdated`, distinct operations, asleep after every message"
+            }
         }
     }
 }
@@ -413,22 +422,24 @@ fn classify(server: Server, text: &str) -> Incoming {
     };
     let id = |v: &Value| v["id"].as_str().and_then(|id| id.parse::<u32>().ok());
     match server {
-        Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake => {
-            match v["type"].as_str() {
-                Some("connection_ack") => Incoming::Ack,
-                Some("ping") => Incoming::Ping,
-                Some("next") if v["payload"]["errors"].is_null() => {
-                    let position = v["payload"]["data"]["productUpdated"]["position"]
-                        .as_str()
-                        .and_then(|p| p.parse::<i64>().ok());
-                    match (id(&v), position) {
-                        (Some(id), Some(position)) => Incoming::Next(id, position),
-                        _ => Incoming::Other,
-                    }
+        Server::Graphql
+        | Server::Unshared
+        | Server::Distinct
+        | Server::DistinctAwake
+        | Server::DistinctEager => match v["type"].as_str() {
+            Some("connection_ack") => Incoming::Ack,
+            Some("ping") => Incoming::Ping,
+            Some("next") if v["payload"]["errors"].is_null() => {
+                let position = v["payload"]["data"]["productUpdated"]["position"]
+                    .as_str()
+                    .and_then(|p| p.parse::<i64>().ok());
+                match (id(&v), position) {
+                    (Some(id), Some(position)) => Incoming::Next(id, position),
+                    _ => Incoming::Other,
                 }
-                _ => Incoming::Other,
             }
-        }
+            _ => Incoming::Other,
+        },
         Server::Echo => {
             if let Some(id) = v["watching"].as_str().and_then(|id| id.parse().ok()) {
                 return Incoming::Watching(id);
@@ -516,7 +527,7 @@ async fn open(
                 "id": i.to_string(),
                 "payload": { "query": SUBSCRIBE, "variables": { "ids": [product] } },
             }),
-            Server::Distinct | Server::DistinctAwake => json!({
+            Server::Distinct | Server::DistinctAwake | Server::DistinctEager => json!({
                 "type": "subscribe",
                 "id": i.to_string(),
                 "payload": {
@@ -757,7 +768,14 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     let pid = child.pid;
     let url = format!("http://127.0.0.1:{}/graphql", child.graphql_port);
     let ws_url = match (server, child.echo_port) {
-        (Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake, _) => {
+        (
+            Server::Graphql
+            | Server::Unshared
+            | Server::Distinct
+            | Server::DistinctAwake
+            | Server::DistinctEager,
+            _,
+        ) => {
             format!("ws://127.0.0.1:{}/graphql", child.graphql_port)
         }
         (Server::Echo, Some(port)) => format!("ws://127.0.0.1:{port}/echo"),
@@ -847,9 +865,11 @@ async fn bench(server: Server, n: usize, knobs: &Knobs) -> anyhow::Result<Row> {
     }
     let rss_loaded_kb = proc_status_kb(pid, "VmRSS:");
     let lagged = match server {
-        Server::Graphql | Server::Unshared | Server::Distinct | Server::DistinctAwake => {
-            Some(lagged_metric(&http, child.graphql_port).await?)
-        }
+        Server::Graphql
+        | Server::Unshared
+        | Server::Distinct
+        | Server::DistinctAwake
+        | Server::DistinctEager => Some(lagged_metric(&http, child.graphql_port).await?),
         Server::Echo => None,
     };
     let _ = stop_tx.send(true);
@@ -1052,6 +1072,7 @@ async fn run() -> anyhow::Result<()> {
                 "unshared" => Some(Server::Unshared),
                 "distinct" => Some(Server::Distinct),
                 "distinct-awake" => Some(Server::DistinctAwake),
+                "distinct-eager" => Some(Server::DistinctEager),
                 _ => None,
             })
             .collect();
