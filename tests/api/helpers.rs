@@ -269,6 +269,15 @@ impl TestApp {
         replica
     }
 
+    /// An unlabelled gauge of `/metrics` (0 when absent).
+    pub async fn gauge(&self, name: &str) -> i64 {
+        let text = self.get_text("/metrics").await;
+        let prefix = format!("{name} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(prefix.as_str()))
+            .map_or(0, |n| n.trim().parse().expect("a gauge is a number"))
+    }
+
     /// The body of `GET <path>` (say `/metrics`), as text.
     pub async fn get_text(&self, path: &str) -> String {
         self.http

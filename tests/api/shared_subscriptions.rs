@@ -16,23 +16,14 @@ const CART: &str = "subscription { cartUpdated { userId itemCount position } }";
 
 const EVENTS: &str = "subscription { events { position type } }";
 
-/// A gauge of `/metrics`, unlabelled.
-async fn gauge(app: &TestApp, name: &str) -> i64 {
-    let text = app.get_text("/metrics").await;
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .map_or(0, |n| n.trim().parse().expect("a gauge is a number"))
-}
-
 /// Waits until `/metrics` shows `operations` WebSocket operations served by `executions`
 /// executions.
 async fn wait_for_executions(app: &TestApp, operations: i64, executions: i64) {
     wait_until(
         &format!("{operations} operations run as {executions} executions"),
         || async {
-            let o = gauge(app, "ordergraph_websocket_operations").await;
-            let e = gauge(app, "ordergraph_subscription_executions").await;
+            let o = app.gauge("ordergraph_websocket_operations").await;
+            let e = app.gauge("ordergraph_subscription_executions").await;
             (o == operations && e == executions).then_some(())
         },
     )

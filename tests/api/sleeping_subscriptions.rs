@@ -15,18 +15,9 @@ use crate::ws_client::{WsClient, pos};
 const WATCH: &str =
     "subscription($ids: [UUID!]) { productUpdated(ids: $ids) { id sku stock position } }";
 
-/// A gauge of `/metrics`, unlabelled.
-async fn gauge(app: &TestApp, name: &str) -> i64 {
-    let text = app.get_text("/metrics").await;
-    let prefix = format!("{name} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(prefix.as_str()))
-        .map_or(0, |n| n.trim().parse().expect("a gauge is a number"))
-}
-
 async fn wait_asleep(app: &TestApp, asleep: i64) {
     wait_until(&format!("{asleep} executions asleep"), || async {
-        (gauge(app, "ordergraph_subscription_executions_asleep").await == asleep).then_some(())
+        (app.gauge("ordergraph_subscription_executions_asleep").await == asleep).then_some(())
     })
     .await;
 }
@@ -142,7 +133,7 @@ async fn a_subscription_sleeps_after_its_current_state_and_stays_awake_after_a_c
     // Leaving ends it, awake or asleep.
     client.complete("p").await;
     wait_until("no execution left", || async {
-        (gauge(&app, "ordergraph_subscription_executions").await == 0).then_some(())
+        (app.gauge("ordergraph_subscription_executions").await == 0).then_some(())
     })
     .await;
     wait_asleep(&app, 0).await;
@@ -162,7 +153,7 @@ async fn a_subscription_sleeps_after_its_current_state_and_stays_awake_after_a_c
         .assert_silent(std::time::Duration::from_millis(100))
         .await;
     assert_eq!(
-        gauge(&app, "ordergraph_subscription_executions_asleep").await,
+        app.gauge("ordergraph_subscription_executions_asleep").await,
         0
     );
 }
@@ -179,8 +170,8 @@ async fn with_sleeping_off_an_execution_runs_for_the_whole_subscription() {
     admin.adjust_stock(&id, 1).await;
     assert_eq!(client.next_data("p", "productUpdated").await["stock"], 2);
     assert_eq!(
-        gauge(&app, "ordergraph_subscription_executions_asleep").await,
+        app.gauge("ordergraph_subscription_executions_asleep").await,
         0
     );
-    assert_eq!(gauge(&app, "ordergraph_subscription_executions").await, 1);
+    assert_eq!(app.gauge("ordergraph_subscription_executions").await, 1);
 }
