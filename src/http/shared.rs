@@ -784,12 +784,12 @@ impl Drop for Sleeping {
 /// of exactly one root field, with no directive (each field that follows a view sleeps;
 /// any other runs as an execution always does).
 pub fn may_sleep(query: &str, operation_name: Option<&str>) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    let Some(operation) = operation_of(&document, operation_name) else {
-        return false;
-    };
+    Shape::of(query, operation_name, &Variables::default()).may_sleep
+}
+
+type Operation = async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>;
+
+fn sleeps(operation: &Operation) -> bool {
     operation.node.ty == OperationType::Subscription
         && matches!(
             operation.node.selection_set.node.items.as_slice(),
@@ -797,10 +797,34 @@ pub fn may_sleep(query: &str, operation_name: Option<&str>) -> bool {
         )
 }
 
+/// What the WebSocket transport needs to know of an operation, from one parse of its
+/// document: whether identical subscriptions may share its execution ([`restartable`])
+/// and whether its execution may sleep ([`may_sleep`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub restartable: bool,
+    pub may_sleep: bool,
+}
+
+impl Shape {
+    pub fn of(query: &str, operation_name: Option<&str>, variables: &Variables) -> Self {
+        let Ok(document) = async_graphql::parser::parse_query(query) else {
+            return Self::default();
+        };
+        let Some(operation) = operation_of(&document, operation_name) else {
+            return Self::default();
+        };
+        Self {
+            restartable: restartable_operation(operation, variables),
+            may_sleep: sleeps(operation),
+        }
+    }
+}
+
 fn operation_of<'a>(
     document: &'a async_graphql::parser::types::ExecutableDocument,
     operation_name: Option<&str>,
-) -> Option<&'a async_graphql::Positioned<async_graphql::parser::types::OperationDefinition>> {
+) -> Option<&'a Operation> {
     match (&document.operations, operation_name) {
         (DocumentOperations::Single(op), _) => Some(op),
         (DocumentOperations::Multiple(ops), Some(name)) => ops.get(name),
@@ -815,12 +839,10 @@ fn operation_of<'a>(
 /// sends a complete current state first (see the module's documentation). Anything not
 /// understood here is not.
 pub fn restartable(query: &str, operation_name: Option<&str>, variables: &Variables) -> bool {
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    let Some(operation) = operation_of(&document, operation_name) else {
-        return false;
-    };
+    Shape::of(query, operation_name, variables).restartable
+}
+
+fn restartable_operation(operation: &Operation, variables: &Variables) -> bool {
     if operation.node.ty != OperationType::Subscription {
         return false;
     }
@@ -857,14 +879,14 @@ pub fn restartable(query: &str, operation_name: Option<&str>, variables: &Variab
 }
 
 /// The key of identical subscriptions: who asks (`identity`) and the operation exactly
-/// as asked; `None` when the operation is not to be shared.
-pub fn key(identity: Option<&str>, request: &async_graphql::Request) -> Option<Arc<str>> {
+/// as asked; `None` when the operation is not to be shared (`shape`: the request's).
+pub fn key(
+    identity: Option<&str>,
+    request: &async_graphql::Request,
+    shape: Shape,
+) -> Option<Arc<str>> {
     let identity = identity?;
-    if !restartable(
-        &request.query,
-        request.operation_name.as_deref(),
-        &request.variables,
-    ) {
+    if !shape.restartable {
         return None;
     }
     let operation = serde_json::to_string(&(
@@ -882,6 +904,15 @@ mod tests {
     use super::*;
     use std::time::Duration;
     use tokio::sync::mpsc;
+
+    fn key_of(identity: Option<&str>, request: &async_graphql::Request) -> Option<Arc<str>> {
+        let shape = Shape::of(
+            &request.query,
+            request.operation_name.as_deref(),
+            &request.variables,
+        );
+        key(identity, request, shape)
+    }
 
     fn vars(json: serde_json::Value) -> Variables {
         Variables::from_json(json)
@@ -994,12 +1025,12 @@ mod tests {
         let b = async_graphql::Request::new(q).variables(vars(
             serde_json::json!({ "id": "00000000-0000-0000-0000-000000000002" }),
         ));
-        assert_eq!(key(Some("u1"), &a), key(Some("u1"), &a));
-        assert_ne!(key(Some("u1"), &a), key(Some("u2"), &a));
-        assert_ne!(key(Some("u1"), &a), key(Some("u1"), &b));
-        assert_eq!(key(None, &a), None);
+        assert_eq!(key_of(Some("u1"), &a), key_of(Some("u1"), &a));
+        assert_ne!(key_of(Some("u1"), &a), key_of(Some("u2"), &a));
+        assert_ne!(key_of(Some("u1"), &a), key_of(Some("u1"), &b));
+        assert_eq!(key_of(None, &a), None);
         let events = async_graphql::Request::new("subscription { events { position } }");
-        assert_eq!(key(Some("u1"), &events), None);
+        assert_eq!(key_of(Some("u1"), &events), None);
     }
 
     /// An upstream fed by hand: the test sends its frames; starts are counted.

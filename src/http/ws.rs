@@ -713,7 +713,12 @@ impl Connection {
             )),
             Auth::Invalid(_) => None,
         };
-        let key = shared::key(identity.as_deref(), &request);
+        let shape = shared::Shape::of(
+            &request.query,
+            request.operation_name.as_deref(),
+            &request.variables,
+        );
+        let key = shared::key(identity.as_deref(), &request, shape);
         let schema = self.state.schema.clone();
         let max_response_bytes = self.state.max_response_bytes;
         let Request {
@@ -723,9 +728,7 @@ impl Connection {
             extensions,
             ..
         } = request;
-        let sleep_after = settings
-            .sleep_after
-            .filter(|_| shared::may_sleep(&query, operation_name.as_deref()));
+        let sleep_after = settings.sleep_after.filter(|_| shape.may_sleep);
         // Kept as their JSON text, a tenth of their parsed size, and parsed again for
         // each execution (which parses its document anyway).
         let variables: Box<str> = serde_json::to_string(&variables)
