@@ -614,4 +614,153 @@ mod tests {
                 .is_some_and(|r| r.contains("pg_read_all_stats"))
         );
     }
+
+    /// The PostgreSQL database of `test` reached through a relay that keeps every byte
+    /// the client sends (`sent`); `None` on SQLite.
+    async fn through_a_relay(
+        test: &TestDatabase,
+    ) -> Option<(String, Arc<std::sync::Mutex<Vec<u8>>>)> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (server, name) = test.postgres.clone()?;
+        let mut url = reqwest::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
+        let upstream = format!(
+            "{}:{}",
+            url.host_str().expect("a host"),
+            url.port().unwrap_or(5432)
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let port = listener.local_addr().expect("an address").port();
+        let sent = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = sent.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = tokio::net::TcpStream::connect(&upstream)
+                    .await
+                    .expect("the server");
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_server, mut to_server) = server.into_split();
+                let kept = kept.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = from_client.read(&mut buf).await {
+                        kept.lock().expect("the bytes").extend_from_slice(&buf[..n]);
+                        if to_server.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_server, &mut to_client).await;
+                });
+            }
+        });
+        url.set_host(Some("127.0.0.1")).expect("a host");
+        url.set_port(Some(port)).expect("a port");
+        url.set_path(&format!("/{name}"));
+        url.query_pairs_mut().append_pair("sslmode", "disable");
+        Some((url.to_string(), sent))
+    }
+
+    /// A connection goes back to the pool without another round trip: sqlx pinged it on
+    /// every release, though it had just answered (ADR 0030). What the client sends
+    /// after a statement is that statement, and nothing after it.
+    #[tokio::test]
+    async fn a_connection_goes_back_to_the_pool_without_a_ping() {
+        let test = TestDatabase::new().await;
+        let Some((url, sent)) = through_a_relay(&test).await else {
+            return test.close().await;
+        };
+        let db = connect(&url, 1).await.expect("a pool through the relay");
+        db.execute_unprepared("SELECT 1").await.expect("a query");
+        // Anything the release of that connection sends has been sent by now (within
+        // `IDLE_BEFORE_PING`, so that the next acquire does not ping either).
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mark = sent.lock().expect("the bytes").len();
+
+        db.execute_unprepared("SELECT 2").await.expect("a query");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+
+        // The simple-query message of `SELECT 2`: 'Q', its length, the text and a NUL.
+        let text = b"SELECT 2\0";
+        let mut query = vec![b'Q'];
+        query.extend_from_slice(&(4 + text.len() as u32).to_be_bytes());
+        query.extend_from_slice(text);
+        let after = sent.lock().expect("the bytes")[mark..].to_vec();
+        assert_eq!(after, query, "the statement alone, no Sync ('S') after it");
+        let _ = db.close().await;
+        test.close().await;
+    }
+
+    /// A transaction dropped without a commit is rolled back as its connection goes
+    /// back to the pool, not when the connection is next used: its locks are free at
+    /// once for everyone else (the rollback sqlx queues is flushed on release).
+    #[tokio::test]
+    async fn a_dropped_transaction_is_rolled_back_as_its_connection_returns() {
+        use sea_orm::TransactionTrait as _;
+        let test = TestDatabase::new().await;
+        let Some((url, _)) = through_a_relay(&test).await else {
+            return test.close().await;
+        };
+        let db = connect(&url, 1).await.expect("a pool through the relay");
+        let key = i64::from(rand::random::<u32>());
+        let txn = db.begin().await.expect("a transaction");
+        txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
+            .await
+            .expect("the lock");
+        drop(txn);
+
+        // Another session takes the lock as soon as the rollback reached the server.
+        let free = format!("SELECT pg_try_advisory_xact_lock({key}) AS free");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let row = test
+                .db
+                .query_one_raw(sea_orm::Statement::from_string(DbBackend::Postgres, &free))
+                .await
+                .expect("a query")
+                .expect("a row");
+            if row.try_get::<bool>("", "free").expect("a flag") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the dropped transaction still holds its lock"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = db.close().await;
+        test.close().await;
+    }
+
+    /// A statement whose future is dropped midway leaves its connection fit for the
+    /// next one: its answers are read off before the connection is used again.
+    #[tokio::test]
+    async fn a_statement_abandoned_midway_leaves_its_connection_usable() {
+        let test = TestDatabase::new().await;
+        let Some((url, _)) = through_a_relay(&test).await else {
+            return test.close().await;
+        };
+        let db = connect(&url, 1).await.expect("a pool through the relay");
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            db.execute_unprepared("SELECT pg_sleep(0.5)"),
+        )
+        .await;
+        assert!(abandoned.is_err(), "the sleep outlasts its timeout");
+        for n in 0..3_i64 {
+            let row = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    DbBackend::Postgres,
+                    format!("SELECT {n}::bigint + 1 AS n"),
+                ))
+                .await
+                .expect("a query on the same connection")
+                .expect("a row");
+            assert_eq!(row.try_get::<i64>("", "n").expect("a number"), n + 1);
+        }
+        let _ = db.close().await;
+        test.close().await;
+    }
 }

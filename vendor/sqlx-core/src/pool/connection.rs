@@ -311,7 +311,15 @@ impl<DB: Database> Floating<DB, Live<DB>> {
         // returned to the pool; also of course, if it was dropped due to an error
         // this is simply a band-aid as SQLx-next connections should be able
         // to recover from cancellations
-        if let Err(error) = self.raw.ping().await {
+        //
+        // ordergraph's patch (ADR 0030): only what is pending is flushed — a rollback queued
+        // by a dropped transaction, the answers of a statement whose future was dropped —
+        // instead of a ping, which was one more round trip to the server after every
+        // statement or transaction, though the connection had just answered.
+        // `Connection::flush` waits until the server has answered all of it (PostgreSQL:
+        // `wait_until_ready`) and returns at once when nothing is pending; an error is a
+        // broken connection, closed as before.
+        if let Err(error) = self.raw.flush().await {
             tracing::warn!(
                 %error,
                 "error occurred while testing the connection on-release",
