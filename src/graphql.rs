@@ -427,6 +427,9 @@ impl Cursor {
             .decode(cursor)
             .ok()
             .and_then(|bytes| String::from_utf8(bytes).ok())
+            // No value this API puts in a cursor holds a NUL, which no database text
+            // can hold either (PostgreSQL refuses it in a statement).
+            .filter(|s| !s.contains('\0'))
             .and_then(|s| {
                 s.strip_prefix(kind)
                     .and_then(|rest| rest.strip_prefix(':'))

@@ -188,6 +188,16 @@ impl CatalogQuery {
                     "search: at most 200 characters".into(),
                 ));
             }
+            // No product's text holds one (`domain::values`), and PostgreSQL refuses a
+            // NUL in a statement: such a search is the client's mistake, said as such.
+            if search
+                .as_ref()
+                .is_some_and(|q| q.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+            {
+                return Err(AppError::BadUserInput(
+                    "search: must not contain control characters".into(),
+                ));
+            }
             let filter = CatalogFilter {
                 search,
                 in_stock_only: in_stock_only.unwrap_or(false),

@@ -269,6 +269,82 @@ async fn a_search_pages_forwards_and_backwards_like_the_whole_catalog() {
     assert_eq!(past_the_end["totalCount"], 30);
 }
 
+/// A search page's statement carries the text and the cursor as literals (ADR 0017): a
+/// cursor made up by a client, with quotes, backslashes or SQL in it, pages from where
+/// that SKU would sort like any other; a NUL, which no product's text can hold and
+/// PostgreSQL refuses in a statement, is the client's mistake (BAD_USER_INPUT), in the
+/// text or in a cursor, never UNAVAILABLE or INTERNAL.
+#[tokio::test]
+async fn made_up_cursors_and_control_characters_in_a_search_are_answered_plainly() {
+    use base64::Engine as _;
+    // Arrange
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    for sku in ["SC-A", "SC-B", "SC-C"] {
+        create(&admin, sku, "Striped scarf", "").await;
+    }
+    let cursor = |value: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("sku:{value}"))
+    };
+    let anonymous = app.anonymous();
+
+    // Act + Assert: made-up cursors page like real ones, from where they sort (each
+    // differs from the SKUs at a letter, so that any collation sorts it the same).
+    for (made_up, after) in [
+        ("SC-'", vec!["SC-A", "SC-B", "SC-C"]),
+        ("SC-A' OR '1'='1", vec!["SC-B", "SC-C"]),
+        ("SC-A\\'; DROP TABLE catalog_view; --", vec!["SC-B", "SC-C"]),
+        ("SC-B\\x", vec!["SC-C"]),
+        ("E'SC-B'", vec!["SC-A", "SC-B", "SC-C"]),
+    ] {
+        let resp = anonymous
+            .gql(
+                PAGE,
+                json!({ "first": 5, "after": cursor(made_up), "search": "striped" }),
+            )
+            .await;
+        assert_eq!(
+            skus(&data(&resp)["products"]),
+            after,
+            "after {made_up:?}: {resp}"
+        );
+        let resp = anonymous
+            .gql(
+                PAGE,
+                json!({ "last": 5, "before": cursor(made_up), "search": "striped" }),
+            )
+            .await;
+        let before: Vec<&str> = ["SC-A", "SC-B", "SC-C"]
+            .into_iter()
+            .filter(|s| !after.contains(s))
+            .collect();
+        assert_eq!(
+            skus(&data(&resp)["products"]),
+            before,
+            "before {made_up:?}: {resp}"
+        );
+    }
+    for vars in [
+        json!({ "first": 5, "search": "str\u{0}iped" }),
+        json!({ "first": 5, "search": "\u{7}" }),
+        json!({ "first": 5, "after": cursor("SC-A\u{0}"), "search": "striped" }),
+        json!({ "first": 5, "after": cursor("SC-A\u{0}") }),
+        json!({ "last": 5, "before": cursor("\u{0}"), "search": "striped" }),
+    ] {
+        let resp = anonymous.gql(PAGE, vars.clone()).await;
+        assert_eq!(
+            error_code(&resp).as_deref(),
+            Some("BAD_USER_INPUT"),
+            "{vars}: {resp}"
+        );
+    }
+    // Tabs and newlines are text a description may hold: searched, not refused.
+    let resp = anonymous
+        .gql(PAGE, json!({ "first": 5, "search": "striped\tscarf\n" }))
+        .await;
+    assert_eq!(error_code(&resp), None, "{resp}");
+}
+
 #[tokio::test]
 async fn total_count_is_exact_wherever_it_is_selected_and_optional_otherwise() {
     // Arrange
