@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
     DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, EntityTrait, IdenStatic, Iterable,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    PaginatorTrait, QueryFilter, QueryOrder, QueryResult, QuerySelect, Statement,
 };
 use uuid::Uuid;
 
@@ -397,6 +397,11 @@ fn fts5_phrase(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// A statement's error from sqlx, as SeaORM reports one (`error::unavailable` reads it).
+fn query_error(e: sea_orm::sqlx::Error) -> DbErr {
+    DbErr::Query(sea_orm::RuntimeErr::SqlxError(std::sync::Arc::new(e)))
+}
+
 /// Up to this many matches, a PostgreSQL search page reads them all and pages them in
 /// memory; from this many on it walks the SKU index (see `few_matches`).
 const SEARCH_FEW: u64 = 2_000;
@@ -415,8 +420,8 @@ const SEARCH_FEW: u64 = 2_000;
 /// statistics whether the matches were many (walk the SKU index) or few (the trigram
 /// indexes, then sort). For a text like `0990` among 100 000 SKUs it guessed a thousand
 /// matches and walked: 141 ms for a page of 21; the search bench's p99 was 420 ms.
-async fn few_matches<C: ConnectionTrait>(
-    db: &C,
+async fn few_matches(
+    db: &DatabaseConnection,
     found: &str,
     filters: &Condition,
     bound: PageBound<'_>,
@@ -439,22 +444,32 @@ async fn few_matches<C: ConnectionTrait>(
         .limit(1)
         .into_query()
         .to_string(PostgresQueryBuilder);
-    let mut values: Vec<sea_orm::Value> = Vec::new();
-    // The page's side of the cursor, the order it is read in, and the other side.
+    // The page's side of the cursor, the order it is read in, and the other side. The
+    // cursor is a literal too: the statement has no parameter (see below).
     let (side, order, beyond, n) = match bound {
         PageBound::First { n, after } => match after {
             Some(after) => {
-                values.push(after.into());
-                ("\"f\".\"sku\" > $1", "ASC", Some("\"f\".\"sku\" <= $1"), n)
+                let after = postgres_literal(after);
+                (
+                    format!("\"f\".\"sku\" > {after}"),
+                    "ASC",
+                    Some(format!("\"f\".\"sku\" <= {after}")),
+                    n,
+                )
             }
-            None => ("true", "ASC", None, n),
+            None => ("true".to_owned(), "ASC", None, n),
         },
         PageBound::Last { n, before } => match before {
             Some(before) => {
-                values.push(before.into());
-                ("\"f\".\"sku\" < $1", "DESC", Some("\"f\".\"sku\" >= $1"), n)
+                let before = postgres_literal(before);
+                (
+                    format!("\"f\".\"sku\" < {before}"),
+                    "DESC",
+                    Some(format!("\"f\".\"sku\" >= {before}")),
+                    n,
+                )
             }
-            None => ("true", "DESC", None, n),
+            None => ("true".to_owned(), "DESC", None, n),
         },
     };
     let any_beyond = match beyond {
@@ -484,13 +499,18 @@ async fn few_matches<C: ConnectionTrait>(
         limit = SEARCH_FEW + 1,
         rows = n + 1,
     );
-    let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            sql,
-            values,
-        ))
-        .await?;
+    // Sent as a simple query: one round trip, parsed and planned once. Its text differs
+    // with every search (the pattern is a literal, see `page`), so a prepared statement
+    // (sqlx prepares and caches every statement it runs) cost a second round trip to
+    // prepare it, a cached plan in the backend, and, once a connection's cache of 100
+    // was full, a `Close` of another search's statement.
+    let rows: Vec<QueryResult> = sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql))
+        .fetch_all(db.get_postgres_connection_pool())
+        .await
+        .map_err(query_error)?
+        .into_iter()
+        .map(QueryResult::from)
+        .collect();
     let Some(first) = rows.first() else {
         return Err(DbErr::RecordNotFound("no answer to a search".into()));
     };
@@ -535,8 +555,8 @@ async fn few_matches<C: ConnectionTrait>(
 ///
 /// `totalCount` (`count`) is the one figure that costs a read of every match: it is
 /// counted only when asked for, and is 0 otherwise (ADR 0017).
-pub async fn page<C: ConnectionTrait>(
-    db: &C,
+pub async fn page(
+    db: &DatabaseConnection,
     filter: &CatalogFilter,
     bound: PageBound<'_>,
     count: bool,
