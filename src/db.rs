@@ -615,11 +615,11 @@ mod tests {
         );
     }
 
-    /// The PostgreSQL database of `test` reached through a relay that keeps every byte
-    /// the client sends (`sent`); `None` on SQLite.
+    /// A pool of one connection to the PostgreSQL database of `test`, through a relay
+    /// that keeps every byte the client sends (`sent`); `None` on SQLite.
     async fn through_a_relay(
         test: &TestDatabase,
-    ) -> Option<(String, Arc<std::sync::Mutex<Vec<u8>>>)> {
+    ) -> Option<(DatabaseConnection, Arc<std::sync::Mutex<Vec<u8>>>)> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let (server, name) = test.postgres.clone()?;
         let mut url = reqwest::Url::parse(&server).expect("TEST_DATABASE_URL is a URL");
@@ -660,7 +660,10 @@ mod tests {
         url.set_port(Some(port)).expect("a port");
         url.set_path(&format!("/{name}"));
         url.query_pairs_mut().append_pair("sslmode", "disable");
-        Some((url.to_string(), sent))
+        let db = connect(url.as_str(), 1)
+            .await
+            .expect("a pool through the relay");
+        Some((db, sent))
     }
 
     /// A connection goes back to the pool without another round trip: sqlx pinged it on
@@ -669,10 +672,9 @@ mod tests {
     #[tokio::test]
     async fn a_connection_goes_back_to_the_pool_without_a_ping() {
         let test = TestDatabase::new().await;
-        let Some((url, sent)) = through_a_relay(&test).await else {
+        let Some((db, sent)) = through_a_relay(&test).await else {
             return test.close().await;
         };
-        let db = connect(&url, 1).await.expect("a pool through the relay");
         db.execute_unprepared("SELECT 1").await.expect("a query");
         // Anything the release of that connection sends has been sent by now (within
         // `IDLE_BEFORE_PING`, so that the next acquire does not ping either).
@@ -700,10 +702,9 @@ mod tests {
     async fn a_dropped_transaction_is_rolled_back_as_its_connection_returns() {
         use sea_orm::TransactionTrait as _;
         let test = TestDatabase::new().await;
-        let Some((url, _)) = through_a_relay(&test).await else {
+        let Some((db, _)) = through_a_relay(&test).await else {
             return test.close().await;
         };
-        let db = connect(&url, 1).await.expect("a pool through the relay");
         let key = i64::from(rand::random::<u32>());
         let txn = db.begin().await.expect("a transaction");
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
@@ -739,10 +740,9 @@ mod tests {
     #[tokio::test]
     async fn a_statement_abandoned_midway_leaves_its_connection_usable() {
         let test = TestDatabase::new().await;
-        let Some((url, _)) = through_a_relay(&test).await else {
+        let Some((db, _)) = through_a_relay(&test).await else {
             return test.close().await;
         };
-        let db = connect(&url, 1).await.expect("a pool through the relay");
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
             db.execute_unprepared("SELECT pg_sleep(0.5)"),
