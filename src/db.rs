@@ -763,4 +763,48 @@ mod tests {
         let _ = db.close().await;
         test.close().await;
     }
+
+    /// A connection the server closed is not handed out again: the statement that finds
+    /// it broken fails (UNAVAILABLE, as any statement in flight when a server goes away),
+    /// and the next one gets a new connection, even when the pool is used so often that no
+    /// connection ever sits idle long enough to be pinged before use (ADR 0026).
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_handed_out_again() {
+        let test = TestDatabase::new().await;
+        let Some((db, _)) = through_a_relay(&test).await else {
+            return test.close().await;
+        };
+        let pid_of = |db: DatabaseConnection| async move {
+            db.query_one_raw(sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT pg_backend_pid() AS pid",
+            ))
+            .await
+            .map(|row| row.and_then(|r| r.try_get::<i32>("", "pid").ok()))
+        };
+        let pid = pid_of(db.clone()).await.expect("a query").expect("a pid");
+        test.db
+            .execute_unprepared(&format!("SELECT pg_terminate_backend({pid}, 5000)"))
+            .await
+            .expect("the backend terminated");
+
+        // Statements one after another, never a second apart: the first may find the
+        // connection broken; a later one is answered by another backend.
+        let mut answers = Vec::new();
+        for _ in 0..5 {
+            answers.push(pid_of(db.clone()).await.ok().flatten());
+            if answers.last().is_some_and(Option::is_some) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let answered = answers.iter().flatten().last().copied();
+        assert!(
+            answered.is_some_and(|other| other != pid),
+            "answers after the backend {pid} was terminated: {answers:?}"
+        );
+        assert!(answers.len() <= 2, "at most one failure: {answers:?}");
+        let _ = db.close().await;
+        test.close().await;
+    }
 }

@@ -58,6 +58,14 @@ impl RelayHealth {
             && self.unheld().is_empty()
     }
 
+    /// The failed ticks counted so far were of projectors this replica no longer runs:
+    /// they say nothing of it any more. Without this, a replica whose projectors kept
+    /// failing until it lost their units (a database crash does both) stayed unready for
+    /// good, for no tick of its own would ever succeed to reset the count.
+    pub fn forget_failures(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+    }
+
     /// This replica's checkpoints are fresh as of now.
     pub fn fresh(&self) {
         self.last_tick_ms
@@ -125,11 +133,15 @@ struct Running<'a>(&'a Relay, &'static str);
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        self.0
+        let mut running = self
+            .0
             .running
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(self.1);
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        running.remove(self.1);
+        if running.is_empty() {
+            self.0.health.forget_failures();
+        }
     }
 }
 
@@ -478,5 +490,29 @@ fn is_transient(e: &DbErr) -> bool {
     match e {
         DbErr::Custom(text) => text.starts_with(FENCED),
         e => crate::error::unavailable(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_ticks_of_projectors_no_longer_run_leave_the_relay_healthy() {
+        let health = RelayHealth::default();
+        health.fresh();
+        assert!(health.is_healthy(Duration::from_secs(30)));
+        for _ in 0..3 {
+            health.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        assert!(
+            !health.is_healthy(Duration::from_secs(30)),
+            "three failed ticks"
+        );
+        // The last projector stopped (its unit moved elsewhere); the backstop keeps the
+        // checkpoints fresh.
+        health.forget_failures();
+        health.fresh();
+        assert!(health.is_healthy(Duration::from_secs(30)));
     }
 }
