@@ -521,9 +521,16 @@ mod tests {
         (sample("count") as u64, sample("sum"))
     }
 
+    /// Held by the test that counts a pool's acquires and by this module's tests that
+    /// make pools of their own through a relay: run beside them, the count missed every
+    /// acquire of its pool in one to four runs of ten (cause not pinned; never in ten
+    /// runs without them).
+    static POOL_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
     #[tokio::test]
     async fn a_wait_for_the_connection_is_counted_in_its_own_pool_alone() {
         use sea_orm::TransactionTrait as _;
+        let _alone = POOL_TESTS.lock().await;
         use std::sync::atomic::{AtomicBool, Ordering};
         use tracing_subscriber::layer::SubscriberExt as _;
         // Arrange: the layer the service installs, on this test's thread (a
@@ -671,6 +678,10 @@ mod tests {
     /// after a statement is that statement, and nothing after it.
     #[tokio::test]
     async fn a_connection_goes_back_to_the_pool_without_a_ping() {
+        if std::env::var("TEST_DATABASE_URL").is_err() {
+            return; // PostgreSQL's wire protocol only.
+        }
+        let _alone = POOL_TESTS.lock().await;
         let test = TestDatabase::new().await;
         let Some((db, sent)) = through_a_relay(&test).await else {
             return test.close().await;
@@ -701,6 +712,10 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_transaction_is_rolled_back_as_its_connection_returns() {
         use sea_orm::TransactionTrait as _;
+        if std::env::var("TEST_DATABASE_URL").is_err() {
+            return; // PostgreSQL's wire protocol only.
+        }
+        let _alone = POOL_TESTS.lock().await;
         let test = TestDatabase::new().await;
         let Some((db, _)) = through_a_relay(&test).await else {
             return test.close().await;
@@ -739,6 +754,10 @@ mod tests {
     /// next one: its answers are read off before the connection is used again.
     #[tokio::test]
     async fn a_statement_abandoned_midway_leaves_its_connection_usable() {
+        if std::env::var("TEST_DATABASE_URL").is_err() {
+            return; // PostgreSQL's wire protocol only.
+        }
+        let _alone = POOL_TESTS.lock().await;
         let test = TestDatabase::new().await;
         let Some((db, _)) = through_a_relay(&test).await else {
             return test.close().await;
@@ -770,6 +789,10 @@ mod tests {
     /// connection ever sits idle long enough to be pinged before use (ADR 0026).
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_handed_out_again() {
+        if std::env::var("TEST_DATABASE_URL").is_err() {
+            return; // PostgreSQL's wire protocol only.
+        }
+        let _alone = POOL_TESTS.lock().await;
         let test = TestDatabase::new().await;
         let Some((db, _)) = through_a_relay(&test).await else {
             return test.close().await;
