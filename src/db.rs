@@ -622,6 +622,37 @@ mod tests {
         );
     }
 
+    /// A test of PostgreSQL's wire protocol: a fresh database, and a pool of one
+    /// connection to it through a relay that keeps every byte the client sends. Holds
+    /// `POOL_TESTS` while it lives.
+    struct Relayed {
+        test: TestDatabase,
+        db: DatabaseConnection,
+        sent: Arc<std::sync::Mutex<Vec<u8>>>,
+        _alone: tokio::sync::MutexGuard<'static, ()>,
+    }
+
+    impl Relayed {
+        /// `None` on SQLite (no pool is made there).
+        async fn new() -> Option<Relayed> {
+            std::env::var("TEST_DATABASE_URL").ok()?;
+            let alone = POOL_TESTS.lock().await;
+            let test = TestDatabase::new().await;
+            let (db, sent) = through_a_relay(&test).await?;
+            Some(Relayed {
+                test,
+                db,
+                sent,
+                _alone: alone,
+            })
+        }
+
+        async fn close(self) {
+            let _ = self.db.close().await;
+            self.test.close().await;
+        }
+    }
+
     /// A pool of one connection to the PostgreSQL database of `test`, through a relay
     /// that keeps every byte the client sends (`sent`); `None` on SQLite.
     async fn through_a_relay(
@@ -678,14 +709,10 @@ mod tests {
     /// after a statement is that statement, and nothing after it.
     #[tokio::test]
     async fn a_connection_goes_back_to_the_pool_without_a_ping() {
-        if std::env::var("TEST_DATABASE_URL").is_err() {
-            return; // PostgreSQL's wire protocol only.
-        }
-        let _alone = POOL_TESTS.lock().await;
-        let test = TestDatabase::new().await;
-        let Some((db, sent)) = through_a_relay(&test).await else {
-            return test.close().await;
+        let Some(relayed) = Relayed::new().await else {
+            return;
         };
+        let (db, sent) = (&relayed.db, &relayed.sent);
         db.execute_unprepared("SELECT 1").await.expect("a query");
         // Anything the release of that connection sends has been sent by now (within
         // `IDLE_BEFORE_PING`, so that the next acquire does not ping either).
@@ -702,8 +729,7 @@ mod tests {
         query.extend_from_slice(text);
         let after = sent.lock().expect("the bytes")[mark..].to_vec();
         assert_eq!(after, query, "the statement alone, no Sync ('S') after it");
-        let _ = db.close().await;
-        test.close().await;
+        relayed.close().await;
     }
 
     /// A transaction dropped without a commit is rolled back as its connection goes
@@ -712,14 +738,10 @@ mod tests {
     #[tokio::test]
     async fn a_dropped_transaction_is_rolled_back_as_its_connection_returns() {
         use sea_orm::TransactionTrait as _;
-        if std::env::var("TEST_DATABASE_URL").is_err() {
-            return; // PostgreSQL's wire protocol only.
-        }
-        let _alone = POOL_TESTS.lock().await;
-        let test = TestDatabase::new().await;
-        let Some((db, _)) = through_a_relay(&test).await else {
-            return test.close().await;
+        let Some(relayed) = Relayed::new().await else {
+            return;
         };
+        let (test, db) = (&relayed.test, &relayed.db);
         let key = i64::from(rand::random::<u32>());
         let txn = db.begin().await.expect("a transaction");
         txn.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({key})"))
@@ -746,22 +768,17 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let _ = db.close().await;
-        test.close().await;
+        relayed.close().await;
     }
 
     /// A statement whose future is dropped midway leaves its connection fit for the
     /// next one: its answers are read off before the connection is used again.
     #[tokio::test]
     async fn a_statement_abandoned_midway_leaves_its_connection_usable() {
-        if std::env::var("TEST_DATABASE_URL").is_err() {
-            return; // PostgreSQL's wire protocol only.
-        }
-        let _alone = POOL_TESTS.lock().await;
-        let test = TestDatabase::new().await;
-        let Some((db, _)) = through_a_relay(&test).await else {
-            return test.close().await;
+        let Some(relayed) = Relayed::new().await else {
+            return;
         };
+        let db = &relayed.db;
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
             db.execute_unprepared("SELECT pg_sleep(0.5)"),
@@ -779,8 +796,7 @@ mod tests {
                 .expect("a row");
             assert_eq!(row.try_get::<i64>("", "n").expect("a number"), n + 1);
         }
-        let _ = db.close().await;
-        test.close().await;
+        relayed.close().await;
     }
 
     /// A connection the server closed is not handed out again: the statement that finds
@@ -789,14 +805,10 @@ mod tests {
     /// connection ever sits idle long enough to be pinged before use (ADR 0026).
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_handed_out_again() {
-        if std::env::var("TEST_DATABASE_URL").is_err() {
-            return; // PostgreSQL's wire protocol only.
-        }
-        let _alone = POOL_TESTS.lock().await;
-        let test = TestDatabase::new().await;
-        let Some((db, _)) = through_a_relay(&test).await else {
-            return test.close().await;
+        let Some(relayed) = Relayed::new().await else {
+            return;
         };
+        let (test, db) = (&relayed.test, &relayed.db);
         let pid_of = |db: DatabaseConnection| async move {
             db.query_one_raw(sea_orm::Statement::from_string(
                 DbBackend::Postgres,
@@ -827,7 +839,6 @@ mod tests {
             "answers after the backend {pid} was terminated: {answers:?}"
         );
         assert!(answers.len() <= 2, "at most one failure: {answers:?}");
-        let _ = db.close().await;
-        test.close().await;
+        relayed.close().await;
     }
 }
