@@ -23,6 +23,13 @@ impl ValidationError {
     }
 }
 
+/// Whether `text` holds a control character that no text of the shop may hold (tabs
+/// and newlines may).
+pub fn has_control_characters(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+}
+
 fn bounded_text(
     field: &'static str,
     raw: &str,
@@ -40,10 +47,7 @@ fn bounded_text(
             format!("must be at most {max} characters"),
         ));
     }
-    if trimmed
-        .chars()
-        .any(|c| c.is_control() && c != '\n' && c != '\t')
-    {
+    if has_control_characters(trimmed) {
         return Err(ValidationError::new(
             field,
             "must not contain control characters",

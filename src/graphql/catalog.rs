@@ -191,8 +191,8 @@ impl CatalogQuery {
             // No product's text holds one (`domain::values`), and PostgreSQL refuses a
             // NUL in a statement: such a search is the client's mistake, said as such.
             if search
-                .as_ref()
-                .is_some_and(|q| q.chars().any(|c| c.is_control() && c != '\n' && c != '\t'))
+                .as_deref()
+                .is_some_and(crate::domain::values::has_control_characters)
             {
                 return Err(AppError::BadUserInput(
                     "search: must not contain control characters".into(),
