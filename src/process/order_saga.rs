@@ -350,6 +350,42 @@ struct Part {
     checkpoint: String,
     fence: Fence,
     settled: Settled,
+    letters: Letters,
+}
+
+/// What a partition knows of its dead letters between two reads of them. Only the
+/// partition that holds an order's partition records its first failure (an admin can
+/// only make a parked order due again), so once a read found none, there is none until
+/// this run records one.
+#[derive(Default)]
+struct Letters {
+    /// The last read found none, and this run recorded none since.
+    none: std::sync::atomic::AtomicBool,
+    /// This run recorded a first failure since the last read: read them again.
+    recorded: std::sync::atomic::AtomicBool,
+}
+
+impl Letters {
+    fn none(&self) -> bool {
+        self.none.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn recorded(&self) {
+        self.none.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.recorded
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether one was recorded since the last read; the next read starts now.
+    fn take_recorded(&self) -> bool {
+        self.recorded
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn read(&self, summary: &super::dead_letters::Summary) {
+        let none = summary.retrying == 0 && summary.parked == 0;
+        self.none.store(none, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// The most settled orders a partition remembers; past that it forgets them all at once
@@ -437,6 +473,7 @@ impl OrderSaga {
             checkpoint: checkpoint_name(partition),
             fence,
             settled: Settled::default(),
+            letters: Letters::default(),
         };
         let mut shutdown = part.fence.stop_signal();
         let mut wakeup = self.wakeup.clone();
@@ -496,11 +533,11 @@ impl OrderSaga {
     }
 
     /// Handles the new events, then the retries that are due; returns when the next
-    /// retry is due. The dead letters are read again only when this partition handled an
-    /// order, a retry falls due, the admin changed one here, or [`DEAD_LETTERS_POLL`]
-    /// has passed (an admin's change through another replica):
-    /// a commit of any other kind (a stock change) wakes every partition, and must not
-    /// cost each of them three queries.
+    /// retry is due. The dead letters are read again only when this partition recorded
+    /// one, a retry falls due, the admin changed one here, or [`DEAD_LETTERS_POLL`] has
+    /// passed (an admin's change through another replica): every commit wakes every
+    /// partition, and an order handled without a failure changes none of them, so it
+    /// must not cost each partition two queries.
     async fn tick(
         &self,
         part: &Part,
@@ -509,15 +546,17 @@ impl OrderSaga {
         dead: &mut DeadLetterView,
         polled: bool,
     ) -> Result<Option<DateTime<Utc>>, SagaError> {
-        let handled = self.follow_log(part, checkpoint, shutdown, polled).await?;
+        self.follow_log(part, checkpoint, shutdown, polled).await?;
         let changes = self.dead_letters.changes();
         let stale = dead.read_at.is_none_or(|at| {
             at.elapsed() >= self.poll.max(DEAD_LETTERS_POLL) || changes != dead.changes
         });
-        if handled || stale || dead.next_due.is_some_and(|due| due <= Utc::now()) {
+        let recorded = part.letters.take_recorded();
+        if recorded || stale || dead.next_due.is_some_and(|due| due <= Utc::now()) {
             dead.changes = changes;
             self.retry_due(part, shutdown).await?;
             let summary = self.dead_letters.summary(part.partition).await?;
+            part.letters.read(&summary);
             self.metrics
                 .saga_dead_letters(summary.retrying, summary.parked);
             dead.next_due = summary.next_due;
@@ -526,21 +565,20 @@ impl OrderSaga {
         Ok(dead.next_due)
     }
 
-    /// Handles the events up to the horizon; whether one of them was this partition's.
-    /// A poll (`polled`) takes a horizon another reader read within the poll interval.
+    /// Handles the events up to the horizon. A poll (`polled`) takes a horizon another
+    /// reader read within the poll interval.
     async fn follow_log(
         &self,
         part: &Part,
         checkpoint: &mut i64,
         shutdown: &watch::Receiver<bool>,
         polled: bool,
-    ) -> Result<bool, SagaError> {
+    ) -> Result<(), SagaError> {
         let horizon = if polled {
             self.log.horizon_polled(*checkpoint, self.poll).await?
         } else {
             self.log.horizon(*checkpoint).await?
         };
-        let mut handled = false;
         while *checkpoint < horizon {
             let span = Span::new(*checkpoint, horizon)
                 .of_types(&[Order::STREAM_TYPE, Payment::STREAM_TYPE]);
@@ -550,7 +588,7 @@ impl OrderSaga {
                 if *shutdown.borrow() {
                     return Err(SagaError::Stopping);
                 }
-                handled |= self.handle(part, event).await?;
+                self.handle(part, event).await?;
                 *checkpoint = event.position;
             }
             // Past the last order or payment event nothing needs the saga: advance in
@@ -561,26 +599,25 @@ impl OrderSaga {
                 self.retry_due(part, shutdown).await?;
             }
         }
-        Ok(handled)
+        Ok(())
     }
 
     /// Handles one event and moves the checkpoint past it; an error only when the whole
-    /// saga must stop or back off. Whether the event was this partition's.
-    async fn handle(&self, part: &Part, event: &events::Model) -> Result<bool, SagaError> {
+    /// saga must stop or back off.
+    async fn handle(&self, part: &Part, event: &events::Model) -> Result<(), SagaError> {
         let (order_id, unreadable) = self.order_of(event).await?;
         if !part.partition.owns(order_id) {
             // Another partition's order: its checkpoint moves past it in memory only,
             // like a view's past an event it does not want.
-            return Ok(false);
+            return Ok(());
         }
         if unreadable.is_none() && part.settled.covers(order_id, event) {
             // Seen by the last reconciliation, which found nothing to do: so would this
             // one. In memory only, as above; after a restart it is reconciled again.
-            return Ok(false);
+            return Ok(());
         }
         part.settled.forget(order_id);
-        self.handle_own(part, order_id, unreadable, event).await?;
-        Ok(true)
+        self.handle_own(part, order_id, unreadable, event).await
     }
 
     async fn handle_own(
@@ -590,7 +627,8 @@ impl OrderSaga {
         unreadable: Option<SagaError>,
         event: &events::Model,
     ) -> Result<(), SagaError> {
-        if self.dead_letters.find(order_id).await?.is_some() {
+        // Known to have none: no look-up (most orders never fail).
+        if !part.letters.none() && self.dead_letters.find(order_id).await?.is_some() {
             // Retrying or parked: its next attempt takes the whole state, this event's
             // change included.
             tracing::debug!(%order_id, position = event.position, "event of an order with a dead letter");
@@ -615,6 +653,7 @@ impl OrderSaga {
         let next = self.retry.next(verdict, 1, now, rand::random());
         let text = describe(&error);
         part.fence.check()?;
+        part.letters.recorded();
         self.dead_letters
             .record_first(
                 &part.checkpoint,
@@ -1010,6 +1049,28 @@ mod tests {
             settled.note(Uuid::from_u128(i), 1, 1);
             assert!(settled.lock().len() <= SETTLED_ORDERS);
         }
+    }
+
+    #[test]
+    fn a_partition_looks_up_dead_letters_only_after_a_read_found_some_or_it_recorded_one() {
+        use super::super::dead_letters::Summary;
+        let letters = Letters::default();
+        assert!(!letters.none(), "before the first read, it does not know");
+        letters.read(&Summary::default());
+        assert!(letters.none(), "a read that found none");
+        assert!(!letters.take_recorded());
+        letters.recorded();
+        assert!(!letters.none(), "it recorded one since");
+        assert!(letters.take_recorded(), "so it reads them again");
+        assert!(!letters.take_recorded(), "once");
+        letters.read(&Summary {
+            retrying: 0,
+            parked: 1,
+            next_due: None,
+        });
+        assert!(!letters.none(), "a parked order is one");
+        letters.read(&Summary::default());
+        assert!(letters.none(), "and when it is resolved, none again");
     }
 
     fn placed() -> OrderEvent {
