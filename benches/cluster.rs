@@ -19,9 +19,10 @@
 //! dropped; BENCH_SECS=5; BENCH_KILLS=10; BENCH_CLIENTS=32; BENCH_PARTS, a list of
 //! `failover`, `delivery`, `throughput`, default all; BENCH_ROUNDS and BENCH_POOL for the
 //! throughput part; BENCH_ORDERGRAPH_BIN, another build of the server to run;
-//! BENCH_PHASES, to print when each load phase starts and ends, for a profile). Results go
-//! to stdout and
-//! `target/bench-cluster.md`.
+//! BENCH_PHASES, to print when each load phase starts and ends, for a profile;
+//! BENCH_VIEWS_TOGETHER, to start every replica but the first with `ORDERGRAPH_ROLES=api,
+//! saga,publisher`, so that the first holds every view's projector). Results go to stdout
+//! and `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/replicas.rs"]
@@ -269,6 +270,11 @@ async fn throughput(
     ];
     let mut replicas = Vec::new();
     for i in 0..n {
+        let mut env = env.to_vec();
+        // All the views on one replica: they share its reads of the log, as on one.
+        if i > 0 && std::env::var_os("BENCH_VIEWS_TOGETHER").is_some() {
+            env.push(("ORDERGRAPH_ROLES", "api,saga,publisher".to_owned()));
+        }
         replicas.push(Replica::start(&db, dir.path(), &format!("r{i}"), &env).await);
     }
     holder_of(&http, &replicas[0], "projector:catalog").await;
