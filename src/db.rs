@@ -753,13 +753,12 @@ mod tests {
         let free = format!("SELECT pg_try_advisory_xact_lock({key}) AS free");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let row = test
-                .db
-                .query_one_raw(sea_orm::Statement::from_string(DbBackend::Postgres, &free))
+            let statement = sea_orm::Statement::from_string(DbBackend::Postgres, &free);
+            if scalar::<bool>(&test.db, statement, "free")
                 .await
                 .expect("a query")
-                .expect("a row");
-            if row.try_get::<bool>("", "free").expect("a flag") {
+                .expect("a flag")
+            {
                 break;
             }
             assert!(
@@ -786,15 +785,14 @@ mod tests {
         .await;
         assert!(abandoned.is_err(), "the sleep outlasts its timeout");
         for n in 0..3_i64 {
-            let row = db
-                .query_one_raw(sea_orm::Statement::from_string(
-                    DbBackend::Postgres,
-                    format!("SELECT {n}::bigint + 1 AS n"),
-                ))
+            let statement = sea_orm::Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT {n}::bigint + 1 AS n"),
+            );
+            let next = scalar::<i64>(db, statement, "n")
                 .await
-                .expect("a query on the same connection")
-                .expect("a row");
-            assert_eq!(row.try_get::<i64>("", "n").expect("a number"), n + 1);
+                .expect("a query on the same connection");
+            assert_eq!(next, Some(n + 1));
         }
         relayed.close().await;
     }
@@ -810,12 +808,11 @@ mod tests {
         };
         let (test, db) = (&relayed.test, &relayed.db);
         let pid_of = |db: DatabaseConnection| async move {
-            db.query_one_raw(sea_orm::Statement::from_string(
+            let statement = sea_orm::Statement::from_string(
                 DbBackend::Postgres,
                 "SELECT pg_backend_pid() AS pid",
-            ))
-            .await
-            .map(|row| row.and_then(|r| r.try_get::<i32>("", "pid").ok()))
+            );
+            scalar::<i32>(&db, statement, "pid").await
         };
         let pid = pid_of(db.clone()).await.expect("a query").expect("a pid");
         test.db
