@@ -93,18 +93,18 @@ const CREATE_PRODUCT: &str = "mutation Create($sku: String!, $stock: Int!) { cre
 // The statements of one adjustStock transaction, in the order src/write.rs issues them
 // (`UnitOfWork::handle`: lock the stream, load it, then event_store::append, then
 // update_write_tables). PostgreSQL: BEGIN; SELECT pg_advisory_xact_lock (the stream's
-// lock against other processes, `write::lock_streams`); SELECT its latest snapshot; SELECT
-// the events after it (`event_store::fold`); INSERT … RETURNING; UPDATE … RETURNING;
-// COMMIT (SeaORM uses RETURNING on PostgreSQL).
+// lock against other processes, `write::lock_streams`); SELECT its latest snapshot and the
+// events after it in one statement (`event_store::fold`, the same text on both
+// databases, numbered for PostgreSQL); INSERT … RETURNING; UPDATE … RETURNING; COMMIT
+// (SeaORM uses RETURNING on PostgreSQL).
 const PG_STREAM_LOCK: &str = "SELECT pg_advisory_xact_lock($1, $2)";
-const PG_LOAD_SNAPSHOT: &str = r#"SELECT "snapshots"."stream_id", "snapshots"."version", "snapshots"."stream_type", "snapshots"."state_version", "snapshots"."state", "snapshots"."position", "snapshots"."recorded_at" FROM "snapshots" WHERE "snapshots"."stream_id" = $1 AND "snapshots"."stream_type" = $2 AND "snapshots"."state_version" = $3 ORDER BY "snapshots"."version" DESC LIMIT $4"#;
-const PG_LOAD_STREAM: &str = r#"SELECT "events"."position", "events"."stream_id", "events"."stream_type", "events"."version", "events"."event_type", "events"."event_version", "events"."data", "events"."metadata", "events"."recorded_at" FROM "events" WHERE "events"."stream_id" = $1 AND "events"."stream_type" = $2 AND "events"."version" > $3 ORDER BY "events"."version" ASC"#;
+const PG_LOAD_STREAM: &str = r#"WITH "s0" AS (SELECT "version", "state", "position" FROM "snapshots" WHERE "stream_id" = $1 AND "stream_type" = $2 AND "state_version" = $3 ORDER BY "version" DESC LIMIT 1) SELECT 0 AS "stream", 0 AS "part", "version", "position", NULL AS "event_type", NULL AS "event_version", "state" AS "data" FROM "s0" UNION ALL SELECT 0, 1, "version", "position", "event_type", "event_version", "data" FROM (SELECT "version", "position", "event_type", "event_version", "data" FROM "events" WHERE "stream_id" = $4 AND "stream_type" = $5 AND "version" > COALESCE((SELECT "version" FROM "s0"), 0) ORDER BY "version") AS "e0""#;
 const PG_INSERT_EVENT: &str = r#"INSERT INTO "events" ("stream_id", "stream_type", "version", "event_type", "event_version", "data", "metadata", "recorded_at") VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING "position""#;
 const PG_UPDATE_PRODUCT: &str = r#"UPDATE "products" SET "sku" = $1, "name" = $2, "description" = $3, "price_cents" = $4, "stock" = $5, "status" = $6, "version" = $7, "updated_at" = $8 WHERE "products"."id" = $9 RETURNING "id", "sku", "name", "description", "price_cents", "stock", "status", "version", "updated_at""#;
 // SQLite: BEGIN IMMEDIATE (behind the process's write gate); SELECT the latest snapshot and
 // the events after it (one statement on SQLite, `event_store::fold`); INSERT; UPDATE;
 // SELECT the updated row (SeaORM's UpdateOne reads it back when RETURNING is off); COMMIT.
-const SQLITE_LOAD_STREAM: &str = r#"WITH "s" AS (SELECT "version", "state", "position" FROM "snapshots" WHERE "stream_id" = ? AND "stream_type" = ? AND "state_version" = ? ORDER BY "version" DESC LIMIT 1) SELECT 0 AS "part", "version", "position", NULL AS "event_type", NULL AS "event_version", "state" AS "data" FROM "s" UNION ALL SELECT 1, "version", "position", "event_type", "event_version", "data" FROM "events" WHERE "stream_id" = ? AND "stream_type" = ? AND "version" > COALESCE((SELECT "version" FROM "s"), 0) ORDER BY 1, 2"#;
+const SQLITE_LOAD_STREAM: &str = r#"WITH "s0" AS (SELECT "version", "state", "position" FROM "snapshots" WHERE "stream_id" = ? AND "stream_type" = ? AND "state_version" = ? ORDER BY "version" DESC LIMIT 1) SELECT 0 AS "stream", 0 AS "part", "version", "position", NULL AS "event_type", NULL AS "event_version", "state" AS "data" FROM "s0" UNION ALL SELECT 0, 1, "version", "position", "event_type", "event_version", "data" FROM (SELECT "version", "position", "event_type", "event_version", "data" FROM "events" WHERE "stream_id" = ? AND "stream_type" = ? AND "version" > COALESCE((SELECT "version" FROM "s0"), 0) ORDER BY "version") AS "e0""#;
 const SQLITE_INSERT_EVENT: &str = r#"INSERT INTO "events" ("stream_id", "stream_type", "version", "event_type", "event_version", "data", "metadata", "recorded_at") VALUES (?, ?, ?, ?, ?, ?, ?, ?)"#;
 const SQLITE_UPDATE_PRODUCT: &str = r#"UPDATE "products" SET "sku" = ?, "name" = ?, "description" = ?, "price_cents" = ?, "stock" = ?, "status" = ?, "version" = ?, "updated_at" = ? WHERE "products"."id" = ?"#;
 const SQLITE_FIND_PRODUCT: &str = r#"SELECT "products"."id", "products"."sku", "products"."name", "products"."description", "products"."price_cents", "products"."stock", "products"."status", "products"."version", "products"."updated_at" FROM "products" WHERE "products"."id" = ? LIMIT ?"#;
@@ -961,6 +961,7 @@ macro_rules! fold_stream {
     ($rows:expr) => {{
         let mut state = Product::default();
         for row in &$rows {
+            let _stream: i32 = row.try_get("stream")?;
             let part: i32 = row.try_get("part")?;
             let _version: i64 = row.try_get("version")?;
             let _position: i64 = row.try_get("position")?;
@@ -1036,42 +1037,15 @@ async fn attempt_postgres(pool: &PgPool, id: Uuid) -> Result<(), RawError> {
         .bind(stream_lock_key(id))
         .execute(&mut *tx)
         .await?;
-    let snapshot = sqlx::query(PG_LOAD_SNAPSHOT)
-        .bind(id)
-        .bind(Product::STREAM_TYPE)
-        .bind(Product::STATE_VERSION)
-        .bind(1_i64)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let (mut state, after) = match snapshot {
-        Some(row) => {
-            let state: Value = row.try_get("state")?;
-            let state: Product = serde_json::from_value(state)
-                .map_err(|e| RawError::Other(format!("snapshot does not read: {e}")))?;
-            (state, row.try_get::<i64, _>("version")?)
-        }
-        None => (Product::default(), 0),
-    };
     let rows = sqlx::query(PG_LOAD_STREAM)
         .bind(id)
         .bind(Product::STREAM_TYPE)
-        .bind(after)
+        .bind(Product::STATE_VERSION)
+        .bind(id)
+        .bind(Product::STREAM_TYPE)
         .fetch_all(&mut *tx)
         .await?;
-    for row in &rows {
-        let _position: i64 = row.try_get("position")?;
-        let _stream_id: Uuid = row.try_get("stream_id")?;
-        let _stream_type: String = row.try_get("stream_type")?;
-        let _version: i64 = row.try_get("version")?;
-        let event_type: String = row.try_get("event_type")?;
-        let event_version: i32 = row.try_get("event_version")?;
-        let data: Value = row.try_get("data")?;
-        let _metadata: Value = row.try_get("metadata")?;
-        let _recorded_at: DateTime<Utc> = row.try_get("recorded_at")?;
-        let event: ProductEvent = event_store::decode(&event_type, event_version, &data)
-            .map_err(|e| RawError::Other(format!("event does not decode: {e}")))?;
-        state = state.apply(&event);
-    }
+    let state = fold_stream!(rows);
     let d = decide(state)?;
     let inserted = sqlx::query_scalar::<_, i64>(PG_INSERT_EVENT)
         .bind(id)

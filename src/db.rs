@@ -404,6 +404,27 @@ where
     Ok(())
 }
 
+/// `sql` written with SQLite's `?` placeholders, numbered `$1`, `$2`, … for PostgreSQL:
+/// one text for both databases where each value is bound once per `?`. The text must hold
+/// no `?` other than placeholders (no string literal or operator with one).
+pub fn numbered(backend: sea_orm::DbBackend, sql: &str) -> String {
+    if backend != sea_orm::DbBackend::Postgres {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push('$');
+            out.push_str(&n.to_string());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// The `column` of the first row `statement` returns (a count, a setting), or `None`
 /// when it returns no row.
 pub async fn scalar<T: sea_orm::TryGetable>(
@@ -496,6 +517,16 @@ mod tests {
         let options = pool_options("sqlite::memory:", 2);
         assert_eq!(options.get_idle_timeout(), Some(None));
         assert_eq!(options.get_max_lifetime(), Some(None));
+    }
+
+    #[test]
+    fn placeholders_are_numbered_for_postgres_only() {
+        let sql = "SELECT a FROM t WHERE b = ? AND c IN (?, ?)";
+        assert_eq!(
+            numbered(sea_orm::DbBackend::Postgres, sql),
+            "SELECT a FROM t WHERE b = $1 AND c IN ($2, $3)"
+        );
+        assert_eq!(numbered(sea_orm::DbBackend::Sqlite, sql), sql);
     }
 
     #[test]

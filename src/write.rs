@@ -121,15 +121,33 @@ pub async fn lock_streams(txn: &DatabaseTransaction, streams: &[Uuid]) -> Result
     let mut keys: Vec<i32> = streams.iter().map(|s| stream_lock_key(*s)).collect();
     keys.sort_unstable();
     keys.dedup();
-    for key in keys {
-        txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+    if keys.is_empty() {
+        return Ok(());
+    }
+    txn.execute_raw(lock_statement(&keys)).await?;
+    Ok(())
+}
+
+/// One statement that takes the advisory locks `keys` (sorted) one after the other, in
+/// that order: a multi-stream command (a checkout, a reservation) waits for each in one
+/// round trip. A `VALUES` list is scanned in the order it is written, and each row's
+/// lock is taken as that row is produced.
+fn lock_statement(keys: &[i32]) -> sea_orm::Statement {
+    if let [key] = keys {
+        return sea_orm::Statement::from_sql_and_values(
             DbBackend::Postgres,
             "SELECT pg_advisory_xact_lock($1, $2)",
-            [STREAM_LOCKS.into(), key.into()],
-        ))
-        .await?;
+            [STREAM_LOCKS.into(), (*key).into()],
+        );
     }
-    Ok(())
+    let rows: Vec<String> = (0..keys.len()).map(|i| format!("(${})", i + 2)).collect();
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock($1, k) FROM (VALUES {}) AS s(k)",
+        rows.join(", ")
+    );
+    let mut values: Vec<sea_orm::Value> = vec![STREAM_LOCKS.into()];
+    values.extend(keys.iter().map(|k| sea_orm::Value::from(*k)));
+    sea_orm::Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
 }
 
 /// The 32-bit key of a stream's advisory lock.
@@ -974,6 +992,34 @@ impl Writer {
         }
         uow.txn.commit().await?;
         Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod lock_tests {
+    use super::{STREAM_LOCKS, lock_statement};
+
+    /// One stream: the plain call; several: one statement, the keys in the order given
+    /// (sorted by the caller), after the namespace key.
+    #[test]
+    fn the_locks_of_a_command_are_taken_in_one_statement_in_key_order() {
+        let one = lock_statement(&[7]);
+        assert_eq!(one.sql, "SELECT pg_advisory_xact_lock($1, $2)");
+        let three = lock_statement(&[-4, 7, 9]);
+        assert_eq!(
+            three.sql,
+            "SELECT pg_advisory_xact_lock($1, k) FROM (VALUES ($2), ($3), ($4)) AS s(k)"
+        );
+        let values: Vec<sea_orm::Value> = three.values.expect("bound").0;
+        assert_eq!(
+            values,
+            vec![
+                STREAM_LOCKS.into(),
+                (-4i32).into(),
+                7i32.into(),
+                9i32.into()
+            ]
+        );
     }
 }
 

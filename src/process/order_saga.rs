@@ -671,11 +671,18 @@ impl OrderSaga {
     }
 
     /// Moves the partition's stored checkpoint past the event at `position`, under both
-    /// fences: the token (checked again just before the commit) and the row, locked, which
-    /// must not be at or past `position` already (another holder handled it: stop).
+    /// fences: the token (checked just before the statement that moves it) and the row,
+    /// which must not be at or past `position` already (another holder handled it: stop).
+    /// Nearly always one statement; a transaction that locks the row tells "overtaken"
+    /// from "no row yet" when it did not move.
     async fn advance(&self, part: &Part, position: i64) -> Result<(), SagaError> {
         part.fence.check()?;
         let _gate = self.gate.enter_views().await;
+        // The common case in one statement: the row is behind `position` and moves.
+        if checkpoints::advance_past(&self.db, &part.checkpoint, position).await? {
+            return Ok(());
+        }
+        // It did not move: overtaken (stop), or no row yet.
         let txn = begin_write(&self.db).await?;
         let stored = checkpoints::lock(&txn, &part.checkpoint, Hold::Update).await?;
         if stored >= position {
@@ -779,15 +786,6 @@ impl OrderSaga {
         Ok((order_id, Some(error)))
     }
 
-    /// Loads an aggregate as a command does: from its latest snapshot, then its later
-    /// events (only those of its own stream type).
-    async fn load<A: Aggregate>(
-        &self,
-        stream_id: Uuid,
-    ) -> Result<event_store::Folded<A>, SagaError> {
-        Ok(event_store::fold::<A, _>(&self.db, stream_id, None, true).await?)
-    }
-
     /// Takes steps until the order needs nothing more (a bounded number: each step moves
     /// the state forward, so a loop would be a bug).
     async fn reconcile(
@@ -798,8 +796,12 @@ impl OrderSaga {
         position: i64,
     ) -> Result<(), SagaError> {
         for _ in 0..MAX_STEPS {
-            let order = self.load::<Order>(order_id).await?;
-            let payment = self.load::<Payment>(payment_stream_id(order_id)).await?;
+            let (order, payment) = event_store::fold_two::<Order, Payment, _>(
+                &self.db,
+                order_id,
+                payment_stream_id(order_id),
+            )
+            .await?;
             let settled = || {
                 part.settled
                     .note(order_id, order.position, payment.position)

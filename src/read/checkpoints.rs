@@ -299,6 +299,43 @@ pub async fn claim<C: ConnectionTrait>(
     Ok(None)
 }
 
+/// Moves the stored checkpoint `name` forward to `position` in one statement, outside any
+/// transaction, when it is behind `position`: a consumer that writes no view (the order
+/// saga's partitions) records how far it got this way, one round trip where a
+/// transaction of lock, store and commit took four. `false` when no row moved (it is at
+/// or past `position` already, or missing): the caller takes the transactional way,
+/// which tells the two apart.
+pub async fn advance_past<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    position: i64,
+) -> Result<bool, DbErr> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            "UPDATE projection_checkpoints SET position = $1, updated_at = $2, \
+             failed_position = NULL, error = NULL \
+             WHERE name = $3 AND position < $4 RETURNING position"
+        }
+        _ => {
+            "UPDATE projection_checkpoints SET position = ?, updated_at = ?, \
+             failed_position = NULL, error = NULL \
+             WHERE name = ? AND position < ? RETURNING position"
+        }
+    };
+    let moved = sea_orm::Statement::from_sql_and_values(
+        backend,
+        sql,
+        [
+            position.into(),
+            Utc::now().into(),
+            name.into(),
+            position.into(),
+        ],
+    );
+    Ok(db.query_one_raw(moved).await?.is_some())
+}
+
 /// Persists a checkpoint inside the projection's transaction.
 pub async fn store<C: ConnectionTrait>(txn: &C, name: &str, position: i64) -> Result<(), DbErr> {
     use projection_checkpoints::Column;

@@ -80,17 +80,32 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
     until: Option<DateTime<Utc>>,
     use_snapshots: bool,
 ) -> Result<Folded<A>, FoldError> {
-    // On SQLite only, where it measured faster (checkouts +12 %). On PostgreSQL the
-    // difference stayed within the run-to-run spread (BENCHMARKS.md, checkout, 2026-11-28),
-    // so the two plainer statements, each planned on its own, stay.
-    if use_snapshots && until.is_none() && db.get_database_backend() == sea_orm::DbBackend::Sqlite {
-        if let Some(folded) = fold_latest(db, stream_id).await? {
-            return Ok(folded);
-        }
-        // Its snapshot does not read: folded from the first event.
-        return fold_from(db, stream_id, None, false).await;
+    if use_snapshots && until.is_none() {
+        let [rows] = latest_rows(db, [(stream_id, A::STREAM_TYPE, A::STATE_VERSION)]).await?;
+        return fold_latest(db, stream_id, &rows).await;
     }
     fold_from(db, stream_id, until, use_snapshots).await
+}
+
+/// Two streams of two kinds folded as [`fold`] does with snapshots, read in one
+/// statement: what the order saga loads before each decision (the order and its payment).
+pub async fn fold_two<A: Aggregate, B: Aggregate, C: ConnectionTrait>(
+    db: &C,
+    a: Uuid,
+    b: Uuid,
+) -> Result<(Folded<A>, Folded<B>), FoldError> {
+    let [a_rows, b_rows] = latest_rows(
+        db,
+        [
+            (a, A::STREAM_TYPE, A::STATE_VERSION),
+            (b, B::STREAM_TYPE, B::STATE_VERSION),
+        ],
+    )
+    .await?;
+    Ok((
+        fold_latest(db, a, &a_rows).await?,
+        fold_latest(db, b, &b_rows).await?,
+    ))
 }
 
 /// [`fold`] with the snapshot and the events read one after the other.
@@ -133,69 +148,131 @@ async fn fold_from<A: Aggregate, C: ConnectionTrait>(
     Ok(Folded { state, position })
 }
 
-/// The latest snapshot of a stream and the events after it, in one statement (SQLite):
-/// what a command's transaction (and the saga) loads before every decision, where the
-/// snapshot and the events read one after the other were two hops to SQLite's thread, one
-/// of them nearly always finding no snapshot (most streams are shorter than the snapshot
-/// interval). `None` when the snapshot does not read as an `A` (the caller folds the
-/// whole stream instead).
+/// One row of [`latest_rows`]: a stream's latest snapshot (`event` is `None`, `data` is
+/// the state) or one of the events after it.
+struct LatestRow {
+    version: i64,
+    position: i64,
+    /// The event's type and format version; `None` for the snapshot.
+    event: Option<(String, i32)>,
+    data: serde_json::Value,
+}
+
+/// The latest snapshot of each of `streams` (`(id, stream type, state version)`) and the
+/// events after it, in one statement: what a command's transaction (and the saga) loads
+/// before every decision. Read one after the other, the snapshot and the events were two
+/// round trips, one of them nearly always finding no snapshot (most streams are shorter
+/// than the snapshot interval); PostgreSQL answered the two in one statement in half the
+/// time (`pgbench`, BENCHMARKS.md, checkout, 2026-11-29). Each stream's rows are returned
+/// snapshot first, then its events in version order.
+async fn latest_rows<C: ConnectionTrait, const N: usize>(
+    db: &C,
+    streams: [(Uuid, &'static str, i32); N],
+) -> Result<[Vec<LatestRow>; N], FoldError> {
+    let backend = db.get_database_backend();
+    let mut ctes = Vec::with_capacity(N);
+    let mut parts = Vec::with_capacity(2 * N);
+    // The values in the order of their `?`s: each stream's CTE, then the parts.
+    let mut cte_values: Vec<sea_orm::Value> = Vec::with_capacity(3 * N);
+    let mut part_values: Vec<sea_orm::Value> = Vec::with_capacity(2 * N);
+    for (i, (stream_id, stream_type, state_version)) in streams.into_iter().enumerate() {
+        ctes.push(format!(
+            "\"s{i}\" AS (SELECT \"version\", \"state\", \"position\" FROM \"snapshots\" \
+             WHERE \"stream_id\" = ? AND \"stream_type\" = ? AND \"state_version\" = ? \
+             ORDER BY \"version\" DESC LIMIT 1)"
+        ));
+        cte_values.extend([stream_id.into(), stream_type.into(), state_version.into()]);
+        parts.push(format!(
+            "SELECT {i} AS \"stream\", 0 AS \"part\", \"version\", \"position\", \
+             NULL AS \"event_type\", NULL AS \"event_version\", \"state\" AS \"data\" FROM \"s{i}\""
+        ));
+        // The events in a subquery ordered by version, so that PostgreSQL reads them by
+        // the stream's index (stream_id, version) even under a generic plan made while
+        // the log was small; ordered by the statement instead, the sort made scanning
+        // every event of the stream type look as cheap, and it grew with the log.
+        parts.push(format!(
+            "SELECT {i}, 1, \"version\", \"position\", \"event_type\", \"event_version\", \"data\" \
+             FROM (SELECT \"version\", \"position\", \"event_type\", \"event_version\", \"data\" \
+             FROM \"events\" WHERE \"stream_id\" = ? AND \"stream_type\" = ? \
+             AND \"version\" > COALESCE((SELECT \"version\" FROM \"s{i}\"), 0) \
+             ORDER BY \"version\") AS \"e{i}\""
+        ));
+        part_values.extend([stream_id.into(), stream_type.into()]);
+    }
+    cte_values.extend(part_values);
+    let sql = crate::db::numbered(
+        backend,
+        &format!("WITH {} {}", ctes.join(", "), parts.join(" UNION ALL ")),
+    );
+    let rows = db
+        .query_all_raw(sea_orm::Statement::from_sql_and_values(
+            backend, sql, cte_values,
+        ))
+        .await?;
+    let mut out: [Vec<LatestRow>; N] = std::array::from_fn(|_| Vec::new());
+    for row in &rows {
+        let stream: i32 = row.try_get("", "stream")?;
+        let part: i32 = row.try_get("", "part")?;
+        let event = if part == 0 {
+            None
+        } else {
+            Some((
+                row.try_get::<String>("", "event_type")?,
+                row.try_get::<i32>("", "event_version")?,
+            ))
+        };
+        let slot = usize::try_from(stream)
+            .ok()
+            .and_then(|i| out.get_mut(i))
+            .ok_or_else(|| DbErr::Custom(format!("a stream load returned stream {stream}")))?;
+        slot.push(LatestRow {
+            version: row.try_get("", "version")?,
+            position: row.try_get("", "position")?,
+            event,
+            data: row.try_get("", "data")?,
+        });
+    }
+    // Each stream's snapshot first, then its events by version (a UNION ALL promises no
+    // order of its own).
+    for rows in &mut out {
+        rows.sort_by_key(|row| (row.event.is_some(), row.version));
+    }
+    Ok(out)
+}
+
+/// Folds one stream's [`latest_rows`]. A snapshot that does not read as an `A` is ignored
+/// and the stream folded from its first event instead, with the same result.
 async fn fold_latest<A: Aggregate, C: ConnectionTrait>(
     db: &C,
     stream_id: Uuid,
-) -> Result<Option<Folded<A>>, FoldError> {
-    let backend = db.get_database_backend();
-    let sql = "WITH \"s\" AS (SELECT \"version\", \"state\", \"position\" FROM \"snapshots\" \
-         WHERE \"stream_id\" = ? AND \"stream_type\" = ? AND \"state_version\" = ? \
-         ORDER BY \"version\" DESC LIMIT 1) \
-         SELECT 0 AS \"part\", \"version\", \"position\", NULL AS \"event_type\", \
-         NULL AS \"event_version\", \"state\" AS \"data\" FROM \"s\" \
-         UNION ALL \
-         SELECT 1, \"version\", \"position\", \"event_type\", \"event_version\", \"data\" \
-         FROM \"events\" WHERE \"stream_id\" = ? AND \"stream_type\" = ? \
-         AND \"version\" > COALESCE((SELECT \"version\" FROM \"s\"), 0) \
-         ORDER BY 1, 2";
-    // SQLite numbers `?` in order: each use of a value is a parameter of its own.
-    let values: Vec<sea_orm::Value> = vec![
-        stream_id.into(),
-        A::STREAM_TYPE.into(),
-        A::STATE_VERSION.into(),
-        stream_id.into(),
-        A::STREAM_TYPE.into(),
-    ];
-    let rows = db
-        .query_all_raw(sea_orm::Statement::from_sql_and_values(
-            backend, sql, values,
-        ))
-        .await?;
+    rows: &[LatestRow],
+) -> Result<Folded<A>, FoldError> {
     let (mut state, mut position) = (A::default(), 0);
-    for row in &rows {
-        let part: i32 = row.try_get("", "part")?;
-        let data: serde_json::Value = row.try_get("", "data")?;
-        let at: i64 = row.try_get("", "position")?;
-        if part == 0 {
-            match serde_json::from_value::<A>(data) {
+    for row in rows {
+        match &row.event {
+            None => match serde_json::from_value::<A>(row.data.clone()) {
                 Ok(snapshot) => state = snapshot,
                 Err(e) => {
-                    let version: i64 = row.try_get("", "version")?;
-                    tracing::warn!(%stream_id, version, error = %e, "ignoring an unreadable snapshot");
-                    return Ok(None);
+                    tracing::warn!(%stream_id, version = row.version, error = %e, "ignoring an unreadable snapshot");
+                    return fold_from(db, stream_id, None, false).await;
                 }
+            },
+            Some((event_type, event_version)) => {
+                let event: A::Event =
+                    decode(event_type, *event_version, &row.data).map_err(|e| {
+                        FoldError::Undecodable {
+                            stream_id,
+                            event_type: event_type.clone(),
+                            position: row.position,
+                            reason: e.to_string(),
+                        }
+                    })?;
+                state = state.apply(&event);
             }
-        } else {
-            let event_type: String = row.try_get("", "event_type")?;
-            let event_version: i32 = row.try_get("", "event_version")?;
-            let event: A::Event =
-                decode(&event_type, event_version, &data).map_err(|e| FoldError::Undecodable {
-                    stream_id,
-                    event_type: event_type.clone(),
-                    position: at,
-                    reason: e.to_string(),
-                })?;
-            state = state.apply(&event);
         }
-        position = at;
+        position = row.position;
     }
-    Ok(Some(Folded { state, position }))
+    Ok(Folded { state, position })
 }
 
 /// Loads a stream in version order.
