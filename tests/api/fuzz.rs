@@ -1074,9 +1074,22 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
         server.child.try_wait().ok().flatten().is_none(),
         "the server is still running"
     );
-    // Let in-flight work settle before reading the memory.
+    // Let in-flight work settle before reading the memory: sockets the cases left open
+    // close, their subscriptions end. In a full run beside the other tests, on two busy
+    // cores, that can take longer than a quiet run's second, so the memory is read until
+    // it is back (or for 15 s at most); a leak never comes back, however long it is given.
+    let limit_kib = baseline_kib + 128 * 1024;
+    let settling = Instant::now();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let final_kib = server.rss_kib();
+    let mut final_kib = server.rss_kib();
+    while final_kib >= limit_kib && settling.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        final_kib = server.rss_kib();
+    }
+    eprintln!(
+        "fuzz: memory read after {:?} of settling",
+        settling.elapsed()
+    );
     let peak = peak_kib.load(std::sync::atomic::Ordering::Relaxed);
     eprintln!(
         "fuzz: {cases} cases; memory baseline {} MiB, peak {} MiB, after {} MiB; plain {{ __typename }} {:?}",
@@ -1128,7 +1141,7 @@ async fn hostile_requests_never_crash_hang_leak_or_answer_without_a_code() {
             .join("\n")
     );
     assert!(
-        final_kib < baseline_kib + 128 * 1024,
+        final_kib < limit_kib,
         "memory did not come back: {} MiB after, {} MiB before",
         final_kib / 1024,
         baseline_kib / 1024
