@@ -82,7 +82,7 @@ pub async fn fold<A: Aggregate, C: ConnectionTrait>(
 ) -> Result<Folded<A>, FoldError> {
     if use_snapshots && until.is_none() {
         let [rows] = latest_rows(db, [(stream_id, A::STREAM_TYPE, A::STATE_VERSION)]).await?;
-        return fold_latest(db, stream_id, &rows).await;
+        return fold_latest(db, stream_id, rows).await;
     }
     fold_from(db, stream_id, until, use_snapshots).await
 }
@@ -103,8 +103,8 @@ pub async fn fold_two<A: Aggregate, B: Aggregate, C: ConnectionTrait>(
     )
     .await?;
     Ok((
-        fold_latest(db, a, &a_rows).await?,
-        fold_latest(db, b, &b_rows).await?,
+        fold_latest(db, a, a_rows).await?,
+        fold_latest(db, b, b_rows).await?,
     ))
 }
 
@@ -120,7 +120,7 @@ async fn fold_from<A: Aggregate, C: ConnectionTrait>(
     } else {
         None
     };
-    let (mut state, after, mut position) = match snapshot {
+    let (state, after, position) = match snapshot {
         Some(s) => (s.state, s.version, s.position),
         None => (A::default(), 0, 0),
     };
@@ -131,21 +131,38 @@ async fn fold_from<A: Aggregate, C: ConnectionTrait>(
     if let Some(until) = until {
         query = query.filter(events::Column::RecordedAt.lte(until));
     }
-    let rows = query.order_by_asc(events::Column::Version).all(db).await?;
-    for row in &rows {
+    let rows: Vec<LatestRow> = query
+        .order_by_asc(events::Column::Version)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(LatestRow::from)
+        .collect();
+    fold_events(stream_id, Folded { state, position }, &rows)
+}
+
+/// Applies event rows (of [`latest_rows`] or of the log) to `folded`, in their order. An
+/// event that does not decode as an `A` event is that stream's `FoldError::Undecodable`.
+fn fold_events<A: Aggregate>(
+    stream_id: Uuid,
+    mut folded: Folded<A>,
+    rows: &[LatestRow],
+) -> Result<Folded<A>, FoldError> {
+    for row in rows {
+        let Some((event_type, event_version)) = &row.event else {
+            continue;
+        };
         let event: A::Event =
-            decode(&row.event_type, row.event_version, &row.data).map_err(|e| {
-                FoldError::Undecodable {
-                    stream_id,
-                    event_type: row.event_type.clone(),
-                    position: row.position,
-                    reason: e.to_string(),
-                }
+            decode(event_type, *event_version, &row.data).map_err(|e| FoldError::Undecodable {
+                stream_id,
+                event_type: event_type.clone(),
+                position: row.position,
+                reason: e.to_string(),
             })?;
-        state = state.apply(&event);
-        position = row.position;
+        folded.state = folded.state.apply(&event);
+        folded.position = row.position;
     }
-    Ok(Folded { state, position })
+    Ok(folded)
 }
 
 /// One row of [`latest_rows`]: a stream's latest snapshot (`event` is `None`, `data` is
@@ -156,6 +173,17 @@ struct LatestRow {
     /// The event's type and format version; `None` for the snapshot.
     event: Option<(String, i32)>,
     data: serde_json::Value,
+}
+
+impl From<events::Model> for LatestRow {
+    fn from(row: events::Model) -> Self {
+        Self {
+            version: row.version,
+            position: row.position,
+            event: Some((row.event_type, row.event_version)),
+            data: row.data,
+        }
+    }
 }
 
 /// The latest snapshot of each of `streams` (`(id, stream type, state version)`) and the
@@ -245,34 +273,29 @@ async fn latest_rows<C: ConnectionTrait, const N: usize>(
 async fn fold_latest<A: Aggregate, C: ConnectionTrait>(
     db: &C,
     stream_id: Uuid,
-    rows: &[LatestRow],
+    rows: Vec<LatestRow>,
 ) -> Result<Folded<A>, FoldError> {
-    let (mut state, mut position) = (A::default(), 0);
-    for row in rows {
-        match &row.event {
-            None => match serde_json::from_value::<A>(row.data.clone()) {
-                Ok(snapshot) => state = snapshot,
-                Err(e) => {
-                    tracing::warn!(%stream_id, version = row.version, error = %e, "ignoring an unreadable snapshot");
-                    return fold_from(db, stream_id, None, false).await;
+    let mut rows = rows.into_iter().peekable();
+    let mut folded = Folded {
+        state: A::default(),
+        position: 0,
+    };
+    if let Some(snapshot) = rows.next_if(|row| row.event.is_none()) {
+        match serde_json::from_value::<A>(snapshot.data) {
+            Ok(state) => {
+                folded = Folded {
+                    state,
+                    position: snapshot.position,
                 }
-            },
-            Some((event_type, event_version)) => {
-                let event: A::Event =
-                    decode(event_type, *event_version, &row.data).map_err(|e| {
-                        FoldError::Undecodable {
-                            stream_id,
-                            event_type: event_type.clone(),
-                            position: row.position,
-                            reason: e.to_string(),
-                        }
-                    })?;
-                state = state.apply(&event);
+            }
+            Err(e) => {
+                tracing::warn!(%stream_id, version = snapshot.version, error = %e, "ignoring an unreadable snapshot");
+                return fold_from(db, stream_id, None, false).await;
             }
         }
-        position = row.position;
     }
-    Ok(Folded { state, position })
+    let events: Vec<LatestRow> = rows.collect();
+    fold_events(stream_id, folded, &events)
 }
 
 /// Loads a stream in version order.
