@@ -269,25 +269,7 @@ pub async fn claim<C: ConnectionTrait>(
     from: i64,
     upto: i64,
 ) -> Result<Option<i64>, DbErr> {
-    let backend = txn.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2, \
-             failed_position = NULL, error = NULL \
-             WHERE name = $3 AND position <= $4 RETURNING position"
-        }
-        _ => {
-            "UPDATE projection_checkpoints SET position = ?, updated_at = ?, \
-             failed_position = NULL, error = NULL \
-             WHERE name = ? AND position <= ? RETURNING position"
-        }
-    };
-    let moved = sea_orm::Statement::from_sql_and_values(
-        backend,
-        sql,
-        [upto.into(), Utc::now().into(), name.into(), from.into()],
-    );
-    if txn.query_one_raw(moved).await?.is_some() {
+    if move_from(txn, name, from, upto).await? {
         return Ok(None);
     }
     // Past `from`, or no row yet (`ensure` makes them; a row deleted by hand).
@@ -310,28 +292,28 @@ pub async fn advance_past<C: ConnectionTrait>(
     name: &str,
     position: i64,
 ) -> Result<bool, DbErr> {
+    move_from(db, name, position - 1, position).await
+}
+
+/// Moves the stored checkpoint `name` to `upto` (clearing a recorded failure) if it is
+/// at or before `from`; whether a row moved.
+async fn move_from<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+    from: i64,
+    upto: i64,
+) -> Result<bool, DbErr> {
     let backend = db.get_database_backend();
-    let sql = match backend {
-        sea_orm::DbBackend::Postgres => {
-            "UPDATE projection_checkpoints SET position = $1, updated_at = $2, \
-             failed_position = NULL, error = NULL \
-             WHERE name = $3 AND position < $4 RETURNING position"
-        }
-        _ => {
-            "UPDATE projection_checkpoints SET position = ?, updated_at = ?, \
-             failed_position = NULL, error = NULL \
-             WHERE name = ? AND position < ? RETURNING position"
-        }
-    };
+    let sql = crate::db::numbered(
+        backend,
+        "UPDATE projection_checkpoints SET position = ?, updated_at = ?, \
+         failed_position = NULL, error = NULL \
+         WHERE name = ? AND position <= ? RETURNING position",
+    );
     let moved = sea_orm::Statement::from_sql_and_values(
         backend,
         sql,
-        [
-            position.into(),
-            Utc::now().into(),
-            name.into(),
-            position.into(),
-        ],
+        [upto.into(), Utc::now().into(), name.into(), from.into()],
     );
     Ok(db.query_one_raw(moved).await?.is_some())
 }

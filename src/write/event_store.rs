@@ -131,14 +131,12 @@ async fn fold_from<A: Aggregate, C: ConnectionTrait>(
     if let Some(until) = until {
         query = query.filter(events::Column::RecordedAt.lte(until));
     }
-    let rows: Vec<LatestRow> = query
-        .order_by_asc(events::Column::Version)
-        .all(db)
-        .await?
-        .into_iter()
-        .map(LatestRow::from)
-        .collect();
-    fold_events(stream_id, Folded { state, position }, &rows)
+    let rows = query.order_by_asc(events::Column::Version).all(db).await?;
+    fold_events(
+        stream_id,
+        Folded { state, position },
+        rows.into_iter().map(LatestRow::from),
+    )
 }
 
 /// Applies event rows (of [`latest_rows`] or of the log) to `folded`, in their order. An
@@ -146,7 +144,7 @@ async fn fold_from<A: Aggregate, C: ConnectionTrait>(
 fn fold_events<A: Aggregate>(
     stream_id: Uuid,
     mut folded: Folded<A>,
-    rows: &[LatestRow],
+    rows: impl IntoIterator<Item = LatestRow>,
 ) -> Result<Folded<A>, FoldError> {
     for row in rows {
         let Some((event_type, event_version)) = &row.event else {
@@ -294,8 +292,7 @@ async fn fold_latest<A: Aggregate, C: ConnectionTrait>(
             }
         }
     }
-    let events: Vec<LatestRow> = rows.collect();
-    fold_events(stream_id, folded, &events)
+    fold_events(stream_id, folded, rows)
 }
 
 /// Loads a stream in version order.
