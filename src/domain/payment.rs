@@ -75,6 +75,14 @@ pub struct Payment {
 }
 
 impl Payment {
+    /// Why an order whose payment was declined is rejected, as its `reason` says it.
+    pub fn decline_text(&self) -> String {
+        format!(
+            "payment declined: {}",
+            self.decline_reason.as_deref().unwrap_or("no reason given")
+        )
+    }
+
     /// What the gateway answered when charging `amount` for the order.
     fn answered(&mut self, order_id: Uuid, amount: Money, status: PaymentStatus) {
         self.order_id = Some(order_id);

@@ -54,7 +54,7 @@ use crate::log::shared::SharedLog;
 use crate::metrics::Metrics;
 use crate::read::checkpoints::{self, Hold};
 use crate::write::event_store::{self, EventMetadata, FoldError};
-use crate::write::orders::{ReleaseOrder, ReserveOrder, payment_stream_id};
+use crate::write::orders::{ReleaseOrder, ReserveOrder, SettlePayment, payment_stream_id};
 use crate::write::{CommandContext, WriteGate, Writer, begin_write};
 
 /// How often a partition reads its dead letters when nothing it knows of changed them:
@@ -114,9 +114,13 @@ const MAX_ERROR_CHARS: usize = 2_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     Reserve,
+    /// Charge through the gateway, then record its answer and settle the order by it in
+    /// one transaction: confirmed, or (declined) its stock released and it rejected.
     Charge,
+    /// A charge recorded without the confirmation: only in a log written before ADR 0032.
     Confirm,
-    /// Payment declined: give the stock back and reject the order.
+    /// Payment declined, stock still held: give it back and reject the order. Only in a
+    /// log written before ADR 0032, which recorded a decline on its own.
     ReleaseAndReject(String),
     /// Cancelled or rejected while holding stock.
     Release,
@@ -134,13 +138,7 @@ pub fn next_step(order: &Order, payment: &Payment) -> Option<Step> {
         OrderStatus::Reserved => match payment.status {
             PaymentStatus::NotStarted => Some(Step::Charge),
             PaymentStatus::Succeeded => Some(Step::Confirm),
-            PaymentStatus::Declined => Some(Step::ReleaseAndReject(format!(
-                "payment declined: {}",
-                payment
-                    .decline_reason
-                    .as_deref()
-                    .unwrap_or("no reason given")
-            ))),
+            PaymentStatus::Declined => Some(Step::ReleaseAndReject(payment.decline_text())),
             PaymentStatus::Refunded => Some(Step::Release),
         },
         status if status.is_failed() => {
@@ -162,8 +160,10 @@ pub enum Boundary {
     AfterReserve,
     /// The gateway charged, nothing recorded yet.
     AfterGatewayCharge,
-    /// The charge is recorded, the order not yet confirmed.
-    AfterRecordCharge,
+    /// The gateway's answer is recorded, and in the same transaction the order confirmed
+    /// or (declined) its stock released and the order rejected.
+    AfterSettle,
+    /// A confirmation on its own: of a charge a version before ADR 0032 recorded alone.
     AfterConfirm,
     AfterRelease,
     /// The gateway refunded, nothing recorded yet.
@@ -872,7 +872,7 @@ impl OrderSaga {
                 // the saga goes on with the others (issue, point 4).
                 let outcome = gateway_result(self.gateway.charge(&key, order.total, token).await)?;
                 self.boundary(Boundary::AfterGatewayCharge)?;
-                let command = match outcome {
+                let answer = match outcome {
                     ChargeOutcome::Succeeded { charge_id } => PaymentCommand::RecordCharge {
                         order_id,
                         amount: order.total,
@@ -884,8 +884,19 @@ impl OrderSaga {
                         reason,
                     },
                 };
-                self.writer.record_payment(ctx, order_id, command).await?;
-                self.boundary(Boundary::AfterRecordCharge)
+                // The answer and the confirmation (or, declined, the release and the
+                // rejection) in one transaction (ADR 0032).
+                self.writer
+                    .execute(
+                        ctx,
+                        SettlePayment {
+                            order_id,
+                            answer,
+                            products: products().into_keys().collect(),
+                        },
+                    )
+                    .await?;
+                self.boundary(Boundary::AfterSettle)
             }
             Step::Confirm => {
                 self.writer

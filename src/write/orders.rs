@@ -1,7 +1,7 @@
 //! Order commands: checkout (cart → order, in one transaction over both streams), the
 //! envelope of a single-order command (cancel, ship, deliver, the saga's confirm); and the
-//! saga's steps: reserve inventory for an order (all products or none), record a payment
-//! outcome, release and reject. Each keeps the normalized `orders`, `order_lines` and
+//! saga's steps: reserve inventory for an order (all products or none), settle its payment
+//! (the gateway's answer and what follows from it, in one transaction), release and reject. Each keeps the normalized `orders`, `order_lines` and
 //! `payments` tables in step.
 
 use std::collections::BTreeMap;
@@ -14,11 +14,12 @@ use uuid::Uuid;
 use super::cart::cart_stream_id;
 use super::idempotency::request_hash;
 use super::{
-    Command, CommandContext, Envelope, Outcome, TxError, UnitOfWork, WriteModel, Writer, upsert,
+    Command, CommandContext, Envelope, Loaded, Outcome, TxError, UnitOfWork, WriteModel, Writer,
+    upsert,
 };
 use crate::domain::cart::{Cart, CartCommand};
-use crate::domain::order::{Order, OrderCommand, OrderEvent, OrderLine, RejectedAt};
-use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent};
+use crate::domain::order::{Order, OrderCommand, OrderEvent, OrderLine, RejectedAt, Reservation};
+use crate::domain::payment::{Payment, PaymentCommand, PaymentEvent, PaymentStatus};
 use crate::domain::product::{Product, ProductCommand, ProductError, ProductStatus};
 use crate::domain::values::Money;
 use crate::domain::values::{PaymentToken, ProductName, ShippingAddress, Sku, UserId};
@@ -298,7 +299,7 @@ impl Command for ReserveOrder {
 }
 
 /// Saga step: give back what an order holds on every product and record it on the order;
-/// with `reject`, also reject the order (payment declined).
+/// with `reject`, also reject the order.
 pub struct ReleaseOrder {
     pub order_id: Uuid,
     pub products: Vec<Uuid>,
@@ -321,32 +322,98 @@ impl Command for ReleaseOrder {
     }
 
     async fn run(&self, uow: &mut UnitOfWork) -> Result<Outcome, TxError> {
-        for product_id in &self.products {
-            uow.handle::<Product>(
-                *product_id,
-                ProductCommand::Release {
-                    order_id: self.order_id,
-                },
-                None,
-            )
-            .await?;
-        }
-        let mut order = uow
-            .handle::<Order>(self.order_id, OrderCommand::MarkReleased, None)
-            .await?;
-        if let Some(reason) = &self.reject {
-            order = uow
-                .handle::<Order>(
-                    self.order_id,
-                    OrderCommand::Reject {
-                        at: RejectedAt::Payment,
-                        reason: reason.clone(),
-                    },
-                    None,
-                )
-                .await?;
-        }
+        let order = uow.load::<Order>(self.order_id).await?;
+        let order = release(uow, order, &self.products, self.reject.clone()).await?;
         Ok(order.outcome())
+    }
+}
+
+/// Gives back what `order` holds on each of `products` and records it on the order; with
+/// `reject`, rejects the order too. Each part records nothing when it already happened.
+async fn release(
+    uow: &mut UnitOfWork,
+    order: Loaded<Order>,
+    products: &[Uuid],
+    reject: Option<String>,
+) -> Result<Loaded<Order>, TxError> {
+    for product_id in products {
+        uow.handle::<Product>(
+            *product_id,
+            ProductCommand::Release {
+                order_id: order.stream_id,
+            },
+            None,
+        )
+        .await?;
+    }
+    let events = order
+        .state
+        .decide(OrderCommand::MarkReleased)
+        .map_err(AppError::from)?;
+    let mut order = uow.append(order, &events).await?;
+    if let Some(reason) = reject {
+        let events = order
+            .state
+            .decide(OrderCommand::Reject {
+                at: RejectedAt::Payment,
+                reason,
+            })
+            .map_err(AppError::from)?;
+        order = uow.append(order, &events).await?;
+    }
+    Ok(order)
+}
+
+/// Saga step: records what the gateway answered when charging the order, and what follows
+/// from it, in one transaction: a charge confirms the order; a decline gives its stock
+/// back and rejects it. When the order was cancelled meanwhile, only the answer is
+/// recorded, and the saga's next step compensates.
+pub struct SettlePayment {
+    pub order_id: Uuid,
+    /// `RecordCharge` or `RecordDecline`.
+    pub answer: PaymentCommand,
+    /// The order's products, whose stock a decline gives back.
+    pub products: Vec<Uuid>,
+}
+
+impl Command for SettlePayment {
+    fn operation(&self) -> &'static str {
+        "settlePayment"
+    }
+
+    fn request_hash(&self) -> String {
+        request_hash(&self.order_id)
+    }
+
+    fn streams(&self) -> Vec<Uuid> {
+        let mut streams = self.products.clone();
+        streams.push(self.order_id);
+        streams.push(payment_stream_id(self.order_id));
+        streams
+    }
+
+    async fn run(&self, uow: &mut UnitOfWork) -> Result<Outcome, TxError> {
+        let payment = uow
+            .handle::<Payment>(payment_stream_id(self.order_id), self.answer.clone(), None)
+            .await?;
+        let order = uow.load::<Order>(self.order_id).await?;
+        let order = match payment.state.status {
+            PaymentStatus::Succeeded => {
+                let events = order
+                    .state
+                    .decide(OrderCommand::Confirm)
+                    .map_err(AppError::from)?;
+                uow.append(order, &events).await?
+            }
+            PaymentStatus::Declined if order.state.reservation == Reservation::Reserved => {
+                let reason = payment.state.decline_text();
+                release(uow, order, &self.products, Some(reason)).await?
+            }
+            _ => order,
+        };
+        let mut outcome = order.outcome();
+        outcome.position = outcome.position.max(payment.position);
+        Ok(outcome)
     }
 }
 

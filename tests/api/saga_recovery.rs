@@ -6,9 +6,13 @@
 //! many checkouts for the last units never sell more than there is.
 
 use futures_util::future::join_all;
+use ordergraph::domain::payment::PaymentEvent;
+use ordergraph::domain::values::Money;
 use ordergraph::entity::{events, gateway_ledger, products};
 use ordergraph::process::order_saga::{Boundary, SagaFault};
-use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter};
+use ordergraph::write::event_store::{self, EventMetadata};
+use ordergraph::write::orders::payment_stream_id;
+use sea_orm::{ColumnTrait, Database, EntityTrait, QueryFilter, TransactionTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -204,13 +208,8 @@ async fn a_crash_after_the_gateway_charged_but_before_it_was_recorded_charges_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_between_payment_charged_and_order_confirmed_confirms_once() {
-    a_paid_order_survives_a_crash_at(Boundary::AfterRecordCharge).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_after_the_confirmation_changes_nothing_more() {
-    a_paid_order_survives_a_crash_at(Boundary::AfterConfirm).await;
+async fn a_crash_after_the_charge_was_recorded_with_the_confirmation_changes_nothing_more() {
+    a_paid_order_survives_a_crash_at(Boundary::AfterSettle).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -219,8 +218,8 @@ async fn a_crash_in_a_scheduled_retry_after_the_gateway_charged_charges_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_in_a_scheduled_retry_after_the_charge_was_recorded_confirms_once() {
-    a_paid_order_survives_a_crash_with(Boundary::AfterRecordCharge, "tok_flaky").await;
+async fn a_crash_in_a_scheduled_retry_after_the_charge_was_recorded_changes_nothing_more() {
+    a_paid_order_survives_a_crash_with(Boundary::AfterSettle, "tok_flaky").await;
 }
 
 async fn a_declined_order_survives_a_crash_at(at: Boundary) {
@@ -255,13 +254,8 @@ async fn a_declined_order_survives_a_crash_at(at: Boundary) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_after_a_decline_was_recorded_still_releases_the_stock_once() {
-    a_declined_order_survives_a_crash_at(Boundary::AfterRecordCharge).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_after_the_release_of_a_declined_order_releases_nothing_twice() {
-    a_declined_order_survives_a_crash_at(Boundary::AfterRelease).await;
+async fn a_crash_after_a_decline_was_recorded_with_the_release_releases_nothing_twice() {
+    a_declined_order_survives_a_crash_at(Boundary::AfterSettle).await;
 }
 
 async fn a_cancelled_paid_order_survives_a_crash_at(at: Boundary) {
@@ -324,6 +318,104 @@ async fn a_crash_after_the_gateway_refunded_but_before_it_was_recorded_refunds_o
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_after_the_refund_was_recorded_changes_nothing_more() {
     a_cancelled_paid_order_survives_a_crash_at(Boundary::AfterRecordRefund).await;
+}
+
+/// A log written before ADR 0032 recorded the gateway's answer in a transaction of its
+/// own, and the confirmation (or the release and rejection) in the next: a crash between
+/// the two left an order whose answer is recorded and nothing else. This build finishes
+/// it. Arranged as that version would have left it: the saga stops after the gateway
+/// answered, and the answer is appended to the payment's stream alone.
+async fn an_answer_recorded_alone_is_settled(token: &str) -> (TestApp, String, String) {
+    // Arrange: the gateway answered, nothing recorded; then the answer alone.
+    let mut app = crashing_app(Boundary::AfterGatewayCharge).await;
+    let product = arrange(&app).await;
+    let vars = json!({ "token": token, "key": "checkout-1" });
+    let _ = app.as_user("alice").gql(CHECKOUT, vars).await;
+    let ended = app.stopped().await;
+    assert!(ended.is_err(), "the injected fault stops the service");
+    let db = Database::connect(app.database_url())
+        .await
+        .expect("the test database is reachable");
+    let order = events::Entity::find()
+        .filter(events::Column::StreamType.eq("order"))
+        .one(&db)
+        .await
+        .expect("the log is readable")
+        .expect("the checkout placed an order")
+        .stream_id;
+    let answer = gateway_ledger::Entity::find_by_id(format!("charge:{order}"))
+        .one(&db)
+        .await
+        .expect("the gateway ledger is readable")
+        .expect("the gateway answered the charge");
+    let amount = Money::from_cents(answer.amount_cents);
+    let event = if token == "tok_visa" {
+        PaymentEvent::Charged {
+            order_id: order,
+            amount,
+            charge_id: answer.reference,
+        }
+    } else {
+        PaymentEvent::Declined {
+            order_id: order,
+            amount,
+            reason: "recorded alone".into(),
+        }
+    };
+    let txn = db.begin().await.expect("a transaction begins");
+    event_store::append(
+        &txn,
+        payment_stream_id(order),
+        "payment",
+        0,
+        &[event],
+        &EventMetadata::default(),
+        chrono::Utc::now(),
+    )
+    .await
+    .expect("the answer is appended");
+    txn.commit().await.expect("the answer is committed");
+
+    // Act
+    app.restart_with(|s| s.saga_fault = None).await;
+    (app, order.to_string(), product)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_charge_recorded_alone_by_an_older_version_is_confirmed_once() {
+    let (app, order, product) = an_answer_recorded_alone_is_settled("tok_visa").await;
+
+    // Assert: confirmed, charged once, nothing charged again.
+    let confirmed = order_in(&app, &order, &["CONFIRMED"]).await;
+    assert_eq!(confirmed["payment"], "SUCCEEDED");
+    assert_eq!(stock_both_ways(&app, &product).await, (8, 8));
+    let expected = Ledger {
+        reserved: 1,
+        charged: 1,
+        gateway_charges: 1,
+        ..Ledger::default()
+    };
+    assert_eq!(ledger(&app, &order).await, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decline_recorded_alone_by_an_older_version_releases_the_stock_and_rejects_once() {
+    let (app, order, product) = an_answer_recorded_alone_is_settled("tok_decline").await;
+
+    // Assert: rejected for the recorded reason, the stock given back once.
+    let rejected = order_where(&app, &order, "rejected with its stock released", |o| {
+        o["status"] == "REJECTED" && o["reservation"] == "RELEASED"
+    })
+    .await;
+    assert_eq!(rejected["reason"], "payment declined: recorded alone");
+    assert_eq!(stock_both_ways(&app, &product).await, (10, 10));
+    let expected = Ledger {
+        reserved: 1,
+        released: 1,
+        declined: 1,
+        ..Ledger::default()
+    };
+    assert_eq!(ledger(&app, &order).await, expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
