@@ -466,7 +466,10 @@ impl Core {
             db: self.db.clone(),
             gate: self.gate.clone(),
             writer: self.writer(),
-            gateway: Arc::new(process::gateway::SimulatedGateway::new(self.db.clone())),
+            gateway: Arc::new(process::gateway::SimulatedGateway::new(
+                self.db.clone(),
+                self.gate.clone(),
+            )),
             dead_letters: self.dead_letters(),
             retry: self.settings.saga_retry(),
             metrics: self.metrics.clone(),

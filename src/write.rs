@@ -43,7 +43,10 @@ const MAX_ATTEMPTS: u32 = 8;
 ///
 /// SQLite allows one writer at a time and fails a deferred transaction that tries to
 /// upgrade after another committed (SQLITE_BUSY_SNAPSHOT): writers of this process queue
-/// on one lock, and begin `IMMEDIATE` to also queue behind other processes.
+/// on one lock, and begin `IMMEDIATE` to also queue behind other processes. Clients'
+/// commands first pass an admission turnstile, one at a time, so that work already under
+/// way (the views' folds, the saga's steps: what the clients' answers and orders wait
+/// for) queues behind at most one of them rather than behind every client (ADR 0033).
 ///
 /// PostgreSQL runs writers in parallel; only writers of the *same stream* collide, on
 /// UNIQUE(stream_id, version), and the loser must reload and decide again. Within one
@@ -51,10 +54,30 @@ const MAX_ATTEMPTS: u32 = 8;
 /// wait rather than O(n²) failed attempts; the retry loop is left for races between
 /// processes (replicas).
 #[derive(Clone)]
-pub struct WriteGate(Arc<[Mutex<()>]>);
+pub struct WriteGate {
+    stripes: Arc<[Mutex<()>]>,
+    /// SQLite: where clients' commands queue before the write lock.
+    admission: Arc<Mutex<()>>,
+}
 
 /// Stripes of the PostgreSQL gate: enough that unrelated streams rarely share one.
 const STRIPES: usize = 256;
+
+/// Who is writing, for the order of the SQLite gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writing {
+    /// A client's command (or a fold of the relay, which takes its turn with them):
+    /// admitted one at a time.
+    Client,
+    /// Work a write already set going (a process manager's step): straight to the lock.
+    FollowUp,
+}
+
+/// The gate's locks, held until the write is over.
+pub struct Entered<'a> {
+    _admission: Option<MutexGuard<'a, ()>>,
+    _stripes: Vec<MutexGuard<'a, ()>>,
+}
 
 impl WriteGate {
     pub fn for_backend(backend: DbBackend) -> Self {
@@ -62,36 +85,68 @@ impl WriteGate {
             DbBackend::Sqlite => 1,
             _ => STRIPES,
         };
-        Self((0..stripes).map(|_| Mutex::new(())).collect())
+        Self {
+            stripes: (0..stripes).map(|_| Mutex::new(())).collect(),
+            admission: Arc::new(Mutex::new(())),
+        }
+    }
+
+    fn is_one_lock(&self) -> bool {
+        self.stripes.len() == 1
     }
 
     /// Waits for the right to write `stream_id` (on SQLite: to write at all).
     pub async fn enter(&self, stream_id: Uuid) -> MutexGuard<'_, ()> {
-        self.0[self.stripe(stream_id)].lock().await
+        self.stripes[self.stripe(stream_id)].lock().await
     }
 
     /// Waits for the right to write all of `streams`, taking their stripes in ascending
-    /// order so that two multi-stream writers cannot deadlock.
-    pub async fn enter_all(&self, streams: &[Uuid]) -> Vec<MutexGuard<'_, ()>> {
+    /// order so that two multi-stream writers cannot deadlock. On SQLite a client's
+    /// command passes the admission turnstile first.
+    pub async fn enter_all(&self, streams: &[Uuid], who: Writing) -> Entered<'_> {
+        let admission = if who == Writing::Client && self.is_one_lock() {
+            Some(self.admission.lock().await)
+        } else {
+            None
+        };
         let mut stripes: Vec<usize> = streams.iter().map(|s| self.stripe(*s)).collect();
+        if stripes.is_empty() && self.is_one_lock() {
+            stripes.push(0);
+        }
         stripes.sort_unstable();
         stripes.dedup();
         let mut guards = Vec::with_capacity(stripes.len());
         for stripe in stripes {
-            guards.push(self.0[stripe].lock().await);
+            guards.push(self.stripes[stripe].lock().await);
         }
-        guards
+        Entered {
+            _admission: admission,
+            _stripes: guards,
+        }
     }
 
     fn stripe(&self, stream_id: Uuid) -> usize {
-        (stream_id.as_u128() % self.0.len() as u128) as usize
+        (stream_id.as_u128() % self.stripes.len() as u128) as usize
     }
 
-    /// Waits for the right to write the read views. On SQLite this is the one write
-    /// lock; on PostgreSQL views need no gate (only the relay writes them).
+    /// Waits for the right to write tables no command writes: the read views and their
+    /// checkpoints, the saga's records, the payment simulator's ledger. On SQLite this is
+    /// the one write lock, without the clients' turnstile (that work is under way);
+    /// on PostgreSQL they need no gate.
     pub async fn enter_views(&self) -> Option<MutexGuard<'_, ()>> {
-        if self.0.len() == 1 {
-            Some(self.0[0].lock().await)
+        if self.is_one_lock() {
+            Some(self.stripes[0].lock().await)
+        } else {
+            None
+        }
+    }
+
+    /// [`Self::enter_views`] for the relay's folds, which on SQLite take their turn with
+    /// the clients' commands: a fold that waited behind many of them folds all their
+    /// events at once, where one that went ahead of them would fold a few at a time.
+    pub async fn enter_folds(&self) -> Option<Entered<'_>> {
+        if self.is_one_lock() {
+            Some(self.enter_all(&[], Writing::Client).await)
         } else {
             None
         }
@@ -441,6 +496,15 @@ impl CommandContext {
             idempotency_key,
             correlation_id: id,
             causation_id: format!("command:{id}"),
+        }
+    }
+
+    /// A client's command, or a process manager's step (caused by an event).
+    pub fn writing(&self) -> Writing {
+        if self.causation_id.starts_with("event:") {
+            Writing::FollowUp
+        } else {
+            Writing::Client
         }
     }
 
@@ -912,7 +976,7 @@ impl Writer {
         loop {
             attempt += 1;
             let result = {
-                let _gate = self.gate.enter_all(&streams).await;
+                let _gate = self.gate.enter_all(&streams, ctx.writing()).await;
                 self.attempt(ctx, command, request_hash).await
             };
             match result {
@@ -1020,6 +1084,61 @@ mod lock_tests {
                 9i32.into()
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod gate_tests {
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+
+    use sea_orm::DbBackend;
+    use uuid::Uuid;
+
+    use super::{WriteGate, Writing};
+
+    /// On SQLite, a follow-up write (a saga step) that arrives while clients queue waits
+    /// behind at most one of them, not behind all; every client still gets its turn.
+    #[tokio::test]
+    async fn on_sqlite_follow_up_work_passes_the_queue_of_clients() {
+        let gate = WriteGate::for_backend(DbBackend::Sqlite);
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let first = gate.enter_all(&[Uuid::nil()], Writing::Client).await;
+        let mut tasks = Vec::new();
+        let spawn = |name: &'static str, who: Writing| {
+            let (gate, order) = (gate.clone(), order.clone());
+            tokio::spawn(async move {
+                let _held = gate.enter_all(&[Uuid::now_v7()], who).await;
+                order.lock().expect("not poisoned").push(name);
+            })
+        };
+        for name in ["client 1", "client 2", "client 3"] {
+            tasks.push(spawn(name, Writing::Client));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tasks.push(spawn("saga", Writing::FollowUp));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        drop(first);
+        for task in tasks {
+            task.await.expect("no panic");
+        }
+        let order = order.lock().expect("not poisoned").clone();
+        // The first client held the lock; the others queued at the turnstile behind it.
+        assert_eq!(order, ["saga", "client 1", "client 2", "client 3"]);
+    }
+
+    /// On PostgreSQL clients are not queued apart: writers of different streams never
+    /// wait for each other.
+    #[tokio::test]
+    async fn on_postgres_writers_of_other_streams_do_not_wait() {
+        let gate = WriteGate::for_backend(DbBackend::Postgres);
+        let _a = gate.enter_all(&[Uuid::from_u128(1)], Writing::Client).await;
+        let b = tokio::time::timeout(
+            Duration::from_secs(1),
+            gate.enter_all(&[Uuid::from_u128(2)], Writing::Client),
+        )
+        .await;
+        assert!(b.is_ok(), "another stream's writer is admitted at once");
     }
 }
 

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::values::Money;
 use crate::entity::gateway_ledger;
+use crate::write::WriteGate;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChargeOutcome {
@@ -50,14 +51,18 @@ pub trait PaymentGateway: Send + Sync + 'static {
 /// declined as invalid. Its ledger is a table, so it remembers across restarts.
 pub struct SimulatedGateway {
     db: DatabaseConnection,
+    /// On SQLite the ledger's writes queue for the one write lock in process, as the
+    /// saga's follow-up work (ADR 0033), instead of in SQLite's busy handler, which
+    /// sleeps while this process hands the lock from writer to writer.
+    gate: WriteGate,
 }
 
 /// Transient failures `tok_flaky` produces per key before it succeeds.
 const FLAKY_FAILURES: i32 = 2;
 
 impl SimulatedGateway {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, gate: WriteGate) -> Self {
+        Self { db, gate }
     }
 
     fn reference(prefix: &str, key: &str) -> String {
@@ -90,6 +95,7 @@ impl SimulatedGateway {
             Column::Attempts,
             Column::UpdatedAt,
         ];
+        let _gate = self.gate.enter_views().await;
         crate::db::upsert(&self.db, row, [Column::IdempotencyKey], changed).await?;
         Ok(())
     }

@@ -339,7 +339,7 @@ impl Relay {
         fence: &Fence,
     ) -> Result<bool, DbErr> {
         let changes = {
-            let _gate = self.gate.enter_views().await;
+            let _gate = self.gate.enter_folds().await;
             let txn = begin_write(&self.db).await?;
             // A rebuild (or another replica) may have moved the checkpoint past where this
             // batch starts since we read it: then those events are in the view already.
