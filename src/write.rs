@@ -44,9 +44,10 @@ const MAX_ATTEMPTS: u32 = 8;
 /// SQLite allows one writer at a time and fails a deferred transaction that tries to
 /// upgrade after another committed (SQLITE_BUSY_SNAPSHOT): writers of this process queue
 /// on one lock, and begin `IMMEDIATE` to also queue behind other processes. Clients'
-/// commands first pass an admission turnstile, one at a time, so that work already under
-/// way (the views' folds, the saga's steps: what the clients' answers and orders wait
-/// for) queues behind at most one of them rather than behind every client (ADR 0033).
+/// commands (and the relay's folds, which fold more at once for waiting with them) first
+/// pass an admission turnstile, one at a time, so that work already under way (the saga's
+/// steps and records, the payment simulator's ledger: what the clients' orders wait for)
+/// queues behind at most one of them rather than behind every client (ADR 0033).
 ///
 /// PostgreSQL runs writers in parallel; only writers of the *same stream* collide, on
 /// UNIQUE(stream_id, version), and the loser must reload and decide again. Within one
