@@ -48,7 +48,7 @@ use ordergraph::domain::product::{Product, ProductCommand, ProductEvent};
 use ordergraph::domain::values::StockDelta;
 use ordergraph::domain::{Aggregate, Stored};
 use ordergraph::write::event_store;
-use ordergraph::write::{STREAM_LOCKS, WriteGate, stream_lock_key};
+use ordergraph::write::{STREAM_LOCKS, WriteGate, Writing, stream_lock_key};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sea_orm::DbBackend;
@@ -936,7 +936,7 @@ impl RawDb {
         loop {
             attempt += 1;
             let result = {
-                let _gate = gate.enter(product).await;
+                let _gate = gate.enter_all(&[product], Writing::Client).await;
                 match self {
                     RawDb::Postgres(p) => attempt_postgres(p, product).await,
                     RawDb::Sqlite(p) => attempt_sqlite(p, product).await,

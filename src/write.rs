@@ -96,11 +96,6 @@ impl WriteGate {
         self.stripes.len() == 1
     }
 
-    /// Waits for the right to write `stream_id` (on SQLite: to write at all).
-    pub async fn enter(&self, stream_id: Uuid) -> MutexGuard<'_, ()> {
-        self.stripes[self.stripe(stream_id)].lock().await
-    }
-
     /// Waits for the right to write all of `streams`, taking their stripes in ascending
     /// order so that two multi-stream writers cannot deadlock. On SQLite a client's
     /// command passes the admission turnstile first.
