@@ -79,6 +79,8 @@ struct Core {
     bus: Arc<dyn ChangeBus>,
     projections: Vec<Arc<dyn Projection>>,
     checkpoints: Arc<Checkpoints>,
+    /// Copies of catalog rows (ADR 0023): filled by reads and by this replica's folds.
+    catalog_cache: Arc<read::cache::CatalogCache>,
     statuses: Arc<read::status::Statuses>,
     metrics: Arc<metrics::Metrics>,
     relay_health: Arc<RelayHealth>,
@@ -229,6 +231,11 @@ impl Core {
             wakeup: wakeup.clone(),
             bus,
             statuses: Arc::new(read::status::Statuses::new(&names, checkpoints.clone())),
+            catalog_cache: Arc::new(read::cache::CatalogCache::new(
+                settings.read_cache_rows,
+                checkpoints.clone(),
+                metrics.clone(),
+            )),
             live,
             feed: read::feed::EventFeed::new(buffer, metrics.clone(), wakeup),
             doorbells,
@@ -295,6 +302,7 @@ impl Core {
             metrics: self.metrics.clone(),
             horizon: self.horizon_tx.clone(),
             statuses: self.statuses.clone(),
+            kept: Some(self.catalog_cache.clone()),
             running: Default::default(),
         }
     }
@@ -501,11 +509,7 @@ impl Core {
                 writer: self.writer(),
                 checkpoints: self.checkpoints.clone(),
                 consistency_wait: self.settings.consistency_wait(),
-                catalog_cache: Arc::new(read::cache::CatalogCache::new(
-                    self.settings.read_cache_rows,
-                    self.checkpoints.clone(),
-                    self.metrics.clone(),
-                )),
+                catalog_cache: self.catalog_cache.clone(),
                 live: self.live.clone(),
                 feed: self.feed.clone(),
                 drain: self.drain.clone(),

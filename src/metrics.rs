@@ -60,7 +60,7 @@ pub struct LogReadLabel {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReadCacheLabel {
-    /// `product` or `page`.
+    /// `product`, `page`, or `payload` (a mutation's product, after its fold).
     pub read: &'static str,
     /// `hit` (served from memory) or `miss` (read from the database).
     pub result: &'static str,
@@ -462,7 +462,7 @@ impl Metrics {
         self.log_reads.get_or_create(&LogReadLabel { read }).inc();
     }
 
-    /// A catalog read (`product` or `page`) was served from memory or not.
+    /// A catalog read (`product`, `page` or `payload`) was served from memory or not.
     pub fn read_cache(&self, read: &'static str, hit: bool) {
         let result = if hit { "hit" } else { "miss" };
         self.read_cache

@@ -43,6 +43,13 @@ pub fn all_projections() -> Vec<std::sync::Arc<dyn Projection>> {
     views().into_iter().map(|v| v.projection).collect()
 }
 
+/// Rows a fold wrote, as its transaction left them, of the views whose rows this
+/// process keeps in memory (`read::cache`): the catalog's products.
+#[derive(Debug, Default)]
+pub struct FoldedRows {
+    pub products: Vec<catalog::catalog_view::Model>,
+}
+
 /// A projection folds events into its view inside the relay's transaction, which also
 /// advances its checkpoint: a view and its checkpoint never disagree.
 #[async_trait::async_trait]
@@ -90,6 +97,18 @@ pub trait Projection: Send + Sync {
             }
         }
         Ok(changes)
+    }
+
+    /// [`apply`](Projection::apply) for the relay, which also keeps in memory, once the
+    /// transaction commits, the rows it wrote of a view whose rows are kept there (the
+    /// catalog's products, ADR 0023): those, as the transaction leaves them. By default
+    /// `apply`, and none. A rebuild calls `apply`, which pays for no rows it would not use.
+    async fn apply_keeping(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<(Vec<Change>, FoldedRows), DbErr> {
+        Ok((self.apply(txn, events).await?, FoldedRows::default()))
     }
 
     /// Folds one event it wants into the view; the key ([`Change::key`]) of what it

@@ -380,10 +380,16 @@ pub(crate) fn discontinue(id: Uuid) -> Envelope<product::Product> {
     )
 }
 
-/// Reads the product view once it has caught up with a command's outcome.
+/// Reads the product view once it has caught up with a command's outcome: from the copy
+/// this replica's fold kept of the row it wrote when there is one (fresh, it is at least
+/// as new as the outcome: `CatalogCache::payload`), else from the database.
 async fn product_payload(ctx: &Context<'_>, outcome: Outcome) -> AppResult<ProductPayload> {
-    let product = written(ctx, view::NAME, "product", &outcome, |db, id| {
-        view::find(db, id)
+    let cache = services(ctx)?.catalog_cache.clone();
+    let product = written(ctx, view::NAME, "product", &outcome, |db, id| async move {
+        match cache.payload(id) {
+            Some(row) => Ok(Some(row)),
+            None => view::find(db, id).await,
+        }
     })
     .await?;
     Ok(ProductPayload {

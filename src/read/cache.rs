@@ -117,6 +117,18 @@ impl CatalogCache {
     /// The product `id` if held and unchanged since it was read: `Some(None)` is a
     /// product known not to exist.
     pub fn product(&self, id: Uuid) -> Option<Option<catalog_view::Model>> {
+        self.held(id, "product")
+    }
+
+    /// The product `id` for a mutation's payload, once the catalog's checkpoint has
+    /// reached the mutation's position: a copy still fresh then is at least that new
+    /// (the fold of that position named the product, and moved the epoch before the
+    /// checkpoint), so it is what a read of the view would answer.
+    pub fn payload(&self, id: Uuid) -> Option<catalog_view::Model> {
+        self.held(id, "payload").flatten()
+    }
+
+    fn held(&self, id: Uuid, read: &'static str) -> Option<Option<catalog_view::Model>> {
         if !self.enabled() {
             return None;
         }
@@ -126,8 +138,18 @@ impl CatalogCache {
             let key = id.hyphenated().encode_lower(&mut key);
             self.checkpoints.fresh(NAME, key, epoch).then_some(row)
         });
-        self.metrics.read_cache("product", held.is_some());
+        self.metrics.read_cache(read, held.is_some());
         held
+    }
+
+    /// Keeps the rows a fold of the catalog wrote, as its committed transaction left
+    /// them, in `epoch`: the one its commit moved the catalog to
+    /// (`Checkpoints::changed_keys`), which named each of them. A mutation that waited for
+    /// that fold then reads its payload from here, without a round trip.
+    pub fn keep_folded(&self, epoch: u64, rows: Vec<catalog_view::Model>) {
+        for row in rows {
+            self.keep_product(epoch, row.id, Some(row));
+        }
     }
 
     /// Keeps the product `id` as read after `epoch` was (unless a newer read is held).
@@ -214,6 +236,34 @@ mod tests {
     /// The key the catalog's fold announces a product's change under.
     fn key(id: Uuid) -> String {
         id.to_string()
+    }
+
+    #[test]
+    fn the_rows_a_fold_wrote_are_served_from_the_epoch_it_moved_to_until_a_later_move_names_them() {
+        let (cache, checkpoints) = new_cache(10);
+        let a = Uuid::nil();
+        // A copy read before the fold.
+        cache.keep_product(checkpoints.epoch(NAME), a, Some(row(1)));
+        // The fold: its move names `a`, its row is kept in the epoch it moved to, then
+        // the checkpoint moves.
+        let epoch = checkpoints.touch(NAME, Some([key(a).as_str()].into_iter()));
+        assert!(cache.payload(a).is_none(), "the older copy is never served");
+        cache.keep_folded(epoch, vec![row(5)]);
+        checkpoints.advance(NAME, 10);
+        assert_eq!(cache.payload(a).map(|r| r.stock), Some(5));
+        assert_eq!(cache.product(a).flatten().map(|r| r.stock), Some(5));
+        // A fold that kept its rows after a later move named them (another replica's
+        // doorbell got in between): never served.
+        let stale = checkpoints.touch(NAME, Some([key(a).as_str()].into_iter()));
+        checkpoints.changed_keys(NAME, 11, [key(a).as_str()].into_iter());
+        cache.keep_folded(stale, vec![row(6)]);
+        assert!(cache.payload(a).is_none());
+        assert!(cache.product(a).is_none());
+        // A fold of more rows than are remembered by key moves the epoch for every row:
+        // its own rows, kept in that epoch, are served.
+        let wiped = checkpoints.touch(NAME, None::<std::iter::Empty<&str>>);
+        cache.keep_folded(wiped, vec![row(7)]);
+        assert_eq!(cache.payload(a).map(|r| r.stock), Some(7));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::bus::Change;
 use super::view::{self, LiveView};
-use super::{ChangeKey, Projection, ViewTable};
+use super::{ChangeKey, FoldedRows, Projection, ViewTable};
 use crate::domain::product::{Product, ProductEvent, ProductStatus};
 use crate::domain::{Aggregate, Stored};
 use crate::entity::events;
@@ -75,6 +75,29 @@ impl Projection for CatalogProjection {
         txn: &DatabaseTransaction,
         events: &[events::Model],
     ) -> Result<Vec<Change>, DbErr> {
+        Ok(self.fold_batch(txn, events, false).await?.0)
+    }
+
+    /// The relay's fold also has each row it wrote back (`RETURNING`, in the statements
+    /// that write them), for the copies of products kept in memory (ADR 0023, amended).
+    async fn apply_keeping(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+    ) -> Result<(Vec<Change>, FoldedRows), DbErr> {
+        let (changes, products) = self.fold_batch(txn, events, true).await?;
+        Ok((changes, FoldedRows { products }))
+    }
+}
+
+impl CatalogProjection {
+    /// Folds a batch as [`Projection::apply`] says; with `keep`, also the rows written.
+    async fn fold_batch(
+        &self,
+        txn: &DatabaseTransaction,
+        events: &[events::Model],
+        keep: bool,
+    ) -> Result<(Vec<Change>, Vec<catalog_view::Model>), DbErr> {
         let mut rows: Vec<RowChange> = Vec::new();
         let mut index: HashMap<Uuid, usize> = HashMap::new();
         let mut changes = Vec::new();
@@ -110,8 +133,8 @@ impl Projection for CatalogProjection {
                 position: row.position,
             });
         }
-        write_rows(txn, rows).await?;
-        Ok(changes)
+        let written = write_rows(txn, rows, keep).await?;
+        Ok((changes, written))
     }
 }
 
@@ -181,13 +204,22 @@ pub(super) const ROWS_PER_STATEMENT: usize = 500;
 
 /// Writes a batch's row changes: the new rows in one `INSERT`, the others in one
 /// `UPDATE … FROM (VALUES …)` per set of columns changed. An update that finds fewer
-/// rows than it names fails as a single update of a missing row does.
-async fn write_rows(txn: &DatabaseTransaction, rows: Vec<RowChange>) -> Result<(), DbErr> {
+/// rows than it names fails as a single update of a missing row does. With `keep`, the
+/// statements return every row they wrote, whole, and so does this; otherwise nothing.
+async fn write_rows(
+    txn: &DatabaseTransaction,
+    rows: Vec<RowChange>,
+    keep: bool,
+) -> Result<Vec<catalog_view::Model>, DbErr> {
+    let mut written = Vec::new();
     let (created, updated): (Vec<_>, Vec<_>) = rows.into_iter().partition(|r| r.created);
     for chunk in created.chunks(ROWS_PER_STATEMENT) {
-        catalog_view::Entity::insert_many(chunk.iter().map(|r| r.view.clone()))
-            .exec(txn)
-            .await?;
+        let insert = catalog_view::Entity::insert_many(chunk.iter().map(|r| r.view.clone()));
+        if keep {
+            written.extend(insert.exec_with_returning(txn).await?);
+        } else {
+            insert.exec(txn).await?;
+        }
     }
     // Rows grouped by the columns they set (the names, in the table's order).
     let mut groups: Vec<(Vec<&'static str>, Vec<catalog_view::Column>, Vec<_>)> = Vec::new();
@@ -203,20 +235,23 @@ async fn write_rows(txn: &DatabaseTransaction, rows: Vec<RowChange>) -> Result<(
     }
     for (_, columns, views) in groups {
         for chunk in views.chunks(ROWS_PER_STATEMENT) {
-            update_rows(txn, &columns, chunk).await?;
+            written.extend(update_rows(txn, &columns, chunk, keep).await?);
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// `UPDATE catalog_view SET c = v.columnN, … FROM (VALUES (id, …), …) AS v WHERE
 /// catalog_view.id = v.column1`: both databases name a `VALUES` list's columns
-/// `column1`, `column2`, …, and the parameters carry their types.
+/// `column1`, `column2`, …, and the parameters carry their types. With `keep`, `RETURNING`
+/// the rows' columns, unqualified (SQLite's `RETURNING` may not name the `FROM` list's
+/// table; `v`'s columns are `columnN`, so no name is ambiguous on PostgreSQL).
 async fn update_rows(
     txn: &DatabaseTransaction,
     columns: &[catalog_view::Column],
     views: &[catalog_view::ActiveModel],
-) -> Result<(), DbErr> {
+    keep: bool,
+) -> Result<Vec<catalog_view::Model>, DbErr> {
     let backend = txn.get_database_backend();
     let width = columns.len() + 1;
     let set = columns
@@ -241,18 +276,34 @@ async fn update_rows(
         }
         tuples.push(format!("({})", tuple.join(", ")));
     }
-    let sql = format!(
+    let mut sql = format!(
         "UPDATE \"catalog_view\" SET {set} FROM (VALUES {}) AS \"v\" \
          WHERE \"catalog_view\".\"id\" = \"v\".\"column1\"",
         tuples.join(", ")
     );
-    let done = txn
-        .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+    if !keep {
+        let done = txn
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        if done.rows_affected() != views.len() as u64 {
+            return Err(DbErr::RecordNotUpdated);
+        }
+        return Ok(Vec::new());
+    }
+    let returned = catalog_view::Column::iter()
+        .map(|c| format!("\"{}\"", c.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sql.push_str(" RETURNING ");
+    sql.push_str(&returned);
+    let rows = catalog_view::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+        .all(txn)
         .await?;
-    if done.rows_affected() != views.len() as u64 {
+    if rows.len() != views.len() {
         return Err(DbErr::RecordNotUpdated);
     }
-    Ok(())
+    Ok(rows)
 }
 
 #[async_trait::async_trait]

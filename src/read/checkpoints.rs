@@ -107,9 +107,16 @@ impl Checkpoints {
 
     /// Moves the view's epoch, noting which keys changed at it (`None`: any may have).
     /// Under the lock, so that whoever sees the new epoch and asks `fresh` sees the keys.
-    fn touch<'k>(&self, name: &str, keys: Option<impl ExactSizeIterator<Item = &'k str>>) {
+    /// Returns the epoch it moved to (0 for a view it does not know). The relay's fold
+    /// calls it itself to keep the rows it wrote in that epoch *before* it advances the
+    /// checkpoint (`advance`), so that a mutation woken by the checkpoint finds them.
+    pub fn touch<'k>(
+        &self,
+        name: &str,
+        keys: Option<impl ExactSizeIterator<Item = &'k str>>,
+    ) -> u64 {
         let Some(epochs) = self.epochs.get(name) else {
-            return;
+            return 0;
         };
         let mut touched = epochs
             .touched
@@ -133,6 +140,7 @@ impl Checkpoints {
                 touched.wiped = epoch;
             }
         }
+        epoch
     }
 
     /// How many times the view's rows may have changed so far: a copy read after this

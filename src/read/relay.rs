@@ -107,6 +107,9 @@ pub struct Relay {
     pub horizon: Arc<watch::Sender<i64>>,
     /// Each projection's status (running, failed at an event).
     pub statuses: Arc<super::status::Statuses>,
+    /// Where the rows a fold wrote are kept once it commits (`Projection::apply_keeping`):
+    /// the catalog's copies of products (ADR 0023).
+    pub kept: Option<Arc<super::cache::CatalogCache>>,
     /// The projectors running in this process (`run_projector`), for the fold order.
     pub running: std::sync::Mutex<std::collections::HashSet<&'static str>>,
 }
@@ -338,7 +341,7 @@ impl Relay {
         upto: i64,
         fence: &Fence,
     ) -> Result<bool, DbErr> {
-        let changes = {
+        let (changes, rows) = {
             let _gate = self.gate.enter_folds().await;
             let txn = begin_write(&self.db).await?;
             // A rebuild (or another replica) may have moved the checkpoint past where this
@@ -351,7 +354,10 @@ impl Relay {
                 self.metrics.projection_at(projection.name(), stored);
                 return Ok(false);
             }
-            let changes = projection.apply(&txn, events).await?;
+            let (changes, rows) = match &self.kept {
+                Some(_) => projection.apply_keeping(&txn, events).await?,
+                None => (projection.apply(&txn, events).await?, Default::default()),
+            };
             // The unit may have been lost while we folded: then another replica may fold
             // the same events, and only one of us may commit.
             if let Err(why) = fence.check() {
@@ -369,16 +375,25 @@ impl Relay {
             };
             folded.ring(&txn).await?;
             txn.commit().await?;
-            changes
+            (changes, rows)
         };
         // Only the rows it announced changed: copies of the others stay valid.
         let name = projection.name();
-        if changes.iter().all(|c| c.projection == name) {
+        // The epoch moves first (`Checkpoints::changed_keys`), then the rows as this fold
+        // left them are kept in it (a later move that names one drops its copy), then the
+        // checkpoint moves: a mutation it wakes reads its payload from memory.
+        let epoch = if changes.iter().all(|c| c.projection == name) {
             let keys = changes.iter().map(|c| c.key.as_str());
-            self.checkpoints.changed_keys(name, upto, keys);
+            self.checkpoints.touch(name, Some(keys))
         } else {
-            self.checkpoints.changed(name, upto);
+            self.checkpoints.touch(name, None::<std::iter::Empty<&str>>)
+        };
+        if let Some(kept) = &self.kept
+            && !rows.products.is_empty()
+        {
+            kept.keep_folded(epoch, rows.products);
         }
+        self.checkpoints.advance(name, upto);
         self.metrics.projection_at(projection.name(), upto);
         self.metrics
             .events_applied(projection.name(), events.len() as u64);

@@ -101,8 +101,62 @@ async fn with_the_cache_off_every_read_goes_to_the_database() {
         assert_eq!(admin.product(&id).await["stock"], 4);
         page(&app).await;
     }
+    admin.adjust_stock(&id, 1).await;
+    assert_eq!(admin.product(&id).await["stock"], 5);
     assert_eq!(counted(&app, "product", "hit").await, 0);
     assert_eq!(counted(&app, "page", "hit").await, 0);
+    assert_eq!(counted(&app, "payload", "hit").await, 0);
+}
+
+#[tokio::test]
+async fn a_mutations_payload_is_the_row_its_fold_wrote_not_an_older_copy() {
+    // Arrange: a product held in memory at stock 10.
+    let app = spawn_app().await;
+    let admin = app.as_admin();
+    let product = admin.create_product("RC-PAYLOAD", "1.00", 10).await;
+    let id = str_of(&product["id"]).to_owned();
+    let hits = counted(&app, "payload", "hit").await;
+    let mut stock = 10;
+    for (round, delta) in [4, -3, 7, -1].into_iter().enumerate() {
+        held(&app, &admin, &id).await;
+        // Act: a stock change, then a renaming, each answered with its product.
+        let resp = admin.adjust_stock(&id, delta).await;
+        stock += delta;
+
+        // Assert: the payload is the write (not the copy held before it), at its
+        // position.
+        let payload = &data(&resp)["adjustStock"];
+        assert_eq!(
+            payload["product"]["stock"], stock,
+            "round {round}: {payload}"
+        );
+        assert_eq!(
+            pos(&payload["product"]["position"]),
+            pos(&payload["position"]),
+            "round {round}: {payload}"
+        );
+        let name = format!("Renamed {round}");
+        let resp = app
+            .as_admin()
+            .gql(
+                UPDATE_PRODUCT,
+                json!({ "input": { "id": id, "name": name } }),
+            )
+            .await;
+        let payload = &data(&resp)["updateProduct"];
+        assert_eq!(payload["product"]["name"], name.as_str(), "{payload}");
+        assert_eq!(payload["product"]["stock"], stock, "{payload}");
+    }
+    // The payloads came from the copies this process's folds kept of the rows they wrote.
+    // (On PostgreSQL the doorbell of a fold can reach this process before the fold's own
+    // commit returns, and moves the epoch past its copy: then the payload is read from
+    // the database, as exact. So not every one.)
+    let served = counted(&app, "payload", "hit").await - hits;
+    if on_postgres() {
+        assert!(served >= 1, "no payload was served from memory");
+    } else {
+        assert_eq!(served, 8, "every payload was served from memory");
+    }
 }
 
 /// Two replicas on one database: A, and B serving the API only (so A folds the catalog,
@@ -187,12 +241,12 @@ async fn a_write_drops_only_the_copy_of_the_product_it_changed() {
         let resp = admin.adjust_stock(moved, delta).await;
         let at = pos(&data(&resp)["adjustStock"]["position"]);
 
-        // Assert: the written product reads its write (not from memory); the other is
-        // still served from memory, unchanged.
-        let hits = counted(&app, "product", "hit").await;
+        // Assert: the written product reads its write (the copy held before is gone;
+        // the one its fold kept may serve it); the other is still served from memory,
+        // unchanged.
         let product = admin.product(moved).await;
         assert_eq!(pos(&product["position"]), at, "round {round}: {product}");
-        assert_eq!(counted(&app, "product", "hit").await, hits, "round {round}");
+        let hits = counted(&app, "product", "hit").await;
         assert_eq!(admin.product(kept).await["stock"], 10);
         assert_eq!(
             counted(&app, "product", "hit").await,

@@ -150,8 +150,9 @@ async fn verify_finds_a_corrupted_row_and_a_rebuild_fixes_it() {
     assert!(ok, "every view verifies:\n{out}");
 
     // Behind the service's back: one product's stock and a cart line vanish.
+    // (The service may go on answering `product` from the copy its last fold kept: a
+    // change behind its back shows after the next change or a rebuild, ADR 0023.)
     corrupt_catalog_and_cart(&app).await;
-    assert_eq!(admin.product(&ids[0]).await["stock"], 999);
 
     let report = verify(&admin, "catalog").await;
     assert_eq!(report["ok"], false, "{report}");
