@@ -191,6 +191,11 @@ impl Core {
             metrics.clone(),
         );
         let cluster = Arc::new(cluster::member::ClusterState::default());
+        let catalog_cache = Arc::new(read::cache::CatalogCache::new(
+            settings.read_cache_rows,
+            checkpoints.clone(),
+            metrics.clone(),
+        ));
         // One process on SQLite: the relay publishes in process. On PostgreSQL every
         // replica, this one too, takes changes from the doorbells (ADR 0013).
         let (bus, doorbells): (Arc<dyn ChangeBus>, _) =
@@ -202,6 +207,7 @@ impl Core {
                     bus.clone(),
                     live.clone(),
                     checkpoints.clone(),
+                    Some(catalog_cache.clone()),
                     wakeup.clone(),
                     cluster.clone(),
                 )
@@ -231,11 +237,7 @@ impl Core {
             wakeup: wakeup.clone(),
             bus,
             statuses: Arc::new(read::status::Statuses::new(&names, checkpoints.clone())),
-            catalog_cache: Arc::new(read::cache::CatalogCache::new(
-                settings.read_cache_rows,
-                checkpoints.clone(),
-                metrics.clone(),
-            )),
+            catalog_cache,
             live,
             feed: read::feed::EventFeed::new(buffer, metrics.clone(), wakeup),
             doorbells,

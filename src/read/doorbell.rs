@@ -48,6 +48,8 @@ use tokio::sync::{Mutex, mpsc, watch};
 use uuid::Uuid;
 
 use super::bus::{Change, DoorbellBus};
+use super::cache::CatalogCache;
+use super::catalog::catalog_view;
 use super::checkpoints::{self, Checkpoints};
 use super::live::LiveViews;
 use super::rebuild::Changed;
@@ -103,11 +105,77 @@ struct Bell {
     /// replica then drops its copies of those rows only (`Checkpoints::changed_keys`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     k: Option<Vec<String>>,
+    /// The catalog's rows as the fold wrote them, when it names their keys and they fit
+    /// ([`ROWS_IN_A_BELL`]): a replica keeps them as copies (ADR 0023), so that a
+    /// mutation it took answers without reading its product.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    r: Option<Vec<CarriedRow>>,
 }
 
 /// The most keys a doorbell names (36-byte ids: about 650 bytes, far below PostgreSQL's
 /// 8 000-byte payload); a fold that changed more rows says only how many.
 const KEYS_IN_A_BELL: usize = 16;
+
+/// The longest doorbell that carries rows (`Bell::r`); a longer one goes without them,
+/// well below PostgreSQL's limit of 8 000 bytes.
+const ROWS_IN_A_BELL: usize = 7_000;
+
+/// A row of `catalog_view` in a doorbell: every column, so that it is exactly the row a
+/// read of the view after the fold returns.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CarriedRow {
+    id: Uuid,
+    sku: String,
+    name: String,
+    description: String,
+    price_cents: i64,
+    stock: i64,
+    status: String,
+    review_count: i64,
+    rating_total: i64,
+    version: i64,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    position: i64,
+}
+
+impl From<&catalog_view::Model> for CarriedRow {
+    fn from(row: &catalog_view::Model) -> Self {
+        let row = row.clone();
+        Self {
+            id: row.id,
+            sku: row.sku,
+            name: row.name,
+            description: row.description,
+            price_cents: row.price_cents,
+            stock: row.stock,
+            status: row.status,
+            review_count: row.review_count,
+            rating_total: row.rating_total,
+            version: row.version,
+            updated_at: row.updated_at,
+            position: row.position,
+        }
+    }
+}
+
+impl From<CarriedRow> for catalog_view::Model {
+    fn from(row: CarriedRow) -> Self {
+        Self {
+            id: row.id,
+            sku: row.sku,
+            name: row.name,
+            description: row.description,
+            price_cents: row.price_cents,
+            stock: row.stock,
+            status: row.status,
+            review_count: row.review_count,
+            rating_total: row.rating_total,
+            version: row.version,
+            updated_at: row.updated_at,
+            position: row.position,
+        }
+    }
+}
 
 /// A NOTIFY inside the caller's transaction (a fold's doorbell): delivered at its commit.
 async fn notify<C: ConnectionTrait>(db: &C, channel: &str, payload: &str) -> Result<(), DbErr> {
@@ -145,6 +213,35 @@ pub struct Folded<'a> {
     pub horizon: i64,
     pub changes: usize,
     pub keys: Option<&'a [Change]>,
+    /// The catalog's rows the fold wrote, as it wrote them (`FoldedRows`); empty for
+    /// every other view.
+    pub rows: &'a [catalog_view::Model],
+}
+
+/// A view's move a replica hears of: folded up to `upto` (the fold, if known, started at
+/// `from` and announced changes when `changed`, of the rows `keys` when it said, and
+/// carried the catalog's `rows` when they fit), or a stored checkpoint found further.
+struct Moved<'a> {
+    name: &'a str,
+    upto: i64,
+    from: Option<i64>,
+    changed: bool,
+    keys: Option<&'a [String]>,
+    rows: Option<Vec<CarriedRow>>,
+}
+
+impl<'a> Moved<'a> {
+    /// A move of which only the position is known: anything may have changed.
+    fn all(name: &'a str, upto: i64) -> Self {
+        Self {
+            name,
+            upto,
+            from: None,
+            changed: true,
+            keys: None,
+            rows: None,
+        }
+    }
 }
 
 impl Folded<'_> {
@@ -197,16 +294,33 @@ impl Folded<'_> {
         if db.get_database_backend() != DbBackend::Postgres {
             return Ok(None);
         }
-        let bell = Bell {
+        self.encoded().map(Some)
+    }
+
+    /// The doorbell's JSON.
+    fn encoded(&self) -> Result<String, DbErr> {
+        let mut bell = Bell {
             p: Some(self.projection.to_owned()),
             from: Some(self.from),
             upto: Some(self.upto),
             h: self.horizon.max(self.upto),
             n: Some(self.changes as u64),
             k: self.keys.and_then(few_keys),
+            r: None,
         };
-        let payload = serde_json::to_string(&bell).map_err(|e| DbErr::Custom(e.to_string()))?;
-        Ok(Some(payload))
+        let encode =
+            |bell: &Bell| serde_json::to_string(bell).map_err(|e| DbErr::Custom(e.to_string()));
+        // Rows only with the keys they are the rows of: a replica keeps them in the
+        // epoch whose move named those keys.
+        if bell.k.is_some() && !self.rows.is_empty() {
+            bell.r = Some(self.rows.iter().map(CarriedRow::from).collect());
+            let payload = encode(&bell)?;
+            if payload.len() <= ROWS_IN_A_BELL {
+                return Ok(payload);
+            }
+            bell.r = None;
+        }
+        encode(&bell)
     }
 }
 
@@ -290,6 +404,8 @@ pub struct Doorbells {
     bus: Arc<DoorbellBus>,
     hub: Arc<LiveViews>,
     checkpoints: Arc<Checkpoints>,
+    /// Where the catalog's rows a doorbell carries are kept (ADR 0023).
+    kept: Option<Arc<CatalogCache>>,
     wakeup: Wakeup,
     /// Who else is alive: a replica alone sends no writer hints.
     cluster: Arc<ClusterState>,
@@ -310,12 +426,14 @@ impl Drop for AbortOnDrop {
 impl Doorbells {
     /// The listener of a replica whose views are at `checkpoints` (as loaded at start-up:
     /// no subscriber exists yet, so nothing before them needs delivering).
+    #[allow(clippy::too_many_arguments)]
     pub async fn new(
         db: DatabaseConnection,
         url: String,
         bus: Arc<DoorbellBus>,
         hub: Arc<LiveViews>,
         checkpoints: Arc<Checkpoints>,
+        kept: Option<Arc<CatalogCache>>,
         wakeup: Wakeup,
         cluster: Arc<ClusterState>,
     ) -> Result<Arc<Self>, DbErr> {
@@ -340,6 +458,7 @@ impl Doorbells {
             bus,
             hub,
             checkpoints,
+            kept,
             wakeup,
             cluster,
             horizon: watch::Sender::new(0),
@@ -434,7 +553,7 @@ impl Doorbells {
                     if at > seen.rung {
                         // The horizon moved with no fold to carry it (events no view
                         // wants, or views failed): tell the other replicas' feeds.
-                        let bell = Bell { p: None, from: None, upto: None, h: at, n: None, k: None };
+                        let bell = Bell { p: None, from: None, upto: None, h: at, n: None, k: None, r: None };
                         let payload = serde_json::to_string(&bell)?;
                         notify_now(&self.db, VIEW_CHANNEL, &payload).await?;
                         seen.rung = at;
@@ -473,7 +592,7 @@ impl Doorbells {
     async fn heard(&self, channel: &str, payload: &str) -> anyhow::Result<()> {
         match channel {
             VIEW_CHANNEL => {
-                let bell: Bell = match serde_json::from_str(payload) {
+                let mut bell: Bell = match serde_json::from_str(payload) {
                     Ok(bell) => bell,
                     Err(e) => {
                         // Another build's doorbell: the next read or poll covers it.
@@ -484,10 +603,15 @@ impl Doorbells {
                 let mut seen = self.seen.lock().await;
                 seen.rung = seen.rung.max(bell.h);
                 if let (Some(name), Some(upto)) = (bell.p.as_deref(), bell.upto) {
-                    let changed = bell.n.is_none_or(|n| n > 0);
-                    let keys = bell.k.as_deref();
-                    self.read_view(&mut seen, name, upto, bell.from, changed, keys)
-                        .await?;
+                    let moved = Moved {
+                        name,
+                        upto,
+                        from: bell.from,
+                        changed: bell.n.is_none_or(|n| n > 0),
+                        keys: bell.k.as_deref(),
+                        rows: bell.r.take(),
+                    };
+                    self.read_view(&mut seen, moved).await?;
                 }
                 drop(seen);
                 self.raise_horizon(bell.h);
@@ -520,15 +644,15 @@ impl Doorbells {
     /// View `name` is folded up to `upto` (the fold, if known, started at `from` and
     /// announced changes when `changed`, of the rows `keys` when it said): advance the
     /// checkpoint, then deliver the rows that moved since what was read.
-    async fn read_view(
-        &self,
-        seen: &mut Seen,
-        name: &str,
-        upto: i64,
-        from: Option<i64>,
-        changed: bool,
-        keys: Option<&[String]>,
-    ) -> Result<(), DbErr> {
+    async fn read_view(&self, seen: &mut Seen, moved: Moved<'_>) -> Result<(), DbErr> {
+        let Moved {
+            name,
+            upto,
+            from,
+            changed,
+            keys,
+            rows,
+        } = moved;
         let Some(view) = self.hub.view(name) else {
             // A view of another build: nothing here watches it.
             return Ok(());
@@ -546,17 +670,23 @@ impl Doorbells {
         // have moved are dropped before it moves (`Checkpoints::changed`), unless this
         // replica's checkpoint is there already: its own fold dropped them then.
         if (gap || changed) && self.checkpoints.get(name) < upto {
-            match keys {
+            let epoch = match keys {
                 // Only those rows moved since what was read here.
                 Some(keys) if !gap => {
                     let keys = keys.iter().map(String::as_str);
-                    self.checkpoints.changed_keys(name, upto, keys);
+                    self.checkpoints.touch(name, Some(keys))
                 }
-                _ => self.checkpoints.changed(name, upto),
+                _ => self.checkpoints.touch(name, None::<std::iter::Empty<&str>>),
+            };
+            // The rows the doorbell carries are the view's rows in that epoch, kept as
+            // copies before the checkpoint moves, as the folding replica keeps them.
+            if let (Some(kept), Some(rows)) = (&self.kept, rows)
+                && name == super::catalog::NAME
+            {
+                kept.keep_folded(epoch, rows.into_iter().map(Into::into).collect());
             }
-        } else {
-            self.checkpoints.advance(name, upto);
         }
+        self.checkpoints.advance(name, upto);
         if (gap || changed) && self.hub.watched(name) {
             let mut after = read;
             loop {
@@ -586,7 +716,7 @@ impl Doorbells {
                 // A stored checkpoint was folded up to at most a safe horizon: every
                 // position at or below it is final.
                 highest = highest.max(row.position);
-                self.read_view(&mut seen, &row.name, row.position, None, true, None)
+                self.read_view(&mut seen, Moved::all(&row.name, row.position))
                     .await?;
             }
         }
@@ -620,7 +750,7 @@ impl Doorbells {
                 };
                 let stored = checkpoints::load_one(&self.db, name).await?;
                 self.checkpoints.invalidate(name);
-                self.read_view(seen, name, stored, None, true, None).await?;
+                self.read_view(seen, Moved::all(name, stored)).await?;
                 let changed = match keys.map(serde_json::from_value::<Vec<String>>) {
                     Some(Ok(keys)) => Changed::Keys(keys),
                     // Too many to name, or unreadable: every watched key is re-sent.
@@ -807,6 +937,7 @@ mod tests {
             h: 1712,
             n: Some(3),
             k: None,
+            r: None,
         };
         let text = serde_json::to_string(&fold).expect("serializes");
         assert_eq!(
@@ -835,6 +966,7 @@ mod tests {
             h: i64::MAX,
             n: Some(u64::MAX),
             k: None,
+            r: None,
         };
         assert!(serde_json::to_string(&widest).expect("serializes").len() < 300);
         // With as many ids as a doorbell names, still far below it.
@@ -866,6 +998,75 @@ mod tests {
             h,
             n: None,
             k: None,
+            r: None,
         }
+    }
+
+    fn row(description: &str) -> catalog_view::Model {
+        catalog_view::Model {
+            id: Uuid::from_u128(7),
+            sku: "SKU-7".into(),
+            name: "Seven \"quoted\" ünïcode".into(),
+            description: description.into(),
+            price_cents: 1_999,
+            stock: 12,
+            status: "ACTIVE".into(),
+            review_count: 3,
+            rating_total: 11,
+            version: 9,
+            updated_at: chrono::DateTime::from_timestamp_micros(1_764_400_000_123_456)
+                .expect("a time"),
+            position: 1712,
+        }
+    }
+
+    fn folded<'a>(changes: &'a [Change], rows: &'a [catalog_view::Model]) -> Folded<'a> {
+        Folded {
+            projection: "catalog",
+            from: 1200,
+            upto: 1712,
+            horizon: 1712,
+            changes: changes.len(),
+            keys: Some(changes),
+            rows,
+        }
+    }
+
+    #[test]
+    fn a_catalog_doorbell_carries_its_rows_exactly_when_they_fit() {
+        let change = Change {
+            projection: "catalog",
+            key: Uuid::from_u128(7).to_string(),
+            position: 1712,
+        };
+        let changes = [change];
+        let rows = [row("a short description")];
+        let payload = folded(&changes, &rows).encoded().expect("encodes");
+        let bell: Bell = serde_json::from_str(&payload).expect("parses");
+        let carried: Vec<catalog_view::Model> = bell
+            .r
+            .expect("rows carried")
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        // Every column round-trips, the time to the microsecond.
+        assert_eq!(carried, rows);
+        // Too long to fit: the doorbell goes without them, keys and all else as before.
+        let long = [row(&"x".repeat(ROWS_IN_A_BELL))];
+        let payload = folded(&changes, &long).encoded().expect("encodes");
+        assert!(payload.len() < ROWS_IN_A_BELL, "{}", payload.len());
+        let bell: Bell = serde_json::from_str(&payload).expect("parses");
+        assert_eq!((bell.r, bell.k.map(|k| k.len())), (None, Some(1)));
+        // Without named keys, no rows either.
+        let many: Vec<Change> = (0..=KEYS_IN_A_BELL as u128)
+            .map(|i| Change {
+                projection: "catalog",
+                key: Uuid::from_u128(i).to_string(),
+                position: 1700 + i as i64,
+            })
+            .collect();
+        let payload = folded(&many, &rows).encoded().expect("encodes");
+        let bell: Bell = serde_json::from_str(&payload).expect("parses");
+        assert_eq!((bell.r, bell.k), (None, None));
     }
 }

@@ -372,6 +372,7 @@ impl Relay {
                 horizon,
                 changes: changes.len(),
                 keys: Some(&changes),
+                rows: &rows.products,
             };
             folded.ring(&txn).await?;
             txn.commit().await?;
@@ -430,6 +431,7 @@ impl Relay {
             horizon,
             changes: 1,
             keys: None,
+            rows: &[],
         };
         folded.ring_now(&self.db).await?;
         self.checkpoints.advance(name, upto);
