@@ -108,6 +108,20 @@ async fn with_the_cache_off_every_read_goes_to_the_database() {
     assert_eq!(counted(&app, "payload", "hit").await, 0);
 }
 
+/// An `adjustStock` answer shows the product at `stock`, at the write's own position.
+fn assert_answers_with_the_write(resp: &Value, stock: i64, round: usize) {
+    let payload = &data(resp)["adjustStock"];
+    assert_eq!(
+        payload["product"]["stock"], stock,
+        "round {round}: {payload}"
+    );
+    assert_eq!(
+        pos(&payload["product"]["position"]),
+        pos(&payload["position"]),
+        "round {round}: {payload}"
+    );
+}
+
 #[tokio::test]
 async fn a_mutations_payload_is_the_row_its_fold_wrote_not_an_older_copy() {
     // Arrange: a product held in memory at stock 10.
@@ -125,16 +139,7 @@ async fn a_mutations_payload_is_the_row_its_fold_wrote_not_an_older_copy() {
 
         // Assert: the payload is the write (not the copy held before it), at its
         // position.
-        let payload = &data(&resp)["adjustStock"];
-        assert_eq!(
-            payload["product"]["stock"], stock,
-            "round {round}: {payload}"
-        );
-        assert_eq!(
-            pos(&payload["product"]["position"]),
-            pos(&payload["position"]),
-            "round {round}: {payload}"
-        );
+        assert_answers_with_the_write(&resp, stock, round);
         let name = format!("Renamed {round}");
         let resp = app
             .as_admin()
@@ -229,16 +234,7 @@ async fn a_replica_that_does_not_fold_answers_with_the_row_the_doorbell_carried(
         stock += delta;
 
         // Assert: its answer is the write, at its position.
-        let payload = &data(&resp)["adjustStock"];
-        assert_eq!(
-            payload["product"]["stock"], stock,
-            "round {round}: {payload}"
-        );
-        assert_eq!(
-            pos(&payload["product"]["position"]),
-            pos(&payload["position"]),
-            "round {round}: {payload}"
-        );
+        assert_answers_with_the_write(&resp, stock, round);
         assert_eq!(on_b.product(&id).await["stock"], stock, "round {round}");
     }
     // B answered from the rows the doorbells carried (its poll of the stored checkpoints
