@@ -667,7 +667,7 @@ impl Doorbells {
         let gap = from.is_none_or(|from| from > read);
         // First the checkpoint: a subscription starting from now on reads its state at
         // or after `upto`, and skips what is delivered below. Copies of rows that may
-        // have moved are dropped before it moves (`Checkpoints::changed`), unless this
+        // have moved are dropped before it moves (`Checkpoints::touch`), unless this
         // replica's checkpoint is there already: its own fold dropped them then.
         if (gap || changed) && self.checkpoints.get(name) < upto {
             let epoch = match keys {

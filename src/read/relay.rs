@@ -380,7 +380,7 @@ impl Relay {
         };
         // Only the rows it announced changed: copies of the others stay valid.
         let name = projection.name();
-        // The epoch moves first (`Checkpoints::changed_keys`), then the rows as this fold
+        // The epoch moves first (`Checkpoints::touch`), then the rows as this fold
         // left them are kept in it (a later move that names one drops its copy), then the
         // checkpoint moves: a mutation it wakes reads its payload from memory.
         let epoch = if changes.iter().all(|c| c.projection == name) {
