@@ -21,8 +21,10 @@
 //! throughput part; BENCH_ORDERGRAPH_BIN, another build of the server to run;
 //! BENCH_PHASES, to print when each load phase starts and ends, for a profile;
 //! BENCH_VIEWS_TOGETHER, to start every replica but the first with `ORDERGRAPH_ROLES=api,
-//! saga,publisher`, so that the first holds every view's projector). Results go to stdout
-//! and `target/bench-cluster.md`.
+//! saga,publisher`, so that the first holds every view's projector; BENCH_OTHERS_ROLES,
+//! the same with any `ORDERGRAPH_ROLES`, e.g. `api` for a first replica holding every
+//! unit; BENCH_WRITE_TO_FIRST, to send every client of the throughput part to the first
+//! replica, the others only listening). Results go to stdout and `target/bench-cluster.md`.
 #![allow(clippy::unwrap_used)]
 
 #[path = "support/replicas.rs"]
@@ -143,6 +145,16 @@ async fn delivery(admin_url: &str, rounds: usize) -> (Histogram<u64>, Histogram<
     (near, far)
 }
 
+/// The replica client `c` of the throughput part talks to: round-robin over `n`, or
+/// the first with `BENCH_WRITE_TO_FIRST`.
+fn client_replica(c: usize, n: usize) -> usize {
+    if std::env::var_os("BENCH_WRITE_TO_FIRST").is_some() {
+        0
+    } else {
+        c % n
+    }
+}
+
 /// `adjustStock` at `clients` clients spread over `replicas` for `secs`: ops/s.
 async fn adjust_load(replicas: &[Replica], products: &[String], clients: usize, secs: u64) -> f64 {
     let token = admin_token();
@@ -150,7 +162,7 @@ async fn adjust_load(replicas: &[Replica], products: &[String], clients: usize, 
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let url = replicas[c % replicas.len()].url.clone();
+            let url = replicas[client_replica(c, replicas.len())].url.clone();
             let (token, products) = (token.clone(), products.to_vec());
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
@@ -190,7 +202,7 @@ async fn checkout_load(
     let started = Instant::now();
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
-            let url = replicas[c % replicas.len()].url.clone();
+            let url = replicas[client_replica(c, replicas.len())].url.clone();
             let products = products.to_vec();
             tokio::spawn(async move {
                 let http = reqwest::Client::new();
@@ -274,6 +286,10 @@ async fn throughput(
         // All the views on one replica: they share its reads of the log, as on one.
         if i > 0 && std::env::var_os("BENCH_VIEWS_TOGETHER").is_some() {
             env.push(("ORDERGRAPH_ROLES", "api,saga,publisher".to_owned()));
+        } else if i > 0
+            && let Ok(roles) = std::env::var("BENCH_OTHERS_ROLES")
+        {
+            env.push(("ORDERGRAPH_ROLES", roles));
         }
         replicas.push(Replica::start(&db, dir.path(), &format!("r{i}"), &env).await);
     }
