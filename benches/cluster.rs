@@ -280,16 +280,16 @@ async fn throughput(
         ("ORDERGRAPH_SAGA_PARTITIONS", k.to_string()),
         ("ORDERGRAPH_DB_MAX_CONNECTIONS", pool.to_string()),
     ];
+    // The roles of every replica but the first. All the views on the first:
+    // they share its reads of the log, as on one.
+    let others_roles = std::env::var("BENCH_OTHERS_ROLES").ok().or_else(|| {
+        std::env::var_os("BENCH_VIEWS_TOGETHER").map(|_| "api,saga,publisher".to_owned())
+    });
     let mut replicas = Vec::new();
     for i in 0..n {
         let mut env = env.to_vec();
-        // All the views on one replica: they share its reads of the log, as on one.
-        if i > 0 && std::env::var_os("BENCH_VIEWS_TOGETHER").is_some() {
-            env.push(("ORDERGRAPH_ROLES", "api,saga,publisher".to_owned()));
-        } else if i > 0
-            && let Ok(roles) = std::env::var("BENCH_OTHERS_ROLES")
-        {
-            env.push(("ORDERGRAPH_ROLES", roles));
+        if let Some(roles) = others_roles.as_ref().filter(|_| i > 0) {
+            env.push(("ORDERGRAPH_ROLES", roles.clone()));
         }
         replicas.push(Replica::start(&db, dir.path(), &format!("r{i}"), &env).await);
     }
